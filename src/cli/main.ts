@@ -1,0 +1,50 @@
+// Owns the `keyroll` command line: picks the subcommand and maps failures to exit codes.
+import { type Command, EXIT_USAGE, type Io, processIo, UsageError } from './usage.ts';
+
+const USAGE = `keyroll — make API-key rotation reach running AI gateways, and prove it did
+
+Usage: keyroll <command> [flags]
+
+Commands:
+  controller   in-pod controller: bootstrap, supervise the gateway, serve /_kilo/*
+  profiles     scan | migrate OpenClaw auth-profile stores offline
+  reconcile    one reconcile pass over all targets (--once)
+  diff         dry-run diff report of desired vs observed state; writes nothing
+
+Run \`keyroll <command> --help\` for the flags of a command.
+`;
+
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  controller: async () => (await import('./controller.ts')).run,
+  profiles: async () => (await import('./profiles.ts')).run,
+  reconcile: async () => (await import('./reconcile.ts')).runReconcile,
+  diff: async () => (await import('./reconcile.ts')).runDiff,
+};
+
+export async function main(argv: string[], io: Io = processIo()): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    io.stdout(USAGE);
+    return name ? 0 : EXIT_USAGE;
+  }
+  if (name === '--version' || name === '-v') {
+    io.stdout(`${(await import('../version.ts')).VERSION}\n`);
+    return 0;
+  }
+  const load = COMMANDS[name];
+  if (!load) {
+    io.stderr(`keyroll: unknown command '${name}'\n\n${USAGE}`);
+    return EXIT_USAGE;
+  }
+  try {
+    const command = await load();
+    return await command(rest, io);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.stderr(`keyroll ${name}: ${err.message}\nRun \`keyroll ${name} --help\` for usage.\n`);
+      return EXIT_USAGE;
+    }
+    io.stderr(`keyroll ${name}: ${(err as Error).message}\n`);
+    return EXIT_USAGE;
+  }
+}
