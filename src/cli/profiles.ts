@@ -1,7 +1,205 @@
-// Placeholder until the profiles command lands; it refuses to run rather than pretend.
-import { EXIT_USAGE, type Io } from './usage.ts';
+// Owns `keyroll profiles scan|migrate`: flags in, a table or JSON report out, exit code from the outcome.
+import { isAbsolute, resolve } from 'node:path';
+import { z } from 'zod';
+import {
+  migrateProfiles,
+  type ProfilesResult,
+  type RefTarget,
+  type StoreResult,
+  scanProfiles,
+} from '../profiles/index.ts';
+import { EXIT_NOT_DONE, EXIT_OK, type Io, parseFlags, UsageError } from './usage.ts';
 
-export async function run(_argv: string[], io: Io): Promise<number> {
-  io.stderr('keyroll profiles: not available in this build yet\n');
-  return EXIT_USAGE;
+const USAGE = `Usage:
+  keyroll profiles scan --state-dir DIR [--provider P] [--json]
+  keyroll profiles migrate --state-dir DIR [--provider P] [--to env|file] [--env-var NAME]
+                           [--key-file PATH] [--provider-alias A] [--dry-run] [--json]
+
+scan     classify every auth profile of the provider in every store (writes nothing)
+migrate  rewrite plaintext keys (and refs of the other source) to a keyRef
+
+Flags:
+  --state-dir DIR        OpenClaw state dir (OPENCLAW_STATE_DIR), required
+  --provider P           managed provider (default: kilocode)
+  --to env|file          ref source to migrate to (default: env)
+  --env-var NAME         env var of an env ref (default: KILOCODE_API_KEY)
+  --key-file PATH        absolute path of the key file, required with --to file
+  --provider-alias A     secrets provider alias of a file ref (default: kilofile)
+  --busy-timeout-ms N    SQLite busy timeout (default: 2000)
+  --dry-run              report what would change, write nothing
+  --json                 machine-readable output
+  -h, --help             this help
+
+Exit codes: 0 done (also when nothing needed doing), 1 some store could not be read or
+migrated, 2 bad usage.
+`;
+
+const FLAGS = {
+  'state-dir': { type: 'string' },
+  provider: { type: 'string' },
+  to: { type: 'string' },
+  'env-var': { type: 'string' },
+  'key-file': { type: 'string' },
+  'provider-alias': { type: 'string' },
+  'busy-timeout-ms': { type: 'string' },
+  'dry-run': { type: 'boolean' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+const Flags = z.object({
+  'state-dir': z.string({ error: '--state-dir DIR is required' }).min(1, '--state-dir DIR is required'),
+  provider: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, '--provider must be a provider id such as kilocode')
+    .default('kilocode'),
+  to: z.enum(['env', 'file'], { error: '--to must be env or file' }).default('env'),
+  'env-var': z
+    .string()
+    .regex(/^[A-Z][A-Z0-9_]{0,127}$/, '--env-var must match ^[A-Z][A-Z0-9_]{0,127}$')
+    .default('KILOCODE_API_KEY'),
+  'key-file': z.string().refine(isAbsolute, '--key-file must be an absolute path').optional(),
+  'provider-alias': z
+    .string()
+    .regex(/^[a-z][a-z0-9_-]{0,63}$/, '--provider-alias must match ^[a-z][a-z0-9_-]{0,63}$')
+    .default('kilofile'),
+  'busy-timeout-ms': z.coerce
+    .number({ error: '--busy-timeout-ms must be a number' })
+    .int()
+    .min(0)
+    .max(600_000)
+    .default(2000),
+  'dry-run': z.boolean().default(false),
+  json: z.boolean().default(false),
+});
+type Flags = z.infer<typeof Flags>;
+
+function parse(argv: string[]): Flags {
+  const { values } = parseFlags(argv, FLAGS);
+  const parsed = Flags.safeParse(values);
+  if (!parsed.success) throw new UsageError(parsed.error.issues[0]?.message ?? 'invalid flags');
+  return parsed.data;
+}
+
+export async function run(argv: string[], io: Io): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (!sub || sub === '--help' || sub === '-h' || sub === 'help') {
+    io.stdout(USAGE);
+    return sub ? EXIT_OK : 2;
+  }
+  if (sub !== 'scan' && sub !== 'migrate')
+    throw new UsageError(`unknown subcommand '${sub}' (expected scan or migrate)`);
+  if (rest.includes('--help') || rest.includes('-h')) {
+    io.stdout(USAGE);
+    return EXIT_OK;
+  }
+  const flags = parse(rest);
+  const stateDir = resolve(flags['state-dir']);
+  if (sub === 'scan') {
+    for (const f of ['to', 'env-var', 'key-file', 'provider-alias', 'dry-run'] as const) {
+      if (rest.some((a) => a === `--${f}` || a.startsWith(`--${f}=`)))
+        throw new UsageError(`--${f} applies to migrate only`);
+    }
+    const result = await scanProfiles({
+      stateDir,
+      provider: flags.provider,
+      busyTimeoutMs: flags['busy-timeout-ms'],
+    });
+    io.stdout(
+      flags.json
+        ? `${JSON.stringify(toJson('scan', result, false), null, 2)}\n`
+        : renderText('scan', result, false),
+    );
+    return result.storesFailed > 0 ? EXIT_NOT_DONE : EXIT_OK;
+  }
+  let target: RefTarget;
+  if (flags.to === 'file') {
+    if (!flags['key-file']) throw new UsageError('--to file requires --key-file PATH (absolute)');
+    target = { to: 'file', keyFile: flags['key-file'], providerAlias: flags['provider-alias'] };
+  } else {
+    if (flags['key-file']) throw new UsageError('--key-file applies to --to file only');
+    target = { to: 'env', envVar: flags['env-var'] };
+  }
+  const result = await migrateProfiles({
+    stateDir,
+    provider: flags.provider,
+    target,
+    dryRun: flags['dry-run'],
+    busyTimeoutMs: flags['busy-timeout-ms'],
+  });
+  io.stdout(
+    flags.json
+      ? `${JSON.stringify(toJson('migrate', result, flags['dry-run']), null, 2)}\n`
+      : renderText('migrate', result, flags['dry-run']),
+  );
+  const setupFailed = result.keyFile?.status === 'failed' || Boolean(result.config?.error);
+  return result.storesFailed > 0 || setupFailed ? EXIT_NOT_DONE : EXIT_OK;
+}
+
+/** The report's JSON: one entry per store; forms and errors only, never a value. */
+export function toJson(command: 'scan' | 'migrate', r: ProfilesResult, dryRun: boolean) {
+  return {
+    command,
+    dryRun,
+    ok: r.storesFailed === 0,
+    profilesMigrated: r.profilesMigrated,
+    storesFailed: r.storesFailed,
+    backupsHardened: r.backupsHardened,
+    stores: r.stores.map((s) => ({
+      path: s.path,
+      layout: s.layout,
+      agentId: s.agentId,
+      changed: s.changed,
+      error: s.error,
+      profiles: s.profiles.map((p) => ({ profileId: p.profileId, before: p.form, after: p.formAfter })),
+    })),
+    ...(r.keyFile ? { keyFile: r.keyFile } : {}),
+    ...(r.config ? { config: r.config } : {}),
+    warnings: r.warnings,
+  };
+}
+
+function pad(rows: string[][]): string {
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
+  return rows.map((r) => `  ${r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ')}`.trimEnd()).join('\n');
+}
+
+function storeBlock(s: StoreResult, command: 'scan' | 'migrate'): string {
+  const state = s.error ? 'FAILED' : s.changed ? 'changed' : 'unchanged';
+  const head = `${s.path}  [${s.layout}${s.agentId ? `, agent ${s.agentId}` : ''}]  ${state}`;
+  const rows: string[][] = [command === 'scan' ? ['profile', 'form'] : ['profile', 'before', '', 'after']];
+  for (const p of s.profiles) {
+    rows.push(command === 'scan' ? [p.profileId, p.form] : [p.profileId, p.form, '→', p.formAfter]);
+  }
+  const body = s.profiles.length ? pad(rows) : '  (no profiles of the provider)';
+  return `${head}\n${body}${s.error ? `\n  error: ${s.error}` : ''}`;
+}
+
+export function renderText(command: 'scan' | 'migrate', r: ProfilesResult, dryRun: boolean): string {
+  const parts: string[] = [];
+  if (r.stores.length === 0) parts.push('No auth-profile stores found.');
+  for (const s of r.stores) parts.push(storeBlock(s, command));
+  if (r.keyFile) {
+    parts.push(
+      `key file ${r.keyFile.path}: ${r.keyFile.status}${r.keyFile.error ? ` (${r.keyFile.error})` : ''}`,
+    );
+    if (r.keyFile.differingKeys > 0) {
+      parts.push(
+        `  ${r.keyFile.differingKeys} plaintext key(s) differed from the key file and were dropped from the stores`,
+      );
+    }
+  }
+  if (r.config) {
+    parts.push(
+      `config ${r.config.path}: ${r.config.error ? `FAILED (${r.config.error})` : r.config.changed ? 'file provider registered' : 'unchanged'}`,
+    );
+  }
+  for (const w of r.warnings) parts.push(`warning: ${w}`);
+  const verb = command === 'scan' ? 'scanned' : dryRun ? 'would migrate' : 'migrated';
+  const summary =
+    command === 'scan'
+      ? `${r.stores.length} store(s) scanned, ${r.storesFailed} unreadable, ${r.backupsHardened} credential backup(s)`
+      : `${r.profilesMigrated} profile(s) ${verb}, ${r.storesFailed} store(s) failed, ${r.backupsHardened} credential backup(s) ${dryRun ? 'found' : 'at 0600'}`;
+  parts.push(`${dryRun ? '[dry run] ' : ''}${summary}`);
+  return `${parts.join('\n\n')}\n`;
 }

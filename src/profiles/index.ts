@@ -1,0 +1,317 @@
+// Owns the profiles module's public API: scan, migrate and report OpenClaw auth-profile stores.
+import { promises as fs } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { type Logger, SecretRegistry, silentLogger } from '../log.ts';
+import { hardenBackups } from './backups.ts';
+import {
+  AGENT_DB,
+  discoverStores,
+  listMatching,
+  STALE_TEMP_PATTERN,
+  type StoreLocation,
+  storeDirs,
+} from './discover.ts';
+import { type JsonSnapshot, readJsonStore, writeJsonStore } from './json-store.ts';
+import { ensureKeyFile } from './key-file.ts';
+import { CONFIG_FILE, declaredProfiles, registerFileProvider } from './openclaw-config.ts';
+import { DEFAULT_BUSY_TIMEOUT_MS, readSqliteStore, updateSqliteStore } from './sqlite-store.ts';
+import { planStore, type StoreDoc, StoreError, secretStrings } from './store-doc.ts';
+import type {
+  MigrateOptions,
+  ProfileFormRow,
+  ProfileResult,
+  ProfilesResult,
+  RefTarget,
+  ScanOptions,
+  StoreLayout,
+  StoreResult,
+} from './types.ts';
+
+export { hardenBackups } from './backups.ts';
+export type * from './types.ts';
+export { ALL_LAYOUTS } from './types.ts';
+
+/** One store as read: its public result plus what only this module may hold (the document). */
+interface Loaded {
+  loc: StoreLocation;
+  result: StoreResult;
+  doc: StoreDoc | null;
+  json: JsonSnapshot | null;
+  plaintextKeys: string[];
+}
+
+function message(err: unknown, secrets: SecretRegistry): string {
+  const text = err instanceof StoreError ? err.message : 'unexpected error while handling the store';
+  return secrets.scrub(text);
+}
+
+async function load(
+  loc: StoreLocation,
+  provider: string,
+  busyTimeoutMs: number,
+  secrets: SecretRegistry,
+): Promise<Loaded | null> {
+  const result: StoreResult = { ...loc, profiles: [], changed: false, error: null };
+  try {
+    let doc: StoreDoc | null;
+    let json: JsonSnapshot | null = null;
+    if (loc.layout === 'json') {
+      json = await readJsonStore(loc.path);
+      doc = json.doc;
+    } else {
+      doc = await readSqliteStore(loc.path, loc.layout, busyTimeoutMs);
+      if (!doc) return null; // a database without a store of this layout
+    }
+    for (const s of secretStrings(doc.root)) secrets.add(s);
+    const plan = planStore(doc, provider, null);
+    result.profiles = plan.profiles;
+    return { loc, result, doc, json, plaintextKeys: plan.plaintextKeys };
+  } catch (err) {
+    result.error = message(err, secrets);
+    return { loc, result, doc: null, json: null, plaintextKeys: [] };
+  }
+}
+
+async function loadAll(stateDir: string, provider: string, busyTimeoutMs: number, secrets: SecretRegistry) {
+  const loaded: Loaded[] = [];
+  for (const loc of await discoverStores(stateDir)) {
+    const l = await load(loc, provider, busyTimeoutMs, secrets);
+    if (l) loaded.push(l);
+  }
+  return loaded;
+}
+
+/**
+ * Adds what the stores cannot say themselves: a declared profile no store holds is `missing`
+ * (reported on the store OpenClaw would read it from); an unreadable store reports the
+ * declared profiles (or `<provider>:default`) as `unreadable`, since it may hold them.
+ */
+async function annotate(
+  stateDir: string,
+  provider: string,
+  loaded: Loaded[],
+  warnings: string[],
+): Promise<void> {
+  let declared: string[] = [];
+  try {
+    declared = await declaredProfiles(stateDir, provider);
+  } catch (err) {
+    warnings.push(err instanceof StoreError ? err.message : `cannot read ${CONFIG_FILE}`);
+  }
+  const unreadableIds = declared.length > 0 ? declared : [`${provider}:default`];
+  for (const l of loaded) {
+    if (l.result.error !== null) {
+      l.result.profiles = unreadableIds.map((profileId) => ({
+        profileId,
+        form: 'unreadable',
+        formAfter: 'unreadable',
+      }));
+    }
+  }
+  if (loaded.some((l) => l.result.error !== null)) return;
+  const held = new Set(loaded.flatMap((l) => l.result.profiles.map((p) => p.profileId)));
+  const missing = declared.filter((id) => !held.has(id));
+  if (missing.length === 0) return;
+  const rows: ProfileResult[] = missing.map((profileId) => ({
+    profileId,
+    form: 'missing',
+    formAfter: 'missing',
+  }));
+  const home =
+    loaded.find((l) => l.loc.layout === 'sqlite-state') ??
+    loaded.find((l) => l.loc.agentId === 'main' && l.loc.layout === 'sqlite-agent') ??
+    loaded.find((l) => l.loc.agentId === 'main');
+  if (home) {
+    home.result.profiles.push(...rows);
+    return;
+  }
+  const path = join(stateDir, 'agents', 'main', 'agent', AGENT_DB);
+  const loc: StoreLocation = { path, layout: 'sqlite-agent', agentId: 'main' };
+  loaded.push({
+    loc,
+    result: { ...loc, profiles: rows, changed: false, error: null },
+    doc: null,
+    json: null,
+    plaintextKeys: [],
+  });
+}
+
+function summarise(loaded: Loaded[], backupsHardened: number, warnings: string[]): ProfilesResult {
+  const stores = loaded.map((l) => l.result);
+  return {
+    stores,
+    profilesMigrated: stores.reduce(
+      (n, s) => n + (s.error ? 0 : s.profiles.filter((p) => p.form !== p.formAfter).length),
+      0,
+    ),
+    storesFailed: stores.filter((s) => s.error !== null).length,
+    backupsHardened,
+    warnings,
+  };
+}
+
+/** Reads and classifies every store; writes nothing. */
+export async function scanProfiles(opts: ScanOptions): Promise<ProfilesResult> {
+  const secrets = new SecretRegistry();
+  const warnings: string[] = [];
+  const loaded = await loadAll(
+    opts.stateDir,
+    opts.provider,
+    opts.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS,
+    secrets,
+  );
+  await annotate(opts.stateDir, opts.provider, loaded, warnings);
+  return summarise(loaded, await hardenBackups(opts.stateDir, true), warnings);
+}
+
+async function removeStaleTemps(dirs: string[]): Promise<void> {
+  for (const dir of dirs) {
+    for (const path of await listMatching(dir, STALE_TEMP_PATTERN)) await fs.rm(path, { force: true });
+  }
+}
+
+/**
+ * Rewrites every plaintext (or other-source) profile of `provider` to the target `keyRef`.
+ * File refs: the key file and the provider registration are in place before any store points
+ * at them; if either fails, no store is switched. Idempotent: a store with nothing to change
+ * is not written.
+ */
+export async function migrateProfiles(opts: MigrateOptions): Promise<ProfilesResult> {
+  const log: Logger = opts.log ?? silentLogger();
+  const dryRun = opts.dryRun ?? false;
+  const layouts = new Set<StoreLayout>(opts.layouts ?? ['json', 'sqlite-agent', 'sqlite-state']);
+  const busy = opts.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
+  const secrets = new SecretRegistry();
+  const warnings: string[] = [];
+  const target = opts.target;
+
+  if (!dryRun) {
+    const dirs = await storeDirs(opts.stateDir);
+    dirs.push(opts.stateDir);
+    if (target.to === 'file') dirs.push(dirname(target.keyFile));
+    await removeStaleTemps(dirs);
+  }
+
+  const loaded = await loadAll(opts.stateDir, opts.provider, busy, secrets);
+  const plans = new Map<Loaded, StoreDoc>();
+  for (const l of loaded) {
+    if (!l.doc || !layouts.has(l.loc.layout)) continue;
+    const plan = planStore(l.doc, opts.provider, target);
+    if (!plan.next) continue;
+    l.result.profiles = plan.profiles;
+    l.result.changed = true;
+    plans.set(l, plan.next);
+  }
+
+  let out: Pick<ProfilesResult, 'keyFile' | 'config'> = {};
+  if (target.to === 'file') {
+    const setup = await prepareFileTarget(opts.stateDir, target, loaded, plans.size > 0, dryRun, secrets);
+    out = setup.out;
+    if (plans.size > 0 && setup.out.keyFile?.status === 'missing') {
+      warnings.push(
+        'the key file does not exist and no plaintext key was found to create it; write it before starting the gateway',
+      );
+    }
+    if (setup.error) {
+      for (const l of plans.keys()) failStore(l, `not migrated: ${setup.error}`);
+      plans.clear();
+    }
+  }
+
+  for (const [l, next] of plans) {
+    if (dryRun) continue;
+    try {
+      if (l.loc.layout === 'json' && l.json) {
+        await writeJsonStore(l.loc.path, l.json, next);
+      } else {
+        // Re-plan inside the transaction: the database may have moved on since it was read.
+        const res = await updateSqliteStore(
+          l.loc.path,
+          l.loc.layout,
+          (doc) => planStore(doc, opts.provider, target).next,
+          busy,
+        );
+        if (!res.written) l.result.changed = false;
+        if (res.warning) warnings.push(`${l.loc.path}: ${res.warning}`);
+      }
+      log.info(
+        {
+          path: l.loc.path,
+          layout: l.loc.layout,
+          agentId: l.loc.agentId,
+          migrated: l.result.profiles.filter((p) => p.form !== p.formAfter).length,
+        },
+        'Migrated auth-profile store',
+      );
+    } catch (err) {
+      failStore(l, message(err, secrets));
+      log.warn(
+        { path: l.loc.path, layout: l.loc.layout, error: l.result.error },
+        'Could not migrate auth-profile store',
+      );
+    }
+  }
+
+  await annotate(opts.stateDir, opts.provider, loaded, warnings);
+  let backups = 0;
+  try {
+    backups = await hardenBackups(opts.stateDir, dryRun);
+  } catch {
+    warnings.push('could not harden every credential backup');
+  }
+  const result = { ...summarise(loaded, backups, warnings), ...out };
+  log.info(
+    {
+      stores: result.stores.length,
+      profilesMigrated: result.profilesMigrated,
+      storesFailed: result.storesFailed,
+      backups,
+      dryRun,
+    },
+    'Auth-profile migration finished',
+  );
+  return result;
+}
+
+function failStore(l: Loaded, error: string): void {
+  l.result.error = error;
+  l.result.changed = false;
+  l.result.profiles = l.result.profiles.map((p) => ({ ...p, formAfter: p.form }));
+}
+
+async function prepareFileTarget(
+  stateDir: string,
+  target: Extract<RefTarget, { to: 'file' }>,
+  loaded: Loaded[],
+  needed: boolean,
+  dryRun: boolean,
+  secrets: SecretRegistry,
+): Promise<{ out: Pick<ProfilesResult, 'keyFile' | 'config'>; error: string | null }> {
+  // Only when some store will point at the file is it created; otherwise it is just inspected.
+  const keys = needed ? loaded.flatMap((l) => l.plaintextKeys) : [];
+  const keyFile = await ensureKeyFile(target.keyFile, keys, dryRun || !needed);
+  keyFile.error = keyFile.error && secrets.scrub(keyFile.error);
+  const config = { path: join(stateDir, CONFIG_FILE), changed: false, error: null as string | null };
+  if (keyFile.status === 'failed') return { out: { keyFile, config }, error: `key file: ${keyFile.error}` };
+  if (!needed) return { out: { keyFile, config }, error: null };
+  try {
+    const reg = await registerFileProvider(stateDir, target.providerAlias, target.keyFile, dryRun);
+    config.changed = reg.changed;
+  } catch (err) {
+    config.error = message(err, secrets);
+    return { out: { keyFile, config }, error: config.error };
+  }
+  return { out: { keyFile, config }, error: null };
+}
+
+/** The after-migration form of every profile, flat, as `/_kilo/state` reports them. */
+export function profileForms(result: ProfilesResult): ProfileFormRow[] {
+  return result.stores.flatMap((s) =>
+    s.profiles.map((p) => ({
+      agentId: s.agentId,
+      store: s.layout,
+      profileId: p.profileId,
+      form: p.formAfter,
+    })),
+  );
+}
