@@ -427,7 +427,7 @@ export async function runStandIn(argv: string[], env: NodeJS.ProcessEnv = proces
 
   const portText =
     values.port ?? spawnEnv.OPENCLAW_GATEWAY_PORT ?? String(state.config.gateway?.port ?? 18789);
-  const port = Number(portText);
+  let port = Number(portText);
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     process.stderr.write('stand-in: port must be an integer 0-65535\n');
     process.exit(2);
@@ -597,6 +597,8 @@ export async function runStandIn(argv: string[], env: NodeJS.ProcessEnv = proces
   }
   const addr = server!.address();
   const actualPort = addr && typeof addr === 'object' ? addr.port : port;
+  // An in-process restart must come back on the same port, also when 0 was asked for.
+  port = actualPort;
   log('listening', { port: actualPort, pid: process.pid, readyDelayMs });
   setTimeout(() => log('ready', { port: actualPort }), readyDelayMs).unref();
 
