@@ -1,12 +1,334 @@
-// Placeholder until the reconcile and diff commands land; they refuse to run rather than pretend.
-import { EXIT_USAGE, type Io } from './usage.ts';
+// Owns the `reconcile` and `diff` commands: flags → key source and targets → one pass → report and exit code.
+import type { ParseArgsConfig } from 'node:util';
+import type { DestinationStream } from 'pino';
+import { createLogger, SecretRegistry } from '../log.ts';
+import { type Clock, systemClock } from '../reconcile/clock.ts';
+import { httpControllerClient } from '../reconcile/controller-client.ts';
+import { parseDuration } from '../reconcile/duration.ts';
+import { createProgress } from '../reconcile/progress.ts';
+import type { Target } from '../reconcile/reconcile-target.ts';
+import { renderDiff, renderJson, renderReconcile } from '../reconcile/report.ts';
+import { DEFAULT_RETRY } from '../reconcile/retry.ts';
+import { type PassResult, runPass } from '../reconcile/rollout.ts';
+import { fileKeySource } from '../reconcile/sources/file-source.ts';
+import { httpKeySource } from '../reconcile/sources/http-source.ts';
+import { type KeySource, KeySourceError } from '../reconcile/sources/key-source.ts';
+import {
+  ConfigError,
+  loadTargetsFile,
+  resolvePath,
+  resolveToken,
+  type SourceConfig,
+  SourceConfigSchema,
+  type TargetsFile,
+} from '../reconcile/targets.ts';
+import { EXIT_NOT_DONE, EXIT_OK, EXIT_USAGE, type Io, parseFlags, UsageError } from './usage.ts';
 
-export async function runReconcile(_argv: string[], io: Io): Promise<number> {
-  io.stderr('keyroll reconcile: not available in this build yet\n');
-  return EXIT_USAGE;
+const SOURCE_HELP = `Key source (overrides the targets file's \`source:\`):
+  --source-file PATH        file with the key, or a mounted Secret directory (key file KILOCODE_API_KEY)
+  --source-key-name NAME    file name inside a Secret directory (default: the env var name)
+  --source-url URL          HTTP API answering {key|token, version?, expiresAt?} to GET with a bearer
+  --source-token-file PATH  bearer token for --source-url, from a file
+  --source-token-env NAME   bearer token for --source-url, from an environment variable
+  --mint-url URL            POSTed for a fresh key when expiresAt - now <= --refresh-before
+  --refresh-before DUR      default 72h`;
+
+const RECONCILE_USAGE = `Usage: keyroll reconcile --once --targets FILE [source flags] [--json] [--deadline 120s]
+
+One level-triggered pass: observe every target, deliver the desired key where it differs, and
+verify until the running gateway shows it (fingerprint, profile forms, readiness, new PID in
+restart mode). A converged target gets no request beyond GET /_kilo/state.
+
+  --once                    run one pass and exit (required; the operator runs continuously)
+  --targets FILE            targets file (YAML or JSON); see docs/reconcile.md
+  --json                    print the pass as JSON instead of a table
+  --deadline DUR            per target, delivery plus verification (default 120s)
+  --poll DUR                re-observe interval while verifying (default 500ms)
+  --retries N               retries per controller call (default ${DEFAULT_RETRY.retries})
+  --concurrency N, --max-unavailable N, --failure-budget N, --paused
+                            override the targets file's defaults.rollout
+
+${SOURCE_HELP}
+
+Exit: 0 all converged, 1 some not converged (or paused with drift), 2 error (usage, targets, source).
+`;
+
+const DIFF_USAGE = `Usage: keyroll diff --targets FILE [source flags] [--output text|json]
+
+Dry run of the same pipeline: observes every target (GET /_kilo/state only, never a change) and
+prints observed vs desired per target like a unified diff, with the actions a reconcile would take.
+
+  --targets FILE            targets file (YAML or JSON); see docs/reconcile.md
+  --output text|json        default text
+
+${SOURCE_HELP}
+
+Exit: 0 no drift, 1 drift (or a target unreachable), 2 error (usage, targets, source).
+`;
+
+const SOURCE_FLAGS = {
+  targets: { type: 'string' },
+  'source-file': { type: 'string' },
+  'source-key-name': { type: 'string' },
+  'source-url': { type: 'string' },
+  'source-token-file': { type: 'string' },
+  'source-token-env': { type: 'string' },
+  'mint-url': { type: 'string' },
+  'refresh-before': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** What tests and other drivers may inject. */
+export interface ReconcileDeps {
+  clock?: Clock;
+  signal?: AbortSignal;
 }
 
-export async function runDiff(_argv: string[], io: Io): Promise<number> {
-  io.stderr('keyroll diff: not available in this build yet\n');
-  return EXIT_USAGE;
+type SourceFlags = {
+  'source-file'?: string | undefined;
+  'source-key-name'?: string | undefined;
+  'source-url'?: string | undefined;
+  'source-token-file'?: string | undefined;
+  'source-token-env'?: string | undefined;
+  'mint-url'?: string | undefined;
+  'refresh-before'?: string | undefined;
+};
+
+function sourceFromFlags(v: SourceFlags): SourceConfig | undefined {
+  if (v['source-file'] && v['source-url'])
+    throw new UsageError('give --source-file or --source-url, not both');
+  let raw: unknown;
+  if (v['source-file']) {
+    raw = {
+      file: { path: v['source-file'], ...(v['source-key-name'] ? { keyName: v['source-key-name'] } : {}) },
+    };
+  } else if (v['source-url']) {
+    raw = {
+      http: {
+        url: v['source-url'],
+        ...(v['source-token-file'] ? { tokenFile: v['source-token-file'] } : {}),
+        ...(v['source-token-env'] ? { tokenEnv: v['source-token-env'] } : {}),
+        ...(v['mint-url'] ? { mintUrl: v['mint-url'] } : {}),
+        ...(v['refresh-before'] ? { refreshBefore: v['refresh-before'] } : {}),
+      },
+    };
+  } else {
+    return undefined;
+  }
+  const parsed = SourceConfigSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw new UsageError(
+      `source flags: ${parsed.error.issues.map((i) => `${i.path.slice(1).join('.') || 'source'}: ${i.message}`).join('; ')}`,
+    );
+  }
+  return parsed.data;
+}
+
+async function buildSource(
+  cfg: SourceConfig,
+  env: NodeJS.ProcessEnv,
+  baseDir: string,
+  envVar: string,
+  clock: Clock,
+  secrets: SecretRegistry,
+): Promise<KeySource> {
+  if ('file' in cfg) {
+    return fileKeySource({ path: resolvePath(baseDir, cfg.file.path), keyName: cfg.file.keyName ?? envVar });
+  }
+  const h = cfg.http;
+  const token = await resolveToken({ env: h.tokenEnv, file: h.tokenFile }, env, baseDir, 'source.http.token');
+  secrets.add(token);
+  return httpKeySource({
+    url: h.url,
+    token,
+    ...(h.mintUrl ? { mintUrl: h.mintUrl } : {}),
+    ...(h.refreshBefore !== undefined ? { refreshBeforeMs: h.refreshBefore } : {}),
+    ...(h.timeout !== undefined ? { timeoutMs: h.timeout } : {}),
+    clock,
+  });
+}
+
+function positiveInt(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^\d+$/.test(v) || Number(v) < (name === 'retries' ? 0 : 1)) {
+    throw new UsageError(
+      `--${name}: expected a whole number${name === 'retries' ? '' : ' of at least 1'}, got '${v}'`,
+    );
+  }
+  return Number(v);
+}
+
+function duration(name: string, v: string | undefined, fallback: number): number {
+  if (v === undefined) return fallback;
+  try {
+    return parseDuration(v);
+  } catch (err) {
+    throw new UsageError(`--${name}: ${(err as Error).message}`);
+  }
+}
+
+interface Prepared {
+  file: TargetsFile;
+  source: KeySource;
+  targets: Target[];
+  secrets: SecretRegistry;
+  out: Io;
+}
+
+/** Reads the targets file, resolves every token and builds the source; nothing is contacted yet. */
+async function prepare(
+  values: SourceFlags & { targets?: string | undefined },
+  io: Io,
+  clock: Clock,
+): Promise<Prepared> {
+  if (!values.targets) throw new UsageError('--targets FILE is required');
+  const secrets = new SecretRegistry();
+  // Every byte the command prints passes the registry, so a key or token that slipped into an
+  // error message is replaced before it leaves the process.
+  const out: Io = {
+    ...io,
+    stdout: (t) => io.stdout(secrets.scrub(t)),
+    stderr: (t) => io.stderr(secrets.scrub(t)),
+  };
+  const flagSource = sourceFromFlags(values);
+  const { file, baseDir } = await loadTargetsFile(values.targets);
+  const cfg = flagSource ?? file.source;
+  if (!cfg)
+    throw new UsageError(
+      'no key source: add `source:` to the targets file or pass --source-file/--source-url',
+    );
+  const source = await buildSource(cfg, io.env, baseDir, file.defaults.envVar, clock, secrets);
+  const targets: Target[] = [];
+  for (const [i, t] of file.targets.entries()) {
+    const token = await resolveToken(t.token, io.env, baseDir, `targets[${i}].token (${t.name})`);
+    secrets.add(token);
+    targets.push({
+      name: t.name,
+      url: t.url,
+      labels: t.labels,
+      token,
+      client: httpControllerClient({ url: t.url, token, timeoutMs: file.defaults.requestTimeout }),
+    });
+  }
+  return { file, source, targets, secrets, out };
+}
+
+function logDestination(io: Io, secrets: SecretRegistry): DestinationStream {
+  return { write: (line: string) => io.stderr(secrets.scrub(line)) };
+}
+
+async function runCommand(
+  kind: 'reconcile' | 'diff',
+  argv: string[],
+  io: Io,
+  deps: ReconcileDeps,
+): Promise<number> {
+  const extra: NonNullable<ParseArgsConfig['options']> =
+    kind === 'reconcile'
+      ? {
+          once: { type: 'boolean' },
+          json: { type: 'boolean' },
+          deadline: { type: 'string' },
+          poll: { type: 'string' },
+          retries: { type: 'string' },
+          concurrency: { type: 'string' },
+          'max-unavailable': { type: 'string' },
+          'failure-budget': { type: 'string' },
+          paused: { type: 'boolean' },
+        }
+      : { output: { type: 'string' } };
+  const { values: v } = parseFlags(argv, { ...SOURCE_FLAGS, ...extra });
+  const values = v as Record<string, string | boolean | undefined>;
+  const str = (k: string) => (typeof values[k] === 'string' ? (values[k] as string) : undefined);
+  if (values.help) {
+    io.stdout(kind === 'reconcile' ? RECONCILE_USAGE : DIFF_USAGE);
+    return EXIT_OK;
+  }
+  if (kind === 'reconcile' && !values.once) {
+    throw new UsageError('--once is required (continuous reconciling is the operator’s job)');
+  }
+  const output = kind === 'diff' ? (str('output') ?? 'text') : values.json ? 'json' : 'text';
+  if (output !== 'text' && output !== 'json')
+    throw new UsageError(`--output: expected text or json, got '${output}'`);
+  const clock = deps.clock ?? systemClock;
+  const deadlineMs = duration('deadline', str('deadline'), 120_000);
+  const pollIntervalMs = duration('poll', str('poll'), 500);
+  const retries = positiveInt('retries', str('retries'));
+  const overrides = {
+    concurrency: positiveInt('concurrency', str('concurrency')),
+    maxUnavailable: positiveInt('max-unavailable', str('max-unavailable')),
+    failureBudget: positiveInt('failure-budget', str('failure-budget')),
+  };
+
+  let prepared: Prepared;
+  try {
+    prepared = await prepare(values as SourceFlags & { targets?: string }, io, clock);
+  } catch (err) {
+    if (err instanceof ConfigError || err instanceof KeySourceError) {
+      io.stderr(`keyroll ${kind}: ${err.message}\n`);
+      return EXIT_USAGE;
+    }
+    throw err;
+  }
+  const { file, source, targets, secrets, out } = prepared;
+  const log = createLogger({
+    level: io.env.KEYROLL_LOG_LEVEL ?? 'warn',
+    secrets,
+    destination: logDestination(io, secrets),
+  }).child({ command: kind });
+
+  const abort = new AbortController();
+  const onSigint = () => abort.abort(new Error('interrupted'));
+  process.once('SIGINT', onSigint);
+  const signal = deps.signal ? AbortSignal.any([deps.signal, abort.signal]) : abort.signal;
+  try {
+    let key: Awaited<ReturnType<KeySource['current']>>;
+    try {
+      key = await source.current(signal);
+    } catch (err) {
+      if (err instanceof KeySourceError) {
+        out.stderr(`keyroll ${kind}: ${err.message}\n`);
+        return EXIT_USAGE;
+      }
+      throw err;
+    }
+    secrets.add(key.key);
+    const rollout = {
+      ...file.defaults.rollout,
+      ...(overrides.concurrency ? { concurrency: overrides.concurrency } : {}),
+      ...(overrides.maxUnavailable ? { maxUnavailable: overrides.maxUnavailable } : {}),
+      ...(overrides.failureBudget ? { failureBudget: overrides.failureBudget } : {}),
+      ...(values.paused ? { paused: true } : {}),
+    };
+    const progress = createProgress(targets.length, out.stderr, io.isTty);
+    const pass: PassResult = await runPass(targets, {
+      key,
+      envVar: file.defaults.envVar,
+      delivery: file.defaults.delivery,
+      rollout,
+      dryRun: kind === 'diff',
+      clock,
+      log,
+      retry: { ...DEFAULT_RETRY, ...(retries !== undefined ? { retries } : {}) },
+      deadlineMs,
+      pollIntervalMs,
+      signal,
+      ...(kind === 'reconcile' ? { onPhase: progress.phase, onResult: progress.result } : {}),
+    });
+    progress.finish();
+    if (output === 'json') out.stdout(renderJson(pass));
+    else out.stdout(kind === 'diff' ? renderDiff(pass) : renderReconcile(pass));
+    const s = pass.summary;
+    return s.converged === s.total ? EXIT_OK : EXIT_NOT_DONE;
+  } finally {
+    process.removeListener('SIGINT', onSigint);
+  }
+}
+
+export async function runReconcile(argv: string[], io: Io, deps: ReconcileDeps = {}): Promise<number> {
+  return runCommand('reconcile', argv, io, deps);
+}
+
+export async function runDiff(argv: string[], io: Io, deps: ReconcileDeps = {}): Promise<number> {
+  return runCommand('diff', argv, io, deps);
 }

@@ -1,0 +1,59 @@
+// Owns the observed state of one target: the zod schema of `GET /_kilo/state` and its summary.
+import { z } from 'zod';
+
+/**
+ * `GET /_kilo/state` as the controller reports it. Unknown fields are tolerated (zod strips them),
+ * so a newer controller that adds fields never looks broken to an older reconciler.
+ */
+export const ObservedStateSchema = z.object({
+  controller: z.object({
+    version: z.string().nullish(),
+    state: z.string(),
+    delivery: z.string().nullish(),
+  }),
+  gateway: z.object({
+    state: z.string(),
+    pid: z.number().int().nullish(),
+    startedAt: z.string().nullish(),
+    restarts: z.number().int().nullish(),
+    ready: z.boolean().nullish(),
+    lastExit: z.unknown().optional(),
+  }),
+  key: z.object({
+    envHash: z.string().nullish(),
+    fileHash: z.string().nullish(),
+    version: z.string().nullish(),
+  }),
+  profiles: z
+    .array(
+      z.object({
+        agentId: z.string(),
+        store: z.string().nullish(),
+        profileId: z.string(),
+        form: z.string(),
+      }),
+    )
+    .default([]),
+});
+
+export type ObservedState = z.infer<typeof ObservedStateSchema>;
+export type ObservedProfile = ObservedState['profiles'][number];
+
+/** The profile form each delivery mode requires. */
+export function requiredForm(delivery: 'restart' | 'file'): 'keyRef-env' | 'keyRef-file' {
+  return delivery === 'file' ? 'keyRef-file' : 'keyRef-env';
+}
+
+const LastExitSchema = z.object({
+  code: z.number().nullish(),
+  signal: z.string().nullish(),
+});
+
+/** "exit 1", "signal SIGKILL" or null, from whatever shape the controller reports `lastExit` in. */
+export function describeLastExit(lastExit: unknown): string | null {
+  const parsed = LastExitSchema.safeParse(lastExit);
+  if (!parsed.success) return null;
+  if (parsed.data.signal) return `signal ${parsed.data.signal}`;
+  if (parsed.data.code !== null && parsed.data.code !== undefined) return `exit ${parsed.data.code}`;
+  return null;
+}

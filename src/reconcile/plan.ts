@@ -1,0 +1,79 @@
+// Owns planning: from desired and observed state, the actions that converge a target, with reasons.
+import { type Desired, desiredFingerprint, fingerprintLabel, shortHash } from './desired.ts';
+import { type ObservedState, requiredForm } from './observed.ts';
+import { observedFingerprint } from './status.ts';
+
+export type ActionType = 'migrate-profiles' | 'deliver-key' | 'wait-for-ready' | 'none';
+
+export interface Action {
+  type: ActionType;
+  reason: string;
+}
+
+/** Profile forms a migration by the controller can turn into the mode's keyRef. */
+const MIGRATABLE = new Set(['plaintext', 'keyRef-env', 'keyRef-file']);
+
+/** True when the plan needs `POST /_kilo/env/patch` (which migrates, then delivers). */
+export function needsPatch(actions: readonly Action[]): boolean {
+  return actions.some((a) => a.type === 'deliver-key' || a.type === 'migrate-profiles');
+}
+
+/**
+ * Pure. The actions are what one `POST /_kilo/env/patch` plus verification would do; an empty
+ * drift gives `[none]`. Nothing is planned for what a patch cannot fix (a delivery-mode mismatch,
+ * an unreadable or missing profile): planning a restart there would restart the gateway on every
+ * pass without ever converging.
+ */
+export function plan(d: Desired, o: ObservedState): Action[] {
+  if (o.controller.delivery && o.controller.delivery !== d.delivery) {
+    return [
+      {
+        type: 'none',
+        reason: `controller delivers by '${o.controller.delivery}', targets want '${d.delivery}': fix the controller's --delivery flag`,
+      },
+    ];
+  }
+  const actions: Action[] = [];
+  const form = requiredForm(d.delivery);
+  const wrong = o.profiles.filter((p) => p.form !== form);
+  const fixable = wrong.filter((p) => MIGRATABLE.has(p.form));
+  const stuck = wrong.filter((p) => !MIGRATABLE.has(p.form));
+  if (fixable.length > 0) {
+    actions.push({
+      type: 'migrate-profiles',
+      reason: `${fixable.map((p) => `${p.agentId}/${p.profileId} is ${p.form}`).join(', ')}; want ${form}`,
+    });
+  }
+  const want = desiredFingerprint(d);
+  const have = observedFingerprint(d, o);
+  if (have !== want) {
+    actions.push({
+      type: 'deliver-key',
+      reason: `${fingerprintLabel(d.delivery)} ${shortHash(have)} differs from desired ${shortHash(want)} (version ${o.key.version ?? '-'} → ${d.version})`,
+    });
+  }
+  const running = o.gateway.state === 'running';
+  const ready = running && o.gateway.ready === true;
+  if (actions.length > 0 && d.delivery === 'restart') {
+    actions.push({
+      type: 'wait-for-ready',
+      reason:
+        o.gateway.pid != null && running
+          ? `the patch restarts the gateway; done when a new pid (not ${o.gateway.pid}) is ready`
+          : `the patch reaches the gateway at its next start; done when it is ready`,
+    });
+  } else if (!ready) {
+    actions.push({
+      type: 'wait-for-ready',
+      reason: running ? 'gateway is running but not ready' : `gateway is ${o.gateway.state}`,
+    });
+  }
+  if (stuck.length > 0) {
+    actions.push({
+      type: 'none',
+      reason: `${stuck.map((p) => `${p.agentId}/${p.profileId} is ${p.form}`).join(', ')}: keyroll does not rewrite what it cannot parse; fix by hand`,
+    });
+  }
+  if (actions.length === 0) actions.push({ type: 'none', reason: 'in sync' });
+  return actions;
+}

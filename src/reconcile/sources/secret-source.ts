@@ -1,0 +1,43 @@
+// Owns the Kubernetes Secret key source, behind a reader port the operator implements.
+import { contentVersion } from './content-version.ts';
+import { type KeyMaterial, KeyMaterialSchema, type KeySource, KeySourceError } from './key-source.ts';
+
+export const VERSION_ANNOTATION = 'keyroll.dev/version';
+
+export interface SecretRef {
+  namespace: string;
+  name: string;
+  /** Data key holding the API key, e.g. `KILOCODE_API_KEY`. */
+  key: string;
+}
+
+/** The one call the Secret source needs; the operator backs it with its informer cache or the API. */
+export interface SecretReader {
+  /** `data` values base64-encoded as the API returns them; null when the Secret does not exist. */
+  read(
+    ref: Omit<SecretRef, 'key'>,
+    signal: AbortSignal,
+  ): Promise<{ data: Record<string, string>; annotations: Record<string, string> } | null>;
+}
+
+/** Version = the `keyroll.dev/version` annotation when present, else a content fingerprint. */
+export function secretKeySource(reader: SecretReader, ref: SecretRef): KeySource {
+  const where = `secret ${ref.namespace}/${ref.name} key ${ref.key}`;
+  return {
+    describe: where,
+    async current(signal): Promise<KeyMaterial> {
+      const secret = await reader.read({ namespace: ref.namespace, name: ref.name }, signal);
+      if (!secret) throw new KeySourceError(`${where}: the Secret does not exist`);
+      const b64 = secret.data[ref.key];
+      if (b64 === undefined) throw new KeySourceError(`${where}: the Secret has no such key`);
+      const key = Buffer.from(b64, 'base64').toString('utf8').replace(/\s+$/, '');
+      const parsed = KeyMaterialSchema.safeParse({
+        key,
+        version: secret.annotations[VERSION_ANNOTATION] || contentVersion(key),
+        fingerprint: contentVersion(key),
+      });
+      if (!parsed.success) throw new KeySourceError(`${where}: the key is empty`);
+      return parsed.data;
+    },
+  };
+}

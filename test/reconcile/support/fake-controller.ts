@@ -1,0 +1,206 @@
+// A small in-process stand-in for `keyroll controller` at the HTTP boundary, with injectable faults.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fingerprintEnv, fingerprintValue } from '../../../src/fingerprint.ts';
+
+export interface FakeProfile {
+  agentId: string;
+  profileId: string;
+  store: string;
+  form: string;
+}
+
+export interface Faults {
+  /** Answer the first `count` requests of `method` with `status` (default 500), then behave. */
+  failFirst?: { method: 'GET' | 'POST'; count: number; status?: number };
+  /** Never answer requests of this method (the socket stays open until close()). */
+  hang?: 'GET' | 'POST';
+  /** Answer `signaled:true` to a patch but never change the state (the "cosmetic success"). */
+  ignorePatch?: boolean;
+  /** After a patch the gateway never becomes ready again: it crashes and backs off forever. */
+  crashLoop?: boolean;
+  /** Answer every patch with this status and error. */
+  rejectPatch?: { status: number; error: string };
+}
+
+export interface FakeControllerOptions {
+  token: string;
+  envVar?: string;
+  delivery?: 'restart' | 'file';
+  /** The key the gateway runs with at start; null = none. */
+  key?: string | null;
+  profiles?: FakeProfile[];
+  /** How long a restart keeps the gateway not ready. */
+  restartMs?: number;
+  faults?: Faults;
+}
+
+export interface RecordedRequest {
+  method: string;
+  path: string;
+}
+
+let nextPid = 40_000;
+
+export interface FakeController {
+  url: string;
+  requests: RecordedRequest[];
+  /** The key values the controller was sent (to check what reached it; tests only). */
+  patches: string[];
+  snapshot(): { pid: number | null; restarts: number; envHash: string | null; ready: boolean; state: string };
+  setFaults(f: Faults): void;
+  close(): Promise<void>;
+}
+
+export async function startFakeController(opts: FakeControllerOptions): Promise<FakeController> {
+  const envVar = opts.envVar ?? 'KILOCODE_API_KEY';
+  const delivery = opts.delivery ?? 'restart';
+  let faults: Faults = opts.faults ?? {};
+  const counts = { GET: 0, POST: 0 };
+  const requests: RecordedRequest[] = [];
+  const patches: string[] = [];
+  const timers = new Set<NodeJS.Timeout>();
+  const hash = (key: string | null) => ({
+    envHash: key === null ? null : fingerprintEnv(opts.token, { [envVar]: key }),
+    fileHash: key === null || delivery !== 'file' ? null : fingerprintValue(opts.token, key),
+  });
+  const gw = {
+    state: 'running',
+    pid: nextPid++ as number | null,
+    restarts: 0,
+    ready: true,
+    startedAt: new Date().toISOString(),
+    lastExit: null as null | { code: number | null; signal: string | null },
+  };
+  let keyState = { ...hash(opts.key ?? null), version: opts.key ? 'v-initial' : null };
+  const profiles = (
+    opts.profiles ?? [{ agentId: 'main', profileId: 'kilocode:default', store: 'sqlite', form: 'keyRef-env' }]
+  ).map((p) => ({ ...p }));
+
+  const later = (ms: number, fn: () => void) => {
+    const t = setTimeout(() => {
+      timers.delete(t);
+      fn();
+    }, ms);
+    timers.add(t);
+  };
+
+  const crash = () => {
+    gw.state = 'backoff';
+    gw.pid = null;
+    gw.ready = false;
+    gw.restarts++;
+    gw.lastExit = { code: 1, signal: null };
+    later(50, crash);
+  };
+
+  const send = (res: ServerResponse, status: number, body: unknown) => {
+    res.writeHead(status, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(body));
+  };
+
+  async function handle(req: IncomingMessage, res: ServerResponse) {
+    const method = req.method ?? 'GET';
+    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    requests.push({ method, path });
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    if (faults.hang === method) return; // never answer
+    if (req.headers.authorization !== `Bearer ${opts.token}`)
+      return send(res, 401, { error: 'Unauthorized' });
+    if (method === 'GET' || method === 'POST') {
+      counts[method]++;
+      const f = faults.failFirst;
+      if (f && f.method === method && counts[method] <= f.count) {
+        return send(res, f.status ?? 500, { error: 'Injected failure' });
+      }
+    }
+    if (method === 'GET' && path === '/_kilo/state') {
+      return send(res, 200, {
+        controller: { version: '0.0.0-fake', state: 'ready', delivery, extra: 'ignored' },
+        gateway: { ...gw },
+        key: keyState,
+        profiles,
+        futureField: { tolerated: true },
+      });
+    }
+    if (method === 'POST' && path === '/_kilo/env/patch') {
+      if (faults.rejectPatch)
+        return send(res, faults.rejectPatch.status, { error: faults.rejectPatch.error });
+      let body: unknown;
+      try {
+        body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      } catch {
+        return send(res, 400, { error: 'Invalid JSON body' });
+      }
+      const value = (body as Record<string, unknown>)[envVar];
+      if (typeof value !== 'string')
+        return send(res, 400, { error: `Value for '${envVar}' must be a string` });
+      patches.push(value);
+      if (faults.ignorePatch) return send(res, 200, { ok: true, signaled: true, migratedProfiles: 0 });
+      let migrated = 0;
+      const form = delivery === 'file' ? 'keyRef-file' : 'keyRef-env';
+      for (const p of profiles) {
+        if (p.form === 'plaintext' || p.form === 'keyRef-env' || p.form === 'keyRef-file') {
+          if (p.form !== form) migrated++;
+          p.form = form;
+        }
+      }
+      const version = String(req.headers['x-keyroll-key-version'] ?? '');
+      if (delivery === 'file') {
+        keyState = { ...keyState, fileHash: hash(value).fileHash, version };
+        return send(res, 200, { ok: true, signaled: gw.state === 'running', migratedProfiles: migrated });
+      }
+      const signaled = gw.state === 'running';
+      gw.state = 'restarting';
+      gw.ready = false;
+      later(opts.restartMs ?? 100, () => {
+        gw.restarts++;
+        gw.startedAt = new Date().toISOString();
+        keyState = { ...hash(value), version };
+        if (faults.crashLoop) return crash();
+        gw.state = 'running';
+        gw.pid = nextPid++;
+        gw.ready = true;
+      });
+      return send(res, 200, { ok: true, signaled, migratedProfiles: migrated });
+    }
+    return send(res, 401, { error: 'Unauthorized', code: 'controller_route_unavailable' });
+  }
+
+  const server: Server = createServer((req, res) => {
+    handle(req, res).catch(() => res.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    patches,
+    snapshot: () => ({
+      pid: gw.pid,
+      restarts: gw.restarts,
+      envHash: keyState.envHash,
+      ready: gw.ready,
+      state: gw.state,
+    }),
+    setFaults: (f) => {
+      faults = f;
+    },
+    close: async () => {
+      for (const t of timers) clearTimeout(t);
+      timers.clear();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** A loopback URL where nothing listens (a port that was just freed). */
+export async function unreachableUrl(): Promise<string> {
+  const s = createServer();
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  const { port } = s.address() as AddressInfo;
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return `http://127.0.0.1:${port}`;
+}
