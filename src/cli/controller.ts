@@ -1,7 +1,58 @@
-// Placeholder until the controller command lands; it refuses to run rather than pretend.
-import { EXIT_USAGE, type Io } from './usage.ts';
+// Owns `keyroll controller`: parse the config, start the controller, stop it on SIGTERM/SIGINT.
+import { CONTROLLER_USAGE, HelpRequested, parseControllerConfig } from '../controller/config.ts';
+import { startController } from '../controller/controller.ts';
+import { EnvStore } from '../controller/env-store.ts';
+import { FILE_PROVIDER_ALIAS } from '../controller/openclaw-config.ts';
+import { createProfilePort } from '../controller/profiles-adapter.ts';
+import { createLogger, SecretRegistry } from '../log.ts';
+import type { Io } from './usage.ts';
 
-export async function run(_argv: string[], io: Io): Promise<number> {
-  io.stderr('keyroll controller: not available in this build yet\n');
-  return EXIT_USAGE;
+export async function run(argv: string[], io: Io): Promise<number> {
+  let config: ReturnType<typeof parseControllerConfig>;
+  try {
+    config = parseControllerConfig(argv, io.env);
+  } catch (err) {
+    if (err instanceof HelpRequested) {
+      io.stdout(CONTROLLER_USAGE);
+      return 0;
+    }
+    throw err;
+  }
+  const secrets = new SecretRegistry();
+  secrets.add(config.token);
+  const log = createLogger({ secrets, base: { app: 'keyroll' } });
+  const keyVar = config.patchable[0]!;
+  const controller = await startController({
+    config,
+    env: new EnvStore(io.env),
+    log,
+    secrets,
+    profiles: createProfilePort({
+      stateDir: config.stateDir,
+      provider: config.provider,
+      target:
+        config.delivery === 'file'
+          ? { to: 'file', keyFile: config.keyFile!, providerAlias: FILE_PROVIDER_ALIAS }
+          : { to: 'env', envVar: keyVar },
+      log: log.child({ component: 'profiles' }),
+    }),
+  });
+
+  return new Promise<number>((resolve) => {
+    let signalled = false;
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (signalled) return;
+      signalled = true;
+      log.info({ signal: sig }, 'Signal received');
+      controller.shutdown().then(
+        () => resolve(0),
+        (err: unknown) => {
+          log.error({ err: err instanceof Error ? err.message : String(err) }, 'Shutdown failed');
+          resolve(1);
+        },
+      );
+    };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+  });
 }

@@ -1,0 +1,168 @@
+// Owns how the controller runs OpenClaw: which binary, the child env, and bounded one-shot commands.
+import { spawn } from 'node:child_process';
+import { accessSync, constants, existsSync } from 'node:fs';
+import { delimiter, dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from '../log.ts';
+import type { ChildEnv } from './supervisor.ts';
+
+export const PINNED_OPENCLAW = '2026.6.8';
+
+/** The command prefix (program + leading args) that runs OpenClaw. */
+export interface OpenclawCommand {
+  command: string;
+  prefix: string[];
+}
+
+const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export function cachedOpenclawEntry(root = REPO_ROOT): string {
+  return join(root, '.cache', `openclaw-${PINNED_OPENCLAW}`, 'node_modules', 'openclaw', 'openclaw.mjs');
+}
+
+/**
+ * `--openclaw-bin`, else `openclaw` on PATH, else the project's cache. A `.mjs`/`.js` entry runs
+ * under this process's Node, because OpenClaw needs Node >= 22.19 and the system one may be older.
+ */
+export function resolveOpenclaw(explicit: string | null, path: string | undefined): OpenclawCommand | null {
+  const asCommand = (p: string): OpenclawCommand =>
+    /\.(m?js|cjs)$/.test(p) ? { command: process.execPath, prefix: [p] } : { command: p, prefix: [] };
+  if (explicit) return asCommand(explicit);
+  for (const dir of (path ?? '').split(delimiter)) {
+    if (!dir) continue;
+    const candidate = join(dir, 'openclaw');
+    try {
+      accessSync(candidate, constants.X_OK);
+      return asCommand(candidate);
+    } catch {
+      // not here
+    }
+  }
+  const cached = cachedOpenclawEntry();
+  return existsSync(cached) ? asCommand(cached) : null;
+}
+
+export interface ChildEnvOptions {
+  gatewayPort: number;
+  stateDir: string;
+}
+
+/**
+ * The env of every OpenClaw process: the controller's current env, plus the gateway port,
+ * `OPENCLAW_NO_RESPAWN=1` (so SIGUSR1 could never fork a detached gateway we do not supervise),
+ * the state dir, and this Node's directory first on PATH.
+ */
+export function openclawEnv(current: ChildEnv, opts: ChildEnvOptions): ChildEnv {
+  const nodeDir = dirname(process.execPath);
+  const path = current.PATH ?? '';
+  const parts = path.split(delimiter).filter((p) => p && p !== nodeDir);
+  return {
+    ...current,
+    OPENCLAW_GATEWAY_PORT: String(opts.gatewayPort),
+    OPENCLAW_NO_RESPAWN: '1',
+    OPENCLAW_STATE_DIR: current.OPENCLAW_STATE_DIR ?? opts.stateDir,
+    PATH: [nodeDir, ...parts].join(delimiter),
+  };
+}
+
+export interface RunResult {
+  code: number | null;
+  signal: string | null;
+  timedOut: boolean;
+  /** The last lines of output, for the JSON answer of `--json` commands; logged already. */
+  stdout: string;
+}
+
+/**
+ * Runs a one-shot OpenClaw command with a hard timeout (SIGTERM, then SIGKILL of its group).
+ * Output lines are logged (the logger scrubs registered secrets); argv is never logged, since it
+ * is where a token would be if a caller put one there.
+ */
+export async function runOpenclaw(
+  cmd: OpenclawCommand,
+  args: string[],
+  opts: { env: ChildEnv; timeoutMs: number; log: Logger; label: string },
+): Promise<RunResult> {
+  const proc = spawn(cmd.command, [...cmd.prefix, ...args], {
+    env: opts.env,
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const stdout: string[] = [];
+  const forward = (stream: NodeJS.ReadableStream | null, name: string) => {
+    if (!stream) return;
+    createInterface({ input: stream, crlfDelay: Number.POSITIVE_INFINITY }).on('line', (line) => {
+      if (name === 'stdout') {
+        stdout.push(line);
+        if (stdout.length > 200) stdout.shift();
+      }
+      opts.log.info({ command: opts.label, stream: name, line: line.slice(0, 4096) }, 'OpenClaw output');
+    });
+  };
+  forward(proc.stdout, 'stdout');
+  forward(proc.stderr, 'stderr');
+  let timedOut = false;
+  const kill = (sig: NodeJS.Signals) => {
+    try {
+      if (proc.pid) process.kill(-proc.pid, sig);
+    } catch {
+      // gone
+    }
+  };
+  const timer = setTimeout(() => {
+    timedOut = true;
+    kill('SIGTERM');
+    setTimeout(() => kill('SIGKILL'), 3_000).unref();
+  }, opts.timeoutMs);
+  const result = await new Promise<{ code: number | null; signal: string | null }>((resolve) => {
+    proc.on('error', () => resolve({ code: null, signal: null }));
+    proc.on('close', (code, signal) => resolve({ code, signal }));
+  });
+  clearTimeout(timer);
+  kill('SIGKILL'); // nothing of the group may outlive the command
+  return { ...result, timedOut, stdout: stdout.join('\n') };
+}
+
+/** The non-interactive onboarding of reference/openclaw.md §5, env-ref mode: no key on disk. */
+export function onboardArgs(gatewayPort: number): string[] {
+  return [
+    'onboard',
+    '--non-interactive',
+    '--accept-risk',
+    '--mode',
+    'local',
+    '--auth-choice',
+    'kilocode-api-key',
+    '--secret-input-mode',
+    'ref',
+    '--gateway-port',
+    String(gatewayPort),
+    '--gateway-bind',
+    'loopback',
+    '--gateway-auth',
+    'token',
+    '--gateway-token-ref-env',
+    'OPENCLAW_GATEWAY_TOKEN',
+    '--skip-daemon',
+    '--skip-channels',
+    '--skip-skills',
+    '--skip-search',
+    '--skip-health',
+    '--skip-ui',
+    '--skip-hooks',
+    '--skip-bootstrap',
+    '--json',
+  ];
+}
+
+export const DOCTOR_ARGS = ['doctor', '--fix', '--non-interactive'];
+
+export function gatewayRunArgs(gatewayPort: number): string[] {
+  return ['gateway', 'run', '--port', String(gatewayPort), '--bind', 'loopback'];
+}
+
+/** `secrets reload` reads the token from OPENCLAW_GATEWAY_TOKEN in its env, never from argv. */
+export function secretsReloadArgs(gatewayPort: number): string[] {
+  return ['secrets', 'reload', '--url', `ws://127.0.0.1:${gatewayPort}`, '--json'];
+}

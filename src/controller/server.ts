@@ -1,0 +1,309 @@
+// Owns the controller's HTTP surface: the /_kilo/* wire contract, auth, limits and timeouts.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { constantTimeEqual } from '../fingerprint.ts';
+import type { Logger, SecretRegistry } from '../log.ts';
+import type { DeliveryResult } from './delivery.ts';
+import {
+  errInfo,
+  GatewayAlreadyRunningError,
+  SupervisorShuttingDownError,
+  type SupervisorState,
+  type SupervisorStats,
+} from './supervisor.ts';
+
+export const MAX_BODY_BYTES = 64 * 1024;
+
+export type LifecycleState =
+  | { state: 'bootstrapping'; phase: string }
+  | { state: 'starting' }
+  | { state: 'ready' }
+  | { state: 'degraded'; stage: string };
+
+export interface GatewayControl {
+  getStats(): SupervisorStats;
+  getState(): SupervisorState;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  restart(): Promise<void>;
+}
+
+export interface ServerDeps {
+  token: string;
+  patchable: readonly string[];
+  gatewayPort: number;
+  lifecycle: () => LifecycleState;
+  gateway: GatewayControl;
+  deliver: (vars: Record<string, string>) => Promise<DeliveryResult>;
+  /** Records the label of the last patch (`X-Keyroll-Key-Version`). */
+  setKeyVersion: (version: string | null) => void;
+  observe: () => Promise<unknown>;
+  secrets: SecretRegistry;
+  log: Logger;
+  readyProbeTimeoutMs?: number;
+}
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+const VERSION_LABEL = /^[\x21-\x7e]{1,128}$/;
+
+function send(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
+  if (res.headersSent) return;
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': String(Buffer.byteLength(text)),
+    'cache-control': 'no-store',
+    ...headers,
+  });
+  res.end(text);
+}
+
+/** `Authorization: Bearer <token>`: scheme case-insensitive, token compared in constant time. */
+export function bearerMatches(header: string | undefined, token: string): boolean {
+  if (!header) return false;
+  const parts = header.trim().split(/\s+/);
+  if (parts.length !== 2 || parts[0]!.toLowerCase() !== 'bearer') return false;
+  return constantTimeEqual(parts[1]!, token);
+}
+
+class BodyTooLarge extends Error {}
+
+async function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > limit) throw new BodyTooLarge();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    const b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk));
+    size += b.length;
+    if (size > limit) throw new BodyTooLarge();
+    chunks.push(b);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+type PatchCheck = { ok: true; vars: Record<string, string> } | { ok: false; error: string };
+
+/** Pure: validates the whole env/patch body before anything is applied (KiloClaw's strings). */
+export function validatePatch(text: string, patchable: readonly string[]): PatchCheck {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return { ok: false, error: 'Invalid JSON body' };
+  }
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    return { ok: false, error: 'Body must be a JSON object' };
+  }
+  const entries = Object.entries(body);
+  if (entries.length === 0) return { ok: false, error: 'Body must contain at least one key' };
+  const vars: Record<string, string> = {};
+  for (const [key, value] of entries) {
+    // A key is echoed only when it looks like a variable name: a caller who put a secret in the
+    // key position must not get it back.
+    const shown = ENV_NAME.test(key) ? key : '<invalid name>';
+    if (!patchable.includes(key)) return { ok: false, error: `Key '${shown}' is not patchable` };
+    if (typeof value !== 'string') return { ok: false, error: `Value for '${shown}' must be a string` };
+    if (value.length === 0 || value.includes('\0')) {
+      return { ok: false, error: `Value for '${shown}' must be a non-empty string` };
+    }
+    vars[key] = value;
+  }
+  return { ok: true, vars };
+}
+
+export function createControllerHandler(deps: ServerDeps) {
+  const { log } = deps;
+  const probeTimeout = deps.readyProbeTimeoutMs ?? 2_000;
+
+  const lifecycleBody = () => {
+    const l = deps.lifecycle();
+    if (l.state === 'bootstrapping') return { status: 'ok', state: l.state, phase: l.phase };
+    if (l.state === 'degraded')
+      return { status: 'ok', state: l.state, error: `Startup failed during ${l.stage}` };
+    return { status: 'ok', state: l.state };
+  };
+
+  const routes: Record<string, Handler> = {
+    'GET /_kilo/gateway/status': async (_req, res) => send(res, 200, deps.gateway.getStats()),
+
+    'POST /_kilo/gateway/start': async (_req, res) => {
+      try {
+        await deps.gateway.start();
+        send(res, 200, { ok: true });
+      } catch (err) {
+        if (err instanceof GatewayAlreadyRunningError) {
+          send(res, 409, { error: 'Gateway already running or starting' });
+        } else if (err instanceof SupervisorShuttingDownError) {
+          send(res, 409, { error: 'Gateway is shutting down' });
+        } else {
+          log.error({ err: errInfo(err) }, 'Gateway start failed');
+          send(res, 500, { error: 'Failed to start gateway' });
+        }
+      }
+    },
+
+    'POST /_kilo/gateway/stop': async (_req, res) => {
+      try {
+        await deps.gateway.stop();
+        send(res, 200, { ok: true });
+      } catch (err) {
+        log.error({ err: errInfo(err) }, 'Gateway stop failed');
+        send(res, 500, { error: 'Failed to stop gateway' });
+      }
+    },
+
+    'POST /_kilo/gateway/restart': async (_req, res) => {
+      try {
+        await deps.gateway.restart();
+        send(res, 200, { ok: true });
+      } catch (err) {
+        if (err instanceof SupervisorShuttingDownError) {
+          send(res, 409, { error: 'Gateway is shutting down' });
+        } else {
+          log.error({ err: errInfo(err) }, 'Gateway restart failed');
+          send(res, 500, { error: 'Failed to restart gateway' });
+        }
+      }
+    },
+
+    'GET /_kilo/gateway/ready': async (_req, res) => {
+      const s = deps.gateway.getState();
+      if (s !== 'running' && s !== 'starting') {
+        send(res, 503, { ready: false, error: 'Gateway not running' });
+        return;
+      }
+      let upstream: Response;
+      let text: string;
+      try {
+        upstream = await fetch(`http://127.0.0.1:${deps.gatewayPort}/readyz`, {
+          signal: AbortSignal.timeout(probeTimeout),
+        });
+        text = (await upstream.text()).slice(0, MAX_BODY_BYTES);
+      } catch {
+        send(res, 502, { ready: false, error: 'Failed to reach gateway' });
+        return;
+      }
+      let body: unknown;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        body = { ready: upstream.ok };
+      }
+      send(res, upstream.ok ? 200 : 503, body);
+    },
+
+    'POST /_kilo/env/patch': async (req, res) => {
+      const versionHeader = req.headers['x-keyroll-key-version'];
+      const version = typeof versionHeader === 'string' ? versionHeader.trim() : null;
+      if (version !== null && !VERSION_LABEL.test(version)) {
+        send(res, 400, { error: 'Invalid X-Keyroll-Key-Version header' });
+        return;
+      }
+      const text = await readBody(req, MAX_BODY_BYTES);
+      const check = validatePatch(text, deps.patchable);
+      if (!check.ok) {
+        send(res, 400, { error: check.error });
+        return;
+      }
+      // Registered before anything else runs, so no log line can carry the new values.
+      for (const v of Object.values(check.vars)) deps.secrets.add(v);
+      let result: DeliveryResult;
+      try {
+        result = await deps.deliver(check.vars);
+      } catch (err) {
+        log.error({ err: errInfo(err) }, 'Env patch delivery failed');
+        send(res, 500, { error: 'Failed to apply env patch' });
+        return;
+      }
+      deps.setKeyVersion(version);
+      log.info(
+        {
+          keys: Object.keys(check.vars),
+          signaled: result.signaled,
+          migratedProfiles: result.migratedProfiles,
+          version,
+        },
+        'Env patched',
+      );
+      send(res, 200, { ok: true, signaled: result.signaled, migratedProfiles: result.migratedProfiles });
+    },
+
+    'GET /_kilo/state': async (_req, res) => send(res, 200, await deps.observe()),
+  };
+
+  return async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://controller');
+    const path = url.pathname;
+    try {
+      if (req.method === 'GET' && path === '/health') return send(res, 200, { status: 'ok' });
+      if (req.method === 'GET' && path === '/_kilo/health') return send(res, 200, lifecycleBody());
+      if (path !== '/_kilo' && !path.startsWith('/_kilo/')) return send(res, 404, { error: 'Not found' });
+      const route = routes[`${req.method} ${path}`];
+      if (!route) return send(res, 401, { error: 'Unauthorized', code: 'controller_route_unavailable' });
+      if (!bearerMatches(req.headers.authorization, deps.token))
+        return send(res, 401, { error: 'Unauthorized' });
+      const l = deps.lifecycle();
+      if (l.state === 'bootstrapping' || l.state === 'starting') {
+        return send(res, 503, { error: 'Service starting', state: l.state });
+      }
+      await route(req, res);
+    } catch (err) {
+      if (err instanceof BodyTooLarge) {
+        send(res, 413, { error: 'Payload too large' }, { connection: 'close' });
+        req.resume();
+        return;
+      }
+      log.error({ err: errInfo(err), path }, 'Request failed');
+      send(res, 500, { error: 'Internal error' });
+    }
+  };
+}
+
+export interface ListenOptions {
+  port: number;
+  host: string;
+  /** Whole-request deadline (slow bodies). */
+  requestTimeoutMs?: number;
+  headersTimeoutMs?: number;
+  keepAliveTimeoutMs?: number;
+  /** How often Node checks those deadlines. */
+  checkIntervalMs?: number;
+}
+
+export async function listen(
+  handler: (req: IncomingMessage, res: ServerResponse) => Promise<void>,
+  opts: ListenOptions,
+): Promise<{ server: Server; port: number; close: () => Promise<void> }> {
+  const headersTimeout = opts.headersTimeoutMs ?? 10_000;
+  const server = createServer(
+    {
+      requestTimeout: opts.requestTimeoutMs ?? 30_000,
+      headersTimeout,
+      keepAliveTimeout: opts.keepAliveTimeoutMs ?? 5_000,
+      connectionsCheckingInterval: opts.checkIntervalMs ?? Math.min(1_000, headersTimeout),
+    },
+    (req, res) => void handler(req, res),
+  );
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const close = () =>
+    new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+  return { server, port, close };
+}

@@ -1,0 +1,509 @@
+// Owns the gateway child process: spawn with a fresh env, readiness, graceful stop, crash backoff.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { createInterface } from 'node:readline';
+import type { Logger } from '../log.ts';
+
+export type SupervisorState = 'stopped' | 'starting' | 'running' | 'stopping' | 'crashed' | 'shutting_down';
+
+export interface ExitInfo {
+  code: number | null;
+  signal: string | null;
+  at: string;
+}
+
+export interface SupervisorStats {
+  state: SupervisorState;
+  pid: number | null;
+  startedAt: string | null;
+  /** Seconds since the current child was spawned (0 without a child). */
+  uptime: number;
+  /** Respawns after unexpected exits (crashes); requested restarts are not counted here. */
+  restarts: number;
+  /** Restarts asked for by an operator or a rotation. */
+  requestedRestarts: number;
+  /** Children spawned in total. */
+  spawns: number;
+  lastExit: ExitInfo | null;
+}
+
+export type SpawnReason = 'start' | 'restart' | 'crash';
+
+export interface Timers {
+  setTimeout: (fn: () => void, ms: number) => unknown;
+  clearTimeout: (handle: unknown) => void;
+}
+
+export type ChildEnv = Record<string, string>;
+
+export interface SupervisorOptions {
+  command: string;
+  args: string[];
+  /** Called for every spawn, so each child gets the controller's env as it is at that moment. */
+  env: () => ChildEnv;
+  log: Logger;
+  /** Readiness check of the child; default GET http://127.0.0.1:<gatewayPort>/readyz → 200. */
+  probe?: (signal: AbortSignal) => Promise<boolean>;
+  gatewayPort?: number;
+  /** Runs with no child alive, right before every spawn (profile migration of locked stores). */
+  beforeSpawn?: (reason: SpawnReason) => Promise<void>;
+  stopTimeoutMs?: number;
+  killTimeoutMs?: number;
+  readyTimeoutMs?: number;
+  probeIntervalMs?: number;
+  probeTimeoutMs?: number;
+  backoffInitialMs?: number;
+  backoffMaxMs?: number;
+  healthyThresholdMs?: number;
+  now?: () => number;
+  /** Timers for the crash backoff only, so tests can record and fast-forward the delays. */
+  timers?: Timers;
+  spawnImpl?: typeof spawn;
+  /** Truncation length for forwarded output lines. */
+  maxLineLength?: number;
+}
+
+export class GatewayAlreadyRunningError extends Error {
+  override name = 'GatewayAlreadyRunningError';
+}
+export class SupervisorShuttingDownError extends Error {
+  override name = 'SupervisorShuttingDownError';
+}
+export class GatewaySpawnError extends Error {
+  override name = 'GatewaySpawnError';
+}
+
+interface Child {
+  proc: ChildProcess;
+  pid: number;
+  env: ChildEnv;
+  startedAtMs: number;
+  startedAtIso: string;
+  exited: Promise<ExitInfo>;
+  hasExited: boolean;
+  /** Set before we signal it, so its exit is not taken for a crash. */
+  expectedExit: boolean;
+  ready: boolean;
+}
+
+const DEFAULTS = {
+  stopTimeoutMs: 10_000,
+  killTimeoutMs: 5_000,
+  readyTimeoutMs: 120_000,
+  probeIntervalMs: 200,
+  probeTimeoutMs: 1_000,
+  backoffInitialMs: 1_000,
+  backoffMaxMs: 300_000,
+  healthyThresholdMs: 30_000,
+  maxLineLength: 8_192,
+};
+
+const realTimers: Timers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+};
+
+const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
+
+/** Supervisor of one child process; every lifecycle operation runs through one queue. */
+export class Supervisor extends EventEmitter {
+  readonly #o: SupervisorOptions & typeof DEFAULTS;
+  readonly #now: () => number;
+  readonly #timers: Timers;
+  readonly #spawn: typeof spawn;
+  readonly #probe: (signal: AbortSignal) => Promise<boolean>;
+  #state: SupervisorState = 'stopped';
+  #child: Child | null = null;
+  #queue: Promise<unknown> = Promise.resolve();
+  #backoffMs: number;
+  #respawnTimer: unknown = null;
+  #manualStop = false;
+  #shuttingDown = false;
+  #pendingRestart: Promise<void> | null = null;
+  #restarts = 0;
+  #requestedRestarts = 0;
+  #spawns = 0;
+  #lastExit: ExitInfo | null = null;
+
+  constructor(opts: SupervisorOptions) {
+    super();
+    const defined = Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined));
+    this.#o = { ...DEFAULTS, ...defined } as SupervisorOptions & typeof DEFAULTS;
+    this.#now = opts.now ?? Date.now;
+    this.#timers = opts.timers ?? realTimers;
+    this.#spawn = opts.spawnImpl ?? spawn;
+    this.#backoffMs = this.#o.backoffInitialMs;
+    const port = opts.gatewayPort;
+    this.#probe =
+      opts.probe ??
+      (async (signal) => {
+        if (port === undefined) return true;
+        try {
+          const res = await fetch(`http://127.0.0.1:${port}/readyz`, { signal });
+          await res.body?.cancel();
+          return res.status === 200;
+        } catch {
+          return false;
+        }
+      });
+  }
+
+  getState(): SupervisorState {
+    return this.#state;
+  }
+
+  getStats(): SupervisorStats {
+    const c = this.#child;
+    return {
+      state: this.#state,
+      pid: c?.pid ?? null,
+      startedAt: c?.startedAtIso ?? null,
+      uptime: c ? Math.max(0, Math.floor((this.#now() - c.startedAtMs) / 1000)) : 0,
+      restarts: this.#restarts,
+      requestedRestarts: this.#requestedRestarts,
+      spawns: this.#spawns,
+      lastExit: this.#lastExit,
+    };
+  }
+
+  /** The env the current child was spawned with (null without a child); a copy. */
+  childEnv(): ChildEnv | null {
+    return this.#child ? { ...this.#child.env } : null;
+  }
+
+  /** True when there is a child and it is starting or running (delivery can reach it). */
+  hasLiveChild(): boolean {
+    return this.#child !== null && (this.#state === 'starting' || this.#state === 'running');
+  }
+
+  /** Spawns the child. Throws GatewayAlreadyRunningError when one is starting or running. */
+  start(): Promise<void> {
+    return this.#exclusive(async () => {
+      if (this.#shuttingDown) throw new SupervisorShuttingDownError('Supervisor is shutting down');
+      if (this.#child) throw new GatewayAlreadyRunningError('Gateway already running or starting');
+      this.#clearRespawn();
+      this.#manualStop = false;
+      this.#backoffMs = this.#o.backoffInitialMs;
+      await this.#runBeforeSpawn('start');
+      this.#spawnChild();
+    });
+  }
+
+  /** Stops the child (SIGTERM, then SIGKILL after the timeout); nothing respawns until start(). */
+  stop(): Promise<void> {
+    return this.#exclusive(async () => {
+      this.#manualStop = true;
+      this.#clearRespawn();
+      if (this.#child) await this.#stopChild(this.#child);
+      if (!this.#shuttingDown) this.#setState('stopped');
+    });
+  }
+
+  /** Operator restart: stop (with SIGKILL escalation), then spawn with the current env. */
+  restart(): Promise<void> {
+    return this.#exclusive(() => this.#doRestart(false));
+  }
+
+  /**
+   * Restart on behalf of a rotation. Requests that arrive while one is waiting in the queue join
+   * it, so a burst of rotations costs at most the restart in progress plus one more; the queued
+   * one is skipped when the child it would replace already runs with the current env.
+   */
+  requestRestart(): Promise<void> {
+    if (this.#pendingRestart) return this.#pendingRestart;
+    const p = this.#exclusive(async () => {
+      this.#pendingRestart = null;
+      await this.#doRestart(true);
+    });
+    this.#pendingRestart = p;
+    // If the op fails before it clears the slot, do not let a rejected promise block later requests.
+    p.catch(() => {
+      if (this.#pendingRestart === p) this.#pendingRestart = null;
+    });
+    return p;
+  }
+
+  /** Graceful stop for controller shutdown; afterwards every lifecycle call is refused. */
+  shutdown(): Promise<void> {
+    this.#shuttingDown = true;
+    this.#clearRespawn();
+    this.#setState('shutting_down');
+    // Stop at once rather than behind the queue: a queued op sees #shuttingDown and does nothing.
+    const c = this.#child;
+    const direct = c ? this.#stopChild(c) : Promise.resolve();
+    return direct.then(() =>
+      this.#exclusive(async () => {
+        if (this.#child) await this.#stopChild(this.#child);
+      }),
+    );
+  }
+
+  /** Resolves true once the state is `running`, false after `timeoutMs`. */
+  waitForState(wanted: SupervisorState, timeoutMs: number): Promise<boolean> {
+    if (this.#state === wanted) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const onState = (s: SupervisorState) => {
+        if (s !== wanted) return;
+        clearTimeout(t);
+        this.off('state', onState);
+        resolve(true);
+      };
+      const t = setTimeout(() => {
+        this.off('state', onState);
+        resolve(false);
+      }, timeoutMs);
+      this.on('state', onState);
+    });
+  }
+
+  async #doRestart(coalesced: boolean): Promise<void> {
+    if (this.#shuttingDown) throw new SupervisorShuttingDownError('Gateway is shutting down');
+    const c = this.#child;
+    if (coalesced && c && sameEnv(c.env, this.#o.env()) && !c.hasExited) {
+      this.#o.log.info({ pid: c.pid }, 'Skipped coalesced restart: child already runs with the current env');
+      return;
+    }
+    this.#clearRespawn();
+    this.#manualStop = false;
+    this.#backoffMs = this.#o.backoffInitialMs;
+    this.#requestedRestarts++;
+    if (c) await this.#stopChild(c);
+    if (this.#shuttingDown) return;
+    await this.#runBeforeSpawn('restart');
+    this.#spawnChild();
+  }
+
+  #exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn, fn);
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  #setState(s: SupervisorState): void {
+    if (this.#state === s) return;
+    this.#state = s;
+    this.emit('state', s);
+  }
+
+  async #runBeforeSpawn(reason: SpawnReason): Promise<void> {
+    if (!this.#o.beforeSpawn) return;
+    try {
+      await this.#o.beforeSpawn(reason);
+    } catch (err) {
+      // The hook hardens state (migration); a failure is logged and the spawn goes ahead, since a
+      // gateway that is down helps nobody and the next rotation retries the hook.
+      this.#o.log.error({ reason, err: errInfo(err) }, 'Pre-spawn hook failed');
+    }
+  }
+
+  #spawnChild(): Child {
+    if (this.#shuttingDown) throw new SupervisorShuttingDownError('Gateway is shutting down');
+    const env = { ...this.#o.env() };
+    let proc: ChildProcess;
+    try {
+      proc = this.#spawn(this.#o.command, this.#o.args, {
+        env,
+        // Own process group, so a stop reaches the gateway's own children too.
+        detached: true,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+    } catch (err) {
+      this.#setState('stopped');
+      throw new GatewaySpawnError(`Failed to spawn gateway: ${errInfo(err).code ?? 'error'}`);
+    }
+    if (proc.pid === undefined) {
+      proc.on('error', () => {});
+      this.#lastExit = { code: null, signal: null, at: new Date(this.#now()).toISOString() };
+      this.#setState('stopped');
+      throw new GatewaySpawnError('Failed to spawn gateway');
+    }
+    let resolveExit!: (e: ExitInfo) => void;
+    const exited = new Promise<ExitInfo>((r) => {
+      resolveExit = r;
+    });
+    const startedAtMs = this.#now();
+    const child: Child = {
+      proc,
+      pid: proc.pid,
+      env,
+      startedAtMs,
+      startedAtIso: new Date(startedAtMs).toISOString(),
+      exited,
+      hasExited: false,
+      expectedExit: false,
+      ready: false,
+    };
+    this.#child = child;
+    this.#spawns++;
+    proc.on('error', (err) =>
+      this.#o.log.warn({ pid: child.pid, err: errInfo(err) }, 'Gateway process error'),
+    );
+    proc.on('exit', (code, signal) => {
+      const info: ExitInfo = { code, signal, at: new Date(this.#now()).toISOString() };
+      child.hasExited = true;
+      killGroup(child.pid, 'SIGKILL'); // leftovers of the group must not outlive their leader
+      resolveExit(info);
+      this.#onExit(child, info);
+    });
+    this.#forward(child, proc.stdout, 'stdout');
+    this.#forward(child, proc.stderr, 'stderr');
+    this.#setState('starting');
+    this.#o.log.info({ pid: child.pid, command: this.#o.command }, 'Gateway spawned');
+    void this.#watchReadiness(child);
+    return child;
+  }
+
+  #forward(child: Child, stream: NodeJS.ReadableStream | null, name: 'stdout' | 'stderr'): void {
+    if (!stream) return;
+    const rl = createInterface({ input: stream, crlfDelay: Number.POSITIVE_INFINITY });
+    const max = this.#o.maxLineLength;
+    rl.on('line', (line) => {
+      // The logger scrubs every registered secret from the line before it is written.
+      this.#o.log.info(
+        { pid: child.pid, stream: name, line: line.length > max ? `${line.slice(0, max)}…` : line },
+        'Gateway output',
+      );
+    });
+  }
+
+  async #watchReadiness(child: Child): Promise<void> {
+    const started = performance.now();
+    while (this.#child === child && !child.hasExited) {
+      const ok = await this.#probe(AbortSignal.timeout(this.#o.probeTimeoutMs)).catch(() => false);
+      if (this.#child !== child || child.hasExited) return;
+      if (ok) {
+        child.ready = true;
+        if (this.#state === 'starting') this.#setState('running');
+        this.#o.log.info(
+          { pid: child.pid, readyMs: Math.round(performance.now() - started) },
+          'Gateway ready',
+        );
+        return;
+      }
+      if (performance.now() - started > this.#o.readyTimeoutMs) {
+        this.#o.log.warn(
+          { pid: child.pid, readyTimeoutMs: this.#o.readyTimeoutMs },
+          'Gateway not ready in time; stopping it',
+        );
+        // Not marked expected: the exit goes through crash handling and its backoff.
+        void this.#terminate(child).catch((err) =>
+          this.#o.log.error({ pid: child.pid, err: errInfo(err) }, 'Gateway could not be stopped'),
+        );
+        return;
+      }
+      await delay(this.#o.probeIntervalMs);
+    }
+  }
+
+  #onExit(child: Child, info: ExitInfo): void {
+    if (this.#child !== child) return; // a stale child
+    this.#child = null;
+    this.#lastExit = info;
+    if (child.expectedExit) {
+      this.#o.log.info({ pid: child.pid, code: info.code, signal: info.signal }, 'Gateway stopped');
+      return;
+    }
+    if (this.#shuttingDown) return;
+    this.#restarts++;
+    const ranMs = this.#now() - child.startedAtMs;
+    if (ranMs >= this.#o.healthyThresholdMs) this.#backoffMs = this.#o.backoffInitialMs;
+    // Every unexpected exit backs off, clean or not: with OPENCLAW_NO_RESPAWN=1 the gateway has
+    // no reason to exit 0 by itself, and an immediate respawn of an exit-0 loop would spin.
+    this.#setState('crashed');
+    this.#o.log.warn(
+      { pid: child.pid, code: info.code, signal: info.signal, ranMs, respawnInMs: this.#backoffMs },
+      'Gateway exited unexpectedly',
+    );
+    this.#scheduleRespawn();
+  }
+
+  #scheduleRespawn(): void {
+    const delayMs = this.#backoffMs;
+    this.#backoffMs = Math.min(this.#o.backoffMaxMs, Math.floor(this.#backoffMs * 2));
+    this.emit('backoff', delayMs);
+    this.#respawnTimer = this.#timers.setTimeout(() => {
+      this.#respawnTimer = null;
+      void this.#exclusive(async () => {
+        if (this.#shuttingDown || this.#manualStop || this.#child || this.#state !== 'crashed') return;
+        await this.#runBeforeSpawn('crash');
+        try {
+          this.#spawnChild();
+        } catch (err) {
+          this.#o.log.error({ err: errInfo(err) }, 'Gateway respawn failed');
+          this.#restarts++;
+          this.#setState('crashed');
+          this.#scheduleRespawn();
+        }
+      });
+    }, delayMs);
+  }
+
+  async #stopChild(child: Child): Promise<void> {
+    child.expectedExit = true;
+    if (!this.#shuttingDown) this.#setState('stopping');
+    await this.#terminate(child);
+  }
+
+  /** SIGTERM to the group → wait → SIGKILL after stopTimeoutMs → wait (bounded). */
+  async #terminate(child: Child): Promise<void> {
+    if (child.hasExited) return;
+    killGroup(child.pid, 'SIGTERM');
+    const first = await raceTimeout(child.exited, this.#o.stopTimeoutMs);
+    if (first) return;
+    this.#o.log.warn(
+      { pid: child.pid, stopTimeoutMs: this.#o.stopTimeoutMs },
+      'Gateway ignored SIGTERM; killing it',
+    );
+    killGroup(child.pid, 'SIGKILL');
+    const second = await raceTimeout(child.exited, this.#o.killTimeoutMs);
+    if (!second) throw new Error('Gateway did not exit after SIGKILL');
+  }
+
+  #clearRespawn(): void {
+    if (this.#respawnTimer !== null) {
+      this.#timers.clearTimeout(this.#respawnTimer);
+      this.#respawnTimer = null;
+    }
+  }
+}
+
+/** Signals a process group; falls back to the process when it is not a group leader. */
+function killGroup(pid: number, sig: NodeJS.Signals): void {
+  if (pid <= 0) return;
+  try {
+    process.kill(-pid, sig);
+  } catch {
+    try {
+      process.kill(pid, sig);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+async function raceTimeout<T>(p: Promise<T>, ms: number): Promise<T | null> {
+  let t: NodeJS.Timeout | undefined;
+  const timeout = new Promise<null>((r) => {
+    t = setTimeout(() => r(null), ms);
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(t);
+  }
+}
+
+function sameEnv(a: ChildEnv, b: ChildEnv): boolean {
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  return ka.every((k) => a[k] === b[k]);
+}
+
+/** Error facts safe to log: name, code and message (messages here never carry secrets). */
+export function errInfo(err: unknown): { name?: string; code?: string; message?: string } {
+  if (err instanceof Error) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return { name: err.name, message: err.message, ...(code ? { code } : {}) };
+  }
+  return { message: String(err) };
+}
