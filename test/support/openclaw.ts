@@ -1,0 +1,239 @@
+// Owns driving the real, pinned OpenClaw gateway in tests: find it, onboard a sandbox, point the
+// kilocode provider at a fake upstream, start the gateway, wait for /readyz, and stop it by PID.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { z } from 'zod';
+import { chat, freePort } from './http.ts';
+import { type ExitInfo, spawnTracked, type Tracked } from './processes.ts';
+import { node24, REPO_ROOT, type Sandbox } from './sandbox.ts';
+import { waitForReady } from './stand-in-gateway.ts';
+
+export { chat, freePort };
+
+export const OPENCLAW_VERSION = '2026.6.8';
+export const PROFILE_ID = 'kilocode:default';
+
+/** Path of the installed `openclaw.mjs`; throws a clear error when it is not installed. */
+export function openclawEntry(): string {
+  const cache = process.env.KEYROLL_CACHE_DIR ?? join(REPO_ROOT, '.cache');
+  const entry = join(cache, `openclaw-${OPENCLAW_VERSION}`, 'node_modules', 'openclaw', 'openclaw.mjs');
+  if (!existsSync(entry)) {
+    throw new Error(
+      `OpenClaw ${OPENCLAW_VERSION} is not installed (${entry} is missing): run \`npm run gateway:install\`.`,
+    );
+  }
+  return entry;
+}
+
+/** Replaces each secret in `text` by a placeholder, so errors can quote OpenClaw's output. */
+function scrub(text: string, secrets: string[]): string {
+  let out = text;
+  for (const s of secrets) if (s) out = out.split(s).join('[REDACTED]');
+  return out;
+}
+
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+/** Runs `openclaw <args>` in the sandbox and waits for it (bounded; killed on timeout). */
+export async function runOpenclaw(
+  sb: Sandbox,
+  args: string[],
+  opts: { env?: Record<string, string | undefined>; timeoutMs?: number } = {},
+): Promise<RunResult> {
+  const started = Date.now();
+  const proc = spawnTracked(node24(), [openclawEntry(), ...args], {
+    name: `openclaw ${args[0] ?? ''}`,
+    cwd: sb.dir,
+    env: sb.env(opts.env),
+  });
+  const timeoutMs = opts.timeoutMs ?? 120_000;
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<'timeout'>((r) => {
+    timer = setTimeout(() => r('timeout'), timeoutMs);
+  });
+  const first = await Promise.race([proc.exited, timedOut]);
+  clearTimeout(timer);
+  const exit: ExitInfo = first === 'timeout' ? await proc.stop('SIGKILL', 5_000) : first;
+  // Let the line readers drain.
+  await new Promise((r) => setImmediate(r));
+  return {
+    code: first === 'timeout' ? null : exit.code,
+    stdout: proc.stdoutLines.join('\n'),
+    stderr: proc.stderrLines.join('\n'),
+    ms: Date.now() - started,
+  };
+}
+
+export interface OnboardOptions {
+  /** `ref`: env-ref profile (what keyroll uses); `plaintext`: the legacy literal key on disk. */
+  mode: 'ref' | 'plaintext';
+  key: string;
+  token: string;
+  port: number;
+}
+
+/**
+ * Non-interactive onboarding as reference/openclaw.md §5 gives it. In both modes the gateway
+ * token is an env ref to OPENCLAW_GATEWAY_TOKEN, so only the provider key differs.
+ */
+export async function onboard(sb: Sandbox, opts: OnboardOptions): Promise<RunResult> {
+  const args = [
+    'onboard',
+    '--non-interactive',
+    '--accept-risk',
+    '--mode',
+    'local',
+    '--auth-choice',
+    'kilocode-api-key',
+    ...(opts.mode === 'ref' ? ['--secret-input-mode', 'ref'] : ['--kilocode-api-key', opts.key]),
+    '--gateway-port',
+    String(opts.port),
+    '--gateway-bind',
+    'loopback',
+    '--gateway-auth',
+    'token',
+    '--gateway-token-ref-env',
+    'OPENCLAW_GATEWAY_TOKEN',
+    '--skip-daemon',
+    '--skip-channels',
+    '--skip-skills',
+    '--skip-search',
+    '--skip-health',
+    '--skip-ui',
+    '--skip-hooks',
+    '--skip-bootstrap',
+    '--json',
+  ];
+  // Ref mode needs the key in the onboarding env; plaintext mode must not see one there, or
+  // the test could not tell where the gateway's key came from.
+  const env = {
+    OPENCLAW_GATEWAY_TOKEN: opts.token,
+    KILOCODE_API_KEY: opts.mode === 'ref' ? opts.key : undefined,
+  };
+  const r = await runOpenclaw(sb, args, { env, timeoutMs: 120_000 });
+  if (r.code !== 0) {
+    throw new Error(
+      `openclaw onboard (${opts.mode}) exited ${r.code}:\n${scrub(`${r.stdout}\n${r.stderr}`, [opts.key, opts.token]).slice(-3000)}`,
+    );
+  }
+  return r;
+}
+
+const jsonObject = z.record(z.string(), z.unknown());
+type JsonObject = z.infer<typeof jsonObject>;
+
+export function configPath(sb: Sandbox): string {
+  return join(sb.stateDir, 'openclaw.json');
+}
+
+/** openclaw.json as written by onboarding (plain JSON in 2026.6.8). */
+export function readConfig(sb: Sandbox): JsonObject {
+  return jsonObject.parse(JSON.parse(readFileSync(configPath(sb), 'utf8')));
+}
+
+/** The object at `path` inside `root`, created (as `{}`) where missing. */
+function objectAt(root: JsonObject, path: string[]): JsonObject {
+  let node = root;
+  for (const part of path) {
+    const next = jsonObject.safeParse(node[part]);
+    const child = next.success ? next.data : {};
+    node[part] = child;
+    node = child;
+  }
+  return node;
+}
+
+/** Applies `edit` to openclaw.json and writes it back (mode 0600, as OpenClaw keeps it). */
+export function editConfig(sb: Sandbox, edit: (config: JsonObject) => void): void {
+  const config = readConfig(sb);
+  edit(config);
+  writeFileSync(configPath(sb), `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
+}
+
+/**
+ * Points kilocode at `baseUrl` (reference §7): enables the OpenAI-compatible chat endpoint,
+ * moves the gateway's file log into the sandbox and turns the update check off.
+ */
+export function pointAtUpstream(sb: Sandbox, baseUrl: string): void {
+  editConfig(sb, (config) => {
+    objectAt(config, ['models', 'providers', 'kilocode']).baseUrl = baseUrl;
+    objectAt(config, ['gateway', 'http', 'endpoints', 'chatCompletions']).enabled = true;
+    objectAt(config, ['logging']).file = join(sb.dir, 'gateway-file.log');
+    objectAt(config, ['update']).checkOnStart = false;
+  });
+}
+
+export interface GatewayHandle {
+  proc: Tracked;
+  pid: number;
+  port: number;
+  /** Milliseconds from spawn to /readyz 200. */
+  readyMs: number;
+  stop(timeoutMs?: number): Promise<ExitInfo>;
+}
+
+/**
+ * Starts `openclaw gateway run --port P --bind loopback` in the sandbox with exactly
+ * `sb.env(env)` (put OPENCLAW_GATEWAY_TOKEN and KILOCODE_API_KEY in `env`), and resolves once
+ * `/readyz` answers 200. Rejects when the gateway exits first or after `timeoutMs` (default 60 s).
+ */
+export async function startGateway(
+  sb: Sandbox,
+  opts: { port: number; env: Record<string, string | undefined>; timeoutMs?: number },
+): Promise<GatewayHandle> {
+  const started = Date.now();
+  const proc = spawnTracked(
+    node24(),
+    [openclawEntry(), 'gateway', 'run', '--port', String(opts.port), '--bind', 'loopback'],
+    { name: 'openclaw-gateway', cwd: sb.dir, env: sb.env(opts.env) },
+  );
+  try {
+    await waitForReady(opts.port, proc, opts.timeoutMs ?? 60_000);
+  } catch (err) {
+    await proc.stop('SIGTERM', 5_000).catch(() => undefined);
+    const secrets = Object.values(opts.env).filter((v): v is string => typeof v === 'string');
+    const tail = scrub(proc.lines.slice(-30).join('\n'), secrets);
+    throw new Error(
+      `${err instanceof Error ? err.message : String(err)}\n--- gateway output (tail) ---\n${tail}`,
+    );
+  }
+  return {
+    proc,
+    pid: proc.pid,
+    port: opts.port,
+    readyMs: Date.now() - started,
+    // SIGTERM takes 2.3-2.7 s on 2026.6.8; SIGKILL after the timeout.
+    stop: (timeoutMs = 10_000) => proc.stop('SIGTERM', timeoutMs),
+  };
+}
+
+/** The agent's 2026.6.x SQLite auth store, read-only (null when it does not exist). */
+export function readAuthStore(sb: Sandbox, agentId = 'main'): JsonObject | null {
+  const db = join(sb.stateDir, 'agents', agentId, 'agent', 'openclaw-agent.sqlite');
+  if (!existsSync(db)) return null;
+  const conn = new DatabaseSync(db, { readOnly: true });
+  try {
+    const row = z
+      .object({ store_json: z.string() })
+      .optional()
+      .parse(conn.prepare("select store_json from auth_profile_store where store_key='primary'").get());
+    return row ? jsonObject.parse(JSON.parse(row.store_json)) : null;
+  } finally {
+    conn.close();
+  }
+}
+
+/** The `kilocode:default` credential from the SQLite store, or null. */
+export function readKilocodeProfile(sb: Sandbox, agentId = 'main'): JsonObject | null {
+  const store = readAuthStore(sb, agentId);
+  const profiles = jsonObject.safeParse(store?.profiles);
+  if (!profiles.success) return null;
+  const cred = jsonObject.safeParse(profiles.data[PROFILE_ID]);
+  return cred.success ? cred.data : null;
+}
