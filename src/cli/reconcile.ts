@@ -60,6 +60,7 @@ prints observed vs desired per target like a unified diff, with the actions a re
 
   --targets FILE            targets file (YAML or JSON); see docs/reconcile.md
   --output text|json        default text
+  --retries N               retries per GET (default ${DEFAULT_RETRY.retries})
 
 ${SOURCE_HELP}
 
@@ -236,7 +237,7 @@ async function runCommand(
           'failure-budget': { type: 'string' },
           paused: { type: 'boolean' },
         }
-      : { output: { type: 'string' } };
+      : { output: { type: 'string' }, retries: { type: 'string' } };
   const { values: v } = parseFlags(argv, { ...SOURCE_FLAGS, ...extra });
   const values = v as Record<string, string | boolean | undefined>;
   const str = (k: string) => (typeof values[k] === 'string' ? (values[k] as string) : undefined);

@@ -60,12 +60,15 @@ export function httpControllerClient(opts: HttpControllerOptions): ControllerCli
         signal: AbortSignal.any([signal, AbortSignal.timeout(opts.timeoutMs)]),
       });
     } catch (err) {
-      const e = err as Error & { cause?: { code?: string } };
+      const e = err as Error & { cause?: { code?: string; message?: string } };
       if (e.name === 'TimeoutError') {
         throw new ControllerError('timeout', `${method} ${path} timed out after ${opts.timeoutMs} ms`);
       }
       if (e.name === 'AbortError') throw err;
-      throw new ControllerError('network', `${method} ${path} failed: ${e.cause?.code ?? e.message}`);
+      throw new ControllerError(
+        'network',
+        `${method} ${path} failed: ${e.cause?.code ?? e.cause?.message ?? e.message}`,
+      );
     }
     let text: string;
     try {

@@ -47,6 +47,8 @@ export interface FakeController {
   requests: RecordedRequest[];
   /** The key values the controller was sent (to check what reached it; tests only). */
   patches: string[];
+  /** [start, end] wall-clock ms of every restart, from the patch until the gateway is back. */
+  restartWindows: Array<[number, number | null]>;
   snapshot(): { pid: number | null; restarts: number; envHash: string | null; ready: boolean; state: string };
   setFaults(f: Faults): void;
   close(): Promise<void>;
@@ -59,6 +61,7 @@ export async function startFakeController(opts: FakeControllerOptions): Promise<
   const counts = { GET: 0, POST: 0 };
   const requests: RecordedRequest[] = [];
   const patches: string[] = [];
+  const restartWindows: Array<[number, number | null]> = [];
   const timers = new Set<NodeJS.Timeout>();
   const hash = (key: string | null) => ({
     envHash: key === null ? null : fingerprintEnv(opts.token, { [envVar]: key }),
@@ -152,6 +155,8 @@ export async function startFakeController(opts: FakeControllerOptions): Promise<
         return send(res, 200, { ok: true, signaled: gw.state === 'running', migratedProfiles: migrated });
       }
       const signaled = gw.state === 'running';
+      const window: [number, number | null] = [Date.now(), null];
+      restartWindows.push(window);
       gw.state = 'restarting';
       gw.ready = false;
       later(opts.restartMs ?? 100, () => {
@@ -162,6 +167,7 @@ export async function startFakeController(opts: FakeControllerOptions): Promise<
         gw.state = 'running';
         gw.pid = nextPid++;
         gw.ready = true;
+        window[1] = Date.now();
       });
       return send(res, 200, { ok: true, signaled, migratedProfiles: migrated });
     }
@@ -177,6 +183,7 @@ export async function startFakeController(opts: FakeControllerOptions): Promise<
     url: `http://127.0.0.1:${port}`,
     requests,
     patches,
+    restartWindows,
     snapshot: () => ({
       pid: gw.pid,
       restarts: gw.restarts,
