@@ -84,6 +84,9 @@ interface Child {
   /** Set before we signal it, so its exit is not taken for a crash. */
   expectedExit: boolean;
   ready: boolean;
+  /** Resolves when the child became ready or exited. */
+  settled: Promise<void>;
+  settle: () => void;
 }
 
 const DEFAULTS = {
@@ -270,7 +273,11 @@ export class Supervisor extends EventEmitter {
     if (c) await this.#stopChild(c);
     if (this.#shuttingDown) return;
     await this.#runBeforeSpawn('restart');
-    this.#spawnChild();
+    const child = this.#spawnChild();
+    // A rotation holds the queue until its child is ready (or gone), so rotations arriving during
+    // the gateway's slow start join the one queued restart instead of killing a starting child
+    // over and over.
+    if (coalesced) await raceTimeout(child.settled, this.#o.readyTimeoutMs + this.#o.probeIntervalMs);
   }
 
   #exclusive<T>(fn: () => Promise<T>): Promise<T> {
@@ -322,7 +329,13 @@ export class Supervisor extends EventEmitter {
       resolveExit = r;
     });
     const startedAtMs = this.#now();
+    let settle!: () => void;
+    const settled = new Promise<void>((r) => {
+      settle = r;
+    });
     const child: Child = {
+      settled,
+      settle,
       proc,
       pid: proc.pid,
       env,
@@ -343,6 +356,7 @@ export class Supervisor extends EventEmitter {
       child.hasExited = true;
       killGroup(child.pid, 'SIGKILL'); // leftovers of the group must not outlive their leader
       resolveExit(info);
+      child.settle();
       this.#onExit(child, info);
     });
     this.#forward(child, proc.stdout, 'stdout');
@@ -373,6 +387,7 @@ export class Supervisor extends EventEmitter {
       if (this.#child !== child || child.hasExited) return;
       if (ok) {
         child.ready = true;
+        child.settle();
         if (this.#state === 'starting') this.#setState('running');
         this.#o.log.info(
           { pid: child.pid, readyMs: Math.round(performance.now() - started) },

@@ -1,0 +1,207 @@
+// Supervisor faults with real processes: SIGKILL escalation, backoff, coalescing, env per spawn.
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Supervisor, type SupervisorOptions, type Timers } from '../../src/controller/supervisor.ts';
+import { freePort } from '../support/http.ts';
+import { captureLogger, FIXTURE, pidAlive, readStarts, tempDir, waitFor } from './helpers.ts';
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function make(fixEnv: Record<string, string>, extra: Partial<SupervisorOptions> = {}) {
+  const { dir, cleanup } = tempDir('keyroll-sup-');
+  const port = await freePort();
+  const logFile = join(dir, 'starts.jsonl');
+  const { log, lines } = captureLogger();
+  const vars: Record<string, string> = { KILOCODE_API_KEY: 'test-key-A-000000', ...fixEnv };
+  const sup = new Supervisor({
+    command: process.execPath,
+    args: [FIXTURE],
+    // Evaluated on each spawn: the test mutates `vars` and expects the next child to see it.
+    env: () => ({
+      PATH: process.env.PATH ?? '',
+      OPENCLAW_GATEWAY_PORT: String(port),
+      FIX_LOG: logFile,
+      ...vars,
+    }),
+    gatewayPort: port,
+    log,
+    probeIntervalMs: 25,
+    stopTimeoutMs: 2_000,
+    ...extra,
+  });
+  cleanups.push(async () => {
+    await sup.shutdown().catch(() => {});
+    for (const s of readStarts(logFile)) {
+      for (const pid of [s.pid, s.grandchild]) {
+        if (pid && pidAlive(pid)) process.kill(pid, 'SIGKILL');
+      }
+    }
+    cleanup();
+  });
+  return { sup, vars, starts: () => readStarts(logFile), lines, port };
+}
+
+describe('supervisor', () => {
+  it('spawns each child with the env as it is at spawn time, never a snapshot', async () => {
+    const { sup, vars, starts } = await make({});
+    await sup.start();
+    expect(await sup.waitForState('running', 10_000)).toBe(true);
+    vars.KILOCODE_API_KEY = 'test-key-B-111111';
+    await sup.restart();
+    expect(await sup.waitForState('running', 10_000)).toBe(true);
+    const s = starts();
+    expect(s.map((x) => x.key)).toEqual(['test-key-A-000000', 'test-key-B-111111']);
+    expect(s[0]!.pid).not.toBe(s[1]!.pid);
+    expect(sup.childEnv()?.KILOCODE_API_KEY).toBe('test-key-B-111111');
+    expect(sup.getStats()).toMatchObject({
+      state: 'running',
+      pid: s[1]!.pid,
+      restarts: 0,
+      requestedRestarts: 1,
+    });
+  });
+
+  it('is running only after /readyz answers 200', async () => {
+    const { sup } = await make({ FIX_READY_DELAY_MS: '600' });
+    const t0 = Date.now();
+    await sup.start();
+    expect(sup.getState()).toBe('starting');
+    expect(await sup.waitForState('running', 10_000)).toBe(true);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(550);
+  });
+
+  it('kills a child that ignores SIGTERM after stopTimeoutMs', async () => {
+    const { sup, starts } = await make({ FIX_IGNORE_SIGTERM: '1' }, { stopTimeoutMs: 500 });
+    await sup.start();
+    await sup.waitForState('running', 10_000);
+    const pid = sup.getStats().pid!;
+    const t0 = Date.now();
+    await sup.stop();
+    const took = Date.now() - t0;
+    expect(took).toBeGreaterThanOrEqual(480);
+    expect(took).toBeLessThan(3_000);
+    expect(pidAlive(pid)).toBe(false);
+    expect(sup.getStats()).toMatchObject({ state: 'stopped', pid: null });
+    expect(sup.getStats().lastExit?.signal).toBe('SIGKILL');
+    expect(starts()).toHaveLength(1);
+  });
+
+  it('restarts past a child that ignores SIGTERM (the queue is never blocked)', async () => {
+    const { sup, vars, starts } = await make({ FIX_IGNORE_SIGTERM: '1' }, { stopTimeoutMs: 300 });
+    await sup.start();
+    await sup.waitForState('running', 10_000);
+    vars.KILOCODE_API_KEY = 'test-key-C-222222';
+    await sup.restart();
+    await sup.waitForState('running', 10_000);
+    expect(starts().map((s) => s.key)).toEqual(['test-key-A-000000', 'test-key-C-222222']);
+    expect(pidAlive(starts()[0]!.pid)).toBe(false);
+  });
+
+  it('backs off a crash loop 1 s, 2 s, 4 s … capped, and a requested restart is not a crash', async () => {
+    const delays: number[] = [];
+    // Fast-forward: record the backoff the supervisor asked for, fire almost at once.
+    const timers: Timers = {
+      setTimeout: (fn, ms) => {
+        delays.push(ms);
+        return setTimeout(fn, 5);
+      },
+      clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+    };
+    const { sup, starts } = await make({ FIX_EXIT_AFTER_MS: '0' }, { timers, backoffMaxMs: 8_000 });
+    await sup.start();
+    await waitFor(() => delays.length >= 6, 20_000, 'six backoffs');
+    await sup.stop();
+    expect(delays.slice(0, 6)).toEqual([1_000, 2_000, 4_000, 8_000, 8_000, 8_000]);
+    expect(sup.getStats().restarts).toBeGreaterThanOrEqual(6);
+    expect(sup.getStats().requestedRestarts).toBe(0);
+    expect(starts().length).toBeGreaterThanOrEqual(6);
+  });
+
+  it('resets the backoff after a run of healthyThresholdMs', async () => {
+    const delays: number[] = [];
+    let clock = 1_000_000;
+    const timers: Timers = {
+      setTimeout: (fn, ms) => {
+        delays.push(ms);
+        return setTimeout(fn, 5);
+      },
+      clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+    };
+    const { sup } = await make({ FIX_EXIT_AFTER_MS: '50' }, { timers, now: () => clock });
+    sup.on('state', (s) => {
+      // The fourth child "runs" 31 s on the injected clock before it crashes.
+      if (s === 'starting' && delays.length === 3) clock += 31_000;
+    });
+    await sup.start();
+    await waitFor(() => delays.length >= 5, 20_000, 'five backoffs');
+    await sup.stop();
+    expect(delays.slice(0, 5)).toEqual([1_000, 2_000, 4_000, 1_000, 2_000]);
+  });
+
+  it('coalesces a burst of rotation restarts into at most two; the last child has the last key', async () => {
+    const { sup, vars, starts } = await make({ FIX_READY_DELAY_MS: '100' });
+    await sup.start();
+    await sup.waitForState('running', 10_000);
+    const all: Promise<void>[] = [];
+    for (let i = 0; i < 10; i++) {
+      vars.KILOCODE_API_KEY = `test-key-burst-${i}-000000`;
+      all.push(sup.requestRestart());
+      await new Promise((r) => setTimeout(r, 15)); // spread over the first restart
+    }
+    await Promise.all(all);
+    await sup.waitForState('running', 10_000);
+    const s = starts();
+    expect(s.length - 1).toBeGreaterThanOrEqual(1);
+    expect(s.length - 1).toBeLessThanOrEqual(2);
+    expect(sup.getStats().requestedRestarts).toBeLessThanOrEqual(2);
+    expect(s.at(-1)!.key).toBe('test-key-burst-9-000000');
+    expect(sup.childEnv()?.KILOCODE_API_KEY).toBe('test-key-burst-9-000000');
+  });
+
+  it('does not lose a rotation that arrives while the child is starting', async () => {
+    const { sup, vars, starts } = await make({ FIX_READY_DELAY_MS: '1500' });
+    await sup.start();
+    expect(sup.getState()).toBe('starting');
+    vars.KILOCODE_API_KEY = 'test-key-D-333333';
+    await sup.requestRestart();
+    expect(await sup.waitForState('running', 10_000)).toBe(true);
+    expect(starts().at(-1)!.key).toBe('test-key-D-333333');
+    expect(sup.childEnv()?.KILOCODE_API_KEY).toBe('test-key-D-333333');
+  });
+
+  it('stops the whole process group: no grandchild survives stop or shutdown', async () => {
+    const { sup, starts } = await make({ FIX_GRANDCHILD: '1' });
+    await sup.start();
+    await sup.waitForState('running', 10_000);
+    const first = await waitFor(() => starts()[0], 5_000, 'first start');
+    expect(first.grandchild).toBeTruthy();
+    expect(pidAlive(first.grandchild!)).toBe(true);
+    await sup.shutdown();
+    expect(pidAlive(first.pid)).toBe(false);
+    await waitFor(() => !pidAlive(first.grandchild!), 3_000, 'grandchild gone');
+    expect(sup.getState()).toBe('shutting_down');
+    await expect(sup.start()).rejects.toThrow(/shutting down/);
+  });
+
+  it('treats a child that never becomes ready as crashed and respawns it with backoff', async () => {
+    const backoffs: number[] = [];
+    const { sup } = await make({ FIX_NO_LISTEN: '1' }, { readyTimeoutMs: 300, backoffInitialMs: 50 });
+    sup.on('backoff', (ms: number) => backoffs.push(ms));
+    await sup.start();
+    await waitFor(() => sup.getStats().spawns >= 2, 10_000, 'a respawn');
+    expect(backoffs[0]).toBe(50);
+    expect(sup.getStats().restarts).toBeGreaterThanOrEqual(1);
+  });
+
+  it('forwards child output as log lines', async () => {
+    const { sup, lines } = await make({});
+    await sup.start();
+    await sup.waitForState('running', 10_000);
+    await waitFor(() => lines.some((l) => l.includes('fixture child started')), 5_000, 'forwarded line');
+    const line = JSON.parse(lines.find((l) => l.includes('fixture child started'))!);
+    expect(line).toMatchObject({ msg: 'Gateway output', stream: 'stdout' });
+  });
+});
