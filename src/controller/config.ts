@@ -35,12 +35,12 @@ Environment:
 
 const ENV_NAME = /^[A-Z_][A-Z0-9_]{0,127}$/;
 
-const port = (field: string) =>
+const port = (field: string, min = 1) =>
   z.coerce
-    .number({ error: `${field} must be a port number (1-65535)` })
-    .int({ error: `${field} must be a port number (1-65535)` })
-    .min(1, { error: `${field} must be a port number (1-65535)` })
-    .max(65535, { error: `${field} must be a port number (1-65535)` });
+    .number({ error: `${field} must be a port number (${min}-65535)` })
+    .int({ error: `${field} must be a port number (${min}-65535)` })
+    .min(min, { error: `${field} must be a port number (${min}-65535)` })
+    .max(65535, { error: `${field} must be a port number (${min}-65535)` });
 
 const millis = (field: string, min: number) =>
   z.coerce
@@ -51,7 +51,8 @@ const millis = (field: string, min: number) =>
 const ConfigSchema = z
   .object({
     stateDir: z.string().min(1, { error: '--state-dir must be a directory path' }),
-    port: port('--port'),
+    // 0 = any free port (tests); the listening port is logged.
+    port: port('--port', 0),
     bind: z.string().min(1, { error: '--bind must be an IP address such as 0.0.0.0 or 127.0.0.1' }),
     gatewayPort: port('--gateway-port'),
     gatewayCmd: z.array(z.string()).min(1).nullable(),
