@@ -67,8 +67,11 @@ export interface CallOptions {
 
 export interface UpdateMachineOptions extends CallOptions {
   /**
-   * Store the config without (re)starting the machine. Fly documents it for not booting a stopped
-   * machine; keyroll sets it so a durable write is never an unplanned restart.
+   * `skip_launch`: do not boot the new version. Safe for a stopped machine (the config waits for
+   * its next boot). On a *started* machine Fly replaces the running version and does not launch
+   * the new one, so the machine ends up stopped (flyctl waits for "stop" after
+   * `update --skip-launch`); without it a started machine reboots into the new config. There is
+   * no restart-free config update of a running machine — see docs/fly.md.
    */
   skipLaunch: boolean;
   /** The nonce of the lease we hold (required by Fly when the machine is leased). */

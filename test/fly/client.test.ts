@@ -79,7 +79,7 @@ describe('machines', () => {
     expect(fly.requests).toHaveLength(1);
   });
 
-  it('updates under a lease with skip_launch: config stored, running env untouched, version bumped', async () => {
+  it('updates under a lease with skip_launch: config stored, version bumped, not relaunched', async () => {
     const before = fly.addMachine(APP, { env: { KILOCODE_API_KEY: KEY_A, OTHER: 'x' } });
     const c = client();
 
@@ -102,8 +102,9 @@ describe('machines', () => {
     const after = fly.machine(APP, before.id);
     expect(after.version).toBe(before.version + 1);
     expect(after.restarts).toBe(0);
-    expect(after.state).toBe('started');
-    expect(after.bootedEnv).toEqual({ KILOCODE_API_KEY: KEY_A, OTHER: 'x' });
+    // Fly replaces the running version and does not launch the new one.
+    expect(after.state).toBe('stopped');
+    expect(updated.state).toBe('stopped');
     expect(after.config.image).toBe(before.config.image);
     expect(after.config.guest).toEqual(before.config.guest);
     expect(fly.requests.find((r) => r.action === 'update')?.hadNonce).toBe(true);

@@ -108,13 +108,16 @@ describe('fake Fly API', () => {
     expect(fly.leaseOf(APP, m.id)?.nonce).toBe(ours.nonce);
   });
 
-  it('a machine stopped mid-pass shows as stopped, and a restart boots the stored env', async () => {
+  it('a machine stopped mid-pass shows as stopped; a skip_launch write waits for its next boot', async () => {
     const fly = await fake();
     const m = fly.addMachine(APP, { env: { KILOCODE_API_KEY: 'test-key-A-old-000000' } });
     const c = new FlyClient({ token: TOKEN, baseUrl: fly.baseUrl });
-    await c.updateMachine(APP, m.id, { ...m.config, env: { KILOCODE_API_KEY: KEY } }, { skipLaunch: true });
     fly.setMachineState(APP, m.id, 'stopped');
     expect((await c.getMachine(APP, m.id)).state).toBe('stopped');
+    await c.updateMachine(APP, m.id, { ...m.config, env: { KILOCODE_API_KEY: KEY } }, { skipLaunch: true });
+    expect(fly.machine(APP, m.id).state).toBe('stopped');
+    expect(fly.machine(APP, m.id).restarts).toBe(0);
+    expect(fly.storedEnv(APP, m.id)).toEqual({ KILOCODE_API_KEY: KEY });
     expect(fly.bootedEnv(APP, m.id)).toEqual({ KILOCODE_API_KEY: 'test-key-A-old-000000' });
     fly.setMachineState(APP, m.id, 'started');
     expect(fly.bootedEnv(APP, m.id)).toEqual({ KILOCODE_API_KEY: KEY });

@@ -47,7 +47,7 @@ export interface FakeMachine {
   version: number;
   /** Not part of Fly's response: the env the running instance booted with. */
   bootedEnv: Record<string, string>;
-  /** Not part of Fly's response: how many times an update (re)started the machine. */
+  /** Not part of Fly's response: how many times an update booted the machine's new version. */
   restarts: number;
   minSecretsVersion: number | null;
 }
@@ -475,12 +475,17 @@ export async function startFakeFlyApi(opts: FakeFlyOptions = {}): Promise<FakeFl
         m.updated_at = new Date(now()).toISOString();
         m.minSecretsVersion = typeof minSecrets === 'number' ? minSecrets : null;
         m.events.unshift({ type: 'update', status: 'replaced', source: 'user', timestamp: now() });
-        if (!skipLaunch && (m.state === 'started' || m.state === 'stopped' || m.state === 'created')) {
-          // A launch boots the new config: the running instance now has the new env.
+        // An update replaces the machine's version. Without skip_launch the new version boots (a
+        // running machine reboots into the new env); with it the new version is not launched, so a
+        // running machine ends up stopped — flyctl waits for "stop" after `update --skip-launch`.
+        if (!skipLaunch) {
           m.bootedEnv = { ...(m.config.env ?? {}) };
           m.restarts += 1;
           m.state = 'started';
           m.events.unshift({ type: 'start', status: 'started', source: 'flyd', timestamp: now() });
+        } else if (m.state === 'started') {
+          m.state = 'stopped';
+          m.events.unshift({ type: 'exit', status: 'stopped', source: 'flyd', timestamp: now() });
         }
         return send(200, publicMachine(m));
       }
