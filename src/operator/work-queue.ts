@@ -68,8 +68,8 @@ export class WorkQueue {
       if (ms > 0 && !this.#queued.has(key)) this.#schedule(key, ms);
       return;
     }
-    if (ms <= 0) return this.add(key);
-    this.#schedule(key, ms);
+    if (ms <= 0) this.add(key);
+    else this.#schedule(key, ms);
   }
 
   #schedule(key: string, ms: number): void {

@@ -1,0 +1,101 @@
+// Owns which Kubernetes Events a reconcile records, pure: rotations delivered, failures, and Degraded transitions.
+import { randomBytes } from 'node:crypto';
+import type { PassResult } from '../reconcile/rollout.ts';
+import { getCondition, rfc3339 } from './conditions.ts';
+import { API_VERSION, type CachedGatewayKey, type GatewayKeyStatus, KIND } from './gateway-key.ts';
+
+export interface EventSpec {
+  type: 'Normal' | 'Warning';
+  reason: string;
+  message: string;
+}
+
+function names(list: readonly string[]): string {
+  return list.slice(0, 5).join(', ') + (list.length > 5 ? ` and ${list.length - 5} more` : '');
+}
+
+/** Pure: the Events a finished pass deserves. A pass that changed nothing records nothing. */
+export function eventsForPass(
+  result: PassResult,
+  prev: GatewayKeyStatus,
+  next: GatewayKeyStatus,
+): EventSpec[] {
+  const out: EventSpec[] = [];
+  const delivered = result.targets.filter((r) => r.patched && r.outcome === 'converged').map((r) => r.name);
+  if (delivered.length > 0) {
+    out.push({
+      type: 'Normal',
+      reason: 'KeyRotated',
+      message: `Delivered key version ${result.keyVersion} to ${delivered.length} target(s) and verified the running gateways: ${names(delivered)}`,
+    });
+  }
+  const failed = result.targets.filter((r) => r.outcome === 'not-converged' || r.outcome === 'unreachable');
+  if (failed.length > 0) {
+    out.push({
+      type: 'Warning',
+      reason: failed.some((r) => r.outcome === 'not-converged') ? 'DeliveryFailed' : 'TargetUnreachable',
+      message: `${failed.length} target(s) do not run key version ${result.keyVersion}: ${failed
+        .slice(0, 3)
+        .map((r) => `${r.name}: ${r.message}`)
+        .join('; ')}`,
+    });
+  }
+  const wasReady = getCondition(prev.conditions, 'Ready')?.status === 'True';
+  const isReady = getCondition(next.conditions, 'Ready')?.status === 'True';
+  if (!wasReady && isReady && delivered.length === 0) {
+    out.push({
+      type: 'Normal',
+      reason: 'Converged',
+      message: getCondition(next.conditions, 'Ready')?.message ?? '',
+    });
+  }
+  return out;
+}
+
+/** Pure: a Warning when the Degraded reason or message is new (not on every retry of the same cause). */
+export function eventForDegraded(prev: GatewayKeyStatus, next: GatewayKeyStatus): EventSpec | null {
+  const before = getCondition(prev.conditions, 'Degraded');
+  const after = getCondition(next.conditions, 'Degraded');
+  if (!after || after.status !== 'True') return null;
+  if (
+    before &&
+    before.status === 'True' &&
+    before.reason === after.reason &&
+    before.message === after.message
+  ) {
+    return null;
+  }
+  return { type: 'Warning', reason: after.reason, message: after.message };
+}
+
+/** A core/v1 Event about a GatewayKey. Messages are built from names, versions and fixed strings only. */
+export function eventObject(
+  gk: CachedGatewayKey,
+  e: EventSpec,
+  now: Date,
+  instance: string,
+): Record<string, unknown> {
+  const t = rfc3339(now);
+  return {
+    apiVersion: 'v1',
+    kind: 'Event',
+    metadata: { name: `${gk.name}.${randomBytes(8).toString('hex')}`, namespace: gk.namespace },
+    involvedObject: {
+      apiVersion: API_VERSION,
+      kind: KIND,
+      name: gk.name,
+      namespace: gk.namespace,
+      uid: gk.uid,
+      resourceVersion: gk.resourceVersion,
+    },
+    type: e.type,
+    reason: e.reason,
+    message: e.message.slice(0, 1000),
+    source: { component: 'keyroll-operator' },
+    reportingComponent: 'keyroll.dev/operator',
+    reportingInstance: instance,
+    firstTimestamp: t,
+    lastTimestamp: t,
+    count: 1,
+  };
+}

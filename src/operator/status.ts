@@ -1,0 +1,245 @@
+// Owns GatewayKey status, pure: computed from a pass result (or the reason there was none), compared before writing.
+
+import type { TargetResult } from '../reconcile/reconcile-target.ts';
+import type { PassResult } from '../reconcile/rollout.ts';
+import { type Condition, type ConditionInput, setCondition } from './conditions.ts';
+import type { GatewayKeyStatus, TargetStatus } from './gateway-key.ts';
+
+/** The per-target list is a report, not an inventory: bounded so status stays small at any fleet size. */
+export const MAX_TARGET_STATUSES = 20;
+const MAX_MESSAGE = 500;
+
+export type DegradedReason =
+  | 'InvalidSpec'
+  | 'SecretNotFound'
+  | 'KeyNotFound'
+  | 'TokenNotFound'
+  | 'SourceUnavailable';
+
+function clip(s: string): string {
+  return s.length > MAX_MESSAGE ? `${s.slice(0, MAX_MESSAGE - 1)}…` : s;
+}
+
+function apply(
+  prev: readonly Condition[] | undefined,
+  generation: number,
+  now: Date,
+  inputs: ReadonlyArray<Omit<ConditionInput, 'observedGeneration'>>,
+): Condition[] {
+  let out: Condition[] = [...(prev ?? [])];
+  for (const c of inputs)
+    out = setCondition(out, { ...c, message: clip(c.message), observedGeneration: generation }, now);
+  return out;
+}
+
+/** Pure: one target's line in status. */
+export function targetStatusOf(r: TargetResult): TargetStatus {
+  const seen = r.after ?? r.before;
+  const forms = [...new Set((seen?.profiles ?? []).map((p) => p.form))].sort();
+  const pid = seen?.gateway.pid;
+  return {
+    name: r.name,
+    // Omitted rather than null: a structural schema rejects null unless it says nullable.
+    ...(typeof pid === 'number' ? { pid } : {}),
+    form: forms.length === 0 ? 'none' : forms.join(','),
+    converged: r.outcome === 'converged',
+    message: r.outcome === 'converged' ? '' : clip(r.message),
+  };
+}
+
+/** Pure: not-converged targets first (they are what a reader needs), then by name; at most MAX. */
+export function boundedTargetStatuses(results: readonly TargetResult[]): TargetStatus[] {
+  return results
+    .map(targetStatusOf)
+    .sort((a, b) => Number(a.converged) - Number(b.converged) || a.name.localeCompare(b.name))
+    .slice(0, MAX_TARGET_STATUSES);
+}
+
+export interface Counts {
+  total: number;
+  converged: number;
+  progressing: number;
+  failed: number;
+}
+
+/** Pure: drift and skipped targets still have work coming; unreachable and not-converged ones failed. */
+export function countsOf(results: readonly TargetResult[], total = results.length): Counts {
+  const converged = results.filter((r) => r.outcome === 'converged').length;
+  const failed = results.filter((r) => r.outcome === 'not-converged' || r.outcome === 'unreachable').length;
+  return { total, converged, failed, progressing: total - converged - failed };
+}
+
+function failedSummary(results: readonly TargetResult[]): string {
+  const bad = results.filter((r) => r.outcome === 'not-converged' || r.outcome === 'unreachable');
+  const shown = bad.slice(0, 3).map((r) => `${r.name}: ${r.message}`);
+  return shown.join('; ') + (bad.length > 3 ? `; and ${bad.length - 3} more` : '');
+}
+
+/** Pure: the status after a completed pass. */
+export function statusFromPass(
+  prev: GatewayKeyStatus,
+  generation: number,
+  result: PassResult,
+  now: Date,
+): GatewayKeyStatus {
+  const counts = countsOf(result.targets);
+  const version = result.keyVersion;
+  let conditions: Array<Omit<ConditionInput, 'observedGeneration'>>;
+  if (counts.total === 0) {
+    conditions = [
+      {
+        type: 'Ready',
+        status: 'False',
+        reason: 'NoTargets',
+        message: 'no ready pod matches spec.targets.selector',
+      },
+      { type: 'Progressing', status: 'False', reason: 'NoTargets', message: 'nothing to roll out' },
+      { type: 'Degraded', status: 'False', reason: 'AsExpected', message: '' },
+    ];
+  } else if (counts.converged === counts.total) {
+    conditions = [
+      {
+        type: 'Ready',
+        status: 'True',
+        reason: 'Converged',
+        message: `${counts.converged}/${counts.total} targets run key version ${version}`,
+      },
+      { type: 'Progressing', status: 'False', reason: 'Converged', message: 'rollout complete' },
+      { type: 'Degraded', status: 'False', reason: 'AsExpected', message: '' },
+    ];
+  } else if (counts.failed > 0) {
+    const unreachable = result.targets.some((r) => r.outcome === 'unreachable');
+    const reason = result.targets.some((r) => r.outcome === 'not-converged')
+      ? 'DeliveryFailed'
+      : 'TargetsUnreachable';
+    conditions = [
+      {
+        type: 'Ready',
+        status: 'False',
+        reason: 'TargetsNotConverged',
+        message: `${counts.converged}/${counts.total} targets run key version ${version}`,
+      },
+      {
+        type: 'Progressing',
+        status: 'False',
+        reason: 'RetryPending',
+        message: `${counts.failed} target(s) failed${unreachable ? ' or were unreachable' : ''}; retrying with backoff`,
+      },
+      { type: 'Degraded', status: 'True', reason, message: failedSummary(result.targets) },
+    ];
+  } else if (result.paused || result.dryRun) {
+    conditions = [
+      {
+        type: 'Ready',
+        status: 'False',
+        reason: 'RolloutPaused',
+        message: `${counts.converged}/${counts.total} targets run key version ${version}; spec.rollout.paused is true`,
+      },
+      { type: 'Progressing', status: 'False', reason: 'RolloutPaused', message: 'rollout paused' },
+      { type: 'Degraded', status: 'False', reason: 'AsExpected', message: '' },
+    ];
+  } else {
+    // Skipped targets (failure budget) or gateways still coming up: more work on the next pass.
+    conditions = [
+      {
+        type: 'Ready',
+        status: 'False',
+        reason: 'RolloutInProgress',
+        message: `${counts.converged}/${counts.total} targets run key version ${version}`,
+      },
+      {
+        type: 'Progressing',
+        status: 'True',
+        reason: 'DeliveringKey',
+        message: `${counts.progressing} target(s) still to converge`,
+      },
+      { type: 'Degraded', status: 'False', reason: 'AsExpected', message: '' },
+    ];
+  }
+  return {
+    observedGeneration: generation,
+    desiredVersion: version,
+    targets: counts,
+    targetStatuses: boundedTargetStatuses(result.targets),
+    conditions: apply(prev.conditions, generation, now, conditions),
+  };
+}
+
+/** Pure: the status while a pass is delivering (written once per pass, when the first delivery starts). */
+export function statusProgressing(
+  prev: GatewayKeyStatus,
+  generation: number,
+  version: string,
+  total: number,
+  done: readonly TargetResult[],
+  now: Date,
+): GatewayKeyStatus {
+  const counts = countsOf(done, total);
+  const degraded = prev.conditions?.find((c) => c.type === 'Degraded');
+  const keepDegraded =
+    degraded &&
+    degraded.status === 'True' &&
+    (degraded.reason === 'DeliveryFailed' || degraded.reason === 'TargetsUnreachable');
+  return {
+    ...prev,
+    observedGeneration: generation,
+    desiredVersion: version,
+    targets: counts,
+    conditions: apply(prev.conditions, generation, now, [
+      {
+        type: 'Ready',
+        status: 'False',
+        reason: 'RolloutInProgress',
+        message: `delivering key version ${version}: ${counts.converged}/${total} targets converged`,
+      },
+      {
+        type: 'Progressing',
+        status: 'True',
+        reason: 'DeliveringKey',
+        message: `delivering key version ${version} to ${total - counts.converged} target(s)`,
+      },
+      ...(keepDegraded
+        ? []
+        : [{ type: 'Degraded', status: 'False' as const, reason: 'AsExpected', message: '' }]),
+    ]),
+  };
+}
+
+/** Pure: the status when no pass could run (bad spec, missing Secret or key). Target counts are kept as last seen. */
+export function statusDegraded(
+  prev: GatewayKeyStatus,
+  generation: number,
+  reason: DegradedReason,
+  message: string,
+  now: Date,
+): GatewayKeyStatus {
+  const { desiredVersion: _stale, ...rest } = prev;
+  return {
+    ...rest,
+    observedGeneration: generation,
+    conditions: apply(prev.conditions, generation, now, [
+      { type: 'Ready', status: 'False', reason, message },
+      { type: 'Progressing', status: 'False', reason, message: 'blocked until the cause is fixed' },
+      { type: 'Degraded', status: 'True', reason, message },
+    ]),
+  };
+}
+
+/** Canonical JSON: object keys sorted at every level, undefined dropped. */
+export function canonical(value: unknown): string {
+  return JSON.stringify(value, (_k, v: unknown) => {
+    if (v && typeof v === 'object' && !Array.isArray(v)) {
+      return Object.fromEntries(
+        Object.entries(v as Record<string, unknown>)
+          .filter(([, x]) => x !== undefined)
+          .sort(([a], [b]) => a.localeCompare(b)),
+      );
+    }
+    return v;
+  });
+}
+
+/** Pure: true when writing `next` would change what the server stores. */
+export function statusChanged(stored: unknown, next: GatewayKeyStatus): boolean {
+  return canonical(stored ?? {}) !== canonical(next);
+}

@@ -1,0 +1,349 @@
+import { describe, expect, it } from 'vitest';
+import { parseOperatorConfig } from '../../src/operator/config.ts';
+import { eventForDegraded, eventsForPass } from '../../src/operator/events.ts';
+import { parseGatewayKey, parseSpec, referencedSecrets } from '../../src/operator/gateway-key.ts';
+import { parsePod, parseSecret } from '../../src/operator/kube-port.ts';
+import { decideLease, microTime } from '../../src/operator/leader.ts';
+import { OperatorMetrics } from '../../src/operator/metrics.ts';
+import { podTargets, selectorMatches } from '../../src/operator/pod-targets.ts';
+import {
+  MAX_TARGET_STATUSES,
+  statusChanged,
+  statusDegraded,
+  statusFromPass,
+  statusProgressing,
+} from '../../src/operator/status.ts';
+import type { TargetResult } from '../../src/reconcile/reconcile-target.ts';
+import type { PassResult } from '../../src/reconcile/rollout.ts';
+
+const validSpec = {
+  source: { secretRef: { name: 'kilocode-key', key: 'KILOCODE_API_KEY' } },
+  targets: { selector: { matchLabels: { app: 'gw' } } },
+  controllerTokenSecretRef: { name: 'gateway-token', key: 'OPENCLAW_GATEWAY_TOKEN' },
+};
+
+function result(name: string, outcome: TargetResult['outcome'], patched = false, pid = 100): TargetResult {
+  const observed = {
+    controller: { state: 'ready' },
+    gateway: { state: 'running', pid, ready: true },
+    key: { envHash: 'hmac-sha256:aa' },
+    profiles: [{ agentId: 'main', profileId: 'kilocode:default', form: 'keyRef-env' }],
+  };
+  return {
+    name,
+    url: `http://127.0.0.1:1/${name}`,
+    labels: {},
+    outcome,
+    message: outcome === 'converged' ? 'in sync' : `${name} failed: timeout`,
+    desired: { envVar: 'K', delivery: 'restart', version: 'v2', envHash: 'x', fileHash: 'y' },
+    before: observed,
+    after: observed,
+    actions: [],
+    drift: [],
+    patched,
+    patch: null,
+    attempts: patched ? 1 : 0,
+    durationMs: 5,
+  };
+}
+
+function pass(targets: TargetResult[], extra: Partial<PassResult> = {}): PassResult {
+  return {
+    keyVersion: 'v2',
+    delivery: 'restart',
+    dryRun: false,
+    paused: false,
+    summary: {
+      total: targets.length,
+      converged: targets.filter((t) => t.outcome === 'converged').length,
+      drift: 0,
+      notConverged: targets.filter((t) => t.outcome === 'not-converged').length,
+      unreachable: targets.filter((t) => t.outcome === 'unreachable').length,
+      skipped: 0,
+      patched: targets.filter((t) => t.patched).length,
+    },
+    targets,
+    durationMs: 10,
+    ...extra,
+  };
+}
+
+const t0 = new Date('2026-11-23T10:00:00.500Z');
+const t1 = new Date('2026-11-23T10:01:00.500Z');
+
+describe('GatewayKey spec', () => {
+  it('applies defaults to a minimal valid spec', () => {
+    const r = parseSpec(validSpec);
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    expect(r.spec.envVar).toBe('KILOCODE_API_KEY');
+    expect(r.spec.delivery).toBe('restart');
+    expect(r.spec.targets.port).toBe(18789);
+    expect(r.spec.rollout).toEqual({ maxUnavailable: 1, paused: false, failureBudget: 1 });
+  });
+
+  it('names every bad field', () => {
+    const r = parseSpec({
+      ...validSpec,
+      delivery: 'teleport',
+      source: {},
+      targets: { selector: {}, port: 0 },
+    });
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.reason).toContain('spec.delivery');
+    expect(r.reason).toContain('spec.source: expected exactly one of secretRef or api');
+    expect(r.reason).toContain('spec.targets.port');
+  });
+
+  it('indexes the Secrets a spec reads, even when the spec is otherwise invalid', () => {
+    expect(referencedSecrets(validSpec).sort()).toEqual(['gateway-token', 'kilocode-key']);
+    expect(referencedSecrets({ source: { secretRef: { name: 'a' } } })).toEqual(['a']);
+    expect(referencedSecrets('nonsense')).toEqual([]);
+  });
+
+  it('caches an object with an invalid spec instead of dropping it', () => {
+    const gk = parseGatewayKey({
+      metadata: { name: 'a', namespace: 'ns', generation: 2 },
+      spec: { bogus: true },
+    });
+    expect(gk?.generation).toBe(2);
+    expect(gk?.status).toEqual({});
+  });
+});
+
+describe('status', () => {
+  it('goes Ready when every target converged, and keeps transition times when nothing changes', () => {
+    const s1 = statusFromPass({}, 3, pass([result('a', 'converged'), result('b', 'converged', true)]), t0);
+    expect(s1.observedGeneration).toBe(3);
+    expect(s1.desiredVersion).toBe('v2');
+    expect(s1.targets).toEqual({ total: 2, converged: 2, progressing: 0, failed: 0 });
+    expect(s1.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+      status: 'True',
+      reason: 'Converged',
+    });
+    const s2 = statusFromPass(s1, 3, pass([result('a', 'converged'), result('b', 'converged')]), t1);
+    expect(statusChanged(s1, s2)).toBe(false);
+  });
+
+  it('reports failures as Degraded with the target and the reason', () => {
+    const s = statusFromPass({}, 1, pass([result('a', 'converged'), result('b', 'not-converged', true)]), t0);
+    expect(s.targets).toEqual({ total: 2, converged: 1, progressing: 0, failed: 1 });
+    expect(s.conditions?.find((c) => c.type === 'Degraded')).toMatchObject({
+      status: 'True',
+      reason: 'DeliveryFailed',
+      message: 'b: b failed: timeout',
+    });
+    expect(s.targetStatuses?.[0]).toMatchObject({
+      name: 'b',
+      converged: false,
+      pid: 100,
+      form: 'keyRef-env',
+    });
+  });
+
+  it('bounds the per-target list and puts unconverged targets first', () => {
+    const many = Array.from({ length: 50 }, (_, i) =>
+      result(`p${String(i).padStart(2, '0')}`, i === 42 ? 'unreachable' : 'converged'),
+    );
+    const s = statusFromPass({}, 1, pass(many), t0);
+    expect(s.targetStatuses).toHaveLength(MAX_TARGET_STATUSES);
+    expect(s.targetStatuses?.[0]?.name).toBe('p42');
+    expect(s.targets?.total).toBe(50);
+  });
+
+  it('Progressing while delivering, then Ready; lastTransitionTime moves only on flips', () => {
+    const p = statusProgressing({}, 1, 'v2', 3, [result('a', 'converged')], t0);
+    expect(p.conditions?.find((c) => c.type === 'Progressing')).toMatchObject({
+      status: 'True',
+      reason: 'DeliveringKey',
+    });
+    expect(p.targets).toEqual({ total: 3, converged: 1, progressing: 2, failed: 0 });
+    const done = statusFromPass(
+      p,
+      1,
+      pass([result('a', 'converged'), result('b', 'converged', true), result('c', 'converged', true)]),
+      t1,
+    );
+    const progressing = done.conditions?.find((c) => c.type === 'Progressing');
+    expect(progressing).toMatchObject({ status: 'False', lastTransitionTime: '2026-11-23T10:01:00Z' });
+    const degraded = done.conditions?.find((c) => c.type === 'Degraded');
+    expect(degraded?.lastTransitionTime).toBe('2026-11-23T10:00:00Z');
+  });
+
+  it('Degraded for a missing Secret drops the stale desiredVersion and keeps the last target counts', () => {
+    const ok = statusFromPass({}, 1, pass([result('a', 'converged')]), t0);
+    const d = statusDegraded(ok, 2, 'SecretNotFound', 'Secret ns/x not found', t1);
+    expect(d.desiredVersion).toBeUndefined();
+    expect(d.targets?.total).toBe(1);
+    expect(d.observedGeneration).toBe(2);
+    expect(d.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'SecretNotFound',
+    });
+  });
+
+  it('no ready pods is NoTargets, not Ready', () => {
+    const s = statusFromPass({}, 1, pass([]), t0);
+    expect(s.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'NoTargets',
+    });
+  });
+});
+
+describe('events', () => {
+  it('one KeyRotated for a pass that delivered; nothing for a calm pass', () => {
+    const prev = statusFromPass({}, 1, pass([result('a', 'converged')]), t0);
+    const delivered = pass([result('a', 'converged', true), result('b', 'converged', true)]);
+    const next = statusFromPass(prev, 1, delivered, t1);
+    const ev = eventsForPass(delivered, prev, next);
+    expect(ev).toHaveLength(1);
+    expect(ev[0]).toMatchObject({ type: 'Normal', reason: 'KeyRotated' });
+    expect(ev[0]?.message).toContain('version v2 to 2 target(s)');
+    const calm = pass([result('a', 'converged')]);
+    expect(eventsForPass(calm, next, statusFromPass(next, 1, calm, t1))).toEqual([]);
+  });
+
+  it('a Degraded Warning only when the cause changes', () => {
+    const d1 = statusDegraded({}, 1, 'SecretNotFound', 'gone', t0);
+    expect(eventForDegraded({}, d1)).toMatchObject({ type: 'Warning', reason: 'SecretNotFound' });
+    expect(eventForDegraded(d1, statusDegraded(d1, 1, 'SecretNotFound', 'gone', t1))).toBeNull();
+    expect(eventForDegraded(d1, statusDegraded(d1, 1, 'KeyNotFound', 'no key', t1))).not.toBeNull();
+  });
+});
+
+describe('targets', () => {
+  const pod = (name: string, labels: Record<string, string>, ready = true, port?: string) =>
+    parsePod({
+      metadata: {
+        name,
+        namespace: 'ns',
+        resourceVersion: '1',
+        labels,
+        annotations: port ? { 'keyroll.dev/port': port } : {},
+      },
+      status: {
+        phase: 'Running',
+        podIP: '10.0.0.1',
+        conditions: [{ type: 'Ready', status: ready ? 'True' : 'False' }],
+      },
+    });
+
+  it('selects ready matching pods at pod IP and the annotation port', () => {
+    const pods = [
+      pod('b', { app: 'gw' }, true, '9000'),
+      pod('a', { app: 'gw' }),
+      pod('c', { app: 'gw' }, false),
+      pod('d', { app: 'other' }),
+    ];
+    const { targets, notReady } = podTargets(
+      pods.filter((p) => p !== null),
+      'ns',
+      { matchLabels: { app: 'gw' } },
+      18789,
+    );
+    expect(targets.map((t) => [t.name, t.url])).toEqual([
+      ['a', 'http://10.0.0.1:18789'],
+      ['b', 'http://10.0.0.1:9000'],
+    ]);
+    expect(notReady).toBe(1);
+  });
+
+  it('implements matchExpressions', () => {
+    const sel = {
+      matchExpressions: [
+        { key: 'tier', operator: 'In' as const, values: ['a', 'b'] },
+        { key: 'canary', operator: 'DoesNotExist' as const },
+      ],
+    };
+    expect(selectorMatches(sel, { tier: 'a' })).toBe(true);
+    expect(selectorMatches(sel, { tier: 'c' })).toBe(false);
+    expect(selectorMatches(sel, { tier: 'a', canary: '1' })).toBe(false);
+  });
+
+  it('keeps only what a key source needs from a Secret', () => {
+    const s = parseSecret({
+      metadata: {
+        name: 'k',
+        namespace: 'ns',
+        resourceVersion: '5',
+        annotations: { 'keyroll.dev/version': 'v1' },
+      },
+      data: { K: 'dGVzdA==' },
+      type: 'Opaque',
+    });
+    expect(s).toEqual({
+      namespace: 'ns',
+      name: 'k',
+      resourceVersion: '5',
+      annotations: { 'keyroll.dev/version': 'v1' },
+      data: { K: 'dGVzdA==' },
+    });
+  });
+});
+
+describe('leader election', () => {
+  it('formats MicroTime with six fractional digits', () => {
+    expect(microTime(Date.parse('2026-11-23T10:00:39.406Z'))).toBe('2026-11-23T10:00:39.406000Z');
+    expect(microTime(0)).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
+  });
+
+  it('decides create, renew, wait and takeover by the local observation time', () => {
+    const lease = (holder: string) => ({
+      metadata: { name: 'l', resourceVersion: '1' },
+      spec: { holderIdentity: holder, leaseDurationSeconds: 15 },
+    });
+    expect(decideLease(null, 'me', 0, 0, 15_000)).toEqual({ action: 'create' });
+    expect(decideLease(lease('me'), 'me', 0, 0, 15_000)).toEqual({ action: 'renew' });
+    expect(decideLease(lease('other'), 'me', 14_999, 0, 15_000)).toEqual({ action: 'wait', holder: 'other' });
+    expect(decideLease(lease('other'), 'me', 15_000, 0, 15_000)).toEqual({
+      action: 'takeover',
+      reason: 'expired',
+    });
+    expect(decideLease(lease(''), 'me', 0, 0, 15_000)).toEqual({ action: 'takeover', reason: 'released' });
+  });
+});
+
+describe('config', () => {
+  it('parses flags over env with defaults', () => {
+    const c = parseOperatorConfig(
+      { resync: '30s', metricsPort: '0' },
+      { POD_NAMESPACE: 'gw', POD_NAME: 'op-1' },
+    );
+    expect(c).toMatchObject({
+      namespace: 'gw',
+      identity: 'op-1',
+      resync: 30_000,
+      metricsPort: 0,
+      leaseName: 'keyroll-operator',
+      concurrency: 4,
+    });
+  });
+
+  it('names the bad flag and the expected form', () => {
+    expect(() => parseOperatorConfig({ resync: 'soon' }, {})).toThrow(/--resync: expected a duration/);
+    expect(() => parseOperatorConfig({ concurrency: 'x' }, {})).toThrow(
+      /--concurrency: expected a whole number/,
+    );
+    expect(() => parseOperatorConfig({ leaseDuration: '5s', renewDeadline: '10s' }, {})).toThrow(
+      /--renew-deadline: must be shorter/,
+    );
+  });
+});
+
+describe('metrics', () => {
+  it('renders the Prometheus text format', () => {
+    const m = new OperatorMetrics();
+    m.reconciles.inc({ result: 'success' });
+    m.reconcileDuration.observe({}, 0.2);
+    m.targets.set({ namespace: 'ns', gatewaykey: 'a', state: 'converged' }, 3);
+    const text = m.render();
+    expect(text).toContain('keyroll_operator_reconciles_total{result="success"} 1');
+    expect(text).toContain('keyroll_operator_reconcile_duration_seconds_bucket{le="0.5"} 1');
+    expect(text).toContain('keyroll_operator_reconcile_duration_seconds_count 1');
+    expect(text).toContain('keyroll_operator_targets{gatewaykey="a",namespace="ns",state="converged"} 3');
+    m.targets.deleteMatching({ namespace: 'ns', gatewaykey: 'a' });
+    expect(m.render()).not.toContain('gatewaykey="a"');
+  });
+});
