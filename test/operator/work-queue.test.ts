@@ -128,7 +128,7 @@ describe('WorkQueue', () => {
     q.add('c');
     await new Promise((r) => setImmediate(r));
     expect(active).toBe(2);
-    gates.forEach((g) => g.resolve());
+    for (const g of gates) g.resolve();
     await q.idle();
     expect(maxActive).toBe(2);
   });
