@@ -252,6 +252,69 @@ describe('kube test server semantics', () => {
     await call(server, 'DELETE', `${GK_PATH}/w1`);
   });
 
+  it('patch preconditions and strategic merge on built-ins (lists merged by name)', async () => {
+    const created = await call(server, 'POST', GK_PATH, gatewayKey('pre'));
+    const stale = await call(
+      server,
+      'PATCH',
+      `${GK_PATH}/pre`,
+      { metadata: { resourceVersion: '1' }, spec: { delivery: 'file' } },
+      { 'Content-Type': 'application/merge-patch+json' },
+    );
+    expect(stale.status).toBe(409);
+    expect(stale.body.message).toContain('the object has been modified');
+    const ok = await call(
+      server,
+      'PATCH',
+      `${GK_PATH}/pre`,
+      { metadata: { resourceVersion: created.body.metadata.resourceVersion }, spec: { delivery: 'file' } },
+      { 'Content-Type': 'application/merge-patch+json' },
+    );
+    expect(ok.status).toBe(200);
+    await call(server, 'DELETE', `${GK_PATH}/pre`);
+
+    const deploy = {
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name: 'd1' },
+      spec: {
+        template: {
+          spec: {
+            containers: [
+              { name: 'a', image: 'a:1' },
+              { name: 'b', image: 'b:1' },
+            ],
+          },
+        },
+      },
+    };
+    expect((await call(server, 'POST', '/apis/apps/v1/namespaces/default/deployments', deploy)).status).toBe(
+      201,
+    );
+    const smp = await call(
+      server,
+      'PATCH',
+      '/apis/apps/v1/namespaces/default/deployments/d1',
+      {
+        spec: {
+          template: {
+            spec: {
+              '$setElementOrder/containers': [{ name: 'a' }, { name: 'b' }],
+              containers: [{ name: 'b', image: 'b:2' }],
+            },
+          },
+        },
+      },
+      { 'Content-Type': 'application/strategic-merge-patch+json' },
+    );
+    expect(smp.status).toBe(200);
+    expect(smp.body.spec.template.spec.containers).toEqual([
+      { name: 'a', image: 'a:1' },
+      { name: 'b', image: 'b:2' },
+    ]);
+    expect(smp.body.metadata.generation).toBe(2);
+  });
+
   it('deleting the CRD removes its objects and its discovery entries', async () => {
     const other = await startKubeApiServer({ crdPaths: [CRD] });
     try {
