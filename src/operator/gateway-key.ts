@@ -82,7 +82,7 @@ export const GatewayKeySpecSchema = z.object({
     }),
   envVar: z
     .string()
-    .regex(/^[A-Z_][A-Z0-9_]*$/, 'expected an environment variable name')
+    .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name')
     .default('KILOCODE_API_KEY'),
   provider: z.string().min(1).default('kilocode'),
   delivery: z.enum(['restart', 'file']).default('restart'),

@@ -1,0 +1,222 @@
+// Owns what the operator's integration tests share: a kube test server seeded with Secrets, Pods and
+// GatewayKeys pointing at real controllers, in-process operators with captured logs, and waits.
+import { Writable } from 'node:stream';
+import type { Logger } from '../../src/log.ts';
+import { createLogger, SecretRegistry } from '../../src/log.ts';
+import { systemClock } from '../../src/operator/clock.ts';
+import { parseOperatorConfig } from '../../src/operator/config.ts';
+import { kubeAdapter, loadKubeConfig } from '../../src/operator/kube.ts';
+import { type RunningOperator, startOperator } from '../../src/operator/operator.ts';
+import type { KubeApiServer } from '../support/kube/index.ts';
+
+export const NS = 'default';
+export const TOKEN = 'test-token-operator-0123456789abcdef';
+export const KEY_A = 'test-key-A-operator-0000000000000001';
+export const KEY_B = 'test-key-B-operator-0000000000000002';
+export const KEY_C = 'test-key-C-operator-0000000000000003';
+
+export function b64(s: string): string {
+  return Buffer.from(s, 'utf8').toString('base64');
+}
+
+export function putSecret(
+  server: KubeApiServer,
+  name: string,
+  data: Record<string, string>,
+  annotations: Record<string, string> = {},
+  labelled = true,
+): void {
+  server.hooks.upsert({
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: {
+      name,
+      namespace: NS,
+      labels: labelled ? { 'keyroll.dev/key-source': 'true' } : {},
+      annotations,
+    },
+    type: 'Opaque',
+    data: Object.fromEntries(Object.entries(data).map(([k, v]) => [k, b64(v)])),
+  });
+}
+
+/** A Running, Ready pod at 127.0.0.1 whose controller listens on `port` (annotation). */
+export function putPod(
+  server: KubeApiServer,
+  name: string,
+  labels: Record<string, string>,
+  port: number,
+  ready = true,
+): void {
+  server.hooks.upsert({
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: NS, labels, annotations: { 'keyroll.dev/port': String(port) } },
+    spec: { containers: [{ name: 'gateway', image: 'keyroll/gateway' }] },
+    status: {
+      phase: 'Running',
+      podIP: '127.0.0.1',
+      conditions: [{ type: 'Ready', status: ready ? 'True' : 'False' }],
+    },
+  });
+}
+
+export function gatewayKeySpec(opts: { secret?: string; key?: string; app: string; tokenSecret?: string }) {
+  return {
+    source: { secretRef: { name: opts.secret ?? 'kilocode-key', key: opts.key ?? 'KILOCODE_API_KEY' } },
+    envVar: 'KILOCODE_API_KEY',
+    provider: 'kilocode',
+    delivery: 'restart',
+    targets: { selector: { matchLabels: { app: opts.app } }, port: 1 },
+    controllerTokenSecretRef: { name: opts.tokenSecret ?? 'gateway-token', key: 'OPENCLAW_GATEWAY_TOKEN' },
+    rollout: { maxUnavailable: 2, paused: false, failureBudget: 1 },
+  };
+}
+
+/** POST through the real API path, so the CRD schema (validation, defaults) applies. */
+export async function kubeRequest(
+  server: KubeApiServer,
+  method: string,
+  path: string,
+  body?: unknown,
+  contentType = 'application/json',
+): Promise<{ status: number; json: unknown }> {
+  const res = await fetch(`${server.url}${path}`, {
+    method,
+    headers: { authorization: 'Bearer fake-token', 'content-type': contentType, accept: 'application/json' },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    signal: AbortSignal.timeout(5_000),
+  });
+  const text = await res.text();
+  return { status: res.status, json: text ? JSON.parse(text) : null };
+}
+
+export async function createGatewayKey(server: KubeApiServer, name: string, spec: unknown): Promise<void> {
+  const r = await kubeRequest(server, 'POST', `/apis/keyroll.dev/v1alpha1/namespaces/${NS}/gatewaykeys`, {
+    apiVersion: 'keyroll.dev/v1alpha1',
+    kind: 'GatewayKey',
+    metadata: { name, namespace: NS },
+    spec,
+  });
+  if (r.status !== 201)
+    throw new Error(`create GatewayKey ${name}: HTTP ${r.status} ${JSON.stringify(r.json)}`);
+}
+
+export interface StoredStatus {
+  observedGeneration?: number;
+  desiredVersion?: string;
+  targets?: { total: number; converged: number; progressing: number; failed: number };
+  targetStatuses?: Array<{ name: string; converged: boolean; message?: string; pid?: number }>;
+  conditions?: Array<{
+    type: string;
+    status: string;
+    reason: string;
+    message: string;
+    lastTransitionTime: string;
+  }>;
+}
+
+export function gkStatus(server: KubeApiServer, name: string): StoredStatus {
+  const o =
+    server.hooks.get('gatewaykeys.keyroll.dev', NS, name) ?? server.hooks.get('gatewaykeys', NS, name);
+  return ((o as { status?: StoredStatus } | undefined)?.status ?? {}) as StoredStatus;
+}
+
+export function condition(s: StoredStatus, type: string) {
+  return s.conditions?.find((c) => c.type === type);
+}
+
+export async function waitFor<T>(
+  what: string,
+  fn: () => T | undefined | null | false | Promise<T | undefined | null | false>,
+  timeoutMs = 30_000,
+  everyMs = 50,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`,
+      );
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+export interface TestOperator {
+  op: RunningOperator;
+  lines: string[];
+  identity: string;
+  userAgent: string;
+  stop(): Promise<void>;
+}
+
+/** An operator in this process, against the test server, with fast timings and captured JSON logs. */
+export async function startTestOperator(
+  server: KubeApiServer,
+  identity: string,
+  overrides: Record<string, string> = {},
+  lines: string[] = [],
+): Promise<TestOperator> {
+  const secretValues = new SecretRegistry();
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      for (const l of String(chunk).split('\n')) if (l) lines.push(l);
+      cb();
+    },
+  });
+  const log: Logger = createLogger({ secrets: secretValues, level: 'debug', destination: sink });
+  const config = parseOperatorConfig(
+    {
+      namespace: NS,
+      kubeconfig: server.kubeconfigPath,
+      identity,
+      metricsPort: '0',
+      resync: '30s',
+      leaseDuration: '3s',
+      renewDeadline: '2s',
+      retryPeriod: '250ms',
+      requestTimeout: '5s',
+      targetDeadline: '30s',
+      ...overrides,
+    },
+    {},
+  );
+  const userAgent = `keyroll-operator-test/${identity}`;
+  const kube = kubeAdapter(loadKubeConfig(server.kubeconfigPath), {
+    requestTimeoutMs: config.requestTimeout,
+    userAgent,
+  });
+  const op = await startOperator({
+    kube,
+    config: { ...config, namespace: NS },
+    log,
+    clock: systemClock,
+    secretValues,
+    pass: { pollIntervalMs: 100, retry: { retries: 2, minTimeoutMs: 100, maxTimeoutMs: 500 } },
+  });
+  return { op, lines, identity, userAgent, stop: () => op.stop() };
+}
+
+export async function metricsText(op: RunningOperator): Promise<string> {
+  const res = await fetch(`http://127.0.0.1:${op.port}/metrics`, { signal: AbortSignal.timeout(2_000) });
+  return res.text();
+}
+
+export function metricValue(text: string, series: string): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#')) continue;
+    const sp = line.lastIndexOf(' ');
+    const name = line.slice(0, sp);
+    if (name === series || (series.endsWith('{') && name.startsWith(series)))
+      sum += Number(line.slice(sp + 1));
+  }
+  return sum;
+}
