@@ -160,7 +160,7 @@ export async function startFakeController(opts: FakeControllerOptions): Promise<
       gw.state = 'restarting';
       gw.ready = false;
       later(opts.restartMs ?? 100, () => {
-        gw.restarts++;
+        // Like the real supervisor, `restarts` counts crash respawns, not requested restarts.
         gw.startedAt = new Date().toISOString();
         keyState = { ...hash(value), version };
         if (faults.crashLoop) return crash();
