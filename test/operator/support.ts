@@ -83,7 +83,12 @@ export async function kubeRequest(
 ): Promise<{ status: number; json: unknown }> {
   const res = await fetch(`${server.url}${path}`, {
     method,
-    headers: { authorization: 'Bearer fake-token', 'content-type': contentType, accept: 'application/json' },
+    headers: {
+      authorization: 'Bearer fake-token',
+      'content-type': contentType,
+      accept: 'application/json',
+      'user-agent': 'keyroll-test',
+    },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     signal: AbortSignal.timeout(5_000),
   });
