@@ -24,7 +24,7 @@ Flags:
   --provider-base-url URL   written to models.providers.<provider>.baseUrl in openclaw.json
   --enable-chat-completions enable the gateway's OpenAI-compatible /v1/chat/completions
   --stop-timeout-ms N       SIGTERM → SIGKILL grace period (default 10000)
-  --ready-timeout-ms N      a child not ready after this long is restarted (default 120000)
+  --ready-timeout-ms N      a child not ready after this long is restarted (default 300000)
   -h, --help                show this help
 
 Environment:
@@ -134,7 +134,7 @@ export function parseControllerConfig(argv: string[], env: NodeJS.ProcessEnv): C
     providerBaseUrl: values['provider-base-url'] ?? null,
     enableChatCompletions: values['enable-chat-completions'] ?? false,
     stopTimeoutMs: values['stop-timeout-ms'] ?? '10000',
-    readyTimeoutMs: values['ready-timeout-ms'] ?? '120000',
+    readyTimeoutMs: values['ready-timeout-ms'] ?? '300000',
     token: env.OPENCLAW_GATEWAY_TOKEN,
   };
   const parsed = ConfigSchema.safeParse(raw);

@@ -158,8 +158,9 @@ export function onboardArgs(gatewayPort: number): string[] {
 
 export const DOCTOR_ARGS = ['doctor', '--fix', '--non-interactive'];
 
+/** `--allow-unconfigured`: an existing volume may lack gateway.mode (KiloClaw passes it too). */
 export function gatewayRunArgs(gatewayPort: number): string[] {
-  return ['gateway', 'run', '--port', String(gatewayPort), '--bind', 'loopback'];
+  return ['gateway', 'run', '--port', String(gatewayPort), '--bind', 'loopback', '--allow-unconfigured'];
 }
 
 /** `secrets reload` reads the token from OPENCLAW_GATEWAY_TOKEN in its env, never from argv. */
