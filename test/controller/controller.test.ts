@@ -14,6 +14,9 @@ import { chat, freePort } from '../support/http.ts';
 import { standInPath } from '../support/stand-in-gateway.ts';
 import { captureLogger, pidAlive, TOKEN, tempDir, waitFor } from './helpers.ts';
 
+// biome-ignore lint/suspicious/noExplicitAny: responses are read field by field and asserted on.
+type Json = Record<string, any>;
+
 const KEY_A = 'test-key-A-ctl-aaaaaaaa';
 const KEY_B = 'test-key-B-ctl-bbbbbbbb';
 
@@ -125,10 +128,10 @@ async function setup(opts: Setup = {}) {
     });
     const text = await res.text();
     captured.push(text);
-    return { status: res.status, body: JSON.parse(text) as Record<string, any> };
+    return { status: res.status, body: JSON.parse(text) as Json };
   };
   const state = async () => (await call('GET', '/_kilo/state')).body;
-  const waitRunning = async (pred: (s: Record<string, any>) => boolean = () => true) =>
+  const waitRunning = async (pred: (s: Json) => boolean = () => true) =>
     waitFor(
       async () => {
         const s = await state();
@@ -371,6 +374,6 @@ describe('controller (stand-in gateway)', () => {
   });
 });
 
-async function state(call: (m: string, p: string) => Promise<{ body: Record<string, any> }>) {
+async function state(call: (m: string, p: string) => Promise<{ body: Json }>) {
   return (await call('GET', '/_kilo/state')).body;
 }
