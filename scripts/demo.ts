@@ -120,7 +120,7 @@ async function main(): Promise<void> {
   await Promise.all(
     members.map((m) =>
       waitGatewayReady(m, 240_000, (ms, state) => {
-        if (m.kind !== 'openclaw') return;
+        if (m.kind !== 'openclaw' || cleaning) return;
         const s = Math.floor(ms / 1000);
         const line = `real OpenClaw gateway booting (onboard, then start; 10–60 s): ${s}s, ${state}`;
         if (tty) process.stdout.write(`\r${line}   `);
@@ -202,7 +202,7 @@ async function main(): Promise<void> {
 try {
   await main();
 } catch (err) {
-  process.stderr.write(`demo failed: ${(err as Error).message}\n`);
+  if (!cleaning) process.stderr.write(`demo failed: ${(err as Error).message}\n`);
   process.exitCode = 1;
 } finally {
   await cleanup();
