@@ -1,0 +1,116 @@
+// The per-target pipeline against an in-memory controller port and a fake clock: deadlines and
+// polling are exercised by advancing time, not by waiting for it.
+import { describe, expect, it } from 'vitest';
+import { silentLogger } from '../../src/log.ts';
+import type { Clock } from '../../src/reconcile/clock.ts';
+import type { ControllerClient } from '../../src/reconcile/controller-client.ts';
+import { FailureBudget, Semaphore } from '../../src/reconcile/limits.ts';
+import type { ObservedState } from '../../src/reconcile/observed.ts';
+import { type PassContext, reconcileTarget } from '../../src/reconcile/reconcile-target.ts';
+import { KEY_NEW, KEY_OLD, observed, TOKEN } from './support/fixtures.ts';
+
+function fakeClock(): Clock & { slept: number } {
+  let now = 1_000_000;
+  const c = {
+    slept: 0,
+    now: () => now,
+    sleep: async (ms: number) => {
+      now += ms;
+      c.slept += ms;
+    },
+  };
+  return c;
+}
+
+/** A controller port whose state after a patch follows `afterPatch(n)` for the n-th observation. */
+function client(initial: ObservedState, afterPatch: (n: number) => ObservedState) {
+  let patched = false;
+  let n = 0;
+  const calls: string[] = [];
+  const c: ControllerClient = {
+    getState: async () => {
+      calls.push('GET');
+      return patched ? afterPatch(++n) : initial;
+    },
+    patchEnv: async (vars) => {
+      calls.push(`POST ${Object.keys(vars).join(',')}`);
+      patched = true;
+      return { ok: true, signaled: true, migratedProfiles: 0 };
+    },
+  };
+  return { c, calls };
+}
+
+function ctx(clock: Clock, over: Partial<PassContext> = {}): PassContext {
+  return {
+    key: { key: KEY_NEW, version: 'v2' },
+    spec: { envVar: 'KILOCODE_API_KEY', delivery: 'restart' },
+    dryRun: false,
+    clock,
+    log: silentLogger(),
+    retry: { retries: 0, minTimeoutMs: 1, maxTimeoutMs: 1 },
+    deadlineMs: 120_000,
+    pollIntervalMs: 1_000,
+    signal: AbortSignal.timeout(10_000),
+    budget: new FailureBudget(1),
+    unavailable: new Semaphore(1),
+    ...over,
+  };
+}
+
+const target = (c: ControllerClient) => ({ name: 't', url: 'http://t', labels: {}, token: TOKEN, client: c });
+
+describe('reconcileTarget()', () => {
+  it('sends nothing to a converged target', async () => {
+    const { c, calls } = client(observed({}, KEY_NEW), () => observed({}, KEY_NEW));
+    const r = await reconcileTarget(target(c), ctx(fakeClock()));
+    expect(r.outcome).toBe('converged');
+    expect(calls).toEqual(['GET']);
+  });
+
+  it('waits for the new pid: converged on the first observation that shows it', async () => {
+    const clock = fakeClock();
+    const { c, calls } = client(observed(), (n) =>
+      n < 5
+        ? observed({ gateway: { state: 'restarting', ready: false } })
+        : observed({ gateway: { pid: 5000 } }, KEY_NEW),
+    );
+    const r = await reconcileTarget(target(c), ctx(clock));
+    expect(r.outcome).toBe('converged');
+    expect(calls.filter((x) => x === 'GET')).toHaveLength(6);
+    expect(clock.slept).toBe(4_000);
+    expect(r.after?.gateway.pid).toBe(5000);
+  });
+
+  it('signaled but never changed: polls until the deadline, then not converged with the reason', async () => {
+    const clock = fakeClock();
+    const { c, calls } = client(observed(), () => observed({}, KEY_OLD));
+    const budget = new FailureBudget(1);
+    const r = await reconcileTarget(target(c), ctx(clock, { budget }));
+    expect(r.outcome).toBe('not-converged');
+    expect(clock.slept).toBe(120_000);
+    expect(calls.filter((x) => x.startsWith('POST'))).toHaveLength(1);
+    expect(r.drift.map((d) => d.code)).toEqual(['fingerprint-differs', 'pid-unchanged']);
+    expect(r.message).toMatch(
+      /^not converged within 120 s after the patch \(controller answered signaled:true\): state still shows envHash/,
+    );
+    expect(budget.exhausted).toBe(true);
+  });
+
+  it('a dry run observes and plans but never patches', async () => {
+    const { c, calls } = client(observed(), () => observed({}, KEY_NEW));
+    const r = await reconcileTarget(target(c), ctx(fakeClock(), { dryRun: true }));
+    expect(r.outcome).toBe('drift');
+    expect(r.actions.map((a) => a.type)).toEqual(['deliver-key', 'wait-for-ready']);
+    expect(calls).toEqual(['GET']);
+  });
+
+  it('skips delivery once the failure budget is spent', async () => {
+    const budget = new FailureBudget(1);
+    budget.record();
+    const { c, calls } = client(observed(), () => observed({}, KEY_NEW));
+    const r = await reconcileTarget(target(c), ctx(fakeClock(), { budget }));
+    expect(r.outcome).toBe('skipped');
+    expect(calls).toEqual(['GET']);
+  });
+});
