@@ -235,7 +235,9 @@ export async function reconcileTarget(t: Target, ctx: PassContext): Promise<Targ
       if (left <= 0) break;
       await ctx.clock.sleep(Math.min(ctx.pollIntervalMs, left), ctx.signal);
     }
-    ctx.budget.record();
+    // Only a delivery of this pass that did not verify is evidence against the rollout; a gateway
+    // that was already failing before we touched it is reported, but spends no budget.
+    if (patching) ctx.budget.record();
     const why = [
       ...lastDrift.map((d) => d.message),
       ...(lastError ? [`last observation failed: ${lastError}`] : []),

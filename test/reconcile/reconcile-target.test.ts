@@ -114,3 +114,16 @@ describe('reconcileTarget()', () => {
     expect(calls).toEqual(['GET']);
   });
 });
+
+describe('failure budget accounting', () => {
+  it('a gateway that was already not ready, and that we did not patch, spends no budget', async () => {
+    const budget = new FailureBudget(1);
+    const down = observed({ gateway: { state: 'backoff', pid: null, ready: false } }, KEY_NEW);
+    const { c, calls } = client(down, () => down);
+    const r = await reconcileTarget(target(c), ctx(fakeClock(), { budget, deadlineMs: 5_000 }));
+    expect(r.outcome).toBe('not-converged');
+    expect(r.actions.map((a) => a.type)).toEqual(['wait-for-ready']);
+    expect(calls.every((x) => x === 'GET')).toBe(true);
+    expect(budget.failures).toBe(0);
+  });
+});
