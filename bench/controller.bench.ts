@@ -336,8 +336,74 @@ async function benchRestartReal(): Promise<void> {
   }
 }
 
+async function chatOnce(port: number): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'openclaw', messages: [{ role: 'user', content: 'hi' }] }),
+    signal: AbortSignal.timeout(120_000),
+  });
+  await res.text();
+  return res.status;
+}
+
+async function benchFileReal(): Promise<void> {
+  const runs = Number(process.env.BENCH_RUNS ?? 3);
+  const dir = mkdtempSync(join(tmpdir(), 'keyroll-bench-realf-'));
+  const keyA = 'bench-key-realf-0-000000';
+  const upstream = await startFakeUpstream({ keys: [keyA] });
+  mkdirSync(join(dir, 'keys'), { mode: 0o700 });
+  const ctl = await startCtl({
+    dir,
+    env: sandboxEnv(dir, { KILOCODE_API_KEY: keyA }),
+    args: [
+      '--state-dir',
+      join(dir, '.openclaw'),
+      '--provider-base-url',
+      upstream.baseUrl,
+      '--enable-chat-completions',
+      '--delivery',
+      'file',
+      '--key-file',
+      join(dir, 'keys', 'kilocode.key'),
+      '--ready-timeout-ms',
+      '400000',
+    ],
+  });
+  try {
+    await waitState(ctl, () => true, 400_000, 100);
+    for (let i = 0; i < 2; i++) await chatOnce(ctl.gatewayPort); // warm
+    for (let i = 1; i <= runs; i++) {
+      const t0 = performance.timeOrigin + performance.now();
+      await chatOnce(ctl.gatewayPort);
+      const baseline = upstream.chatRequests().at(-1)!.at - t0;
+      const key = `bench-key-realf-${i}-000000`;
+      upstream.setKeys([key]);
+      const p0 = performance.timeOrigin + performance.now();
+      await ctl.call('POST', '/_kilo/env/patch', { KILOCODE_API_KEY: key });
+      const p1 = performance.timeOrigin + performance.now();
+      const status = await chatOnce(ctl.gatewayPort);
+      const seen = upstream.chatRequests().at(-1)!;
+      if (status !== 200 || seen.key !== key) throw new Error('real gateway did not use the new key at once');
+      record(
+        `file mode run ${i} (real gateway): patch → first upstream request with the new key`,
+        seen.at - p0,
+        'ms',
+        `patch answered in ${Math.round(p1 - p0)} ms; the gateway's own request → upstream time without rotation ${Math.round(baseline)} ms`,
+      );
+    }
+  } finally {
+    await ctl.stop();
+    await upstream.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 await benchRss();
 await benchFileModeStandIn();
-if (process.env.BENCH_SKIP_REAL !== '1') await benchRestartReal();
+if (process.env.BENCH_SKIP_REAL !== '1') {
+  await benchRestartReal();
+  await benchFileReal();
+}
 console.log('\n| figure | value |\n|---|---|');
 for (const r of results) console.log(`| ${r.name} | ${r.value} ${r.unit}${r.note ? ` (${r.note})` : ''} |`);

@@ -17,7 +17,7 @@ import {
   openclawEnv,
   resolveOpenclaw,
   runOpenclaw,
-  secretsReloadArgs,
+  SECRETS_RELOAD_ARGS,
 } from './openclaw-cli.ts';
 import {
   configPath,
@@ -112,7 +112,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
 
   const reloadSecrets = async (): Promise<boolean> => {
     if (!openclaw) return false;
-    const r = await runOpenclaw(openclaw, secretsReloadArgs(config.gatewayPort), {
+    const r = await runOpenclaw(openclaw, SECRETS_RELOAD_ARGS, {
       env: childEnv(),
       timeoutMs: 30_000,
       log: log.child({ component: 'openclaw' }),

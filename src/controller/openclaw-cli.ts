@@ -163,7 +163,9 @@ export function gatewayRunArgs(gatewayPort: number): string[] {
   return ['gateway', 'run', '--port', String(gatewayPort), '--bind', 'loopback', '--allow-unconfigured'];
 }
 
-/** `secrets reload` reads the token from OPENCLAW_GATEWAY_TOKEN in its env, never from argv. */
-export function secretsReloadArgs(gatewayPort: number): string[] {
-  return ['secrets', 'reload', '--url', `ws://127.0.0.1:${gatewayPort}`, '--json'];
-}
+/**
+ * `secrets reload` with no flags talks to the gateway at OPENCLAW_GATEWAY_PORT with
+ * OPENCLAW_GATEWAY_TOKEN, both from its env: the token never appears in argv (and so never in
+ * `ps`), and no `--url` override switches off the CLI's env credentials.
+ */
+export const SECRETS_RELOAD_ARGS = ['secrets', 'reload', '--json'];
