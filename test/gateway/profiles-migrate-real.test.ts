@@ -2,7 +2,7 @@
 // key; `keyroll profiles migrate` turns it into a keyRef (env or file) and leaves no trace of the
 // plaintext key anywhere in the state dir (SQLite pages, WAL and SHM included); afterwards the
 // gateway uses the env key, or — with a file ref — re-reads the key file on every request.
-import { mkdirSync, statSync } from 'node:fs';
+import { chmodSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { writeFileAtomic } from '../../src/adapters/atomic-file.ts';
@@ -10,11 +10,13 @@ import { type FakeUpstream, startFakeUpstream } from '../support/fake-upstream.t
 import {
   chat,
   freePort,
+  ONE_START_TEST_MS,
   onboard,
   pointAtUpstream,
   readConfig,
   readKilocodeProfile,
   startGateway,
+  TWO_START_TEST_MS,
 } from '../support/openclaw.ts';
 import { killAllTracked, spawnTracked, type Tracked } from '../support/processes.ts';
 import { createSandbox, filesContaining, node24, REPO_ROOT, type Sandbox } from '../support/sandbox.ts';
@@ -55,10 +57,13 @@ async function migrate(sb: Sandbox, extra: string[]): Promise<{ code: number | n
     { name: 'keyroll-migrate', cwd: REPO_ROOT, env: { PATH: sb.env().PATH, HOME: sb.home } },
   );
   outputs.push(proc);
-  const exit = await Promise.race([proc.exited, new Promise<null>((r) => setTimeout(() => r(null), 60_000))]);
+  const exit = await Promise.race([
+    proc.exited,
+    new Promise<null>((r) => setTimeout(() => r(null), 120_000)),
+  ]);
   if (!exit) {
     await proc.stop('SIGKILL');
-    throw new Error('keyroll profiles migrate did not finish within 60 s');
+    throw new Error('keyroll profiles migrate did not finish within 120 s');
   }
   await new Promise((r) => setImmediate(r));
   return { code: exit.code, stdout: proc.stdoutLines.join('\n') };
@@ -78,86 +83,110 @@ async function plaintextGateway(): Promise<{ sb: Sandbox; port: number }> {
 const gatewayEnv = { OPENCLAW_GATEWAY_TOKEN: TOKEN, KILOCODE_API_KEY: KEY_A };
 
 describe('keyroll profiles migrate on a real OpenClaw state dir', () => {
-  it('--to env: before, the upstream sees P; after migrating, A — and P is gone from the state dir', async () => {
-    up = await startFakeUpstream({ keys: [KEY_A] });
-    const { sb, port } = await plaintextGateway();
+  it(
+    '--to env: before, the upstream sees P; after migrating, A — and P is gone from the state dir',
+    async () => {
+      up = await startFakeUpstream({ keys: [KEY_A] });
+      const { sb, port } = await plaintextGateway();
 
-    const before = await startGateway(sb, { port, env: gatewayEnv });
-    outputs.push(before.proc);
-    expect((await chat(port, TOKEN)).status).toBe(401);
-    expect(new Set(up.chatRequests().map((q) => q.key))).toEqual(new Set([KEY_P]));
-    expect((await before.stop()).code).toBe(0);
-    expect(filesContaining(sb.stateDir, KEY_P).length).toBeGreaterThan(0);
+      const before = await startGateway(sb, { port, env: gatewayEnv });
+      outputs.push(before.proc);
+      expect((await chat(port, TOKEN)).status).toBe(401);
+      expect(new Set(up.chatRequests().map((q) => q.key))).toEqual(new Set([KEY_P]));
+      expect((await before.stop()).code).toBe(0);
+      expect(filesContaining(sb.stateDir, KEY_P).length).toBeGreaterThan(0);
 
-    const m = await migrate(sb, []);
-    expect(m.code).toBe(0);
-    expect(m.stdout).not.toContain(KEY_P);
-    expect(readKilocodeProfile(sb)).toEqual({
-      type: 'api_key',
-      provider: 'kilocode',
-      keyRef: { source: 'env', provider: 'default', id: 'KILOCODE_API_KEY' },
-    });
-    expect(filesContaining(sb.stateDir, KEY_P)).toEqual([]);
+      const m = await migrate(sb, []);
+      expect(m.code).toBe(0);
+      expect(m.stdout).not.toContain(KEY_P);
+      expect(readKilocodeProfile(sb)).toEqual({
+        type: 'api_key',
+        provider: 'kilocode',
+        keyRef: { source: 'env', provider: 'default', id: 'KILOCODE_API_KEY' },
+      });
+      expect(filesContaining(sb.stateDir, KEY_P)).toEqual([]);
 
-    const seenBefore = up.chatRequests().length;
-    const after = await startGateway(sb, { port, env: gatewayEnv });
-    outputs.push(after.proc);
-    expect(after.pid).not.toBe(before.pid);
-    const r = await chat(port, TOKEN);
-    expect(r.status).toBe(200);
-    expect(
-      up
-        .chatRequests()
-        .slice(seenBefore)
-        .map((q) => q.key),
-    ).toEqual([KEY_A]);
-    expect((await after.stop()).code).toBe(0);
-    // The running gateway did not write P back either.
-    expect(filesContaining(sb.stateDir, KEY_P)).toEqual([]);
-  });
+      const seenBefore = up.chatRequests().length;
+      const after = await startGateway(sb, { port, env: gatewayEnv });
+      outputs.push(after.proc);
+      expect(after.pid).not.toBe(before.pid);
+      const r = await chat(port, TOKEN);
+      expect(r.status).toBe(200);
+      expect(
+        up
+          .chatRequests()
+          .slice(seenBefore)
+          .map((q) => q.key),
+      ).toEqual([KEY_A]);
+      expect((await after.stop()).code).toBe(0);
+      // The running gateway did not write P back either.
+      expect(filesContaining(sb.stateDir, KEY_P)).toEqual([]);
+    },
+    TWO_START_TEST_MS,
+  );
 
-  it('--to file: the key file holds the key, the gateway reads it per request, a replace is seen at once', async () => {
-    up = await startFakeUpstream({ keys: [KEY_P, KEY_B] });
-    const { sb, port } = await plaintextGateway();
-    const secretsDir = join(sb.dir, 'secrets');
-    mkdirSync(secretsDir, { mode: 0o700 });
-    const keyFile = join(secretsDir, 'kilocode.key');
+  it(
+    '--to file: the key file holds the key, the gateway reads it per request, a replace is seen at once',
+    async () => {
+      up = await startFakeUpstream({ keys: [KEY_P, KEY_B] });
+      const { sb, port } = await plaintextGateway();
+      const secretsDir = join(sb.dir, 'secrets');
+      mkdirSync(secretsDir, { mode: 0o700 });
+      const keyFile = join(secretsDir, 'kilocode.key');
 
-    const m = await migrate(sb, ['--to', 'file', '--key-file', keyFile]);
-    expect(m.code).toBe(0);
-    expect(m.stdout).not.toContain(KEY_P);
-    const profile = readKilocodeProfile(sb);
-    expect(profile).toMatchObject({
-      type: 'api_key',
-      provider: 'kilocode',
-      keyRef: { source: 'file', id: 'value' },
-    });
-    expect(profile).not.toHaveProperty('key');
-    expect(filesContaining(sb.stateDir, KEY_P)).toEqual([]);
-    expect(statSync(keyFile).mode & 0o777).toBe(0o600);
-    expect(filesContaining(secretsDir, KEY_P)).toEqual([keyFile]);
-    expect(readConfig(sb)).toMatchObject({
-      secrets: { providers: { kilofile: { source: 'file', path: keyFile } } },
-    });
+      const m = await migrate(sb, ['--to', 'file', '--key-file', keyFile]);
+      expect(m.code).toBe(0);
+      expect(m.stdout).not.toContain(KEY_P);
+      const profile = readKilocodeProfile(sb);
+      expect(profile).toMatchObject({
+        type: 'api_key',
+        provider: 'kilocode',
+        keyRef: { source: 'file', id: 'value' },
+      });
+      expect(profile).not.toHaveProperty('key');
+      expect(filesContaining(sb.stateDir, KEY_P)).toEqual([]);
+      expect(statSync(keyFile).mode & 0o777).toBe(0o600);
+      expect(filesContaining(secretsDir, KEY_P)).toEqual([keyFile]);
+      expect(readConfig(sb)).toMatchObject({
+        secrets: { providers: { kilofile: { source: 'file', path: keyFile } } },
+      });
 
-    // KILOCODE_API_KEY=A in the env must not matter any more: the profile names the file.
-    const gw = await startGateway(sb, { port, env: gatewayEnv });
-    outputs.push(gw.proc);
-    expect((await chat(port, TOKEN)).status).toBe(200);
-    expect(up.chatRequests().map((q) => q.key)).toEqual([KEY_P]);
+      // KILOCODE_API_KEY=A in the env must not matter any more: the profile names the file.
+      const gw = await startGateway(sb, { port, env: gatewayEnv });
+      outputs.push(gw.proc);
+      expect((await chat(port, TOKEN)).status).toBe(200);
+      expect(up.chatRequests().map((q) => q.key)).toEqual([KEY_P]);
 
-    await writeFileAtomic(keyFile, `${KEY_B}\n`, { mode: 0o600 });
-    const n = up.chatRequests().length;
-    expect((await chat(port, TOKEN)).status).toBe(200);
-    expect(
-      up
-        .chatRequests()
-        .slice(n)
-        .map((q) => q.key),
-    ).toEqual([KEY_B]);
-    expect(gw.proc.exitInfo()).toBeNull(); // same process, no restart
-    expect((await gw.stop()).code).toBe(0);
-    expect(filesContaining(sb.stateDir, KEY_P)).toEqual([]);
-    expect(filesContaining(sb.stateDir, KEY_B)).toEqual([]);
-  });
+      await writeFileAtomic(keyFile, `${KEY_B}\n`, { mode: 0o600 });
+      const n = up.chatRequests().length;
+      expect((await chat(port, TOKEN)).status).toBe(200);
+      expect(
+        up
+          .chatRequests()
+          .slice(n)
+          .map((q) => q.key),
+      ).toEqual([KEY_B]);
+      expect(gw.proc.exitInfo()).toBeNull(); // same process, no restart
+
+      // A key file that is too open is refused per request, without an upstream call, and the
+      // first request after it is fixed succeeds again (reference §10, "file ref broken mid-run").
+      chmodSync(keyFile, 0o644);
+      const m2 = up.chatRequests().length;
+      const refused = await chat(port, TOKEN);
+      expect(refused.status).toBe(401);
+      expect(up.chatRequests().length).toBe(m2);
+      chmodSync(keyFile, 0o600);
+      expect((await chat(port, TOKEN)).status).toBe(200);
+      expect(
+        up
+          .chatRequests()
+          .slice(m2)
+          .map((q) => q.key),
+      ).toEqual([KEY_B]);
+      expect((await gw.stop()).code).toBe(0);
+      expect(filesContaining(sb.stateDir, KEY_P)).toEqual([]);
+      expect(filesContaining(sb.stateDir, KEY_B)).toEqual([]);
+    },
+    ONE_START_TEST_MS,
+  );
 });

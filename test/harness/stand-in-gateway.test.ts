@@ -230,7 +230,7 @@ describe('stand-in gateway: lifecycle', () => {
         PATH: process.env.PATH,
         OPENCLAW_STATE_DIR: dir,
         OPENCLAW_GATEWAY_TOKEN: TOKEN,
-        STANDIN_READY_DELAY_MS: '1500',
+        STANDIN_READY_DELAY_MS: '3000',
       },
     });
     procs.push(proc);

@@ -25,7 +25,7 @@ export interface ChatResult {
  * `POST /v1/chat/completions` on a gateway at 127.0.0.1:`port` with the bearer `token`.
  * Bounded by `timeoutMs` (a first request through the real gateway can take several seconds).
  */
-export async function chat(port: number, token: string, timeoutMs = 60_000): Promise<ChatResult> {
+export async function chat(port: number, token: string, timeoutMs = 120_000): Promise<ChatResult> {
   const res = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
     method: 'POST',
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
