@@ -1,0 +1,393 @@
+// Owns the `keyroll fly` command: flags and environment → zod-parsed config → Fly client, key
+// source and controller token → the machines loop (or one pass) → report and exit code.
+import type { DestinationStream } from 'pino';
+import { z } from 'zod';
+import { DEFAULT_FLY_API_URL, FlyClient } from '../fly/client.ts';
+import { type FlyPassResult, runFlyPass, runLoop } from '../fly/loop.ts';
+import { renderFlyDiff, renderFlyJson, renderFlyPass } from '../fly/loop-report.ts';
+import type { TargetOptions } from '../fly/targets.ts';
+import { createLogger, SecretRegistry } from '../log.ts';
+import { type Clock, systemClock } from '../reconcile/clock.ts';
+import { parseDuration } from '../reconcile/duration.ts';
+import { DEFAULT_RETRY } from '../reconcile/retry.ts';
+import { fileKeySource } from '../reconcile/sources/file-source.ts';
+import { httpKeySource } from '../reconcile/sources/http-source.ts';
+import type { KeySource } from '../reconcile/sources/key-source.ts';
+import { ConfigError, resolveToken, type SourceConfig, SourceConfigSchema } from '../reconcile/targets.ts';
+import { EXIT_NOT_DONE, EXIT_OK, EXIT_USAGE, type Io, parseFlags, UsageError } from './usage.ts';
+
+const USAGE = `Usage: keyroll fly --app APP [--once | --dry-run] [source flags] [options]
+
+Keeps every machine of a Fly app on the desired key. Each pass lists the app's machines (and
+skips the pass while a deploy is rolling), observes each started machine's controller
+(GET /_kilo/state on its private address), then takes at most one action per machine:
+  live     started machine whose running gateway lacks the key: POST /_kilo/env/patch through its
+           controller under the machine lease, then verify until the running process proves it;
+  durable  stopped machine whose config lacks the key: write it into config.env under the lease
+           with skip_launch (nothing boots).
+A started machine's config is never written (any Fly update reboots or stops it); it is written
+the next time the machine is seen stopped, and is reported as "deferred" until then.
+
+  --app APP                 Fly app (required)
+  --once                    one pass, then exit
+  --dry-run                 one pass that only reads (Fly API reads, controller GETs) and prints
+                            the diff; writes nothing
+  --json                    print each pass as JSON
+  --interval DUR            between passes (default 5m), plus a random --jitter (default 60s)
+  --pass-deadline DUR       per pass (default 10m); unfinished work waits for the next pass
+  --deadline DUR            per machine, live delivery plus verification (default 120s)
+  --poll DUR                re-observe interval while verifying (default 500ms)
+  --max-changes N           machines changed per pass, both classes together (default 5)
+  --concurrency N, --max-unavailable N, --failure-budget N
+                            live deliveries in flight, gateways restarting at once, failed
+                            deliveries before the pass stops delivering (defaults 10, 1, 1)
+  --retries N               retries per controller call (default ${DEFAULT_RETRY.retries})
+  --require-durable         a deferred config write counts as not converged
+  --env-var NAME            variable that carries the key (default KILOCODE_API_KEY)
+  --delivery restart|file   must match the controllers' --delivery (default restart)
+  --controller-port N       controller port on each machine (default 18789; metadata
+                            keyroll_port on a machine overrides it)
+  --controller-token-env NAME   controllers' bearer token from this env var
+                            (default OPENCLAW_GATEWAY_TOKEN)
+  --controller-token-file PATH  … or from a file
+  --request-timeout DUR     per controller call (default 5s)
+  --fly-api-url URL         default ${DEFAULT_FLY_API_URL} (or FLY_API_URL)
+
+Key source (one is required):
+  --source-file PATH        file with the key, or a mounted Secret directory
+  --source-key-name NAME    file name inside a Secret directory (default: --env-var)
+  --source-url URL          HTTP API answering {key|token, version?, expiresAt?} to GET with a bearer
+  --source-token-file PATH, --source-token-env NAME   bearer token for --source-url
+  --mint-url URL            POSTed for a fresh key when expiresAt - now <= --refresh-before
+  --refresh-before DUR      default 72h
+
+Environment: FLY_API_TOKEN (required), FLY_API_URL, KEYROLL_LOG_LEVEL (default warn).
+Exit (--once, --dry-run): 0 every machine converged (dry run: no drift), 1 not (or mid-deploy),
+2 error (usage, source, Fly API). The loop runs until SIGINT/SIGTERM and exits with the last
+pass's code.
+`;
+
+const FLAGS = {
+  app: { type: 'string' },
+  once: { type: 'boolean' },
+  'dry-run': { type: 'boolean' },
+  json: { type: 'boolean' },
+  interval: { type: 'string' },
+  jitter: { type: 'string' },
+  'pass-deadline': { type: 'string' },
+  deadline: { type: 'string' },
+  poll: { type: 'string' },
+  'max-changes': { type: 'string' },
+  concurrency: { type: 'string' },
+  'max-unavailable': { type: 'string' },
+  'failure-budget': { type: 'string' },
+  retries: { type: 'string' },
+  'require-durable': { type: 'boolean' },
+  'env-var': { type: 'string' },
+  delivery: { type: 'string' },
+  'controller-port': { type: 'string' },
+  'controller-token-env': { type: 'string' },
+  'controller-token-file': { type: 'string' },
+  'request-timeout': { type: 'string' },
+  'fly-api-url': { type: 'string' },
+  'source-file': { type: 'string' },
+  'source-key-name': { type: 'string' },
+  'source-url': { type: 'string' },
+  'source-token-file': { type: 'string' },
+  'source-token-env': { type: 'string' },
+  'mint-url': { type: 'string' },
+  'refresh-before': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+const Duration = z.string().transform((v, ctx) => {
+  try {
+    return parseDuration(v);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+const Count = (min: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, 'expected a whole number')
+    .transform(Number)
+    .pipe(z.number().int().min(min, `expected at least ${min}`));
+
+/** Defaults, in the flags' own text form, so they pass the same parsing as given values. */
+const RAW_DEFAULTS: Record<string, string | boolean> = {
+  once: false,
+  'dry-run': false,
+  json: false,
+  interval: '5m',
+  jitter: '60s',
+  'pass-deadline': '10m',
+  deadline: '120s',
+  poll: '500ms',
+  'max-changes': '5',
+  concurrency: '10',
+  'max-unavailable': '1',
+  'failure-budget': '1',
+  retries: String(DEFAULT_RETRY.retries),
+  'require-durable': false,
+  'env-var': 'KILOCODE_API_KEY',
+  delivery: 'restart',
+  'controller-port': '18789',
+  'request-timeout': '5s',
+  'fly-api-url': DEFAULT_FLY_API_URL,
+};
+
+/** The command's configuration, keyed by flag name so every error names the flag. */
+export const FlyConfigSchema = z
+  .object({
+    app: z
+      .string({ error: 'is required' })
+      .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'expected a Fly app name (lower-case letters, digits, "-")'),
+    once: z.boolean(),
+    'dry-run': z.boolean(),
+    json: z.boolean(),
+    interval: Duration.pipe(z.number().min(1000, 'expected at least 1s')),
+    jitter: Duration,
+    'pass-deadline': Duration.pipe(z.number().min(1000, 'expected at least 1s')),
+    deadline: Duration.pipe(z.number().min(100, 'expected at least 100ms')),
+    poll: Duration.pipe(z.number().min(10, 'expected at least 10ms')),
+    'max-changes': Count(1),
+    concurrency: Count(1),
+    'max-unavailable': Count(1),
+    'failure-budget': Count(1),
+    retries: Count(0),
+    'require-durable': z.boolean(),
+    'env-var': z
+      .string()
+      .regex(/^[A-Z_][A-Z0-9_]*$/, 'expected an environment variable name such as KILOCODE_API_KEY'),
+    delivery: z.enum(['restart', 'file']),
+    'controller-port': Count(1).pipe(z.number().max(65_535, 'expected a port up to 65535')),
+    'controller-token-env': z.string().min(1).optional(),
+    'controller-token-file': z.string().min(1).optional(),
+    'request-timeout': Duration,
+    'fly-api-url': z.url({ protocol: /^https?$/ }),
+    'fly-api-token': z.string({ error: 'FLY_API_TOKEN is not set' }).min(1, 'FLY_API_TOKEN is empty'),
+  })
+  .refine((c) => !(c['controller-token-env'] && c['controller-token-file']), {
+    message: 'give --controller-token-env or --controller-token-file, not both',
+  });
+
+export type FlyConfig = z.infer<typeof FlyConfigSchema>;
+
+/** What tests (and embedders) may inject. */
+export interface FlyDeps {
+  clock?: Clock;
+  signal?: AbortSignal;
+  random?: () => number;
+  /** How to reach a controller at a URL (default HTTP). */
+  controllerClient?: TargetOptions['client'];
+}
+
+type Values = Record<string, string | boolean | undefined>;
+
+function parseConfig(values: Values, env: NodeJS.ProcessEnv): FlyConfig {
+  const raw: Record<string, unknown> = { ...RAW_DEFAULTS };
+  for (const [k, v] of Object.entries(values)) {
+    if (
+      v !== undefined &&
+      k !== 'help' &&
+      !k.startsWith('source-') &&
+      k !== 'mint-url' &&
+      k !== 'refresh-before'
+    )
+      raw[k] = v;
+  }
+  if (values['fly-api-url'] === undefined && env.FLY_API_URL) raw['fly-api-url'] = env.FLY_API_URL;
+  if (env.FLY_API_TOKEN !== undefined) raw['fly-api-token'] = env.FLY_API_TOKEN;
+  const parsed = FlyConfigSchema.safeParse(raw);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => {
+      const field = String(i.path[0] ?? '');
+      const name = field === 'fly-api-token' ? 'FLY_API_TOKEN' : field ? `--${field}` : 'flags';
+      return `${name}: ${i.message}`;
+    });
+    throw new UsageError(lines.join('; '));
+  }
+  return parsed.data;
+}
+
+function sourceConfig(v: Values): SourceConfig {
+  const s = (k: string) => (typeof v[k] === 'string' ? (v[k] as string) : undefined);
+  if (s('source-file') && s('source-url'))
+    throw new UsageError('give --source-file or --source-url, not both');
+  let raw: unknown;
+  if (s('source-file')) {
+    raw = {
+      file: { path: s('source-file'), ...(s('source-key-name') ? { keyName: s('source-key-name') } : {}) },
+    };
+  } else if (s('source-url')) {
+    raw = {
+      http: {
+        url: s('source-url'),
+        ...(s('source-token-file') ? { tokenFile: s('source-token-file') } : {}),
+        ...(s('source-token-env') ? { tokenEnv: s('source-token-env') } : {}),
+        ...(s('mint-url') ? { mintUrl: s('mint-url') } : {}),
+        ...(s('refresh-before') ? { refreshBefore: s('refresh-before') } : {}),
+      },
+    };
+  } else {
+    throw new UsageError('a key source is required: --source-file PATH or --source-url URL');
+  }
+  const parsed = SourceConfigSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw new UsageError(
+      `source flags: ${parsed.error.issues.map((i) => `${i.path.slice(1).join('.') || 'source'}: ${i.message}`).join('; ')}`,
+    );
+  }
+  return parsed.data;
+}
+
+async function buildSource(
+  cfg: SourceConfig,
+  env: NodeJS.ProcessEnv,
+  envVar: string,
+  clock: Clock,
+  secrets: SecretRegistry,
+): Promise<KeySource> {
+  if ('file' in cfg) return fileKeySource({ path: cfg.file.path, keyName: cfg.file.keyName ?? envVar });
+  const h = cfg.http;
+  const token = await resolveToken(
+    { env: h.tokenEnv, file: h.tokenFile },
+    env,
+    process.cwd(),
+    'source token',
+  );
+  secrets.add(token);
+  return httpKeySource({
+    url: h.url,
+    token,
+    ...(h.mintUrl ? { mintUrl: h.mintUrl } : {}),
+    ...(h.refreshBefore !== undefined ? { refreshBeforeMs: h.refreshBefore } : {}),
+    ...(h.timeout !== undefined ? { timeoutMs: h.timeout } : {}),
+    clock,
+  });
+}
+
+function exitFor(p: FlyPassResult): number {
+  return p.converged ? EXIT_OK : EXIT_NOT_DONE;
+}
+
+export async function runFly(argv: string[], io: Io, deps: FlyDeps = {}): Promise<number> {
+  const { values } = parseFlags(argv, FLAGS);
+  const v = values as Values;
+  if (v.help) {
+    io.stdout(USAGE);
+    return EXIT_OK;
+  }
+  const cfg = parseConfig(v, io.env);
+  const source = sourceConfig(v);
+  const clock = deps.clock ?? systemClock;
+  const secrets = new SecretRegistry();
+  secrets.add(cfg['fly-api-token']);
+  // Every byte the command prints passes the registry: a key or token that slipped into a
+  // message is replaced before it leaves the process.
+  const out = {
+    stdout: (t: string) => io.stdout(secrets.scrub(t)),
+    stderr: (t: string) => io.stderr(secrets.scrub(t)),
+  };
+  const destination: DestinationStream = { write: (line: string) => out.stderr(line) };
+  const log = createLogger({ level: io.env.KEYROLL_LOG_LEVEL ?? 'warn', secrets, destination }).child({
+    command: 'fly',
+    app: cfg.app,
+  });
+
+  let keySource: KeySource;
+  let token: string;
+  try {
+    keySource = await buildSource(source, io.env, cfg['env-var'], clock, secrets);
+    token = cfg['controller-token-file']
+      ? await resolveToken(
+          { file: cfg['controller-token-file'] },
+          io.env,
+          process.cwd(),
+          '--controller-token-file',
+        )
+      : await resolveToken(
+          { env: cfg['controller-token-env'] ?? 'OPENCLAW_GATEWAY_TOKEN' },
+          io.env,
+          process.cwd(),
+          '--controller-token-env',
+        );
+    secrets.add(token);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      out.stderr(`keyroll fly: ${err.message}\n`);
+      return EXIT_USAGE;
+    }
+    throw err;
+  }
+
+  const fly = new FlyClient({ token: cfg['fly-api-token'], baseUrl: cfg['fly-api-url'], log });
+  const abort = new AbortController();
+  const onSignal = () => abort.abort(new Error('interrupted'));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const signal = deps.signal ? AbortSignal.any([deps.signal, abort.signal]) : abort.signal;
+  const dryRun = cfg['dry-run'];
+  const once = cfg.once || dryRun;
+  try {
+    const { last, error } = await runLoop({
+      once,
+      intervalMs: cfg.interval,
+      jitterMs: cfg.jitter,
+      clock,
+      signal,
+      ...(deps.random ? { random: deps.random } : {}),
+      log,
+      pass: async () => {
+        const key = await keySource.current(signal);
+        secrets.add(key.key);
+        return runFlyPass({
+          fly,
+          app: cfg.app,
+          key,
+          envVar: cfg['env-var'],
+          delivery: cfg.delivery,
+          token,
+          controllerPort: cfg['controller-port'],
+          controllerTimeoutMs: cfg['request-timeout'],
+          rollout: {
+            concurrency: cfg.concurrency,
+            maxUnavailable: cfg['max-unavailable'],
+            failureBudget: cfg['failure-budget'],
+            paused: false,
+          },
+          maxChanges: cfg['max-changes'],
+          requireDurable: cfg['require-durable'],
+          dryRun,
+          clock,
+          log,
+          retry: { ...DEFAULT_RETRY, retries: cfg.retries },
+          deadlineMs: cfg.deadline,
+          pollIntervalMs: cfg.poll,
+          passDeadlineMs: cfg['pass-deadline'],
+          signal,
+          ...(deps.controllerClient ? { client: deps.controllerClient } : {}),
+        });
+      },
+      onPass: (p) => {
+        if (cfg.json) out.stdout(renderFlyJson(p));
+        else out.stdout(dryRun ? renderFlyDiff(p) : renderFlyPass(p));
+      },
+      onError: (err) => {
+        const msg = err instanceof Error ? err.message : 'unknown error';
+        out.stderr(`keyroll fly: pass failed: ${msg}\n`);
+        log.error({ error: msg }, 'Pass failed; retrying at the next interval');
+      },
+    });
+    if (error) return EXIT_USAGE;
+    return last ? exitFor(last) : EXIT_NOT_DONE;
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+  }
+}
+
+export const run = runFly;
