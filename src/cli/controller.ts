@@ -52,7 +52,11 @@ export async function run(argv: string[], io: Io): Promise<number> {
         },
       );
     };
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
+    // `on`, not `once`: a second signal during shutdown must not kill us with the default action
+    // and orphan a gateway that is still stopping.
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+    // Backstop for an exit we did not plan (an uncaught error): the gateway's group goes with us.
+    process.on('exit', () => controller.supervisor.killNow());
   });
 }

@@ -241,7 +241,12 @@ export class Supervisor extends EventEmitter {
     );
   }
 
-  /** Resolves true once the state is `running`, false after `timeoutMs`. */
+  /** Synchronous SIGKILL of the child's group, for process-exit handlers; no waiting. */
+  killNow(): void {
+    if (this.#child && !this.#child.hasExited) killGroup(this.#child.pid, 'SIGKILL');
+  }
+
+  /** Resolves true once the state is `wanted`, false after `timeoutMs`. */
   waitForState(wanted: SupervisorState, timeoutMs: number): Promise<boolean> {
     if (this.#state === wanted) return Promise.resolve(true);
     return new Promise((resolve) => {
