@@ -93,7 +93,7 @@ const DEFAULTS = {
   stopTimeoutMs: 10_000,
   killTimeoutMs: 5_000,
   readyTimeoutMs: 120_000,
-  probeIntervalMs: 200,
+  probeIntervalMs: 100,
   probeTimeoutMs: 1_000,
   backoffInitialMs: 1_000,
   backoffMaxMs: 300_000,
