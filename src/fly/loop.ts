@@ -142,7 +142,7 @@ export async function runFlyPass(o: FlyPassOptions): Promise<FlyPassResult> {
   const passAbort = AbortSignal.timeout(o.passDeadlineMs);
   const signal = AbortSignal.any([o.signal, passAbort]);
   const passEnds = started + o.passDeadlineMs;
-  const log = o.log.child({ component: 'fly-loop', app: o.app });
+  const log = o.log.child({ component: 'fly-loop' });
   const want = desired({ envVar: o.envVar, delivery: o.delivery }, o.key, o.token);
   const base = {
     app: o.app,

@@ -134,8 +134,9 @@ describe('keyroll fly: 10 machines, real controllers', () => {
     expect(r.stdout).toMatch(/m03: skipped: lease held by someone-else@fake\.fly; not delivered, next pass/);
     expect(fleet.machine('m03').proxy.posts()).toBe(0);
     expect((await fleet.pids())[3]).toBe(pid3);
-    const hashes = await fleet.liveHashes();
-    hashes.forEach((h, i) => expect(h).toBe(i === 3 ? envHash(KEYS.C) : envHash(KEYS.D)));
+    expect(await fleet.liveHashes()).toEqual(
+      fleet.machines.map((_, i) => (i === 3 ? envHash(KEYS.C) : envHash(KEYS.D))),
+    );
     // Nothing was written under someone else's lease.
     expect(fleet.fly.writes().filter((w) => w.machineId === 'm03')).toEqual([
       expect.objectContaining({ action: 'lease_acquire', status: 409 }),
