@@ -6,6 +6,8 @@ import { type FakeUpstream, startFakeUpstream } from '../support/fake-upstream.t
 import {
   chat,
   freePort,
+  GATEWAY_READY_TIMEOUT_MS,
+  ONE_START_TEST_MS,
   onboard,
   pointAtUpstream,
   readConfig,
@@ -14,6 +16,7 @@ import {
 } from '../support/openclaw.ts';
 import { killAllTracked, pidAlive, type Tracked } from '../support/processes.ts';
 import { createSandbox, filesContaining, type Sandbox } from '../support/sandbox.ts';
+import { waitForReady } from '../support/stand-in-gateway.ts';
 
 const KEY_P = 'test-key-P-disk-plaintext-7001';
 const KEY_A = 'test-key-A-env-7002';
@@ -42,64 +45,82 @@ function sandbox(): Sandbox {
 }
 
 describe('real OpenClaw gateway (harness)', () => {
-  it('a plaintext profile shadows KILOCODE_API_KEY: the upstream sees the on-disk key', async () => {
-    const sb = sandbox();
-    up = await startFakeUpstream({ keys: [KEY_A] });
-    const port = await freePort();
-    await onboard(sb, { mode: 'plaintext', key: KEY_P, token: TOKEN, port });
-    expect(readKilocodeProfile(sb)).toMatchObject({ type: 'api_key', provider: 'kilocode', key: KEY_P });
-    pointAtUpstream(sb, up.baseUrl);
-    expect(readConfig(sb)).toMatchObject({
-      models: { providers: { kilocode: { baseUrl: up.baseUrl } } },
-      gateway: { http: { endpoints: { chatCompletions: { enabled: true } } } },
-    });
+  it(
+    'a plaintext profile shadows KILOCODE_API_KEY: the upstream sees the on-disk key',
+    async () => {
+      const sb = sandbox();
+      up = await startFakeUpstream({ keys: [KEY_A] });
+      const port = await freePort();
+      await onboard(sb, { mode: 'plaintext', key: KEY_P, token: TOKEN, port });
+      expect(readKilocodeProfile(sb)).toMatchObject({ type: 'api_key', provider: 'kilocode', key: KEY_P });
+      pointAtUpstream(sb, up.baseUrl);
+      expect(readConfig(sb)).toMatchObject({
+        models: { providers: { kilocode: { baseUrl: up.baseUrl } } },
+        gateway: { http: { endpoints: { chatCompletions: { enabled: true } } } },
+      });
 
-    const gw = await startGateway(sb, {
-      port,
-      env: { OPENCLAW_GATEWAY_TOKEN: TOKEN, KILOCODE_API_KEY: KEY_A },
-    });
-    outputs.push(gw.proc);
-    const r = await chat(port, TOKEN);
-    expect(r.status).toBe(401);
-    expect(r.text).toContain('authentication_error');
-    const sent = up.chatRequests();
-    expect(sent.length).toBeGreaterThanOrEqual(1);
-    // Every attempt carried P; the env key A was never tried (no fallback on auth errors).
-    expect(new Set(sent.map((q) => q.key))).toEqual(new Set([KEY_P]));
-    expect(sent[0]).toMatchObject({ feature: 'openclaw', stream: true });
+      const gw = await startGateway(sb, {
+        port,
+        env: { OPENCLAW_GATEWAY_TOKEN: TOKEN, KILOCODE_API_KEY: KEY_A },
+      });
+      outputs.push(gw.proc);
+      const r = await chat(port, TOKEN);
+      expect(r.status).toBe(401);
+      expect(r.text).toContain('authentication_error');
+      const sent = up.chatRequests();
+      expect(sent.length).toBeGreaterThanOrEqual(1);
+      // Every attempt carried P; the env key A was never tried (no fallback on auth errors).
+      expect(new Set(sent.map((q) => q.key))).toEqual(new Set([KEY_P]));
+      expect(sent[0]).toMatchObject({ feature: 'openclaw', stream: true });
 
-    const exit = await gw.stop();
-    expect(exit).toEqual({ code: 0, signal: null });
-    expect(pidAlive(gw.pid)).toBe(false);
-  });
+      const exit = await gw.stop();
+      expect(exit).toEqual({ code: 0, signal: null });
+      expect(pidAlive(gw.pid)).toBe(false);
+    },
+    ONE_START_TEST_MS,
+  );
 
-  it('an env-ref profile reads the gateway env: the upstream sees KILOCODE_API_KEY, and no key is on disk', async () => {
-    const sb = sandbox();
-    up = await startFakeUpstream({ keys: [KEY_A] });
-    const port = await freePort();
-    await onboard(sb, { mode: 'ref', key: KEY_A, token: TOKEN, port });
-    expect(readKilocodeProfile(sb)).toMatchObject({
-      type: 'api_key',
-      provider: 'kilocode',
-      keyRef: { source: 'env', provider: 'default', id: 'KILOCODE_API_KEY' },
-    });
-    expect(readKilocodeProfile(sb)).not.toHaveProperty('key');
-    expect(filesContaining(sb.stateDir, KEY_A)).toEqual([]);
-    pointAtUpstream(sb, up.baseUrl);
+  it(
+    'an env-ref profile reads the gateway env: the upstream sees KILOCODE_API_KEY, and no key is on disk',
+    async () => {
+      const sb = sandbox();
+      up = await startFakeUpstream({ keys: [KEY_A] });
+      const port = await freePort();
+      await onboard(sb, { mode: 'ref', key: KEY_A, token: TOKEN, port });
+      expect(readKilocodeProfile(sb)).toMatchObject({
+        type: 'api_key',
+        provider: 'kilocode',
+        keyRef: { source: 'env', provider: 'default', id: 'KILOCODE_API_KEY' },
+      });
+      expect(readKilocodeProfile(sb)).not.toHaveProperty('key');
+      expect(filesContaining(sb.stateDir, KEY_A)).toEqual([]);
+      pointAtUpstream(sb, up.baseUrl);
 
-    const gw = await startGateway(sb, {
-      port,
-      env: { OPENCLAW_GATEWAY_TOKEN: TOKEN, KILOCODE_API_KEY: KEY_A },
-    });
-    outputs.push(gw.proc);
-    const health = await fetch(`http://127.0.0.1:${port}/healthz`, { signal: AbortSignal.timeout(5_000) });
-    expect(await health.json()).toMatchObject({ ok: true, status: 'live' });
-    const r = await chat(port, TOKEN);
-    expect(r.status).toBe(200);
-    expect(r.text).toContain('FAKE-UPSTREAM-OK');
-    expect(up.chatRequests().map((q) => q.key)).toEqual([KEY_A]);
-    expect(filesContaining(sb.dir, KEY_A)).toEqual([]);
+      const gw = await startGateway(sb, {
+        port,
+        env: { OPENCLAW_GATEWAY_TOKEN: TOKEN, KILOCODE_API_KEY: KEY_A },
+      });
+      outputs.push(gw.proc);
+      const health = await fetch(`http://127.0.0.1:${port}/healthz`, { signal: AbortSignal.timeout(5_000) });
+      expect(await health.json()).toMatchObject({ ok: true, status: 'live' });
+      const r = await chat(port, TOKEN);
+      expect(r.status).toBe(200);
+      expect(r.text).toContain('FAKE-UPSTREAM-OK');
+      expect(up.chatRequests().map((q) => q.key)).toEqual([KEY_A]);
+      expect(filesContaining(sb.dir, KEY_A)).toEqual([]);
 
-    expect(await gw.stop()).toEqual({ code: 0, signal: null });
-  });
+      // SIGUSR1 with OPENCLAW_NO_RESPAWN=1 restarts in process: same PID, same (spawn-time) env.
+      // This is the behaviour the stand-in copies and the controller must never rely on.
+      process.kill(gw.pid, 'SIGUSR1');
+      await gw.proc.waitForLine(/in-process restart/, 60_000);
+      await waitForReady(port, gw.proc, GATEWAY_READY_TIMEOUT_MS);
+      const again = await chat(port, TOKEN);
+      expect(again.status).toBe(200);
+      expect(up.chatRequests().map((q) => q.key)).toEqual([KEY_A, KEY_A]);
+      expect(gw.proc.exitInfo()).toBeNull();
+
+      expect(await gw.stop()).toEqual({ code: 0, signal: null });
+    },
+    ONE_START_TEST_MS,
+  );
 });
