@@ -20,13 +20,31 @@ const root = new URL('../../', import.meta.url).pathname;
 const manifests = join(root, 'manifests');
 const kubectl = findKubectl();
 
-type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string }; spec?: any };
+interface Container {
+  image: string;
+  securityContext: { readOnlyRootFilesystem?: boolean; allowPrivilegeEscalation?: boolean };
+  readinessProbe?: unknown;
+  livenessProbe?: unknown;
+  resources: { limits: { memory?: string } };
+}
+interface PodSpec {
+  securityContext: { runAsNonRoot?: boolean };
+  containers: Container[];
+}
+interface Obj {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string };
+  spec?: { template?: { spec: PodSpec }; jobTemplate?: { spec: { template: { spec: PodSpec } } } };
+  rules?: Array<{ resources: string[]; verbs: string[] }>;
+}
 
 async function render(dir: string): Promise<Obj[]> {
   const { stdout } = await run(kubectl ?? 'kubectl', ['kustomize', dir], { timeout: 30_000 });
   return parseAllDocuments(stdout).map((d) => d.toJSON() as Obj);
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: each model constructor takes its own object type
 const BUILT_IN: Record<string, new (o: any) => { validate(): void }> = {
   Namespace,
   Secret,
@@ -84,7 +102,7 @@ describe.skipIf(!kubectl)('manifests', () => {
 
   it('run the operator non-root on a read-only root filesystem, with probes and limits', () => {
     for (const o of objects.filter((x) => ['Deployment', 'StatefulSet'].includes(x.kind))) {
-      const pod = o.spec.template.spec;
+      const pod = o.spec!.template!.spec;
       expect(pod.securityContext.runAsNonRoot, o.metadata.name).toBe(true);
       for (const c of pod.containers) {
         expect(c.securityContext.readOnlyRootFilesystem).toBe(true);
@@ -97,13 +115,12 @@ describe.skipIf(!kubectl)('manifests', () => {
   });
 
   it('grant the operator no write access to Secrets, Pods or workloads', () => {
-    const role = objects.find((o) => o.kind === 'Role' && o.metadata.name === 'keyroll-operator') as any;
+    const role = objects.find((o) => o.kind === 'Role' && o.metadata.name === 'keyroll-operator');
     const writes = ['create', 'update', 'patch', 'delete', 'deletecollection', '*'];
-    for (const rule of role.rules) {
-      const touchesWorkloads = rule.resources.some((r: string) =>
-        ['secrets', 'pods', 'gatewaykeys'].includes(r),
-      );
-      if (touchesWorkloads) expect(rule.verbs.filter((v: string) => writes.includes(v))).toEqual([]);
+    expect(role?.rules?.length).toBeGreaterThan(0);
+    for (const rule of role?.rules ?? []) {
+      const touchesWorkloads = rule.resources.some((r) => ['secrets', 'pods', 'gatewaykeys'].includes(r));
+      if (touchesWorkloads) expect(rule.verbs.filter((v) => writes.includes(v))).toEqual([]);
     }
   });
 
@@ -113,8 +130,8 @@ describe.skipIf(!kubectl)('manifests', () => {
     expect(dockerfile).toMatch(/^FROM .* AS gateway$/m);
     const images = objects.flatMap((o) =>
       o.kind === 'CronJob'
-        ? o.spec.jobTemplate.spec.template.spec.containers.map((c: any) => c.image)
-        : (o.spec?.template?.spec?.containers?.map((c: any) => c.image) ?? []),
+        ? (o.spec?.jobTemplate?.spec.template.spec.containers.map((c) => c.image) ?? [])
+        : (o.spec?.template?.spec.containers.map((c) => c.image) ?? []),
     );
     expect(images.sort()).toEqual([
       'ghcr.io/keyroll/keyroll-gateway:0.1.0',
