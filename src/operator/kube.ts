@@ -68,6 +68,7 @@ function collectionPath(resource: WatchedResource | 'events' | 'leases', namespa
 
 export function kubeAdapter(kc: KubeConfig, opts: KubeAdapterOptions): KubeClient {
   const http = new IsomorphicFetchHttpLibrary();
+  let dispatcher: ReturnType<RequestContext['getDispatcher']>;
   const server = kc.getCurrentCluster()?.server ?? '';
 
   async function request(
@@ -82,6 +83,14 @@ export function kubeAdapter(kc: KubeConfig, opts: KubeAdapterOptions): KubeClien
     for (const [k, v] of Object.entries(query)) if (v !== undefined) url.searchParams.set(k, v);
     const ctx = new RequestContext(url.toString(), method);
     await kc.applySecurityAuthentication(ctx);
+    // client-node builds a new undici Agent (its own connection pool) on every call; thousands of
+    // them kept sockets and hundreds of MB alive. Keep the first, close the fresh ones unused.
+    const fresh = ctx.getDispatcher();
+    if (!dispatcher) dispatcher = fresh;
+    else if (fresh && fresh !== dispatcher) {
+      ctx.setDispatcher(dispatcher);
+      fresh.close().catch(() => undefined);
+    }
     ctx.setHeaderParam('Accept', 'application/json');
     if (opts.userAgent) ctx.setHeaderParam('User-Agent', opts.userAgent);
     if (body !== undefined) {

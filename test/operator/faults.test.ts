@@ -192,11 +192,13 @@ describe('operator faults', () => {
       () => condition(gkStatus(server, 'everything'), 'Degraded')?.reason === 'InvalidSpec',
     );
     expect(condition(gkStatus(server, 'everything'), 'Degraded')?.message).toContain('spec.targets.selector');
-    const o = operators[0]!;
-    await o.op.idle();
-    const before = metricValue(await metricsText(o.op), 'keyroll_operator_reconciles_total{');
-    await new Promise((r) => setTimeout(r, 1_500));
-    expect(metricValue(await metricsText(o.op), 'keyroll_operator_reconciles_total{')).toBe(before);
+    // Terminal: no retry until the spec changes (each reconcile of it logs 'GatewayKey degraded').
+    const runs = () =>
+      logLines.filter((l) => l.includes('GatewayKey degraded') && l.includes('"everything"')).length;
+    await operators[0]!.op.idle();
+    const before = runs();
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect(runs()).toBe(before);
   });
 
   it('two replicas: only the leader acts; the other takes over after the Lease expires; SIGTERM releases it', async () => {
@@ -247,7 +249,7 @@ describe('operator faults', () => {
         if (la + lb !== 1) return null;
         return la === 1 ? { leader: a, follower: b } : { leader: b, follower: a };
       },
-      20_000,
+      45_000, // two fresh processes load, sync and campaign; slow on a busy CI host
     );
     // Give the leader time to reconcile; the follower must not have reconciled anything.
     await waitFor(
@@ -281,7 +283,7 @@ describe('operator faults', () => {
       spec?: { holderIdentity?: string };
     };
     expect(released.spec?.holderIdentity ?? '').toBe('');
-  }, 90_000);
+  }, 150_000);
 
   it('RBAC: every request the operator sent is allowed by the Role in manifests/base/rbac.yaml', () => {
     const docs = parseAllDocuments(readFileSync(join(REPO_ROOT, 'manifests/base/rbac.yaml'), 'utf8')).map(
