@@ -1,7 +1,7 @@
 // Owns the profiles module's public API: scan, migrate and report OpenClaw auth-profile stores.
 import { promises as fs } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { type Logger, SecretRegistry, silentLogger } from '../log.ts';
+import type { Logger } from '../log.ts';
 import { hardenBackups } from './backups.ts';
 import {
   AGENT_DB,
@@ -14,6 +14,7 @@ import {
 import { type JsonSnapshot, readJsonStore, writeJsonStore } from './json-store.ts';
 import { ensureKeyFile } from './key-file.ts';
 import { CONFIG_FILE, declaredProfiles, registerFileProvider } from './openclaw-config.ts';
+import { Scrubber } from './redact.ts';
 import { DEFAULT_BUSY_TIMEOUT_MS, readSqliteStore, updateSqliteStore } from './sqlite-store.ts';
 import { planStore, type StoreDoc, StoreError, secretStrings } from './store-doc.ts';
 import type {
@@ -31,6 +32,9 @@ export { hardenBackups } from './backups.ts';
 export type * from './types.ts';
 export { ALL_LAYOUTS } from './types.ts';
 
+// A no-op logger, so that importing this module does not load pino (the crash test spawns it often).
+const NO_LOG: Pick<Logger, 'info' | 'warn'> = { info: () => {}, warn: () => {} };
+
 /** One store as read: its public result plus what only this module may hold (the document). */
 interface Loaded {
   loc: StoreLocation;
@@ -40,7 +44,7 @@ interface Loaded {
   plaintextKeys: string[];
 }
 
-function message(err: unknown, secrets: SecretRegistry): string {
+function message(err: unknown, secrets: Scrubber): string {
   const text = err instanceof StoreError ? err.message : 'unexpected error while handling the store';
   return secrets.scrub(text);
 }
@@ -49,7 +53,7 @@ async function load(
   loc: StoreLocation,
   provider: string,
   busyTimeoutMs: number,
-  secrets: SecretRegistry,
+  secrets: Scrubber,
 ): Promise<Loaded | null> {
   const result: StoreResult = { ...loc, profiles: [], changed: false, error: null };
   try {
@@ -72,7 +76,7 @@ async function load(
   }
 }
 
-async function loadAll(stateDir: string, provider: string, busyTimeoutMs: number, secrets: SecretRegistry) {
+async function loadAll(stateDir: string, provider: string, busyTimeoutMs: number, secrets: Scrubber) {
   const loaded: Loaded[] = [];
   for (const loc of await discoverStores(stateDir)) {
     const l = await load(loc, provider, busyTimeoutMs, secrets);
@@ -152,7 +156,7 @@ function summarise(loaded: Loaded[], backupsHardened: number, warnings: string[]
 
 /** Reads and classifies every store; writes nothing. */
 export async function scanProfiles(opts: ScanOptions): Promise<ProfilesResult> {
-  const secrets = new SecretRegistry();
+  const secrets = new Scrubber();
   const warnings: string[] = [];
   const loaded = await loadAll(
     opts.stateDir,
@@ -177,11 +181,11 @@ async function removeStaleTemps(dirs: string[]): Promise<void> {
  * is not written.
  */
 export async function migrateProfiles(opts: MigrateOptions): Promise<ProfilesResult> {
-  const log: Logger = opts.log ?? silentLogger();
+  const log: Pick<Logger, 'info' | 'warn'> = opts.log ?? NO_LOG;
   const dryRun = opts.dryRun ?? false;
   const layouts = new Set<StoreLayout>(opts.layouts ?? ['json', 'sqlite-agent', 'sqlite-state']);
   const busy = opts.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
-  const secrets = new SecretRegistry();
+  const secrets = new Scrubber();
   const warnings: string[] = [];
   const target = opts.target;
 
@@ -285,7 +289,7 @@ async function prepareFileTarget(
   loaded: Loaded[],
   needed: boolean,
   dryRun: boolean,
-  secrets: SecretRegistry,
+  secrets: Scrubber,
 ): Promise<{ out: Pick<ProfilesResult, 'keyFile' | 'config'>; error: string | null }> {
   // Only when some store will point at the file is it created; otherwise it is just inspected.
   const keys = needed ? loaded.flatMap((l) => l.plaintextKeys) : [];

@@ -217,8 +217,8 @@ describe('keyroll profiles', () => {
   });
 });
 
-function byPathIn(report: { stores: { path: string }[] }, suffix: string) {
+function byPathIn(report: { stores: { path: string; profiles: unknown[] }[] }, suffix: string) {
   const s = report.stores.find((x) => x.path.endsWith(suffix));
   if (!s) throw new Error(`no store ${suffix}`);
-  return s as { profiles: unknown[] };
+  return s;
 }
