@@ -5,6 +5,7 @@ import type { Logger } from '../log.ts';
 import type { Clock } from '../reconcile/clock.ts';
 import { type Delivery, desired } from '../reconcile/desired.ts';
 import { mapLimit } from '../reconcile/limits.ts';
+import { needsPatch } from '../reconcile/plan.ts';
 import type { Target, TargetResult } from '../reconcile/reconcile-target.ts';
 import type { RetryPolicy } from '../reconcile/retry.ts';
 import { runPass } from '../reconcile/rollout.ts';
@@ -226,6 +227,10 @@ export async function runFlyPass(o: FlyPassOptions): Promise<FlyPassResult> {
           : t && 'addressError' in t
             ? 'no-address'
             : liveFromObservation(observed.get(m.id)),
+      liveFixable: (() => {
+        const seen = observed.get(m.id);
+        return !seen || needsPatch(seen.actions) || seen.actions.some((a) => a.type === 'wait-for-ready');
+      })(),
     };
   });
   const plans = planMachines(inputs, { maxChanges: o.maxChanges });

@@ -30,6 +30,11 @@ export interface MachineInput {
   durable: 'ok' | 'differs';
   /** Null when the machine is not started (nothing was observed). */
   live: Exclude<LiveState, 'not-running'> | null;
+  /**
+   * False when the running gateway differs in a way a key delivery cannot fix (a delivery-mode
+   * mismatch, an unreadable profile store): the loop reports it and takes no lease for it.
+   */
+  liveFixable?: boolean;
 }
 
 export interface MachinePlan {
@@ -64,6 +69,14 @@ function wanted(m: MachineInput): {
   const durable = durableState(m.state, m.durable === 'ok');
   if (m.state === 'started') {
     const live = m.live ?? 'unreachable';
+    if (live === 'stale' && m.liveFixable === false) {
+      return {
+        action: 'none',
+        durable,
+        live,
+        reason: 'running gateway differs in a way a key delivery cannot fix',
+      };
+    }
     if (live === 'stale') {
       // Live first: the running gateway is what users hit. The config of a started machine is
       // not touched in the same pass (or at all while it runs): any update would reboot or stop it.

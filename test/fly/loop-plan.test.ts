@@ -60,6 +60,14 @@ describe('planMachines', () => {
     expect(plans[0]!.reason).toMatch(/deferred until the machine is stopped/);
   });
 
+  it('takes no action (and no lease) for drift a delivery cannot fix', () => {
+    const [p] = planMachines([{ ...m('a', 'started', 'ok', 'stale'), liveFixable: false }], {
+      maxChanges: 5,
+    });
+    expect(p).toMatchObject({ action: 'none', live: 'stale' });
+    expect(p!.reason).toMatch(/cannot fix/);
+  });
+
   it('caps changes per pass: live deliveries first, then config writes, in id order; the rest held', () => {
     const plans = planMachines(
       [
