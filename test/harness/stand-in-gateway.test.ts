@@ -135,6 +135,11 @@ describe('stand-in gateway: rotation paths', () => {
     // Env is what it was at spawn; there is no way to hand a running process a new one.
     expect(await keySeen(g.port)).toEqual({ status: 200, key: KEY_A });
     expect(g.proc.exitInfo()).toBeNull();
+    const info = await fetch(`http://127.0.0.1:${g.port}/__standin/info`, {
+      headers: { authorization: `Bearer ${TOKEN}` },
+      signal: AbortSignal.timeout(5_000),
+    });
+    expect(await info.json()).toMatchObject({ pid: g.pid, restarts: 1, credential: 'profile-env-ref' });
   });
 
   it('a file keyRef is re-read on every request: atomic replace → new key, no restart', async () => {

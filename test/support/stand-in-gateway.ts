@@ -767,7 +767,7 @@ export async function startStandIn(opts: {
   env: NodeJS.ProcessEnv;
   timeoutMs?: number;
 }): Promise<StandInHandle> {
-  const timeoutMs = opts.timeoutMs ?? 10_000;
+  const timeoutMs = opts.timeoutMs ?? 30_000;
   const proc = spawnTracked(
     process.execPath,
     [standInPath(), 'gateway', 'run', '--port', String(opts.port)],
