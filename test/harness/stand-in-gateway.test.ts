@@ -51,7 +51,7 @@ async function startFailing(dir: string, env: Record<string, string>) {
     env: { PATH: process.env.PATH, OPENCLAW_STATE_DIR: dir, OPENCLAW_GATEWAY_TOKEN: TOKEN, ...env },
   });
   procs.push(proc);
-  const exit = await Promise.race([proc.exited, new Promise<null>((r) => setTimeout(() => r(null), 10_000))]);
+  const exit = await Promise.race([proc.exited, new Promise<null>((r) => setTimeout(() => r(null), 25_000))]);
   return { exit, output: proc.lines.join('\n') };
 }
 
