@@ -10,6 +10,8 @@ Commands:
   profiles     scan | migrate OpenClaw auth-profile stores offline
   reconcile    one reconcile pass over all targets (--once)
   diff         dry-run diff report of desired vs observed state; writes nothing
+  operator     Kubernetes operator for GatewayKey resources (leader-elected)
+  fly          reconcile loop over the machines of a Fly app
 
 Run \`keyroll <command> --help\` for the flags of a command.
 `;
@@ -19,6 +21,8 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   profiles: async () => (await import('./profiles.ts')).run,
   reconcile: async () => (await import('./reconcile.ts')).runReconcile,
   diff: async () => (await import('./reconcile.ts')).runDiff,
+  operator: async () => (await import('./operator.ts')).run,
+  fly: async () => (await import('./fly.ts')).run,
 };
 
 export async function main(argv: string[], io: Io = processIo()): Promise<number> {
