@@ -1,5 +1,7 @@
 // `keyroll fly` as a command: usage errors name the flag and exit 2, a Fly API error exits 2
 // without the token, and `--dry-run` only reads (the fake Fly API and the controllers see GETs only).
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { APP, envHash, FlyFleet, KEYS, secretsIn } from './support/loop-fleet.ts';
 
@@ -112,6 +114,61 @@ describe('keyroll fly --dry-run', () => {
     expect(d.code, d.stdout).toBe(0);
     expect(fleet.fly.writes()).toEqual([]);
     expect(d.stdout).toMatch(/dry run, nothing written: 3\/3 converged/);
+  });
+
+  it('an HTTP key source near expiry mints a fresh key, and the pass targets the minted key', async () => {
+    const seen: string[] = [];
+    const server = createServer((req, res) => {
+      seen.push(
+        `${req.method} ${req.url} ${req.headers.authorization === 'Bearer test-source-token-0123456789' ? 'auth' : 'noauth'}`,
+      );
+      res.writeHead(200, { 'content-type': 'application/json' });
+      if (req.method === 'POST') {
+        res.end(
+          JSON.stringify({
+            token: KEYS.D,
+            version: 'v4',
+            expiresAt: new Date(Date.now() + 30 * 86_400_000).toISOString(),
+          }),
+        );
+      } else {
+        res.end(
+          JSON.stringify({
+            key: KEYS.C,
+            version: 'v3',
+            expiresAt: new Date(Date.now() + 3_600_000).toISOString(),
+          }),
+        );
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      fleet.resetLogs();
+      const r = await fleet.run(
+        [
+          '--dry-run',
+          '--json',
+          '--source-url',
+          `${base}/current`,
+          '--source-token-env',
+          'SRC_TOKEN',
+          '--mint-url',
+          `${base}/mint`,
+        ],
+        { sourceFile: false, env: { SRC_TOKEN: 'test-source-token-0123456789' } },
+      );
+      expect(r.code, r.stderr).toBe(1);
+      const pass = JSON.parse(r.stdout);
+      expect(pass.keyVersion).toBe('v4');
+      expect(pass.desiredHash).toBe(envHash(KEYS.D));
+      expect(seen).toEqual(['GET /current auth', 'POST /mint auth']);
+      expect(fleet.fly.writes()).toEqual([]);
+      expect(r.stdout + r.stderr).not.toContain('test-source-token-0123456789');
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 
   it('printed no secret in any output', () => {

@@ -198,7 +198,10 @@ export class FlyFleet {
     return this.machines.reduce((n, m) => n + m.proxy.posts(), 0);
   }
 
-  async run(argv: string[], opts: { signal?: AbortSignal; env?: NodeJS.ProcessEnv } = {}): Promise<Captured> {
+  async run(
+    argv: string[],
+    opts: { signal?: AbortSignal; env?: NodeJS.ProcessEnv; sourceFile?: boolean } = {},
+  ): Promise<Captured> {
     let stdout = '';
     let stderr = '';
     this.liveOut = '';
@@ -222,7 +225,16 @@ export class FlyFleet {
     let code: number;
     try {
       code = await runFly(
-        ['--app', APP, '--source-file', this.keyFile, '--deadline', '20s', '--poll', '100ms', ...argv],
+        [
+          '--app',
+          APP,
+          ...(opts.sourceFile === false ? [] : ['--source-file', this.keyFile]),
+          '--deadline',
+          '20s',
+          '--poll',
+          '100ms',
+          ...argv,
+        ],
         io,
         opts.signal ? { signal: opts.signal } : {},
       );
