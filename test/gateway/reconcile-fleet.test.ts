@@ -9,10 +9,8 @@ import {
   type FleetMember,
   KEYROLL_BIN,
   readState,
-  startOpenclawMember,
-  startStandInMember,
+  startReadyMember,
   stopMember,
-  waitGatewayReady,
 } from '../reconcile/support/fleet.ts';
 import { type RecordingProxy, startRecordingProxy } from '../reconcile/support/recording-proxy.ts';
 import { type FakeUpstream, keyHash, startFakeUpstream } from '../support/fake-upstream.ts';
@@ -53,25 +51,35 @@ beforeAll(async () => {
   upstream = await startFakeUpstream({ keys: [KEY_A] });
   work = createSandbox('keyroll-fleet-work-');
   const starts = [
-    startOpenclawMember({
-      name: 'openclaw',
-      token: 'test-token-fleet-openclaw-0',
-      key: KEY_A,
-      upstreamBaseUrl: upstream.baseUrl,
-    }),
+    startReadyMember(
+      'openclaw',
+      {
+        name: 'openclaw',
+        token: 'test-token-fleet-openclaw-0',
+        key: KEY_A,
+        upstreamBaseUrl: upstream.baseUrl,
+      },
+      240_000,
+    ),
   ];
   for (let i = 0; i < STAND_INS; i++) {
     starts.push(
-      startStandInMember({
-        name: `standin-${String(i).padStart(2, '0')}`,
-        token: `test-token-fleet-standin-${i}`,
-        key: KEY_A,
-        upstreamBaseUrl: upstream.baseUrl,
-      }),
+      startReadyMember(
+        'stand-in',
+        {
+          name: `standin-${String(i).padStart(2, '0')}`,
+          token: `test-token-fleet-standin-${i}`,
+          key: KEY_A,
+          upstreamBaseUrl: upstream.baseUrl,
+        },
+        60_000,
+      ),
     );
   }
-  members.push(...(await Promise.all(starts)));
-  await Promise.all(members.map((m) => waitGatewayReady(m, m.kind === 'openclaw' ? 170_000 : 60_000)));
+  // allSettled: a member that never came up must still be stopped in afterAll.
+  const settled = await Promise.allSettled(starts);
+  for (const r of settled) if (r.status === 'fulfilled') members.push(r.value);
+  for (const r of settled) if (r.status === 'rejected') throw r.reason;
   for (const m of members) proxies.push(await startRecordingProxy(m.url));
 
   const targets = members.map((m, i) => {
@@ -89,7 +97,7 @@ beforeAll(async () => {
     }),
   );
   writeFileSync(join(work.dir, 'key'), `${KEY_A}\n`, { mode: 0o600 });
-}, 300_000); // 21 controllers, one onboarding the real OpenClaw: 60-180 s on a busy 2-core host
+}, 400_000); // 21 controllers, one onboarding the real OpenClaw: 60-180 s on a busy 2-core host
 
 afterAll(async () => {
   await Promise.all(proxies.map((p) => p.close()));

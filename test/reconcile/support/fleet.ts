@@ -65,6 +65,13 @@ export async function waitGatewayReady(
     }
     const s = await readState(m);
     if (s && s.gateway.state === 'running' && s.gateway.ready) return s;
+    // A gateway that keeps crashing will not come up by waiting (e.g. its port was taken by
+    // another process between freePort() and its listen()); fail now so the caller can retry.
+    if (s && (s.gateway.restarts ?? 0) >= 3) {
+      throw new Error(
+        `gateway of ${m.name} is crash-looping (${s.gateway.restarts} restarts):\n${m.controller.lines.slice(-15).join('\n')}`,
+      );
+    }
     onTick?.(Date.now() - started, s ? s.gateway.state : 'bootstrapping');
     if (Date.now() - started > timeoutMs) {
       throw new Error(
@@ -114,7 +121,7 @@ export async function startStandInMember(o: StartOptions): Promise<FleetMember> 
       env: sandbox.env({
         OPENCLAW_GATEWAY_TOKEN: o.token,
         KILOCODE_API_KEY: o.key,
-        KEYROLL_LOG_LEVEL: 'warn',
+        KEYROLL_LOG_LEVEL: 'info',
       }),
     },
   );
@@ -156,7 +163,7 @@ export async function startOpenclawMember(o: StartOptions): Promise<FleetMember>
       env: sandbox.env({
         OPENCLAW_GATEWAY_TOKEN: o.token,
         KILOCODE_API_KEY: o.key,
-        KEYROLL_LOG_LEVEL: 'warn',
+        KEYROLL_LOG_LEVEL: 'info',
       }),
     },
   );
@@ -175,4 +182,28 @@ export async function startOpenclawMember(o: StartOptions): Promise<FleetMember>
 export async function stopMember(m: FleetMember): Promise<void> {
   await m.controller.stop('SIGTERM', 15_000);
   m.sandbox.cleanup();
+}
+
+/**
+ * Starts a member and waits until its gateway is ready, retrying with fresh ports and a fresh
+ * sandbox when it fails: on a busy host another process can take a port between freePort() and
+ * the gateway's listen(), and that is the harness's problem, not the behaviour under test.
+ */
+export async function startReadyMember(
+  kind: FleetMember['kind'],
+  o: StartOptions,
+  timeoutMs: number,
+  onTick?: (elapsedMs: number, state: string) => void,
+  attempts = 2,
+): Promise<FleetMember> {
+  for (let attempt = 1; ; attempt++) {
+    const m = kind === 'openclaw' ? await startOpenclawMember(o) : await startStandInMember(o);
+    try {
+      await waitGatewayReady(m, timeoutMs, onTick);
+      return m;
+    } catch (err) {
+      await stopMember(m).catch(() => undefined);
+      if (attempt >= attempts) throw err;
+    }
+  }
 }
