@@ -168,7 +168,7 @@ export const FlyConfigSchema = z
     'controller-token-file': z.string().min(1).optional(),
     'request-timeout': Duration,
     'fly-api-url': z.url({ protocol: /^https?$/ }),
-    'fly-api-token': z.string({ error: 'FLY_API_TOKEN is not set' }).min(1, 'FLY_API_TOKEN is empty'),
+    'fly-api-token': z.string({ error: 'is not set (a Fly API token)' }).min(1, 'is empty'),
   })
   .refine((c) => !(c['controller-token-env'] && c['controller-token-file']), {
     message: 'give --controller-token-env or --controller-token-file, not both',

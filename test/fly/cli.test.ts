@@ -40,7 +40,7 @@ describe('keyroll fly: flags and configuration', () => {
     [['--delivery', 'carrier-pigeon'], {}, /--delivery: /],
     [['--controller-port', '70000'], {}, /--controller-port: expected a port up to 65535/],
     [['--fly-api-url', 'ftp://x'], {}, /--fly-api-url: /],
-    [[], { FLY_API_TOKEN: undefined }, /FLY_API_TOKEN: FLY_API_TOKEN is not set/],
+    [[], { FLY_API_TOKEN: undefined }, /FLY_API_TOKEN: is not set \(a Fly API token\)/],
     [[], { OPENCLAW_GATEWAY_TOKEN: undefined }, /environment variable OPENCLAW_GATEWAY_TOKEN is not set/],
     [['--controller-token-env', 'A', '--controller-token-file', 'B'], {}, /not both/],
     [['--no-such-flag'], {}, /Unknown option '--no-such-flag'/],
