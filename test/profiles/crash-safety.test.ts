@@ -19,7 +19,8 @@ import {
 // each of its first KILL_POINTS write-side operations (the child counts them; see
 // crash-child.ts), and RANDOM_RUNS more times after a random delay. After each kill every store
 // must be one of its complete versions, parseable, 0600, and a fresh migration must complete.
-const KILL_POINTS = 110;
+// KEYROLL_CRASH_POINTS shrinks the counted runs for a quick local loop; CI runs the default.
+const KILL_POINTS = Number(process.env.KEYROLL_CRASH_POINTS ?? 110);
 const RANDOM_RUNS = 10;
 const RUNS = KILL_POINTS + RANDOM_RUNS;
 const CONCURRENCY = 4;
