@@ -74,7 +74,7 @@ beforeAll(async () => {
   dirs.push(template);
   writeOpenclawJson(template);
   const shapes = [versionedStore(), flatStore(), aliasStore(), versionedStore(), aliasStore()];
-  JSON_AGENTS.forEach((id, i) => writeJsonStore(template, id, shapes[i]));
+  for (const [i, id] of JSON_AGENTS.entries()) writeJsonStore(template, id, shapes[i]);
   writeAgentDb(template, 'main', versionedStore());
   // The legitimate versions: original, env refs, file refs (and back to env: same bytes).
   const ref = makeStateDir('keyroll-crash-ref-');
