@@ -55,7 +55,7 @@ export interface ObservedState {
     lastExit: { code: number | null; signal: string | null; at: string } | null;
   };
   key: { envHash: string | null; fileHash: string | null; version: string | null };
-  profiles: ProfileFormRow[];
+  profiles: (Omit<ProfileFormRow, 'agentId'> & { agentId: string })[];
 }
 
 export interface RunningController {
@@ -167,10 +167,12 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       );
     }
     const live = stats.state === 'running' || stats.state === 'starting';
-    const profiles = await deps.profiles.scan().catch((err) => {
+    const rows = await deps.profiles.scan().catch((err) => {
       log.warn({ err: errInfo(err) }, 'Profile scan failed');
       return [];
     });
+    // The 2026.9.x store is gateway-wide (no agent); '*' keeps agentId a string on the wire.
+    const profiles = rows.map((r) => ({ ...r, agentId: r.agentId ?? '*' }));
     return {
       controller: { version: VERSION, state: lifecycle.state, delivery: config.delivery },
       gateway: {
