@@ -10,13 +10,7 @@ import { join } from 'node:path';
 import { runFly } from '../../../src/cli/fly.ts';
 import { UsageError } from '../../../src/cli/usage.ts';
 import { fingerprintEnv } from '../../../src/fingerprint.ts';
-import {
-  type FleetMember,
-  readState,
-  startStandInMember,
-  stopMember,
-  waitGatewayReady,
-} from '../../reconcile/support/fleet.ts';
+import { type FleetMember, readState, startReadyMember, stopMember } from '../../reconcile/support/fleet.ts';
 import { type FakeUpstream, startFakeUpstream } from '../../support/fake-upstream.ts';
 import { type FakeFlyApi, startFakeFlyApi } from '../../support/fly/fake-fly-api.ts';
 import { killAllTracked } from '../../support/processes.ts';
@@ -122,6 +116,8 @@ export class FlyFleet {
   fly!: FakeFlyApi;
   upstream!: FakeUpstream;
   machines: LoopMachine[] = [];
+  /** Every member started, also when start() fails half-way, so stop() can stop it. */
+  private started: FleetMember[] = [];
   /** stdout of the command currently running, as it arrives. */
   liveOut = '';
   /** Added to the fake's clock: lets a test expire a lease without waiting. */
@@ -131,21 +127,22 @@ export class FlyFleet {
     this.setKey(key);
     this.fly = await startFakeFlyApi({ token: FLY_TOKEN, now: () => Date.now() + this.skewMs });
     this.upstream = await startFakeUpstream({ keys: Object.values(KEYS) });
-    // Started a few at a time: ten Node gateways booting at once overload a 2-core CI runner.
+    // Started a few at a time (ten Node gateways booting at once overload a 2-core CI runner),
+    // each retried once with fresh ports if its gateway crash-loops (a port taken meanwhile).
     const members: FleetMember[] = [];
     for (let i = 0; i < count; i += 3) {
-      const batch = await Promise.all(
+      const settled = await Promise.allSettled(
         Array.from({ length: Math.min(3, count - i) }, (_, j) =>
-          startStandInMember({
-            name: `fly-${i + j}`,
-            token: TOKEN,
-            key,
-            upstreamBaseUrl: this.upstream.baseUrl,
-          }),
+          startReadyMember(
+            'stand-in',
+            { name: `fly-${i + j}`, token: TOKEN, key, upstreamBaseUrl: this.upstream.baseUrl },
+            60_000,
+          ),
         ),
       );
-      members.push(...batch);
-      await Promise.all(batch.map((m) => waitGatewayReady(m, 60_000)));
+      for (const r of settled) if (r.status === 'fulfilled') members.push(r.value);
+      this.started.push(...members.slice(this.started.length));
+      for (const r of settled) if (r.status === 'rejected') throw r.reason;
     }
     for (const [i, member] of members.entries()) {
       const proxy = await startFaultProxy(member.url);
@@ -250,7 +247,7 @@ export class FlyFleet {
 
   async stop(): Promise<void> {
     await Promise.all(this.machines.map((m) => m.proxy.close().catch(() => {})));
-    await Promise.all(this.machines.map((m) => stopMember(m.member).catch(() => {})));
+    await Promise.all(this.started.map((m) => stopMember(m).catch(() => {})));
     await killAllTracked();
     await this.upstream?.close();
     await this.fly?.close();
