@@ -14,7 +14,7 @@ async function make(fixEnv: Record<string, string>, extra: Partial<SupervisorOpt
   const { dir, cleanup } = tempDir('keyroll-sup-');
   const port = await freePort();
   const logFile = join(dir, 'starts.jsonl');
-  const { log, lines } = captureLogger();
+  const { log, lines, secrets } = captureLogger();
   const vars: Record<string, string> = { KILOCODE_API_KEY: 'test-key-A-000000', ...fixEnv };
   const sup = new Supervisor({
     command: process.execPath,
@@ -41,7 +41,7 @@ async function make(fixEnv: Record<string, string>, extra: Partial<SupervisorOpt
     }
     cleanup();
   });
-  return { sup, vars, starts: () => readStarts(logFile), lines, port };
+  return { sup, vars, starts: () => readStarts(logFile), lines, port, secrets };
 }
 
 describe('supervisor', () => {
@@ -194,6 +194,16 @@ describe('supervisor', () => {
     await waitFor(() => sup.getStats().spawns >= 2, 10_000, 'a respawn');
     expect(backoffs[0]).toBe(50);
     expect(sup.getStats().restarts).toBeGreaterThanOrEqual(1);
+  });
+
+  it('scrubs registered secrets from forwarded child output', async () => {
+    const { sup, lines, secrets } = await make({ FIX_PRINT_KEY: '1' });
+    secrets.add('test-key-A-000000');
+    await sup.start();
+    await waitFor(() => lines.some((l) => l.includes('debug: key=')), 10_000, 'the key line');
+    const all = lines.join('');
+    expect(all).not.toContain('test-key-A-000000');
+    expect(all).toContain('debug: key=[REDACTED]');
   });
 
   it('forwards child output as log lines', async () => {
