@@ -19,7 +19,10 @@ if (files.length === 0) {
 let failed = 0;
 for (const f of files) {
   console.log(`\n== bench/${f}`);
-  const r = spawnSync(process.execPath, ['--expose-gc', join(root, 'bench', f)], { cwd: root, stdio: 'inherit' });
+  const r = spawnSync(process.execPath, ['--expose-gc', join(root, 'bench', f)], {
+    cwd: root,
+    stdio: 'inherit',
+  });
   if (r.status !== 0) failed++;
 }
 process.exit(failed === 0 ? 0 : 1);
