@@ -34,6 +34,7 @@ const SOURCE_HELP = `Key source (overrides the targets file's \`source:\`):
   --refresh-before DUR      default 72h`;
 
 const RECONCILE_USAGE = `Usage: keyroll reconcile --once --targets FILE [source flags] [--json] [--deadline 120s]
+       keyroll reconcile --once --kube [--namespace NS] [--kubeconfig PATH] [--json] [--deadline 120s]
 
 One level-triggered pass: observe every target, deliver the desired key where it differs, and
 verify until the running gateway shows it (fingerprint, profile forms, readiness, new PID in
@@ -41,16 +42,25 @@ restart mode). A converged target gets no request beyond GET /_kilo/state.
 
   --once                    run one pass and exit (required; the operator runs continuously)
   --targets FILE            targets file (YAML or JSON); see docs/reconcile.md
+  --kube                    instead of a targets file: every GatewayKey in the namespace, once,
+                            exactly as the operator would (key from its Secret, targets from its
+                            pod selector, rollout from its spec; writes its status and Events)
+  --namespace NS            with --kube [KEYROLL_NAMESPACE] (default: the kubeconfig context's,
+                            else the pod's own, else default)
+  --kubeconfig PATH         with --kube [KUBECONFIG] (default: in-cluster service account)
   --json                    print the pass as JSON instead of a table
   --deadline DUR            per target, delivery plus verification (default 120s)
   --poll DUR                re-observe interval while verifying (default 500ms)
   --retries N               retries per controller call (default ${DEFAULT_RETRY.retries})
   --concurrency N, --max-unavailable N, --failure-budget N, --paused
-                            override the targets file's defaults.rollout
+                            override the targets file's defaults.rollout (with --kube only
+                            --concurrency applies; the rest comes from each GatewayKey's spec)
 
 ${SOURCE_HELP}
+  (not with --kube: the key comes from the Secret each GatewayKey references)
 
-Exit: 0 all converged, 1 some not converged (or paused with drift), 2 error (usage, targets, source).
+Exit: 0 all converged, 1 some not converged (or paused with drift, or a GatewayKey Degraded),
+2 error (usage, targets, source, Kubernetes API).
 `;
 
 const DIFF_USAGE = `Usage: keyroll diff --targets FILE [source flags] [--output text|json]
@@ -236,6 +246,9 @@ async function runCommand(
           'max-unavailable': { type: 'string' },
           'failure-budget': { type: 'string' },
           paused: { type: 'boolean' },
+          kube: { type: 'boolean' },
+          namespace: { type: 'string' },
+          kubeconfig: { type: 'string' },
         }
       : { output: { type: 'string' }, retries: { type: 'string' } };
   const { values: v } = parseFlags(argv, { ...SOURCE_FLAGS, ...extra });
@@ -260,6 +273,30 @@ async function runCommand(
     maxUnavailable: positiveInt('max-unavailable', str('max-unavailable')),
     failureBudget: positiveInt('failure-budget', str('failure-budget')),
   };
+  if (values.kube) {
+    if (values.targets) throw new UsageError('give --targets FILE or --kube, not both');
+    const spec = ['max-unavailable', 'failure-budget', 'paused', ...Object.keys(SOURCE_FLAGS)].filter(
+      (k) => k !== 'targets' && k !== 'help' && values[k] !== undefined,
+    );
+    if (spec.length > 0)
+      throw new UsageError(`--${spec[0]}: not with --kube (each GatewayKey's spec says it)`);
+    const { runKubeReconcile } = await import('./reconcile-kube.ts');
+    return runKubeReconcile(
+      {
+        namespace: str('namespace'),
+        kubeconfig: str('kubeconfig'),
+        json: output === 'json',
+        deadlineMs,
+        pollIntervalMs,
+        retries,
+        concurrency: overrides.concurrency,
+      },
+      io,
+      deps.signal ? { signal: deps.signal } : {},
+    );
+  }
+  if (values.namespace !== undefined || values.kubeconfig !== undefined)
+    throw new UsageError('--namespace and --kubeconfig need --kube');
 
   let prepared: Prepared;
   try {

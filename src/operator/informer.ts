@@ -27,6 +27,9 @@ export interface InformerOptions<T extends Cached> {
   onRestart?: (reason: string) => void;
 }
 
+/** What a reader of a cache needs: the informer, or a one-shot snapshot of a single list. */
+export type CacheReader<T extends Cached> = Pick<Informer<T>, 'get' | 'list'>;
+
 type Index<T> = { fn: (obj: T) => string[]; map: Map<string, Set<string>> };
 
 /**

@@ -16,7 +16,7 @@ import {
   parseSpec,
   splitKey,
 } from './gateway-key.ts';
-import type { Informer } from './informer.ts';
+import type { CacheReader } from './informer.ts';
 import { type CachedPod, type CachedSecret, isKubeError, type KubeClient } from './kube-port.ts';
 import type { OperatorMetrics } from './metrics.ts';
 import { podTargets, selectorIsEmpty } from './pod-targets.ts';
@@ -41,9 +41,9 @@ export interface PassSettings {
 }
 
 export interface ReconcilerDeps {
-  gatewayKeys: Informer<CachedGatewayKey>;
-  secrets: Informer<CachedSecret>;
-  pods: Informer<CachedPod>;
+  gatewayKeys: CacheReader<CachedGatewayKey>;
+  secrets: CacheReader<CachedSecret>;
+  pods: CacheReader<CachedPod>;
   kube: KubeClient;
   log: Logger;
   now: () => number;

@@ -1,0 +1,229 @@
+// `keyroll reconcile --once --kube` as a real subprocess against the Kubernetes API test server and two
+// real controllers with stand-in gateways: converges, is a no-op when re-run, reports a Degraded
+// GatewayKey with exit 1, sends only what the keyroll-reconcile Role allows, and never prints a secret.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
+import { fingerprintEnv } from '../../src/fingerprint.ts';
+import {
+  type FleetMember,
+  KEYROLL_BIN,
+  readState,
+  startReadyMember,
+  stopMember,
+} from '../reconcile/support/fleet.ts';
+import { type RecordingProxy, startRecordingProxy } from '../reconcile/support/recording-proxy.ts';
+import { type FakeUpstream, startFakeUpstream } from '../support/fake-upstream.ts';
+import { type KubeApiServer, startKubeApiServer } from '../support/kube/index.ts';
+import { killAllTracked, spawnTracked } from '../support/processes.ts';
+import { node24, REPO_ROOT } from '../support/sandbox.ts';
+import {
+  condition,
+  createGatewayKey,
+  gatewayKeySpec,
+  gkStatus,
+  KEY_A,
+  KEY_B,
+  NS,
+  putPod,
+  putSecret,
+  TOKEN,
+} from './support.ts';
+
+const APP = 'gw-reconcile-kube';
+let server: KubeApiServer;
+let upstream: FakeUpstream;
+let members: FleetMember[] = [];
+let proxies: RecordingProxy[] = [];
+const outputs: string[] = [];
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the real CLI once (bounded) and keeps its output for the secret grep. */
+async function runOnce(extra: string[] = []): Promise<Run> {
+  const p = spawnTracked(
+    node24(),
+    [
+      KEYROLL_BIN,
+      'reconcile',
+      '--once',
+      '--kube',
+      '--kubeconfig',
+      server.kubeconfigPath,
+      '--namespace',
+      NS,
+      '--poll',
+      '100ms',
+      '--deadline',
+      '30s',
+      ...extra,
+    ],
+    { name: 'reconcile-kube', env: { ...process.env, KEYROLL_LOG_LEVEL: 'debug', KUBECONFIG: '' } },
+  );
+  let timer: NodeJS.Timeout | undefined;
+  const exit = await Promise.race([
+    p.exited,
+    new Promise<null>((resolve) => {
+      timer = setTimeout(() => resolve(null), 90_000);
+    }),
+  ]);
+  clearTimeout(timer);
+  if (!exit) {
+    await p.stop('SIGKILL', 5_000);
+    throw new Error(`reconcile --kube did not exit within 90 s:\n${p.lines.slice(-20).join('\n')}`);
+  }
+  const run = { code: exit.code, stdout: p.stdoutLines.join('\n'), stderr: p.stderrLines.join('\n') };
+  outputs.push(run.stdout, run.stderr);
+  return run;
+}
+
+async function pids(): Promise<Array<number | null | undefined>> {
+  return Promise.all(members.map(async (m) => (await readState(m))?.gateway.pid));
+}
+
+function posts(): number {
+  return proxies.reduce((n, p) => n + p.requests.filter((r) => r.method !== 'GET').length, 0);
+}
+
+beforeAll(async () => {
+  server = await startKubeApiServer({ crdPaths: ['manifests/crd/gatewaykey.yaml'] });
+  upstream = await startFakeUpstream({ keys: [KEY_A, KEY_B] });
+  members = await Promise.all(
+    [0, 1].map((i) =>
+      startReadyMember(
+        'stand-in',
+        { name: `rk-${i}`, token: TOKEN, key: KEY_A, upstreamBaseUrl: upstream.baseUrl },
+        30_000,
+      ),
+    ),
+  );
+  // A recording proxy in front of each controller proves which requests the Job sent.
+  proxies = await Promise.all(members.map((m) => startRecordingProxy(m.url)));
+  putSecret(server, 'gateway-token', { OPENCLAW_GATEWAY_TOKEN: TOKEN });
+  putSecret(server, 'kilocode-key', { KILOCODE_API_KEY: KEY_B }, { 'keyroll.dev/version': 'v2' });
+  proxies.forEach((p, i) => {
+    putPod(server, `gw-${i}`, { app: APP }, Number(new URL(p.url).port));
+  });
+  await createGatewayKey(server, 'rotate', gatewayKeySpec({ app: APP }));
+}, 90_000);
+
+afterAll(async () => {
+  await Promise.all(members.map((m) => stopMember(m).catch(() => {})));
+  await killAllTracked();
+  await Promise.all(proxies.map((p) => p.close().catch(() => {})));
+  await upstream?.close();
+  await server?.close();
+});
+
+describe('keyroll reconcile --once --kube', () => {
+  it('delivers the Secret’s key to every selected gateway, proves it, exits 0 and writes status Ready', async () => {
+    const before = await pids();
+    const run = await runOnce();
+    expect(run.stderr).not.toMatch(/Unknown option/);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('rotate: converged 2/2');
+
+    const want = fingerprintEnv(TOKEN, { KILOCODE_API_KEY: KEY_B });
+    const after = await Promise.all(members.map((m) => readState(m)));
+    for (const [i, st] of after.entries()) {
+      expect(st?.key.envHash).toBe(want);
+      expect(st?.gateway.pid).toEqual(expect.any(Number));
+      expect(st?.gateway.pid).not.toBe(before[i]);
+    }
+    expect(posts()).toBeGreaterThanOrEqual(2);
+
+    const s = gkStatus(server, 'rotate');
+    expect(condition(s, 'Ready')?.status).toBe('True');
+    expect(s.desiredVersion).toBe('v2');
+    expect(s.targets).toEqual({ total: 2, converged: 2, progressing: 0, failed: 0 });
+    const rotated = server.hooks
+      .objects('events', NS)
+      .filter((e) => (e as { reason?: string }).reason === 'KeyRotated');
+    expect(rotated.length).toBeGreaterThan(0);
+  }, 120_000);
+
+  it('a second run changes nothing: exit 0, no POST to any controller, same PIDs', async () => {
+    const before = await pids();
+    const postsBefore = posts();
+    const run = await runOnce(['--json']);
+    expect(run.code).toBe(0);
+    const report = JSON.parse(run.stdout) as {
+      namespace: string;
+      converged: boolean;
+      gatewayKeys: Array<{ name: string; converged: boolean; targets: { total: number; converged: number } }>;
+    };
+    expect(report.namespace).toBe(NS);
+    expect(report.converged).toBe(true);
+    expect(report.gatewayKeys).toEqual([
+      expect.objectContaining({
+        name: 'rotate',
+        converged: true,
+        targets: expect.objectContaining({ total: 2, converged: 2 }),
+      }),
+    ]);
+    expect(posts()).toBe(postsBefore);
+    expect(await pids()).toEqual(before);
+  }, 120_000);
+
+  it('a GatewayKey whose Secret is missing: exit 1 with the reason, status Degraded; the others still converge', async () => {
+    await createGatewayKey(server, 'orphan', gatewayKeySpec({ app: 'gw-none', secret: 'no-such-key' }));
+    const run = await runOnce();
+    expect(run.code).toBe(1);
+    expect(run.stdout).toContain('rotate: converged 2/2');
+    expect(run.stdout).toMatch(/orphan: not converged 0\/0: SecretNotFound: .*no-such-key not found/);
+    const s = gkStatus(server, 'orphan');
+    expect(condition(s, 'Degraded')).toMatchObject({ status: 'True', reason: 'SecretNotFound' });
+    expect(condition(s, 'Ready')?.status).toBe('False');
+  }, 120_000);
+
+  it('RBAC: every request the run sent is allowed by the keyroll-reconcile Role', () => {
+    const docs = parseAllDocuments(readFileSync(join(REPO_ROOT, 'manifests/base/rbac.yaml'), 'utf8')).map(
+      (d) => d.toJSON(),
+    );
+    const role = docs.find((d) => d?.kind === 'Role' && d?.metadata?.name === 'keyroll-reconcile') as {
+      rules: Array<{ apiGroups: string[]; resources: string[]; verbs: string[] }>;
+    };
+    const allowed = new Set<string>();
+    for (const r of role.rules)
+      for (const g of r.apiGroups)
+        for (const res of r.resources) for (const v of r.verbs) allowed.add(`${g}|${res}|${v}`);
+    const sent = new Set<string>();
+    for (const e of server.hooks.requestLog()) {
+      if (!e.userAgent.startsWith('keyroll-reconcile/') || !e.resource) continue;
+      sent.add(`${e.group}|${e.subresource ? `${e.resource}/${e.subresource}` : e.resource}|${e.verb}`);
+    }
+    expect([...sent].filter((s) => !allowed.has(s))).toEqual([]);
+    for (const must of [
+      'keyroll.dev|gatewaykeys|list',
+      'keyroll.dev|gatewaykeys/status|update',
+      '|secrets|list',
+      '|pods|list',
+      '|events|create',
+    ]) {
+      expect(sent).toContain(must);
+    }
+  });
+
+  it('--kube and --targets together are a usage error (exit 2)', async () => {
+    const run = await runOnce(['--targets', 'fleet.yaml']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('--targets FILE or --kube, not both');
+  }, 30_000);
+
+  it('no key or token in any output', () => {
+    expect(outputs.join('').length).toBeGreaterThan(0);
+    const needles = [
+      KEY_A,
+      KEY_B,
+      TOKEN,
+      Buffer.from(KEY_B).toString('base64'),
+      Buffer.from(TOKEN).toString('base64'),
+    ];
+    for (const t of outputs) for (const n of needles) expect(t.includes(n)).toBe(false);
+  });
+});
