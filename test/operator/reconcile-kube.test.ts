@@ -181,6 +181,34 @@ describe('keyroll reconcile --once --kube', () => {
     expect(condition(s, 'Ready')?.status).toBe('False');
   }, 120_000);
 
+  it('an API error is exit 2 with a clear message: a denied list, a denied status write', async () => {
+    const removeList = server.hooks.injectFailure({ verb: 'list', resource: 'pods', code: 403 });
+    try {
+      const run = await runOnce();
+      expect(run.code).toBe(2);
+      expect(run.stderr).toMatch(/keyroll reconcile: namespace default: .*pods.*keyroll-reconcile Role/);
+      expect(run.stdout).toBe('');
+    } finally {
+      removeList();
+    }
+    // Make the orphan's status change (its Secret now exists but lacks the key) so a write is due.
+    putSecret(server, 'no-such-key', { OTHER: 'x' });
+    const removeStatus = server.hooks.injectFailure({
+      verb: 'update',
+      resource: 'gatewaykeys',
+      subresource: 'status',
+      code: 403,
+    });
+    try {
+      const run = await runOnce();
+      expect(run.code).toBe(2);
+      expect(run.stdout).toContain('rotate: converged 2/2');
+      expect(run.stdout).toMatch(/orphan: error: PUT gatewaykey default\/orphan status/);
+    } finally {
+      removeStatus();
+    }
+  }, 120_000);
+
   it('RBAC: every request the run sent is allowed by the keyroll-reconcile Role', () => {
     const docs = parseAllDocuments(readFileSync(join(REPO_ROOT, 'manifests/base/rbac.yaml'), 'utf8')).map(
       (d) => d.toJSON(),
