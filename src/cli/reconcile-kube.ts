@@ -2,8 +2,13 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { createLogger, type Logger, SecretRegistry } from '../log.ts';
-import type { GatewayKeyStatus } from '../operator/gateway-key.ts';
-import { type CachedGatewayKey, objectKey, parseGatewayKey, parseStatus } from '../operator/gateway-key.ts';
+import {
+  type CachedGatewayKey,
+  type GatewayKeyStatus,
+  objectKey,
+  parseGatewayKey,
+  parseStatus,
+} from '../operator/gateway-key.ts';
 import type { Cached, CacheReader } from '../operator/informer.ts';
 import { defaultNamespace, kubeAdapter, loadKubeConfig } from '../operator/kube.ts';
 import {
