@@ -116,7 +116,11 @@ describe('real OpenClaw gateway (harness)', () => {
       await waitForReady(port, gw.proc, GATEWAY_READY_TIMEOUT_MS);
       const again = await chat(port, TOKEN);
       expect(again.status).toBe(200);
-      expect(up.chatRequests().map((q) => q.key)).toEqual([KEY_A, KEY_A]);
+      // The gateway may retry a request that straddled its in-process restart (seen once in CI:
+      // three upstream requests for two chats); what matters is that every one carried A.
+      const keys = up.chatRequests().map((q) => q.key);
+      expect(keys.length).toBeGreaterThanOrEqual(2);
+      expect(new Set(keys)).toEqual(new Set([KEY_A]));
       expect(gw.proc.exitInfo()).toBeNull();
 
       expect(await gw.stop()).toEqual({ code: 0, signal: null });
