@@ -10,10 +10,9 @@ import { createLogger, SecretRegistry } from '../log.ts';
 import { type Clock, systemClock } from '../reconcile/clock.ts';
 import { parseDuration } from '../reconcile/duration.ts';
 import { DEFAULT_RETRY } from '../reconcile/retry.ts';
-import { fileKeySource } from '../reconcile/sources/file-source.ts';
-import { httpKeySource } from '../reconcile/sources/http-source.ts';
 import type { KeySource } from '../reconcile/sources/key-source.ts';
-import { ConfigError, resolveToken, type SourceConfig, SourceConfigSchema } from '../reconcile/targets.ts';
+import { ConfigError, resolveToken, type SourceConfig } from '../reconcile/targets.ts';
+import { buildKeySource, SOURCE_FLAG_OPTIONS, sourceFromFlags } from './source-flags.ts';
 import { EXIT_NOT_DONE, EXIT_OK, EXIT_USAGE, type Io, parseFlags, UsageError } from './usage.ts';
 
 const USAGE = `Usage: keyroll fly --app APP [--once | --dry-run] [source flags] [options]
@@ -90,13 +89,7 @@ const FLAGS = {
   'controller-token-file': { type: 'string' },
   'request-timeout': { type: 'string' },
   'fly-api-url': { type: 'string' },
-  'source-file': { type: 'string' },
-  'source-key-name': { type: 'string' },
-  'source-url': { type: 'string' },
-  'source-token-file': { type: 'string' },
-  'source-token-env': { type: 'string' },
-  'mint-url': { type: 'string' },
-  'refresh-before': { type: 'string' },
+  ...SOURCE_FLAG_OPTIONS,
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -214,60 +207,9 @@ function parseConfig(values: Values, env: NodeJS.ProcessEnv): FlyConfig {
 }
 
 function sourceConfig(v: Values): SourceConfig {
-  const s = (k: string) => (typeof v[k] === 'string' ? (v[k] as string) : undefined);
-  if (s('source-file') && s('source-url'))
-    throw new UsageError('give --source-file or --source-url, not both');
-  let raw: unknown;
-  if (s('source-file')) {
-    raw = {
-      file: { path: s('source-file'), ...(s('source-key-name') ? { keyName: s('source-key-name') } : {}) },
-    };
-  } else if (s('source-url')) {
-    raw = {
-      http: {
-        url: s('source-url'),
-        ...(s('source-token-file') ? { tokenFile: s('source-token-file') } : {}),
-        ...(s('source-token-env') ? { tokenEnv: s('source-token-env') } : {}),
-        ...(s('mint-url') ? { mintUrl: s('mint-url') } : {}),
-        ...(s('refresh-before') ? { refreshBefore: s('refresh-before') } : {}),
-      },
-    };
-  } else {
-    throw new UsageError('a key source is required: --source-file PATH or --source-url URL');
-  }
-  const parsed = SourceConfigSchema.safeParse(raw);
-  if (!parsed.success) {
-    throw new UsageError(
-      `source flags: ${parsed.error.issues.map((i) => `${i.path.slice(1).join('.') || 'source'}: ${i.message}`).join('; ')}`,
-    );
-  }
-  return parsed.data;
-}
-
-async function buildSource(
-  cfg: SourceConfig,
-  env: NodeJS.ProcessEnv,
-  envVar: string,
-  clock: Clock,
-  secrets: SecretRegistry,
-): Promise<KeySource> {
-  if ('file' in cfg) return fileKeySource({ path: cfg.file.path, keyName: cfg.file.keyName ?? envVar });
-  const h = cfg.http;
-  const token = await resolveToken(
-    { env: h.tokenEnv, file: h.tokenFile },
-    env,
-    process.cwd(),
-    'source token',
-  );
-  secrets.add(token);
-  return httpKeySource({
-    url: h.url,
-    token,
-    ...(h.mintUrl ? { mintUrl: h.mintUrl } : {}),
-    ...(h.refreshBefore !== undefined ? { refreshBeforeMs: h.refreshBefore } : {}),
-    ...(h.timeout !== undefined ? { timeoutMs: h.timeout } : {}),
-    clock,
-  });
+  const source = sourceFromFlags(v);
+  if (!source) throw new UsageError('a key source is required: --source-file PATH or --source-url URL');
+  return source;
 }
 
 function exitFor(p: FlyPassResult): number {
@@ -301,7 +243,13 @@ export async function runFly(argv: string[], io: Io, deps: FlyDeps = {}): Promis
   let keySource: KeySource;
   let token: string;
   try {
-    keySource = await buildSource(source, io.env, cfg['env-var'], clock, secrets);
+    keySource = await buildKeySource(source, {
+      env: io.env,
+      baseDir: process.cwd(),
+      envVar: cfg['env-var'],
+      clock,
+      secrets,
+    });
     token = cfg['controller-token-file']
       ? await resolveToken(
           { file: cfg['controller-token-file'] },

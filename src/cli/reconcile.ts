@@ -10,18 +10,9 @@ import type { Target } from '../reconcile/reconcile-target.ts';
 import { renderDiff, renderJson, renderReconcile } from '../reconcile/report.ts';
 import { DEFAULT_RETRY } from '../reconcile/retry.ts';
 import { type PassResult, runPass } from '../reconcile/rollout.ts';
-import { fileKeySource } from '../reconcile/sources/file-source.ts';
-import { httpKeySource } from '../reconcile/sources/http-source.ts';
 import { type KeySource, KeySourceError } from '../reconcile/sources/key-source.ts';
-import {
-  ConfigError,
-  loadTargetsFile,
-  resolvePath,
-  resolveToken,
-  type SourceConfig,
-  SourceConfigSchema,
-  type TargetsFile,
-} from '../reconcile/targets.ts';
+import { ConfigError, loadTargetsFile, resolveToken, type TargetsFile } from '../reconcile/targets.ts';
+import { buildKeySource, SOURCE_FLAG_OPTIONS, type SourceFlags, sourceFromFlags } from './source-flags.ts';
 import { EXIT_NOT_DONE, EXIT_OK, EXIT_USAGE, type Io, parseFlags, UsageError } from './usage.ts';
 
 const SOURCE_HELP = `Key source (overrides the targets file's \`source:\`):
@@ -79,13 +70,7 @@ Exit: 0 no drift, 1 drift (or a target unreachable), 2 error (usage, targets, so
 
 const SOURCE_FLAGS = {
   targets: { type: 'string' },
-  'source-file': { type: 'string' },
-  'source-key-name': { type: 'string' },
-  'source-url': { type: 'string' },
-  'source-token-file': { type: 'string' },
-  'source-token-env': { type: 'string' },
-  'mint-url': { type: 'string' },
-  'refresh-before': { type: 'string' },
+  ...SOURCE_FLAG_OPTIONS,
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -93,70 +78,6 @@ const SOURCE_FLAGS = {
 export interface ReconcileDeps {
   clock?: Clock;
   signal?: AbortSignal;
-}
-
-type SourceFlags = {
-  'source-file'?: string | undefined;
-  'source-key-name'?: string | undefined;
-  'source-url'?: string | undefined;
-  'source-token-file'?: string | undefined;
-  'source-token-env'?: string | undefined;
-  'mint-url'?: string | undefined;
-  'refresh-before'?: string | undefined;
-};
-
-function sourceFromFlags(v: SourceFlags): SourceConfig | undefined {
-  if (v['source-file'] && v['source-url'])
-    throw new UsageError('give --source-file or --source-url, not both');
-  let raw: unknown;
-  if (v['source-file']) {
-    raw = {
-      file: { path: v['source-file'], ...(v['source-key-name'] ? { keyName: v['source-key-name'] } : {}) },
-    };
-  } else if (v['source-url']) {
-    raw = {
-      http: {
-        url: v['source-url'],
-        ...(v['source-token-file'] ? { tokenFile: v['source-token-file'] } : {}),
-        ...(v['source-token-env'] ? { tokenEnv: v['source-token-env'] } : {}),
-        ...(v['mint-url'] ? { mintUrl: v['mint-url'] } : {}),
-        ...(v['refresh-before'] ? { refreshBefore: v['refresh-before'] } : {}),
-      },
-    };
-  } else {
-    return undefined;
-  }
-  const parsed = SourceConfigSchema.safeParse(raw);
-  if (!parsed.success) {
-    throw new UsageError(
-      `source flags: ${parsed.error.issues.map((i) => `${i.path.slice(1).join('.') || 'source'}: ${i.message}`).join('; ')}`,
-    );
-  }
-  return parsed.data;
-}
-
-async function buildSource(
-  cfg: SourceConfig,
-  env: NodeJS.ProcessEnv,
-  baseDir: string,
-  envVar: string,
-  clock: Clock,
-  secrets: SecretRegistry,
-): Promise<KeySource> {
-  if ('file' in cfg) {
-    return fileKeySource({ path: resolvePath(baseDir, cfg.file.path), keyName: cfg.file.keyName ?? envVar });
-  }
-  const h = cfg.http;
-  const token = await resolveToken({ env: h.tokenEnv, file: h.tokenFile }, env, baseDir, 'source.http.token');
-  secrets.add(token);
-  return httpKeySource({
-    url: h.url,
-    token,
-    ...(h.mintUrl ? { mintUrl: h.mintUrl } : {}),
-    ...(h.refreshBefore !== undefined ? { refreshBeforeMs: h.refreshBefore } : {}),
-    ...(h.timeout !== undefined ? { timeoutMs: h.timeout } : {}),
-    clock,
-  });
 }
 
 function positiveInt(name: string, v: string | undefined): number | undefined {
@@ -208,7 +129,13 @@ async function prepare(
     throw new UsageError(
       'no key source: add `source:` to the targets file or pass --source-file/--source-url',
     );
-  const source = await buildSource(cfg, io.env, baseDir, file.defaults.envVar, clock, secrets);
+  const source = await buildKeySource(cfg, {
+    env: io.env,
+    baseDir,
+    envVar: file.defaults.envVar,
+    clock,
+    secrets,
+  });
   const targets: Target[] = [];
   for (const [i, t] of file.targets.entries()) {
     const token = await resolveToken(t.token, io.env, baseDir, `targets[${i}].token (${t.name})`);
