@@ -5,6 +5,7 @@ import { EnvStore } from '../controller/env-store.ts';
 import { FILE_PROVIDER_ALIAS } from '../controller/openclaw-config.ts';
 import { createProfilePort } from '../controller/profiles-adapter.ts';
 import { createLogger, SecretRegistry } from '../log.ts';
+import { untilSignalled } from './signals.ts';
 import type { Io } from './usage.ts';
 
 export async function run(argv: string[], io: Io): Promise<number> {
@@ -38,25 +39,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
     }),
   });
 
-  return new Promise<number>((resolve) => {
-    let signalled = false;
-    const onSignal = (sig: NodeJS.Signals) => {
-      if (signalled) return;
-      signalled = true;
-      log.info({ signal: sig }, 'Signal received');
-      controller.shutdown().then(
-        () => resolve(0),
-        (err: unknown) => {
-          log.error({ err: err instanceof Error ? err.message : String(err) }, 'Shutdown failed');
-          resolve(1);
-        },
-      );
-    };
-    // `on`, not `once`: a second signal during shutdown must not kill us with the default action
-    // and orphan a gateway that is still stopping.
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-    // Backstop for an exit we did not plan (an uncaught error): the gateway's group goes with us.
-    process.on('exit', () => controller.supervisor.killNow());
-  });
+  // Backstop for an exit we did not plan (an uncaught error): the gateway's group goes with us.
+  process.on('exit', () => controller.supervisor.killNow());
+  return untilSignalled(log, () => controller.shutdown());
 }

@@ -5,6 +5,7 @@ import { OperatorConfigError, parseOperatorConfig } from '../operator/config.ts'
 import { defaultNamespace, kubeAdapter, loadKubeConfig } from '../operator/kube.ts';
 import { startOperator } from '../operator/operator.ts';
 import { VERSION } from '../version.ts';
+import { untilSignalled } from './signals.ts';
 import { type Io, parseFlags, UsageError } from './usage.ts';
 
 export const OPERATOR_USAGE = `Usage: keyroll operator [flags]
@@ -103,21 +104,5 @@ export async function run(argv: string[], io: Io): Promise<number> {
     `keyroll operator: namespace ${namespace}, identity ${config.identity}, metrics on port ${operator.port}\n`,
   );
 
-  return new Promise<number>((resolve) => {
-    let signalled = false;
-    const onSignal = (sig: NodeJS.Signals) => {
-      if (signalled) return;
-      signalled = true;
-      log.info({ signal: sig }, 'Signal received');
-      operator.stop().then(
-        () => resolve(0),
-        (err: unknown) => {
-          log.error({ error: err instanceof Error ? err.message : String(err) }, 'Shutdown failed');
-          resolve(1);
-        },
-      );
-    };
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
-  });
+  return untilSignalled(log, () => operator.stop());
 }
