@@ -168,6 +168,68 @@ function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** The client and namespace a `--kube` command works on; an exit code when the kubeconfig is unusable. */
+export function connectKube(
+  command: 'reconcile' | 'diff',
+  opts: { namespace?: string | undefined; kubeconfig?: string | undefined },
+  io: Io,
+  err: (text: string) => void,
+  injected: KubeClient | undefined,
+  requestTimeoutMs: number,
+): { kube: KubeClient; namespace: string } | number {
+  let kube = injected;
+  let namespace = opts.namespace ?? io.env.KEYROLL_NAMESPACE;
+  if (!kube || !namespace) {
+    const path = opts.kubeconfig ?? io.env.KUBECONFIG;
+    let kc: ReturnType<typeof loadKubeConfig>;
+    try {
+      kc = loadKubeConfig(path || undefined);
+    } catch (e) {
+      err(`keyroll ${command}: cannot load the kubeconfig${path ? ` ${path}` : ''}: ${message(e)}\n`);
+      return EXIT_USAGE;
+    }
+    namespace ??= defaultNamespace(kc, io.env);
+    kube ??= kubeAdapter(kc, {
+      kubeconfigPath: path || undefined,
+      requestTimeoutMs,
+      userAgent: `keyroll-${command}/${VERSION}`,
+    });
+  }
+  if (!NAMESPACE_RE.test(namespace))
+    throw new UsageError(`--namespace: expected a namespace name, got '${namespace}'`);
+  return { kube, namespace };
+}
+
+export interface NamespaceSnapshot {
+  gatewayKeys: CachedGatewayKey[];
+  /** Only the Secrets labelled as key sources: all the operator may read. */
+  secrets: CachedSecret[];
+  pods: CachedPod[];
+}
+
+/** One list of each resource the reconciler reads (list verbs only); an exit code when the API refuses. */
+export async function listNamespace(
+  command: 'reconcile' | 'diff',
+  kube: KubeClient,
+  namespace: string,
+  signal: AbortSignal,
+  log: Logger,
+  err: (text: string) => void,
+): Promise<NamespaceSnapshot | number> {
+  try {
+    const [gatewayKeys, secrets, pods] = await Promise.all([
+      listAll(kube, 'gatewaykeys', namespace, {}, parseGatewayKey, signal, log),
+      listAll(kube, 'secrets', namespace, { labelSelector: SECRET_LABEL_SELECTOR }, parseSecret, signal, log),
+      listAll(kube, 'pods', namespace, {}, parsePod, signal, log),
+    ]);
+    return { gatewayKeys, secrets, pods };
+  } catch (e) {
+    const hint = isKubeError(e, 403) ? ' (check the keyroll-reconcile Role in manifests/base/rbac.yaml)' : '';
+    err(`keyroll ${command}: namespace ${namespace}: ${message(e)}${hint}\n`);
+    return EXIT_USAGE;
+  }
+}
+
 export async function runKubeReconcile(
   opts: KubeReconcileOptions,
   io: Io,
@@ -185,26 +247,9 @@ export async function runKubeReconcile(
   }).child({ command: 'reconcile', mode: 'kube' });
 
   const requestTimeoutMs = opts.requestTimeoutMs ?? 10_000;
-  let kube = deps.kube;
-  let namespace = opts.namespace ?? io.env.KEYROLL_NAMESPACE;
-  if (!kube || !namespace) {
-    const path = opts.kubeconfig ?? io.env.KUBECONFIG;
-    let kc: ReturnType<typeof loadKubeConfig>;
-    try {
-      kc = loadKubeConfig(path || undefined);
-    } catch (e) {
-      err(`keyroll reconcile: cannot load the kubeconfig${path ? ` ${path}` : ''}: ${message(e)}\n`);
-      return EXIT_USAGE;
-    }
-    namespace ??= defaultNamespace(kc, io.env);
-    kube ??= kubeAdapter(kc, {
-      kubeconfigPath: path || undefined,
-      requestTimeoutMs,
-      userAgent: `keyroll-reconcile/${VERSION}`,
-    });
-  }
-  if (!NAMESPACE_RE.test(namespace))
-    throw new UsageError(`--namespace: expected a namespace name, got '${namespace}'`);
+  const conn = connectKube('reconcile', opts, io, err, deps.kube, requestTimeoutMs);
+  if (typeof conn === 'number') return conn;
+  const { kube, namespace } = conn;
 
   const abort = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => abort.abort(new Error(`interrupted by ${sig}`));
@@ -212,30 +257,9 @@ export async function runKubeReconcile(
   process.once('SIGTERM', onSignal);
   const signal = deps.signal ? AbortSignal.any([deps.signal, abort.signal]) : abort.signal;
   try {
-    let gatewayKeys: CachedGatewayKey[];
-    let secretList: CachedSecret[];
-    let pods: CachedPod[];
-    try {
-      [gatewayKeys, secretList, pods] = await Promise.all([
-        listAll(kube, 'gatewaykeys', namespace, {}, parseGatewayKey, signal, log),
-        listAll(
-          kube,
-          'secrets',
-          namespace,
-          { labelSelector: SECRET_LABEL_SELECTOR },
-          parseSecret,
-          signal,
-          log,
-        ),
-        listAll(kube, 'pods', namespace, {}, parsePod, signal, log),
-      ]);
-    } catch (e) {
-      const hint = isKubeError(e, 403)
-        ? ' (check the keyroll-reconcile Role in manifests/base/rbac.yaml)'
-        : '';
-      err(`keyroll reconcile: namespace ${namespace}: ${message(e)}${hint}\n`);
-      return EXIT_USAGE;
-    }
+    const snapshot = await listNamespace('reconcile', kube, namespace, signal, log, err);
+    if (typeof snapshot === 'number') return snapshot;
+    const { gatewayKeys, secrets: secretList, pods } = snapshot;
     log.info(
       { namespace, gatewayKeys: gatewayKeys.length, secrets: secretList.length, pods: pods.length },
       'Listed the namespace',

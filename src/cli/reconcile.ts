@@ -55,17 +55,24 @@ Exit: 0 all converged, 1 some not converged (or paused with drift, or a GatewayK
 `;
 
 const DIFF_USAGE = `Usage: keyroll diff --targets FILE [source flags] [--output text|json]
+       keyroll diff --kube [--namespace NS] [--kubeconfig PATH] [--output text|json]
 
 Dry run of the same pipeline: observes every target (GET /_kilo/state only, never a change) and
 prints observed vs desired per target like a unified diff, with the actions a reconcile would take.
 
   --targets FILE            targets file (YAML or JSON); see docs/reconcile.md
+  --kube                    instead of a targets file: every GatewayKey in the namespace (key from
+                            its Secret, targets from its pod selector); lists only, writes no status
+                            or Event; a missing Secret, key or token or an invalid spec is drift
+  --namespace NS            with --kube [KEYROLL_NAMESPACE] (default as for reconcile --kube)
+  --kubeconfig PATH         with --kube [KUBECONFIG] (default: in-cluster service account)
   --output text|json        default text
   --retries N               retries per GET (default ${DEFAULT_RETRY.retries})
 
 ${SOURCE_HELP}
+  (not with --kube)
 
-Exit: 0 no drift, 1 drift (or a target unreachable), 2 error (usage, targets, source).
+Exit: 0 no drift, 1 drift (or a target unreachable), 2 error (usage, targets, source, Kubernetes API).
 `;
 
 const SOURCE_FLAGS = {
@@ -177,7 +184,13 @@ async function runCommand(
           namespace: { type: 'string' },
           kubeconfig: { type: 'string' },
         }
-      : { output: { type: 'string' }, retries: { type: 'string' } };
+      : {
+          output: { type: 'string' },
+          retries: { type: 'string' },
+          kube: { type: 'boolean' },
+          namespace: { type: 'string' },
+          kubeconfig: { type: 'string' },
+        };
   const { values: v } = parseFlags(argv, { ...SOURCE_FLAGS, ...extra });
   const values = v as Record<string, string | boolean | undefined>;
   const str = (k: string) => (typeof values[k] === 'string' ? (values[k] as string) : undefined);
@@ -207,6 +220,14 @@ async function runCommand(
     );
     if (spec.length > 0)
       throw new UsageError(`--${spec[0]}: not with --kube (each GatewayKey's spec says it)`);
+    if (kind === 'diff') {
+      const { runKubeDiff } = await import('./diff-kube.ts');
+      return runKubeDiff(
+        { namespace: str('namespace'), kubeconfig: str('kubeconfig'), json: output === 'json', retries },
+        io,
+        deps.signal ? { signal: deps.signal } : {},
+      );
+    }
     const { runKubeReconcile } = await import('./reconcile-kube.ts');
     return runKubeReconcile(
       {
