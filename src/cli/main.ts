@@ -8,8 +8,8 @@ Usage: keyroll <command> [flags]
 Commands:
   controller   in-pod controller: bootstrap, supervise the gateway, serve /_kilo/*
   profiles     scan | migrate OpenClaw auth-profile stores offline
-  reconcile    one reconcile pass over all targets (--once)
-  diff         dry-run diff report of desired vs observed state; writes nothing
+  reconcile    one reconcile pass over all targets (--once; --targets FILE or --kube)
+  diff         dry-run diff report (--targets FILE or --kube); writes nothing
   operator     Kubernetes operator for GatewayKey resources (leader-elected)
   fly          reconcile loop over the machines of a Fly app
 
