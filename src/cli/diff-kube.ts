@@ -1,7 +1,7 @@
 // Owns `keyroll diff --kube`: one snapshot of the namespace → a dry-run pass per GatewayKey → diff report and exit code; writes nothing.
-import { createLogger, SecretRegistry } from '../log.ts';
+import { SecretRegistry } from '../log.ts';
 import { type CachedGatewayKey, KEY_SOURCE_LABEL, parseSpec } from '../operator/gateway-key.ts';
-import type { CachedSecret, KubeClient } from '../operator/kube-port.ts';
+import { decodeSecretValue, type KubeClient } from '../operator/kube-port.ts';
 import { podTargets, selectorIsEmpty } from '../operator/pod-targets.ts';
 import { systemClock } from '../reconcile/clock.ts';
 import { httpControllerClient } from '../reconcile/controller-client.ts';
@@ -10,7 +10,14 @@ import { DEFAULT_RETRY } from '../reconcile/retry.ts';
 import { type PassResult, runPass } from '../reconcile/rollout.ts';
 import { KeySourceError } from '../reconcile/sources/key-source.ts';
 import { type SecretReader, secretKeySource } from '../reconcile/sources/secret-source.ts';
-import { connectKube, listNamespace, snapshotCache } from './reconcile-kube.ts';
+import {
+  connectKube,
+  interruptible,
+  listNamespace,
+  message,
+  scrubbedOutput,
+  snapshotCache,
+} from './reconcile-kube.ts';
 import { EXIT_NOT_DONE, EXIT_OK, EXIT_USAGE, type Io } from './usage.ts';
 
 export interface KubeDiffOptions {
@@ -44,18 +51,6 @@ export interface GatewayKeyDiff {
 /** A dry run never waits for a gateway: nothing is sent, so there is nothing to verify. */
 const DRY_DEADLINE_MS = 30_000;
 
-function message(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-/** Same decoding as the operator's reconciler: base64, trailing whitespace dropped, empty = absent. */
-function decode(secret: CachedSecret, dataKey: string): string | null {
-  const b64 = secret.data[dataKey];
-  if (b64 === undefined) return null;
-  const v = Buffer.from(b64, 'base64').toString('utf8').replace(/\s+$/, '');
-  return v.length > 0 ? v : null;
-}
-
 function missing(ns: string, name: string): string {
   return `Secret ${ns}/${name} not found (keyroll sees only Secrets labelled ${KEY_SOURCE_LABEL}=true)`;
 }
@@ -79,25 +74,13 @@ export function renderKubeDiff(namespace: string, diffs: readonly GatewayKeyDiff
 
 export async function runKubeDiff(opts: KubeDiffOptions, io: Io, deps: KubeDiffDeps = {}): Promise<number> {
   const secrets = new SecretRegistry();
-  // Every byte the command prints passes the registry: a key or token in an error message is
-  // replaced before it leaves the process.
-  const out = (t: string) => io.stdout(secrets.scrub(t));
-  const err = (t: string) => io.stderr(secrets.scrub(t));
-  const log = createLogger({
-    level: io.env.KEYROLL_LOG_LEVEL ?? 'warn',
-    secrets,
-    destination: { write: (line: string) => err(line) },
-  }).child({ command: 'diff', mode: 'kube' });
+  const { out, err, log } = scrubbedOutput('diff', io, secrets);
 
   const conn = connectKube('diff', opts, io, err, deps.kube, opts.requestTimeoutMs ?? 10_000);
   if (typeof conn === 'number') return conn;
   const { kube, namespace } = conn;
 
-  const abort = new AbortController();
-  const onSignal = (sig: NodeJS.Signals) => abort.abort(new Error(`interrupted by ${sig}`));
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  const signal = deps.signal ? AbortSignal.any([deps.signal, abort.signal]) : abort.signal;
+  const { signal, dispose } = interruptible(deps.signal);
   try {
     const snapshot = await listNamespace('diff', kube, namespace, signal, log, err);
     if (typeof snapshot === 'number') return snapshot;
@@ -105,7 +88,7 @@ export async function runKubeDiff(opts: KubeDiffOptions, io: Io, deps: KubeDiffD
     // Register every value first, so even a section printed before its own Secret is read is scrubbed.
     for (const s of snapshot.secrets)
       for (const k of Object.keys(s.data)) {
-        const v = decode(s, k);
+        const v = decodeSecretValue(s, k);
         if (v !== null) secrets.add(v);
       }
     const reader: SecretReader = {
@@ -128,7 +111,7 @@ export async function runKubeDiff(opts: KubeDiffOptions, io: Io, deps: KubeDiffD
       const tokenSecret = secretCache.get(namespace, tokenRef.name);
       if (!tokenSecret)
         return drift(`SecretNotFound: spec.controllerTokenSecretRef: ${missing(namespace, tokenRef.name)}`);
-      const token = decode(tokenSecret, tokenRef.key);
+      const token = decodeSecretValue(tokenSecret, tokenRef.key);
       if (token === null)
         return drift(
           `TokenNotFound: spec.controllerTokenSecretRef: Secret ${namespace}/${tokenRef.name} has no non-empty key ${tokenRef.key}`,
@@ -204,7 +187,6 @@ export async function runKubeDiff(opts: KubeDiffOptions, io: Io, deps: KubeDiffD
     if (diffs.some((d) => d.error !== undefined)) return EXIT_USAGE;
     return diffs.some((d) => d.drift) ? EXIT_NOT_DONE : EXIT_OK;
   } finally {
-    process.removeListener('SIGINT', onSignal);
-    process.removeListener('SIGTERM', onSignal);
+    dispose();
   }
 }

@@ -164,7 +164,38 @@ async function listAll<T>(
   return out;
 }
 
-function message(err: unknown): string {
+/**
+ * What a one-shot `--kube` command prints through: stdout, stderr and a pino logger (to stderr),
+ * all scrubbed by `secrets`, so a key or token in an error message is replaced before it leaves
+ * the process.
+ */
+export function scrubbedOutput(command: string, io: Io, secrets: SecretRegistry) {
+  const out = (t: string) => io.stdout(secrets.scrub(t));
+  const err = (t: string) => io.stderr(secrets.scrub(t));
+  const log = createLogger({
+    level: io.env.KEYROLL_LOG_LEVEL ?? 'warn',
+    secrets,
+    destination: { write: (line: string) => err(line) },
+  }).child({ command, mode: 'kube' });
+  return { out, err, log };
+}
+
+/** A signal aborted by SIGINT/SIGTERM (or by `outer`); `dispose()` removes the listeners. */
+export function interruptible(outer?: AbortSignal): { signal: AbortSignal; dispose: () => void } {
+  const abort = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => abort.abort(new Error(`interrupted by ${sig}`));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  return {
+    signal: outer ? AbortSignal.any([outer, abort.signal]) : abort.signal,
+    dispose: () => {
+      process.removeListener('SIGINT', onSignal);
+      process.removeListener('SIGTERM', onSignal);
+    },
+  };
+}
+
+export function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
@@ -236,26 +267,14 @@ export async function runKubeReconcile(
   deps: KubeReconcileDeps = {},
 ): Promise<number> {
   const secrets = new SecretRegistry();
-  // Every byte the command prints passes the registry: a key or token in an error message is
-  // replaced before it leaves the process.
-  const out = (t: string) => io.stdout(secrets.scrub(t));
-  const err = (t: string) => io.stderr(secrets.scrub(t));
-  const log = createLogger({
-    level: io.env.KEYROLL_LOG_LEVEL ?? 'warn',
-    secrets,
-    destination: { write: (line: string) => err(line) },
-  }).child({ command: 'reconcile', mode: 'kube' });
+  const { out, err, log } = scrubbedOutput('reconcile', io, secrets);
 
   const requestTimeoutMs = opts.requestTimeoutMs ?? 10_000;
   const conn = connectKube('reconcile', opts, io, err, deps.kube, requestTimeoutMs);
   if (typeof conn === 'number') return conn;
   const { kube, namespace } = conn;
 
-  const abort = new AbortController();
-  const onSignal = (sig: NodeJS.Signals) => abort.abort(new Error(`interrupted by ${sig}`));
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  const signal = deps.signal ? AbortSignal.any([deps.signal, abort.signal]) : abort.signal;
+  const { signal, dispose } = interruptible(deps.signal);
   try {
     const snapshot = await listNamespace('reconcile', kube, namespace, signal, log, err);
     if (typeof snapshot === 'number') return snapshot;
@@ -329,7 +348,6 @@ export async function runKubeReconcile(
     if (outcomes.some((o) => o.error !== undefined)) return EXIT_USAGE;
     return outcomes.every((o) => o.converged) ? EXIT_OK : EXIT_NOT_DONE;
   } finally {
-    process.removeListener('SIGINT', onSignal);
-    process.removeListener('SIGTERM', onSignal);
+    dispose();
   }
 }

@@ -121,6 +121,14 @@ export function parseSecret(raw: unknown): CachedSecret | null {
 }
 
 /** A Pod as cached: only what target discovery reads. */
+/** A Secret's value as keyroll reads it: base64-decoded, trailing whitespace dropped, empty = absent. */
+export function decodeSecretValue(secret: CachedSecret, dataKey: string): string | null {
+  const b64 = secret.data[dataKey];
+  if (b64 === undefined) return null;
+  const v = Buffer.from(b64, 'base64').toString('utf8').replace(/\s+$/, '');
+  return v.length > 0 ? v : null;
+}
+
 export interface CachedPod {
   namespace: string;
   name: string;

@@ -17,7 +17,13 @@ import {
   splitKey,
 } from './gateway-key.ts';
 import type { CacheReader } from './informer.ts';
-import { type CachedPod, type CachedSecret, isKubeError, type KubeClient } from './kube-port.ts';
+import {
+  type CachedPod,
+  type CachedSecret,
+  decodeSecretValue,
+  isKubeError,
+  type KubeClient,
+} from './kube-port.ts';
 import type { OperatorMetrics } from './metrics.ts';
 import { podTargets, selectorIsEmpty } from './pod-targets.ts';
 import {
@@ -176,13 +182,6 @@ export function createReconciler(
     );
   }
 
-  function decode(secret: CachedSecret, dataKey: string): string | null {
-    const b64 = secret.data[dataKey];
-    if (b64 === undefined) return null;
-    const v = Buffer.from(b64, 'base64').toString('utf8').replace(/\s+$/, '');
-    return v.length > 0 ? v : null;
-  }
-
   function missing(ns: string, name: string): string {
     return `Secret ${ns}/${name} not found (the operator sees only Secrets labelled ${KEY_SOURCE_LABEL}=true)`;
   }
@@ -224,7 +223,7 @@ export function createReconciler(
       );
       return { requeueAfterMs: deps.missingSourceRequeueMs };
     }
-    const token = decode(tokenSecret, tokenRef.key);
+    const token = decodeSecretValue(tokenSecret, tokenRef.key);
     if (token === null) {
       await degrade(
         gk,
