@@ -6,19 +6,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
-import {
-  type FleetMember,
-  KEYROLL_BIN,
-  readState,
-  startReadyMember,
-  stopMember,
-} from '../reconcile/support/fleet.ts';
-import { type RecordingProxy, startRecordingProxy } from '../reconcile/support/recording-proxy.ts';
-import { type FakeUpstream, startFakeUpstream } from '../support/fake-upstream.ts';
+import { type FleetMember, readState } from '../reconcile/support/fleet.ts';
 import { type KubeApiServer, startKubeApiServer } from '../support/kube/index.ts';
-import { killAllTracked, spawnTracked } from '../support/processes.ts';
-import { node24, REPO_ROOT } from '../support/sandbox.ts';
+import { REPO_ROOT } from '../support/sandbox.ts';
 import {
+  type CliRun,
   condition,
   createGatewayKey,
   gatewayKeySpec,
@@ -26,30 +18,23 @@ import {
   KEY_A,
   KEY_B,
   NS,
-  putPod,
+  type ProxiedFleet,
   putSecret,
+  runKeyroll,
+  startProxiedFleet,
   TOKEN,
 } from './support.ts';
 
 const APP = 'gw-reconcile-kube';
 let server: KubeApiServer;
-let upstream: FakeUpstream;
+let fleet: ProxiedFleet;
 let members: FleetMember[] = [];
-let proxies: RecordingProxy[] = [];
 const outputs: string[] = [];
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs the real CLI once (bounded) and keeps its output for the secret grep. */
-async function runOnce(extra: string[] = []): Promise<Run> {
-  const p = spawnTracked(
-    node24(),
+async function runOnce(extra: string[] = []): Promise<CliRun> {
+  const run = await runKeyroll(
     [
-      KEYROLL_BIN,
       'reconcile',
       '--once',
       '--kube',
@@ -63,60 +48,29 @@ async function runOnce(extra: string[] = []): Promise<Run> {
       '30s',
       ...extra,
     ],
-    { name: 'reconcile-kube', env: { ...process.env, KEYROLL_LOG_LEVEL: 'debug', KUBECONFIG: '' } },
+    'reconcile-kube',
+    90_000,
   );
-  let timer: NodeJS.Timeout | undefined;
-  const exit = await Promise.race([
-    p.exited,
-    new Promise<null>((resolve) => {
-      timer = setTimeout(() => resolve(null), 90_000);
-    }),
-  ]);
-  clearTimeout(timer);
-  if (!exit) {
-    await p.stop('SIGKILL', 5_000);
-    throw new Error(`reconcile --kube did not exit within 90 s:\n${p.lines.slice(-20).join('\n')}`);
-  }
-  const run = { code: exit.code, stdout: p.stdoutLines.join('\n'), stderr: p.stderrLines.join('\n') };
   outputs.push(run.stdout, run.stderr);
   return run;
 }
 
-async function pids(): Promise<Array<number | null | undefined>> {
-  return Promise.all(members.map(async (m) => (await readState(m))?.gateway.pid));
+function pids(): Promise<Array<number | null | undefined>> {
+  return fleet.pids();
 }
 
 function posts(): number {
-  return proxies.reduce((n, p) => n + p.requests.filter((r) => r.method !== 'GET').length, 0);
+  return fleet.nonGets().length;
 }
 
 beforeAll(async () => {
   server = await startKubeApiServer({ crdPaths: ['manifests/crd/gatewaykey.yaml'] });
-  upstream = await startFakeUpstream({ keys: [KEY_A, KEY_B] });
-  members = await Promise.all(
-    [0, 1].map((i) =>
-      startReadyMember(
-        'stand-in',
-        { name: `rk-${i}`, token: TOKEN, key: KEY_A, upstreamBaseUrl: upstream.baseUrl },
-        30_000,
-      ),
-    ),
-  );
-  // A recording proxy in front of each controller proves which requests the Job sent.
-  proxies = await Promise.all(members.map((m) => startRecordingProxy(m.url)));
-  putSecret(server, 'gateway-token', { OPENCLAW_GATEWAY_TOKEN: TOKEN });
-  putSecret(server, 'kilocode-key', { KILOCODE_API_KEY: KEY_B }, { 'keyroll.dev/version': 'v2' });
-  proxies.forEach((p, i) => {
-    putPod(server, `gw-${i}`, { app: APP }, Number(new URL(p.url).port));
-  });
-  await createGatewayKey(server, 'rotate', gatewayKeySpec({ app: APP }));
+  fleet = await startProxiedFleet(server, { prefix: 'rk', app: APP, key: KEY_B, version: 'v2' });
+  ({ members } = fleet);
 }, 90_000);
 
 afterAll(async () => {
-  await Promise.all(members.map((m) => stopMember(m).catch(() => {})));
-  await killAllTracked();
-  await Promise.all(proxies.map((p) => p.close().catch(() => {})));
-  await upstream?.close();
+  await fleet?.close();
   await server?.close();
 });
 

@@ -7,7 +7,18 @@ import { systemClock } from '../../src/operator/clock.ts';
 import { parseOperatorConfig } from '../../src/operator/config.ts';
 import { kubeAdapter, loadKubeConfig } from '../../src/operator/kube.ts';
 import { type RunningOperator, startOperator } from '../../src/operator/operator.ts';
+import {
+  type FleetMember,
+  KEYROLL_BIN,
+  readState,
+  startReadyMember,
+  stopMember,
+} from '../reconcile/support/fleet.ts';
+import { type RecordingProxy, startRecordingProxy } from '../reconcile/support/recording-proxy.ts';
+import { type FakeUpstream, startFakeUpstream } from '../support/fake-upstream.ts';
 import type { KubeApiServer } from '../support/kube/index.ts';
+import { killAllTracked, spawnTracked } from '../support/processes.ts';
+import { node24 } from '../support/sandbox.ts';
 
 export const NS = 'default';
 export const TOKEN = 'test-token-operator-0123456789abcdef';
@@ -224,4 +235,86 @@ export function metricValue(text: string, series: string): number {
       sum += Number(line.slice(sp + 1));
   }
   return sum;
+}
+
+export interface CliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the real `keyroll` CLI once, bounded; `KUBECONFIG` is cleared so only explicit flags count. */
+export async function runKeyroll(args: string[], name: string, timeoutMs: number): Promise<CliRun> {
+  const p = spawnTracked(node24(), [KEYROLL_BIN, ...args], {
+    name,
+    env: { ...process.env, KEYROLL_LOG_LEVEL: 'debug', KUBECONFIG: '' },
+  });
+  let timer: NodeJS.Timeout | undefined;
+  const exit = await Promise.race([
+    p.exited,
+    new Promise<null>((resolve) => {
+      timer = setTimeout(() => resolve(null), timeoutMs);
+    }),
+  ]);
+  clearTimeout(timer);
+  if (!exit) {
+    await p.stop('SIGKILL', 5_000);
+    throw new Error(`${name} did not exit within ${timeoutMs / 1000} s:\n${p.lines.slice(-20).join('\n')}`);
+  }
+  return { code: exit.code, stdout: p.stdoutLines.join('\n'), stderr: p.stderrLines.join('\n') };
+}
+
+export interface ProxiedFleet {
+  upstream: FakeUpstream;
+  members: FleetMember[];
+  /** One recording proxy in front of each controller: proves which requests a command sent. */
+  proxies: RecordingProxy[];
+  pids(): Promise<Array<number | null | undefined>>;
+  /** Every non-GET request the controllers received, as `METHOD path`. */
+  nonGets(): string[];
+  close(): Promise<void>;
+}
+
+/**
+ * Two real controllers with stand-in gateways running KEY_A, behind recording proxies, as Ready
+ * pods of `app`; the token Secret, a key Secret holding `key` at `version`, and a GatewayKey
+ * named `rotate` selecting them.
+ */
+export async function startProxiedFleet(
+  server: KubeApiServer,
+  o: { prefix: string; app: string; key: string; version: string },
+): Promise<ProxiedFleet> {
+  const upstream = await startFakeUpstream({ keys: [KEY_A, KEY_B] });
+  const members = await Promise.all(
+    [0, 1].map((i) =>
+      startReadyMember(
+        'stand-in',
+        { name: `${o.prefix}-${i}`, token: TOKEN, key: KEY_A, upstreamBaseUrl: upstream.baseUrl },
+        30_000,
+      ),
+    ),
+  );
+  const proxies = await Promise.all(members.map((m) => startRecordingProxy(m.url)));
+  putSecret(server, 'gateway-token', { OPENCLAW_GATEWAY_TOKEN: TOKEN });
+  putSecret(server, 'kilocode-key', { KILOCODE_API_KEY: o.key }, { 'keyroll.dev/version': o.version });
+  proxies.forEach((p, i) => {
+    putPod(server, `gw-${i}`, { app: o.app }, Number(new URL(p.url).port));
+  });
+  await createGatewayKey(server, 'rotate', gatewayKeySpec({ app: o.app }));
+  return {
+    upstream,
+    members,
+    proxies,
+    pids: () => Promise.all(members.map(async (m) => (await readState(m))?.gateway.pid)),
+    nonGets: () =>
+      proxies.flatMap((p) =>
+        p.requests.filter((r) => r.method !== 'GET').map((r) => `${r.method} ${r.path}`),
+      ),
+    async close() {
+      await Promise.all(members.map((m) => stopMember(m).catch(() => {})));
+      await killAllTracked();
+      await Promise.all(proxies.map((p) => p.close().catch(() => {})));
+      await upstream.close();
+    },
+  };
 }
