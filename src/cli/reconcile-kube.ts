@@ -1,6 +1,6 @@
 // Owns `keyroll reconcile --once --kube`: one snapshot of the namespace → the operator's reconciler once per GatewayKey → report and exit code.
 import { hostname } from 'node:os';
-import { z } from 'zod';
+import * as z from 'zod';
 import { createLogger, type Logger, SecretRegistry } from '../log.ts';
 import {
   type CachedGatewayKey,

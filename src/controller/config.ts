@@ -1,7 +1,7 @@
 // Owns the controller's configuration: flags and environment parsed once, with zod, into one value.
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { parseFlags, UsageError } from '../cli/usage.ts';
 
 export const CONTROLLER_USAGE = `keyroll controller — in-pod controller: bootstrap, supervise the gateway, serve /_kilo/*

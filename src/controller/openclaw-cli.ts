@@ -3,8 +3,8 @@ import { spawn } from 'node:child_process';
 import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import type { Logger } from '../log.ts';
+import { PACKAGE_ROOT } from '../version.ts';
 import type { ChildEnv } from './supervisor.ts';
 
 export const PINNED_OPENCLAW = '2026.6.8';
@@ -15,9 +15,7 @@ export interface OpenclawCommand {
   prefix: string[];
 }
 
-const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-
-export function cachedOpenclawEntry(root = REPO_ROOT): string {
+export function cachedOpenclawEntry(root = PACKAGE_ROOT): string {
   return join(root, '.cache', `openclaw-${PINNED_OPENCLAW}`, 'node_modules', 'openclaw', 'openclaw.mjs');
 }
 

@@ -1,7 +1,7 @@
 // Owns the controller's edits of openclaw.json: base URL, log file, update check, file provider.
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
 
 export const FILE_PROVIDER_ALIAS = 'kilofile';

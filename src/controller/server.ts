@@ -1,6 +1,7 @@
 // Owns the controller's HTTP surface: the /_kilo/* wire contract, auth, limits and timeouts.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createServer, getLoopback, type LoopbackResponse } from '../adapters/loopback-http.ts';
 import { constantTimeEqual } from '../fingerprint.ts';
 import type { Logger, SecretRegistry } from '../log.ts';
 import type { DeliveryResult } from './delivery.ts';
@@ -180,24 +181,24 @@ export function createControllerHandler(deps: ServerDeps) {
         send(res, 503, { ready: false, error: 'Gateway not running' });
         return;
       }
-      let upstream: Response;
-      let text: string;
+      let upstream: LoopbackResponse;
       try {
-        upstream = await fetch(`http://127.0.0.1:${deps.gatewayPort}/readyz`, {
+        upstream = await getLoopback(deps.gatewayPort, '/readyz', {
           signal: AbortSignal.timeout(probeTimeout),
+          maxBytes: MAX_BODY_BYTES,
         });
-        text = (await upstream.text()).slice(0, MAX_BODY_BYTES);
       } catch {
         send(res, 502, { ready: false, error: 'Failed to reach gateway' });
         return;
       }
       let body: unknown;
+      const ok = upstream.status >= 200 && upstream.status < 300;
       try {
-        body = JSON.parse(text);
+        body = JSON.parse(upstream.text);
       } catch {
-        body = { ready: upstream.ok };
+        body = { ready: ok };
       }
-      send(res, upstream.ok ? 200 : 503, body);
+      send(res, ok ? 200 : 503, body);
     },
 
     'POST /_kilo/env/patch': async (req, res) => {

@@ -2,6 +2,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
+import { getLoopback } from '../adapters/loopback-http.ts';
 import type { Logger } from '../log.ts';
 
 export type SupervisorState = 'stopped' | 'starting' | 'running' | 'stopping' | 'crashed' | 'shutting_down';
@@ -142,9 +143,7 @@ export class Supervisor extends EventEmitter {
       (async (signal) => {
         if (port === undefined) return true;
         try {
-          const res = await fetch(`http://127.0.0.1:${port}/readyz`, { signal });
-          await res.body?.cancel();
-          return res.status === 200;
+          return (await getLoopback(port, '/readyz', { signal })).status === 200;
         } catch {
           return false;
         }

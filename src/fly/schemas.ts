@@ -1,7 +1,7 @@
 // Owns the shapes of Fly Machines API responses as keyroll reads them: zod schemas that keep
 // unknown fields (a full config must round-trip through an update untouched) and reject
 // responses missing what the loop relies on.
-import { z } from 'zod';
+import * as z from 'zod';
 
 /** Machine states from Fly's "Machine states and lifecycle" page (docs/machines/machine-states). */
 export const KNOWN_MACHINE_STATES = [

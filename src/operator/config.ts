@@ -1,6 +1,6 @@
 // Owns the operator's configuration: parsed once, with zod, from flags and environment; errors name the field.
 import { hostname } from 'node:os';
-import { z } from 'zod';
+import * as z from 'zod';
 import { parseDuration } from '../reconcile/duration.ts';
 
 const Duration = z.string().transform((v, ctx) => {

@@ -1,5 +1,5 @@
 // Owns the GatewayKey resource as the operator reads it: zod schemas of spec and status, pure.
-import { z } from 'zod';
+import * as z from 'zod';
 
 export const GROUP = 'keyroll.dev';
 export const VERSION = 'v1alpha1';

@@ -1,5 +1,5 @@
 // Owns the operator's port to the Kubernetes API: the calls it makes, the objects it caches, and how calls fail.
-import { z } from 'zod';
+import * as z from 'zod';
 import { KEY_SOURCE_LABEL, PORT_ANNOTATION } from './gateway-key.ts';
 
 /** The resources the operator lists and watches. */

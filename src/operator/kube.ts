@@ -1,7 +1,7 @@
 // Owns the operator's only use of @kubernetes/client-node: kubeconfig, authenticated bounded requests, watches.
 import { readFileSync } from 'node:fs';
 import { IsomorphicFetchHttpLibrary, KubeConfig, RequestContext, Watch } from '@kubernetes/client-node';
-import { z } from 'zod';
+import * as z from 'zod';
 import { API_VERSION, GROUP, PLURAL, VERSION } from './gateway-key.ts';
 import {
   type KubeClient,

@@ -1,7 +1,7 @@
 // Owns the two things keyroll reads or writes in openclaw.json: declared auth profiles and the file secrets provider.
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import { fsReason } from './json-store.ts';
 import { MAX_STORE_BYTES, StoreError } from './store-doc.ts';

@@ -1,5 +1,5 @@
 // Owns the auth-profile store document: parsing (zod), classification and the pure rewrite plan.
-import { z } from 'zod';
+import * as z from 'zod';
 import type { ProfileForm, ProfileResult, RefTarget } from './types.ts';
 
 /** Stores larger than this are refused: a real store is a few KiB; this guards memory and time. */

@@ -1,5 +1,5 @@
 // Owns HTTP to one in-pod controller: `GET /_kilo/state` and `POST /_kilo/env/patch`, bounded and typed.
-import { z } from 'zod';
+import * as z from 'zod';
 import { type ObservedState, ObservedStateSchema } from './observed.ts';
 
 export type ControllerErrorKind = 'network' | 'timeout' | 'http' | 'invalid-response';

@@ -1,5 +1,5 @@
 // Owns the observed state of one target: the zod schema of `GET /_kilo/state` and its summary.
-import { z } from 'zod';
+import * as z from 'zod';
 
 /**
  * `GET /_kilo/state` as the controller reports it. Unknown fields are tolerated (zod strips them),

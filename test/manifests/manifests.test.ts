@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { type KubeApiServer, startKubeApiServer } from '../support/kube/index.ts';
 import { findKubectl, type Kubectl, kubectlFor } from '../support/kube/kubectl.ts';
+import { node24 } from '../support/sandbox.ts';
 
 const run = promisify(execFile);
 const root = new URL('../../', import.meta.url).pathname;
@@ -187,28 +188,36 @@ describe.skipIf(!kubectl)('manifests', () => {
   });
 });
 
-describe('production install (the Dockerfile deps stage)', () => {
-  it('installs without dev or optional dependencies and starts keyroll --help', async () => {
+describe('production install (the Dockerfile deps and build stages)', () => {
+  it("installs without dev or optional dependencies and runs the bundle, the operator's Kubernetes client included", async () => {
     const dir = await mkdtemp(join(tmpdir(), 'keyroll-prod-'));
     try {
-      for (const f of ['package.json', 'package-lock.json', 'bin', 'src']) {
-        await cp(join(root, f), join(dir, f), { recursive: true });
-      }
+      for (const f of ['package.json', 'package-lock.json']) await cp(join(root, f), join(dir, f));
       await run(
         'npm',
         ['install', '--omit=dev', '--omit=optional', '--ignore-scripts', '--no-audit', '--no-fund'],
-        {
-          cwd: dir,
-          timeout: 240_000,
-        },
+        { cwd: dir, timeout: 240_000 },
       );
-      const { stdout } = await run(process.execPath, [join(dir, 'bin', 'keyroll.mjs'), '--help'], {
+      // The build stage's output, made from this checkout's sources with its dev tooling.
+      await run(node24(), [join(root, 'scripts', 'build.mjs'), '--outdir', join(dir, 'dist')], {
+        timeout: 120_000,
+      });
+      const entry = join(dir, 'dist', 'keyroll.js');
+      const { stdout } = await run(node24(), [entry, '--help'], { cwd: dir, timeout: 30_000 });
+      expect(stdout).toMatch(/^\s+controller\s/m);
+      // `@kubernetes/client-node` is not bundled: it must resolve from the production install.
+      const kube = await run(node24(), [entry, 'diff', '--kube', '--kubeconfig', join(dir, 'missing')], {
         cwd: dir,
         timeout: 30_000,
-      });
-      expect(stdout).toMatch(/^\s+controller\s/m);
+      }).then(
+        () => ({ code: 0, stderr: '' }),
+        (err: { code: number; stderr: string }) => err,
+      );
+      expect(kube.stderr).toMatch(/cannot load the kubeconfig/);
+      expect(kube.code).toBe(2);
       // Dev tooling is absent, so nothing at run time depends on it.
       await expect(run('ls', [join(dir, 'node_modules', 'vitest')])).rejects.toThrow();
+      await expect(run('ls', [join(dir, 'node_modules', 'esbuild')])).rejects.toThrow();
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

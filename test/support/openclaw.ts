@@ -3,7 +3,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { z } from 'zod';
+import * as z from 'zod';
 import { chat, freePort } from './http.ts';
 import { type ExitInfo, spawnTracked, type Tracked } from './processes.ts';
 import { node24, REPO_ROOT, type Sandbox } from './sandbox.ts';

@@ -43,7 +43,7 @@ import { join, resolve } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { z } from 'zod';
+import * as z from 'zod';
 import { type ExitInfo, spawnTracked, type Tracked } from './processes.ts';
 
 const PROVIDER = 'kilocode';

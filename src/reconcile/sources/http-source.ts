@@ -1,5 +1,5 @@
 // Owns the HTTP key source: GET the current key with a bearer token, mint a fresh one near expiry.
-import { z } from 'zod';
+import * as z from 'zod';
 import type { Clock } from '../clock.ts';
 import { contentVersion } from './content-version.ts';
 import { type KeyMaterial, KeyMaterialSchema, type KeySource, KeySourceError } from './key-source.ts';

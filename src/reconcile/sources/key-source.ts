@@ -1,5 +1,5 @@
 // Owns the key-source port: what every source of the desired key returns, and how it fails.
-import { z } from 'zod';
+import * as z from 'zod';
 
 /** What a source yields; parsed with zod wherever it comes from outside the process. */
 export const KeyMaterialSchema = z.object({

@@ -2,7 +2,7 @@
 // stand-in gateway, or with the real OpenClaw gateway in a sandbox. Every process is tracked.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { freePort } from '../../support/http.ts';
 import { spawnTracked, type Tracked } from '../../support/processes.ts';
 import { createSandbox, node24, REPO_ROOT, type Sandbox } from '../../support/sandbox.ts';
@@ -89,6 +89,11 @@ export interface StartOptions {
   key: string;
   /** The fake upstream's base URL (`…/api/gateway/`). */
   upstreamBaseUrl: string;
+  /**
+   * Node's argv up to the controller's own flags; default: the sources (`bin/keyroll.mjs
+   * controller`). The shipped-build test passes the gateway image's entrypoint and pod args.
+   */
+  launch?: string[];
 }
 
 /** A controller supervising the stand-in gateway, with a seeded plaintext profile to migrate. */
@@ -101,8 +106,7 @@ export async function startStandInMember(o: StartOptions): Promise<FleetMember> 
   const controller = spawnTracked(
     node24(),
     [
-      KEYROLL_BIN,
-      'controller',
+      ...(o.launch ?? [KEYROLL_BIN, 'controller']),
       '--state-dir',
       sandbox.stateDir,
       '--port',

@@ -1,6 +1,6 @@
 // CustomResourceDefinitions: validation of the CRD object, its status (acceptedNames, Established),
 // and the resource definitions its served versions create.
-import { z } from 'zod';
+import * as z from 'zod';
 import { type FieldError, invalidValue, requiredValue } from './errors.ts';
 import { ALL_VERBS, type ResourceDef } from './resources.ts';
 import { type JsonObject, SchemaZ } from './schema.ts';

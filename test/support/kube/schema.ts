@@ -1,6 +1,6 @@
 // Structural-schema handling for custom resources: defaulting, pruning of unknown fields and
 // validation with the apiserver's field-error messages (apiextensions-apiserver + kube-openapi).
-import { z } from 'zod';
+import * as z from 'zod';
 import { type FieldError, goValue, invalidValue, notSupported, requiredValue } from './errors.ts';
 
 export interface Schema {

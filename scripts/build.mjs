@@ -1,0 +1,53 @@
+#!/usr/bin/env node
+// Builds the shipped CLI: `dist/keyroll.js`, an ESM bundle of src/cli/run.ts with one lazily
+// loaded chunk per command, so `keyroll controller` loads the controller and nothing else.
+//
+//   npm run build                 → dist/
+//   node scripts/build.mjs --outdir DIR
+//
+// Why a bundle (BENCHMARKS.md, controller RSS): running the sources costs Node's TypeScript
+// stripping (≈20 MB resident) and loads every module of every dependency the controller touches;
+// bundled and tree-shaken, zod shrinks to the schemas the controller uses. The bundle sits one
+// folder below the package root, as src/ does, so src/version.ts finds package.json and the
+// OpenClaw cache from either place. @kubernetes/client-node stays an ordinary import from
+// node_modules: only the operator commands load it, and the tests run that exact package.
+import { rmSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { build } from 'esbuild';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const { values } = parseArgs({ options: { outdir: { type: 'string' } } });
+const outdir = values.outdir ?? join(root, 'dist');
+
+rmSync(outdir, { recursive: true, force: true });
+const result = await build({
+  absWorkingDir: root,
+  entryPoints: { keyroll: 'src/cli/run.ts' },
+  outdir,
+  // Chunks beside the entry, so that every file sits one folder below the package root.
+  chunkNames: '[name]-[hash]',
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node22.19',
+  external: ['@kubernetes/client-node'],
+  // Whitespace and syntax only: stack traces keep their function names.
+  minifyWhitespace: true,
+  minifySyntax: true,
+  // pino and its helpers are CommonJS and call require(); give every chunk one.
+  banner: {
+    js: "import { createRequire as __keyrollRequire } from 'node:module';\nconst require = __keyrollRequire(import.meta.url);",
+  },
+  metafile: true,
+  logLevel: 'warning',
+});
+
+const outputs = Object.values(result.metafile.outputs);
+const total = outputs.reduce((sum, out) => sum + out.bytes, 0);
+process.stderr.write(
+  `build: ${relative(root, join(outdir, 'keyroll.js'))} and ${outputs.length - 1} chunks, ` +
+    `${(total / 1024).toFixed(0)} KiB in all\n`,
+);

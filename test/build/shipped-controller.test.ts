@@ -1,0 +1,98 @@
+// The controller as the gateway image runs it: `npm run build`'s bundle, started with the
+// Dockerfile's gateway ENTRYPOINT (its Node flags included) followed by the StatefulSet's args,
+// then a rotation end to end with the stand-in gateway and a fake upstream.
+
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fingerprintEnv } from '../../src/fingerprint.ts';
+import { readState, startStandInMember, stopMember, waitGatewayReady } from '../reconcile/support/fleet.ts';
+import { startFakeUpstream } from '../support/fake-upstream.ts';
+import { chat } from '../support/http.ts';
+import {
+  type BuiltPackage,
+  buildPackage,
+  gatewayImageCommand,
+  statefulSetGatewayArgs,
+} from '../support/image-command.ts';
+import { node24 } from '../support/sandbox.ts';
+
+const run = promisify(execFile);
+const TOKEN = 'test-token-shipped-0123456789abcdef';
+const KEY_A = 'test-key-A-shipped-00000000000000';
+const KEY_B = 'test-key-B-shipped-11111111111111';
+
+let pkg: BuiltPackage;
+
+beforeAll(() => {
+  pkg = buildPackage();
+}, 120_000);
+
+afterAll(() => pkg?.cleanup());
+
+describe('the shipped build (dist/keyroll.js)', () => {
+  it('answers --version and every command --help, loading each command from its own chunk', async () => {
+    const entry = `${pkg.root}/dist/keyroll.js`;
+    const version = await run(node24(), [entry, '--version'], { timeout: 30_000 });
+    expect(version.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+    for (const command of ['controller', 'profiles', 'reconcile', 'diff', 'operator', 'fly']) {
+      const help = await run(node24(), [entry, command, '--help'], { timeout: 30_000 });
+      expect(help.stdout, command).toContain(`keyroll ${command}`);
+    }
+  });
+
+  it('the gateway image entrypoint with the pod args: bootstrap migrates, a patch restarts with the new key', async () => {
+    const image = gatewayImageCommand(pkg.root);
+    expect(image.args).toEqual(['controller']);
+    const launch = [...image.nodeFlags, image.script, ...image.args, ...statefulSetGatewayArgs()];
+    const upstream = await startFakeUpstream({ keys: [KEY_A] });
+    // The pod's --state-dir, --port and --gateway-port come first; the harness's own follow and win.
+    const member = await startStandInMember({
+      name: 'shipped',
+      token: TOKEN,
+      key: KEY_A,
+      upstreamBaseUrl: upstream.baseUrl,
+      launch,
+    });
+    try {
+      const before = await waitGatewayReady(member, 30_000);
+      expect(before.key.envHash).toBe(fingerprintEnv(TOKEN, { KILOCODE_API_KEY: KEY_A }));
+      // The seeded plaintext profile was migrated to an env ref before the gateway started.
+      const state = await fetch(`${member.url}/_kilo/state`, {
+        headers: { authorization: `Bearer ${TOKEN}` },
+        signal: AbortSignal.timeout(5_000),
+      });
+      expect(((await state.json()) as { profiles: unknown[] }).profiles).toEqual([
+        expect.objectContaining({ profileId: 'kilocode:default', form: 'keyRef-env' }),
+      ]);
+      expect((await chat(member.gatewayPort, TOKEN, 10_000)).status).toBe(200);
+
+      upstream.setKeys([KEY_B]);
+      const res = await fetch(`${member.url}/_kilo/env/patch`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ KILOCODE_API_KEY: KEY_B }),
+        signal: AbortSignal.timeout(30_000),
+      });
+      expect(res.status).toBe(200);
+      expect(await res.json()).toMatchObject({ ok: true, signaled: true });
+
+      let after = await readState(member);
+      const deadline = Date.now() + 30_000;
+      while (!(after?.gateway.ready && after.gateway.pid !== before.gateway.pid) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+        after = await readState(member);
+      }
+      expect(after?.gateway.pid).not.toBe(before.gateway.pid);
+      expect(after?.key.envHash).toBe(fingerprintEnv(TOKEN, { KILOCODE_API_KEY: KEY_B }));
+      expect((await chat(member.gatewayPort, TOKEN, 10_000)).status).toBe(200);
+      expect(upstream.chatRequests().at(-1)).toMatchObject({ key: KEY_B, ok: true });
+
+      const output = member.controller.lines.join('\n');
+      for (const secret of [TOKEN, KEY_A, KEY_B]) expect(output).not.toContain(secret);
+    } finally {
+      await stopMember(member);
+      await upstream.close();
+    }
+  }, 90_000);
+});

@@ -1,0 +1,89 @@
+// Owns "the command line the gateway pod runs", read from the files that define it: the
+// Dockerfile's gateway ENTRYPOINT and the StatefulSet's container args. Tests and the controller
+// benchmark run exactly that command (with /app mapped to a local package root), so a flag that
+// breaks the image, or args that do not fit the entrypoint, fail here rather than in a cluster.
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import { node24, REPO_ROOT } from './sandbox.ts';
+
+export interface ImageCommand {
+  /** Node's own flags before the script (e.g. `--lite-mode`). */
+  nodeFlags: string[];
+  /** The script, with the image's `/app` mapped to `appRoot`. */
+  script: string;
+  /** The arguments after the script (`controller`). */
+  args: string[];
+}
+
+/** The ENTRYPOINT (exec form) of a Dockerfile stage, e.g. `gateway`. */
+export function dockerEntrypoint(stage: string, dockerfile = join(REPO_ROOT, 'Dockerfile')): string[] {
+  const text = readFileSync(dockerfile, 'utf8');
+  const stages = text.split(/^(?=FROM )/m);
+  const body = stages.find((s) =>
+    new RegExp(`^FROM \\S+ AS ${stage}\\s*$`, 'm').test(s.split('\n')[0] ?? ''),
+  );
+  if (!body) throw new Error(`Dockerfile has no stage '${stage}'`);
+  const lines = body.split('\n').filter((l) => l.startsWith('ENTRYPOINT '));
+  const last = lines.at(-1);
+  if (!last) throw new Error(`Dockerfile stage '${stage}' has no ENTRYPOINT`);
+  return JSON.parse(last.slice('ENTRYPOINT '.length)) as string[];
+}
+
+/** The gateway image's entrypoint, split into Node flags, script (under `appRoot`) and args. */
+export function gatewayImageCommand(appRoot: string): ImageCommand {
+  const [program, ...rest] = dockerEntrypoint('gateway');
+  if (program !== 'node') throw new Error(`gateway ENTRYPOINT runs '${program}', expected node`);
+  const at = rest.findIndex((a) => !a.startsWith('-'));
+  if (at < 0) throw new Error('gateway ENTRYPOINT names no script');
+  const script = rest[at]!;
+  if (!script.startsWith('/app/')) throw new Error(`gateway ENTRYPOINT script ${script} is not under /app`);
+  return {
+    nodeFlags: rest.slice(0, at),
+    script: join(appRoot, script.slice('/app/'.length)),
+    args: rest.slice(at + 1),
+  };
+}
+
+/** The args of the `gateway` container in manifests/gateway/statefulset.yaml. */
+export function statefulSetGatewayArgs(): string[] {
+  const file = join(REPO_ROOT, 'manifests', 'gateway', 'statefulset.yaml');
+  for (const doc of parseAllDocuments(readFileSync(file, 'utf8'))) {
+    const o = doc.toJS() as {
+      kind?: string;
+      spec?: { template?: { spec?: { containers?: { name: string; args?: string[] }[] } } };
+    } | null;
+    if (o?.kind !== 'StatefulSet') continue;
+    const c = o.spec?.template?.spec?.containers?.find((x) => x.name === 'gateway');
+    if (c) return c.args ?? [];
+  }
+  throw new Error(`${file} has no StatefulSet with a 'gateway' container`);
+}
+
+export interface BuiltPackage {
+  /** Stands for the image's /app: package.json, node_modules (linked) and dist/. */
+  root: string;
+  cleanup(): void;
+}
+
+/**
+ * `npm run build` into a fresh package root laid out like the image's /app, so the bundle is
+ * tested as shipped and the working tree's dist/ is left alone. Takes about a second.
+ */
+export function buildPackage(prefix = 'keyroll-dist-'): BuiltPackage {
+  const root = mkdtempSync(join(tmpdir(), prefix));
+  try {
+    copyFileSync(join(REPO_ROOT, 'package.json'), join(root, 'package.json'));
+    symlinkSync(join(REPO_ROOT, 'node_modules'), join(root, 'node_modules'));
+    execFileSync(node24(), [join(REPO_ROOT, 'scripts', 'build.mjs'), '--outdir', join(root, 'dist')], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      timeout: 120_000,
+    });
+  } catch (err) {
+    rmSync(root, { recursive: true, force: true });
+    throw err;
+  }
+  return { root, cleanup: () => rmSync(root, { recursive: true, force: true }) };
+}
