@@ -15,11 +15,34 @@ import { rmSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { builtinModules } from 'node:module';
 import { build } from 'esbuild';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseArgs({ options: { outdir: { type: 'string' } } });
 const outdir = values.outdir ?? join(root, 'dist');
+
+/**
+ * Node's builtins as CommonJS modules. An ESM import of a builtin builds a namespace from every
+ * export, which runs lazy getters: `node:http` loads undici for `WebSocket`, `node:crypto` loads
+ * WebCrypto, `node:readline` its promise API. `process.getBuiltinModule` returns the module as
+ * is, and esbuild reads named imports off it where they are used.
+ */
+const builtinsAsCommonJs = {
+  name: 'builtins-as-commonjs',
+  setup(b) {
+    const names = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
+    b.onResolve({ filter: /^[a-z_:/]+$/ }, (args) =>
+      names.has(args.path) && args.kind === 'import-statement'
+        ? { path: args.path.replace(/^node:/, ''), namespace: 'node-builtin' }
+        : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'node-builtin' }, (args) => ({
+      contents: `module.exports = process.getBuiltinModule(${JSON.stringify(`node:${args.path}`)});`,
+      loader: 'js',
+    }));
+  },
+};
 
 rmSync(outdir, { recursive: true, force: true });
 const result = await build({
@@ -41,6 +64,7 @@ const result = await build({
   banner: {
     js: "import { createRequire as __keyrollRequire } from 'node:module';\nconst require = __keyrollRequire(import.meta.url);",
   },
+  plugins: [builtinsAsCommonJs],
   metafile: true,
   logLevel: 'warning',
 });

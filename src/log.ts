@@ -5,6 +5,13 @@ export type { Logger } from 'pino';
 
 export const REDACTED = '[REDACTED]';
 
+/**
+ * Ends a line that was cut to a length bound. A secret that straddled the cut would survive as a
+ * prefix the value scrub does not match, so the scrub also redacts a secret's leading part
+ * (6 characters or more) right before this mark.
+ */
+export const CUT_MARK = '…';
+
 /** Field paths that may carry a secret whatever their value. */
 const REDACT_PATHS = [
   'key',
@@ -48,6 +55,12 @@ export class SecretRegistry {
       // JSON-escaped forms of the value (a secret with quotes or backslashes inside).
       const escaped = JSON.stringify(v).slice(1, -1);
       if (escaped !== v && out.includes(escaped)) out = out.split(escaped).join(REDACTED);
+      if (out.includes(CUT_MARK)) {
+        for (let k = v.length - 1; k >= 6; k--) {
+          const cut = `${v.slice(0, k)}${CUT_MARK}`;
+          if (out.includes(cut)) out = out.split(cut).join(`${REDACTED}${CUT_MARK}`);
+        }
+      }
     }
     return out;
   }

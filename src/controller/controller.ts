@@ -7,6 +7,7 @@ import { fingerprintEnv, fingerprintValue } from '../fingerprint.ts';
 import type { Logger, SecretRegistry } from '../log.ts';
 import { VERSION } from '../version.ts';
 import { type BootstrapPhase, runBootstrap, StageError } from './bootstrap.ts';
+import { coalesce } from './coalesce.ts';
 import type { ControllerConfig } from './config.ts';
 import { Delivery } from './delivery.ts';
 import type { EnvStore } from './env-store.ts';
@@ -148,7 +149,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     }
   };
 
-  const observe = async (): Promise<ObservedState> => {
+  const observe = coalesce(async (): Promise<ObservedState> => {
     const stats = supervisor.getStats();
     const spawnEnv = supervisor.childEnv();
     let envHash: string | null = null;
@@ -184,7 +185,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       key: { envHash, fileHash, version: keyVersion },
       profiles,
     };
-  };
+  });
 
   const handler = createControllerHandler({
     token: config.token,

@@ -2,9 +2,9 @@
 import { spawn } from 'node:child_process';
 import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
-import type { Logger } from '../log.ts';
+import { CUT_MARK, type Logger } from '../log.ts';
 import { PACKAGE_ROOT } from '../version.ts';
+import { onLines } from './lines.ts';
 import type { ChildEnv } from './supervisor.ts';
 
 export const PINNED_OPENCLAW = '2026.6.8';
@@ -90,12 +90,15 @@ export async function runOpenclaw(
   const stdout: string[] = [];
   const forward = (stream: NodeJS.ReadableStream | null, name: string) => {
     if (!stream) return;
-    createInterface({ input: stream, crlfDelay: Number.POSITIVE_INFINITY }).on('line', (line) => {
+    onLines(stream, 4096, (line, cut) => {
       if (name === 'stdout') {
         stdout.push(line);
         if (stdout.length > 200) stdout.shift();
       }
-      opts.log.info({ command: opts.label, stream: name, line: line.slice(0, 4096) }, 'OpenClaw output');
+      opts.log.info(
+        { command: opts.label, stream: name, line: cut ? `${line}${CUT_MARK}` : line },
+        'OpenClaw output',
+      );
     });
   };
   forward(proc.stdout, 'stdout');

@@ -1,9 +1,9 @@
 // Owns the gateway child process: spawn with a fresh env, readiness, graceful stop, crash backoff.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { createInterface } from 'node:readline';
 import { getLoopback } from '../adapters/loopback-http.ts';
-import type { Logger } from '../log.ts';
+import { CUT_MARK, type Logger } from '../log.ts';
+import { onLines } from './lines.ts';
 
 export type SupervisorState = 'stopped' | 'starting' | 'running' | 'stopping' | 'crashed' | 'shutting_down';
 
@@ -373,12 +373,10 @@ export class Supervisor extends EventEmitter {
 
   #forward(child: Child, stream: NodeJS.ReadableStream | null, name: 'stdout' | 'stderr'): void {
     if (!stream) return;
-    const rl = createInterface({ input: stream, crlfDelay: Number.POSITIVE_INFINITY });
-    const max = this.#o.maxLineLength;
-    rl.on('line', (line) => {
+    onLines(stream, this.#o.maxLineLength, (line, cut) => {
       // The logger scrubs every registered secret from the line before it is written.
       this.#o.log.info(
-        { pid: child.pid, stream: name, line: line.length > max ? `${line.slice(0, max)}…` : line },
+        { pid: child.pid, stream: name, line: cut ? `${line}${CUT_MARK}` : line },
         'Gateway output',
       );
     });

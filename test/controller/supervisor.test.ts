@@ -206,6 +206,17 @@ describe('supervisor', () => {
     expect(all).toContain('debug: key=[REDACTED]');
   });
 
+  it('cuts an overlong output line at maxLineLength, and a key straddling the cut leaves no trace', async () => {
+    const { sup, lines, secrets } = await make({ FIX_KEY_PAD: '20' }, { maxLineLength: 30 });
+    secrets.add('test-key-A-000000');
+    await sup.start();
+    await waitFor(() => lines.some((l) => l.includes('xxxxxxxxxxxxxxxxxxxx')), 10_000, 'the long line');
+    const line = JSON.parse(lines.find((l) => l.includes('xxxxxxxxxxxxxxxxxxxx'))!) as { line: string };
+    expect(line.line).toBe(`${'x'.repeat(20)}[REDACTED]…`);
+    expect(lines.join('')).not.toContain('test-key');
+    expect(lines.join('')).not.toContain('yyy');
+  });
+
   it('forwards child output as log lines', async () => {
     const { sup, lines } = await make({});
     await sup.start();

@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { createLogger, SecretRegistry } from '../../src/log.ts';
+import { CUT_MARK, createLogger, SecretRegistry } from '../../src/log.ts';
 
 function capture() {
   const lines: string[] = [];
@@ -33,4 +33,22 @@ describe('logger redaction', () => {
     expect(out).not.toContain('sk-test-VALUE-1234');
     expect(out.match(/\[REDACTED\]/g)?.length).toBeGreaterThanOrEqual(3);
   });
+
+  it('a line cut inside a secret keeps none of the secret (the cut mark is scrubbed before)', () => {
+    const { lines, destination } = capture();
+    const secrets = new SecretRegistry();
+    const key = 'test-key-B-straddle-0123456789';
+    secrets.add(key);
+    const log = createLogger({ destination, secrets });
+    for (const keep of [6, 12, key.length - 1]) {
+      log.info({ line: `KILOCODE_API_KEY=${key.slice(0, keep)}${CUT_MARK}` }, 'Gateway output');
+    }
+    log.info({ line: `short ${key.slice(0, 5)}${CUT_MARK}` }, 'Gateway output');
+    const out = lines.join('');
+    expect(out).not.toContain(key.slice(0, 6));
+    expect(out.match(/\[REDACTED\]…/g)).toHaveLength(3);
+    // Below the registry's 6-character floor a prefix is too common to be worth redacting.
+    expect(out).toContain(`short ${key.slice(0, 5)}${CUT_MARK}`);
+  });
 });
+
