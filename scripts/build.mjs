@@ -12,10 +12,10 @@
 // OpenClaw cache from either place. @kubernetes/client-node stays an ordinary import from
 // node_modules: only the operator commands load it, and the tests run that exact package.
 import { rmSync } from 'node:fs';
+import { builtinModules } from 'node:module';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { builtinModules } from 'node:module';
 import { build } from 'esbuild';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');

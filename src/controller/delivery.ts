@@ -2,6 +2,7 @@
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import { fingerprintValue, shortHash } from '../fingerprint.ts';
 import type { Logger, SecretRegistry } from '../log.ts';
+import { coalesce } from './coalesce.ts';
 import type { EnvStore } from './env-store.ts';
 import { ALL_STORE_LAYOUTS, LAYOUTS_WHILE_RUNNING, type ProfilePort } from './profile-port.ts';
 import { errInfo, type Supervisor } from './supervisor.ts';
@@ -39,6 +40,9 @@ const ALIASES: Record<string, string[]> = { KILOCODE_API_KEY: ['KILO_API_KEY'] }
 
 export class Delivery {
   readonly #d: DeliveryDeps;
+  /** Patches that arrive together share a migration run (one that began after they arrived). */
+  readonly #migrateRunning = coalesce(() => this.#migrate(false));
+  readonly #migrateStopped = coalesce(() => this.#migrate(true));
 
   constructor(deps: DeliveryDeps) {
     this.#d = deps;
@@ -67,7 +71,7 @@ export class Delivery {
     if (d.mode === 'file' && vars[d.keyVar] !== undefined) {
       await writeFileAtomic(d.keyFile!, vars[d.keyVar]!, { mode: 0o600 });
       d.log.info({ keyHash }, 'Replaced key file');
-      const migratedProfiles = await this.#migrate(d.supervisor.childEnv() === null);
+      const migratedProfiles = await this.#migrateNow();
       if (await d.hasConfigLevelRef().catch(() => false)) {
         const ok = await d.reloadSecrets();
         d.log.info({ ok }, 'Asked the gateway to reload config-level secrets');
@@ -81,7 +85,7 @@ export class Delivery {
     const live = d.supervisor.hasLiveChild();
     // With no child, nobody holds the SQLite stores open, so every layout can be migrated now;
     // otherwise JSON now and the rest in the restart's pre-spawn hook, while the gateway is down.
-    const migratedProfiles = await this.#migrate(d.supervisor.childEnv() === null);
+    const migratedProfiles = await this.#migrateNow();
     if (live) this.#restartInBackground();
     d.log.info({ keyHash, live }, 'Env updated for the next gateway spawn');
     return { signaled: live, migratedProfiles };
@@ -89,7 +93,12 @@ export class Delivery {
 
   /** Migration before a spawn (the supervisor's pre-spawn hook): every layout, gateway down. */
   async migrateAll(): Promise<number> {
-    return this.#migrate(true);
+    return this.#migrateStopped();
+  }
+
+  /** SQLite stores only while no gateway runs (it holds them open); JSON stores always. */
+  #migrateNow(): Promise<number> {
+    return this.#d.supervisor.childEnv() === null ? this.#migrateStopped() : this.#migrateRunning();
   }
 
   async #migrate(all: boolean): Promise<number> {

@@ -51,4 +51,3 @@ describe('logger redaction', () => {
     expect(out).toContain(`short ${key.slice(0, 5)}${CUT_MARK}`);
   });
 });
-
