@@ -6,6 +6,7 @@
 // flags and the TypeScript sources (`bin/keyroll.mjs`), for comparison.
 //   node bench/controller.bench.ts            all (the real-gateway part takes a few minutes)
 //   BENCH_SKIP_REAL=1                         stand-in parts only
+//   BENCH_ONLY=rss,file-stand-in,restart-real,file-real   just these parts
 //   BENCH_RUNS=N                              restart-mode rotations with the real gateway (default 3)
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -432,11 +433,18 @@ async function benchFileReal(): Promise<void> {
   }
 }
 
-for (const launch of ['image', 'bundle', 'sources'] as const) await benchRss(launch);
-await benchFileModeStandIn();
-if (process.env.BENCH_SKIP_REAL !== '1') {
-  await benchRestartReal();
-  await benchFileReal();
+const parts: Record<string, () => Promise<void>> = {
+  rss: async () => {
+    for (const launch of ['image', 'bundle', 'sources'] as const) await benchRss(launch);
+  },
+  'file-stand-in': benchFileModeStandIn,
+  'restart-real': benchRestartReal,
+  'file-real': benchFileReal,
+};
+const only = process.env.BENCH_ONLY?.split(',');
+for (const [name, run] of Object.entries(parts)) {
+  if (only ? !only.includes(name) : process.env.BENCH_SKIP_REAL === '1' && name.endsWith('-real')) continue;
+  await run();
 }
 console.log('\n| figure | value |\n|---|---|');
 for (const r of results) console.log(`| ${r.name} | ${r.value} ${r.unit}${r.note ? ` (${r.note})` : ''} |`);

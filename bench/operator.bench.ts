@@ -60,7 +60,7 @@ async function restartTime(m: FleetMember): Promise<number> {
     'restarted gateway ready',
     async () => {
       const s = await readState(m);
-      return s && s.gateway.ready && s.gateway.state === 'running' && s.gateway.pid !== before?.gateway.pid;
+      return s?.gateway.ready && s.gateway.state === 'running' && s.gateway.pid !== before?.gateway.pid;
     },
     30_000,
     10,

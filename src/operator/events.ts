@@ -56,7 +56,7 @@ export function eventsForPass(
 export function eventForDegraded(prev: GatewayKeyStatus, next: GatewayKeyStatus): EventSpec | null {
   const before = getCondition(prev.conditions, 'Degraded');
   const after = getCondition(next.conditions, 'Degraded');
-  if (!after || after.status !== 'True') return null;
+  if (after?.status !== 'True') return null;
   if (
     before &&
     before.status === 'True' &&

@@ -195,7 +195,7 @@ describe('production install (the Dockerfile deps and build stages)', () => {
       for (const f of ['package.json', 'package-lock.json']) await cp(join(root, f), join(dir, f));
       await run(
         'npm',
-        ['install', '--omit=dev', '--omit=optional', '--ignore-scripts', '--no-audit', '--no-fund'],
+        ['ci', '--omit=dev', '--omit=optional', '--ignore-scripts', '--no-audit', '--no-fund'],
         { cwd: dir, timeout: 240_000 },
       );
       // The build stage's output, made from this checkout's sources with its dev tooling.

@@ -69,14 +69,17 @@ export interface BuiltPackage {
 }
 
 /**
- * `npm run build` into a fresh package root laid out like the image's /app, so the bundle is
- * tested as shipped and the working tree's dist/ is left alone. Takes about a second.
+ * `npm run build` into a fresh package root laid out like the image's /app (plus links to this
+ * checkout's node_modules and .cache), so the bundle is tested as shipped and the working tree's
+ * dist/ is left alone. Takes about a second.
  */
 export function buildPackage(prefix = 'keyroll-dist-'): BuiltPackage {
   const root = mkdtempSync(join(tmpdir(), prefix));
   try {
     copyFileSync(join(REPO_ROOT, 'package.json'), join(root, 'package.json'));
     symlinkSync(join(REPO_ROOT, 'node_modules'), join(root, 'node_modules'));
+    // The pinned OpenClaw from `npm run gateway:install`, found as the sources find it.
+    symlinkSync(join(REPO_ROOT, '.cache'), join(root, '.cache'));
     execFileSync(node24(), [join(REPO_ROOT, 'scripts', 'build.mjs'), '--outdir', join(root, 'dist')], {
       stdio: ['ignore', 'ignore', 'pipe'],
       timeout: 120_000,
