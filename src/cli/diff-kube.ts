@@ -121,11 +121,11 @@ export async function runKubeDiff(opts: KubeDiffOptions, io: Io, deps: KubeDiffD
         return drift(`SecretNotFound: spec.source.secretRef: ${missing(namespace, secretRef.name)}`);
       let material: Awaited<ReturnType<ReturnType<typeof secretKeySource>['current']>>;
       try {
-        material = await secretKeySource(reader, {
-          namespace,
-          name: secretRef.name,
-          key: secretRef.key,
-        }).current(signal);
+        material = await secretKeySource(
+          reader,
+          { namespace, name: secretRef.name, key: secretRef.key },
+          token,
+        ).current(signal);
       } catch (e) {
         if (!(e instanceof KeySourceError)) throw e;
         return drift(`KeyNotFound: spec.source.secretRef: ${e.message}`);

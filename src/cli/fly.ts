@@ -243,13 +243,6 @@ export async function runFly(argv: string[], io: Io, deps: FlyDeps = {}): Promis
   let keySource: KeySource;
   let token: string;
   try {
-    keySource = await buildKeySource(source, {
-      env: io.env,
-      baseDir: process.cwd(),
-      envVar: cfg['env-var'],
-      clock,
-      secrets,
-    });
     token = cfg['controller-token-file']
       ? await resolveToken(
           { file: cfg['controller-token-file'] },
@@ -264,6 +257,14 @@ export async function runFly(argv: string[], io: Io, deps: FlyDeps = {}): Promis
           '--controller-token-env',
         );
     secrets.add(token);
+    keySource = await buildKeySource(source, {
+      env: io.env,
+      baseDir: process.cwd(),
+      envVar: cfg['env-var'],
+      clock,
+      secrets,
+      versionKey: token,
+    });
   } catch (err) {
     if (err instanceof ConfigError) {
       out.stderr(`keyroll fly: ${err.message}\n`);

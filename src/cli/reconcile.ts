@@ -10,6 +10,7 @@ import type { Target } from '../reconcile/reconcile-target.ts';
 import { renderDiff, renderJson, renderReconcile } from '../reconcile/report.ts';
 import { DEFAULT_RETRY } from '../reconcile/retry.ts';
 import { type PassResult, runPass } from '../reconcile/rollout.ts';
+import { versionKeyOf } from '../reconcile/sources/content-version.ts';
 import { type KeySource, KeySourceError } from '../reconcile/sources/key-source.ts';
 import { ConfigError, loadTargetsFile, resolveToken, type TargetsFile } from '../reconcile/targets.ts';
 import { buildKeySource, SOURCE_FLAG_OPTIONS, type SourceFlags, sourceFromFlags } from './source-flags.ts';
@@ -136,13 +137,6 @@ async function prepare(
     throw new UsageError(
       'no key source: add `source:` to the targets file or pass --source-file/--source-url',
     );
-  const source = await buildKeySource(cfg, {
-    env: io.env,
-    baseDir,
-    envVar: file.defaults.envVar,
-    clock,
-    secrets,
-  });
   const targets: Target[] = [];
   for (const [i, t] of file.targets.entries()) {
     const token = await resolveToken(t.token, io.env, baseDir, `targets[${i}].token (${t.name})`);
@@ -155,6 +149,14 @@ async function prepare(
       client: httpControllerClient({ url: t.url, token, timeoutMs: file.defaults.requestTimeout }),
     });
   }
+  const source = await buildKeySource(cfg, {
+    env: io.env,
+    baseDir,
+    envVar: file.defaults.envVar,
+    clock,
+    secrets,
+    versionKey: versionKeyOf(targets.map((t) => t.token)),
+  });
   return { file, source, targets, secrets, out };
 }
 

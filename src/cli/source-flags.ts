@@ -61,6 +61,8 @@ export interface BuildSourceOptions {
   clock: Clock;
   /** The source's bearer token is registered here before anything can log it. */
   secrets: SecretRegistry;
+  /** Keys the content version of a key without a version label: see `versionKeyOf`. */
+  versionKey: string;
 }
 
 export async function buildKeySource(cfg: SourceConfig, o: BuildSourceOptions): Promise<KeySource> {
@@ -68,6 +70,7 @@ export async function buildKeySource(cfg: SourceConfig, o: BuildSourceOptions): 
     return fileKeySource({
       path: resolvePath(o.baseDir, cfg.file.path),
       keyName: cfg.file.keyName ?? o.envVar,
+      versionKey: o.versionKey,
     });
   }
   const h = cfg.http;
@@ -85,5 +88,6 @@ export async function buildKeySource(cfg: SourceConfig, o: BuildSourceOptions): 
     ...(h.refreshBefore !== undefined ? { refreshBeforeMs: h.refreshBefore } : {}),
     ...(h.timeout !== undefined ? { timeoutMs: h.timeout } : {}),
     clock: o.clock,
+    versionKey: o.versionKey,
   });
 }

@@ -240,11 +240,11 @@ export function createReconciler(
     }
     let material: Awaited<ReturnType<ReturnType<typeof secretKeySource>['current']>>;
     try {
-      material = await secretKeySource(reader, {
-        namespace,
-        name: secretRef.name,
-        key: secretRef.key,
-      }).current(deps.signal);
+      material = await secretKeySource(
+        reader,
+        { namespace, name: secretRef.name, key: secretRef.key },
+        token,
+      ).current(deps.signal);
     } catch (err) {
       if (!(err instanceof KeySourceError)) throw err;
       await degrade(gk, 'KeyNotFound', `spec.source.secretRef: ${err.message}`);

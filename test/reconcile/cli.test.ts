@@ -135,7 +135,7 @@ describe('keyroll diff', () => {
     expect(drift.code).toBe(1);
     expect(drift.stdout).toMatch(/^--- observed gw-0 http:\/\/127\.0\.0\.1:\d+$/m);
     expect(drift.stdout).toMatch(
-      /^\+\+\+ desired {2}gw-0 \(key version sha256:[0-9a-f]{16}, delivery restart\)$/m,
+      /^\+\+\+ desired {2}gw-0 \(key version hmac:[0-9a-f]{16}, delivery restart\)$/m,
     );
     expect(drift.stdout).toMatch(/^- envHash +[0-9a-f]{12} {2}version v-initial$/m);
     expect(drift.stdout).toMatch(/^ {2}plan +deliver-key: /m);

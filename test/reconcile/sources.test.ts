@@ -1,10 +1,13 @@
+import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { fingerprintValue } from '../../src/fingerprint.ts';
 import type { Clock } from '../../src/reconcile/clock.ts';
+import { contentVersion, versionKeyOf } from '../../src/reconcile/sources/content-version.ts';
 import { fileKeySource } from '../../src/reconcile/sources/file-source.ts';
 import { httpKeySource, mintDue } from '../../src/reconcile/sources/http-source.ts';
 import { KeySourceError } from '../../src/reconcile/sources/key-source.ts';
@@ -32,13 +35,24 @@ afterEach(async () => {
 });
 
 describe('file source', () => {
-  it('reads a file, trims the newline, and versions by content', async () => {
+  it('reads a file, trims the newline, and versions by content, keyed with the controller token', async () => {
     writeFileSync(join(dir, 'key'), `${KEY}\n`);
-    const k = await fileKeySource({ path: join(dir, 'key') }).current(signal());
+    const k = await fileKeySource({ path: join(dir, 'key'), versionKey: TOKEN }).current(signal());
     expect(k.key).toBe(KEY);
-    expect(k.version).toMatch(/^sha256:[0-9a-f]{16}$/);
+    expect(k.version).toMatch(/^hmac:[0-9a-f]{16}$/);
+    // Not a plain digest of the key: without the token a guessed key cannot be tested against it.
+    expect(k.version.slice(5)).not.toBe(createHash('sha256').update(KEY).digest('hex').slice(0, 16));
+    const other = await fileKeySource({ path: join(dir, 'key'), versionKey: `${TOKEN}-other` }).current(
+      signal(),
+    );
+    expect(other.version).not.toBe(k.version);
+    expect(
+      (await fileKeySource({ path: join(dir, 'key'), versionKey: TOKEN }).current(signal())).version,
+    ).toBe(k.version);
     writeFileSync(join(dir, 'key'), MINTED);
-    expect((await fileKeySource({ path: join(dir, 'key') }).current(signal())).version).not.toBe(k.version);
+    expect(
+      (await fileKeySource({ path: join(dir, 'key'), versionKey: TOKEN }).current(signal())).version,
+    ).not.toBe(k.version);
   });
 
   it('reads a mounted Secret directory and its version sidecar', async () => {
@@ -46,7 +60,7 @@ describe('file source', () => {
     mkdirSync(secret);
     writeFileSync(join(secret, 'KILOCODE_API_KEY'), KEY);
     writeFileSync(join(secret, 'version'), 'v7\n');
-    const k = await fileKeySource({ path: secret }).current(signal());
+    const k = await fileKeySource({ path: secret, versionKey: TOKEN }).current(signal());
     expect(k).toMatchObject({ key: KEY, version: 'v7' });
   });
 
@@ -55,7 +69,9 @@ describe('file source', () => {
     ['empty', '\n', /the key is empty/],
   ])('%s file → KeySourceError', async (_name, content, message) => {
     if (content !== null) writeFileSync(join(dir, 'key'), content);
-    await expect(fileKeySource({ path: join(dir, 'key') }).current(signal())).rejects.toThrow(message);
+    await expect(
+      fileKeySource({ path: join(dir, 'key'), versionKey: TOKEN }).current(signal()),
+    ).rejects.toThrow(message);
   });
 });
 
@@ -79,6 +95,7 @@ describe('http source', () => {
       token: TOKEN,
       mintUrl: `${url}/mint`,
       clock: fixedClock(NOW),
+      versionKey: TOKEN,
     }).current(signal());
     expect(k).toMatchObject({ key: KEY, version: 'v3' });
     expect(k.expiresAt?.toISOString()).toBe('2026-03-20T00:00:00.000Z');
@@ -91,16 +108,22 @@ describe('http source', () => {
         res.end(JSON.stringify({ token: MINTED, expiresAt: '2026-04-01T00:00:00Z' }));
       else res.end(JSON.stringify({ key: KEY, expiresAt: '2026-03-03T00:00:00Z' }));
     });
-    const k = await httpKeySource({ url, token: TOKEN, mintUrl: url, clock: fixedClock(NOW) }).current(
-      signal(),
-    );
+    const k = await httpKeySource({
+      url,
+      token: TOKEN,
+      mintUrl: url,
+      clock: fixedClock(NOW),
+      versionKey: TOKEN,
+    }).current(signal());
     expect(k.key).toBe(MINTED);
   });
 
   it('times out a hanging API with a clear error', async () => {
     const url = await api(() => undefined);
     await expect(
-      httpKeySource({ url, token: TOKEN, timeoutMs: 150, clock: fixedClock(NOW) }).current(signal()),
+      httpKeySource({ url, token: TOKEN, timeoutMs: 150, clock: fixedClock(NOW), versionKey: TOKEN }).current(
+        signal(),
+      ),
     ).rejects.toThrow(/key source http:\/\/127\.0\.0\.1:\d+: timed out after 150 ms/);
   });
 
@@ -108,7 +131,7 @@ describe('http source', () => {
     const url = await api((_req, res) => {
       res.writeHead(500).end(`{"error":"leaked ${KEY}"}`);
     });
-    const err = await httpKeySource({ url, token: TOKEN, clock: fixedClock(NOW) })
+    const err = await httpKeySource({ url, token: TOKEN, clock: fixedClock(NOW), versionKey: TOKEN })
       .current(signal())
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(KeySourceError);
@@ -135,13 +158,31 @@ describe('secret source (reader port)', () => {
         }),
       },
       { namespace: 'ns', name: 'kilo', key: 'KILOCODE_API_KEY' },
+      TOKEN,
     );
     expect(await src.current(signal())).toMatchObject({ key: KEY, version: 'v9' });
   });
 
   it('says which Secret or key is missing', async () => {
-    const none = secretKeySource({ read: async () => null }, { namespace: 'ns', name: 'kilo', key: 'K' });
+    const none = secretKeySource(
+      { read: async () => null },
+      { namespace: 'ns', name: 'kilo', key: 'K' },
+      TOKEN,
+    );
     await expect(none.current(signal())).rejects.toThrow('secret ns/kilo key K: the Secret does not exist');
+  });
+});
+
+describe('content version', () => {
+  it('keys by the one shared token, or by the set of distinct tokens whatever their order', () => {
+    expect(versionKeyOf([TOKEN, TOKEN])).toBe(TOKEN);
+    expect(versionKeyOf(['b-token', 'a-token', 'b-token'])).toBe(versionKeyOf(['a-token', 'b-token']));
+    expect(versionKeyOf(['a-token', 'b-token'])).not.toBe(versionKeyOf(['a-token', 'c-token']));
+    expect(() => versionKeyOf([])).toThrow(/no controller token/);
+  });
+
+  it('differs from the controller fingerprint of the same key under the same token', () => {
+    expect(fingerprintValue(TOKEN, KEY)).not.toContain(contentVersion(KEY, TOKEN).slice('hmac:'.length));
   });
 });
 

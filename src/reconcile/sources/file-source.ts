@@ -9,6 +9,8 @@ export interface FileSourceOptions {
   path: string;
   /** File inside a directory source; default `KILOCODE_API_KEY`. */
   keyName?: string;
+  /** Keys the content version when the source gives no version label (content-version.ts). */
+  versionKey: string;
 }
 
 /** Sidecar files that carry a version label (a Secret's `keyroll.dev/version`, mounted as a file). */
@@ -49,8 +51,7 @@ export function fileKeySource(opts: FileSourceOptions): KeySource {
         const key = (await readFile(keyPath, 'utf8')).replace(/\s+$/, '');
         const parsed = KeyMaterialSchema.safeParse({
           key,
-          version: version || contentVersion(key),
-          fingerprint: contentVersion(key),
+          version: version || contentVersion(key, opts.versionKey),
         });
         if (!parsed.success) throw new KeySourceError(`key source file ${keyPath}: the key is empty`);
         return parsed.data;

@@ -16,6 +16,8 @@ export interface HttpSourceOptions {
   timeoutMs?: number;
   mintTimeoutMs?: number;
   clock: Clock;
+  /** Keys the content version when the source gives no version label (content-version.ts). */
+  versionKey: string;
 }
 
 /** The API's answer. `token` is accepted for KiloClaw's mint shape `{token, expiresAt}`. */
@@ -34,6 +36,7 @@ async function fetchKey(
   init: RequestInit,
   timeoutMs: number,
   signal: AbortSignal,
+  versionKey: string,
 ): Promise<KeyMaterial> {
   let res: Response;
   try {
@@ -62,8 +65,7 @@ async function fetchKey(
   const key = (parsed.data.key ?? parsed.data.token)!;
   return KeyMaterialSchema.parse({
     key,
-    version: parsed.data.version ?? contentVersion(key),
-    fingerprint: contentVersion(key),
+    version: parsed.data.version ?? contentVersion(key, versionKey),
     expiresAt: parsed.data.expiresAt ? new Date(parsed.data.expiresAt) : undefined,
   });
 }
@@ -79,7 +81,14 @@ export function httpKeySource(opts: HttpSourceOptions): KeySource {
   return {
     describe: `http ${opts.url}`,
     async current(signal): Promise<KeyMaterial> {
-      const current = await fetchKey('key source', opts.url, { headers }, opts.timeoutMs ?? 10_000, signal);
+      const current = await fetchKey(
+        'key source',
+        opts.url,
+        { headers },
+        opts.timeoutMs ?? 10_000,
+        signal,
+        opts.versionKey,
+      );
       if (!opts.mintUrl || !mintDue(current.expiresAt, opts.clock.now(), refreshBefore)) return current;
       try {
         // A failed mint changes nothing: the error stops this pass before any delivery, and the
@@ -90,6 +99,7 @@ export function httpKeySource(opts: HttpSourceOptions): KeySource {
           { method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, body: '{}' },
           opts.mintTimeoutMs ?? 15_000,
           signal,
+          opts.versionKey,
         );
       } catch (err) {
         const hours = ((current.expiresAt!.getTime() - opts.clock.now()) / 3_600_000).toFixed(1);

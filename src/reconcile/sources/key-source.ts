@@ -5,8 +5,6 @@ import * as z from 'zod';
 export const KeyMaterialSchema = z.object({
   key: z.string().min(1, 'key must be a non-empty string'),
   version: z.string().min(1),
-  /** Optional fingerprint the source vouches for (e.g. sha256 of the content); informational. */
-  fingerprint: z.string().optional(),
   expiresAt: z.date().optional(),
 });
 

@@ -20,8 +20,11 @@ export interface SecretReader {
   ): Promise<{ data: Record<string, string>; annotations: Record<string, string> } | null>;
 }
 
-/** Version = the `keyroll.dev/version` annotation when present, else a content fingerprint. */
-export function secretKeySource(reader: SecretReader, ref: SecretRef): KeySource {
+/**
+ * Version = the `keyroll.dev/version` annotation when present, else a content fingerprint keyed
+ * with `versionKey` (the controller token; see content-version.ts).
+ */
+export function secretKeySource(reader: SecretReader, ref: SecretRef, versionKey: string): KeySource {
   const where = `secret ${ref.namespace}/${ref.name} key ${ref.key}`;
   return {
     describe: where,
@@ -33,8 +36,7 @@ export function secretKeySource(reader: SecretReader, ref: SecretRef): KeySource
       const key = Buffer.from(b64, 'base64').toString('utf8').replace(/\s+$/, '');
       const parsed = KeyMaterialSchema.safeParse({
         key,
-        version: secret.annotations[VERSION_ANNOTATION] || contentVersion(key),
-        fingerprint: contentVersion(key),
+        version: secret.annotations[VERSION_ANNOTATION] || contentVersion(key, versionKey),
       });
       if (!parsed.success) throw new KeySourceError(`${where}: the key is empty`);
       return parsed.data;
