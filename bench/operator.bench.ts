@@ -1,9 +1,13 @@
 // Benchmarks of `keyroll operator` against the Kubernetes API test server:
 //  1. Secret update → GatewayKey Ready for one target (a real controller with the stand-in gateway),
 //     as a ratio to that gateway's own restart time (POST /_kilo/gateway/restart → ready);
-//  2. operator RSS with 10,000 labelled Secrets and 1,000 GatewayKeys loaded and reconciled.
+//  2. operator RSS with 10,000 labelled Secrets and 1,000 GatewayKeys loaded and reconciled, with
+//     the operator run as the operator image runs it (`npm run build`'s bundle and the Dockerfile's
+//     operator ENTRYPOINT, Node flags included).
 // Prints one JSON line per figure and a summary table.
 //   node bench/operator.bench.ts      BENCH_RUNS=N rotations (default 5)
+//   BENCH_ONLY=latency|rss            one part
+//   BENCH_OPERATOR_NODE_FLAGS="…"     Node flags instead of the image's (experiments)
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
@@ -27,6 +31,7 @@ import {
 import { startFakeUpstream } from '../test/support/fake-upstream.ts';
 import { freePort, getText } from '../test/support/http.ts';
 import { startKubeApiServer } from '../test/support/kube/index.ts';
+import { buildPackage, imageCommand } from '../test/support/image-command.ts';
 import { killAllTracked, spawnTracked } from '../test/support/processes.ts';
 import { node24, REPO_ROOT } from '../test/support/sandbox.ts';
 
@@ -160,7 +165,7 @@ async function rss(SECRETS: number, KEYS: number): Promise<void> {
     const p = spawnTracked(
       node24(),
       [
-        join(REPO_ROOT, 'test/operator/fixtures/run-operator.ts'),
+        ...operatorLaunch(),
         '--kubeconfig',
         server.kubeconfigPath,
         '--namespace',
@@ -213,9 +218,21 @@ async function rss(SECRETS: number, KEYS: number): Promise<void> {
   }
 }
 
-await latency();
-await rss(0, 0); // baseline: the process with an empty namespace
-await rss(10_000, 1_000);
+/** Node argv up to the operator's flags: the operator image's entrypoint on a fresh build. */
+function operatorLaunch(): string[] {
+  const pkg = buildPackage('keyroll-bench-operator-');
+  process.on('exit', () => pkg.cleanup());
+  const image = imageCommand('operator', pkg.root);
+  const flags = process.env.BENCH_OPERATOR_NODE_FLAGS?.split(' ').filter(Boolean) ?? image.nodeFlags;
+  return [...flags, image.script, ...image.args, 'operator'];
+}
+
+const only = process.env.BENCH_ONLY;
+if (!only || only === 'latency') await latency();
+if (!only || only === 'rss') {
+  await rss(0, 0); // baseline: the process with an empty namespace
+  await rss(10_000, 1_000);
+}
 console.log('\n| figure | value | unit | note |\n|---|---|---|---|');
 for (const r of results) console.log(`| ${r.name} | ${r.value} | ${r.unit} | ${r.note ?? ''} |`);
 process.exit(0);

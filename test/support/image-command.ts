@@ -32,14 +32,14 @@ export function dockerEntrypoint(stage: string, dockerfile = join(REPO_ROOT, 'Do
   return JSON.parse(last.slice('ENTRYPOINT '.length)) as string[];
 }
 
-/** The gateway image's entrypoint, split into Node flags, script (under `appRoot`) and args. */
-export function gatewayImageCommand(appRoot: string): ImageCommand {
-  const [program, ...rest] = dockerEntrypoint('gateway');
-  if (program !== 'node') throw new Error(`gateway ENTRYPOINT runs '${program}', expected node`);
+/** A Dockerfile stage's entrypoint, split into Node flags, script (under `appRoot`) and args. */
+export function imageCommand(stage: 'gateway' | 'operator', appRoot: string): ImageCommand {
+  const [program, ...rest] = dockerEntrypoint(stage);
+  if (program !== 'node') throw new Error(`${stage} ENTRYPOINT runs '${program}', expected node`);
   const at = rest.findIndex((a) => !a.startsWith('-'));
-  if (at < 0) throw new Error('gateway ENTRYPOINT names no script');
+  if (at < 0) throw new Error(`${stage} ENTRYPOINT names no script`);
   const script = rest[at]!;
-  if (!script.startsWith('/app/')) throw new Error(`gateway ENTRYPOINT script ${script} is not under /app`);
+  if (!script.startsWith('/app/')) throw new Error(`${stage} ENTRYPOINT script ${script} is not under /app`);
   return {
     nodeFlags: rest.slice(0, at),
     script: join(appRoot, script.slice('/app/'.length)),
@@ -47,19 +47,37 @@ export function gatewayImageCommand(appRoot: string): ImageCommand {
   };
 }
 
-/** The args of the `gateway` container in manifests/gateway/statefulset.yaml. */
-export function statefulSetGatewayArgs(): string[] {
-  const file = join(REPO_ROOT, 'manifests', 'gateway', 'statefulset.yaml');
-  for (const doc of parseAllDocuments(readFileSync(file, 'utf8'))) {
+/** The gateway image's entrypoint (`keyroll controller` with the controller's Node flags). */
+export function gatewayImageCommand(appRoot: string): ImageCommand {
+  return imageCommand('gateway', appRoot);
+}
+
+/** The args of container `container` of the first `kind` object in a manifest under manifests/. */
+export function manifestArgs(file: string, kind: string, container: string): string[] {
+  const path = join(REPO_ROOT, 'manifests', file);
+  for (const doc of parseAllDocuments(readFileSync(path, 'utf8'))) {
     const o = doc.toJS() as {
       kind?: string;
-      spec?: { template?: { spec?: { containers?: { name: string; args?: string[] }[] } } };
+      spec?: {
+        template?: PodTemplate;
+        jobTemplate?: { spec?: { template?: PodTemplate } };
+      };
     } | null;
-    if (o?.kind !== 'StatefulSet') continue;
-    const c = o.spec?.template?.spec?.containers?.find((x) => x.name === 'gateway');
+    if (o?.kind !== kind) continue;
+    const pod = o.spec?.template ?? o.spec?.jobTemplate?.spec?.template;
+    const c = pod?.spec?.containers?.find((x) => x.name === container);
     if (c) return c.args ?? [];
   }
-  throw new Error(`${file} has no StatefulSet with a 'gateway' container`);
+  throw new Error(`${path} has no ${kind} with a '${container}' container`);
+}
+
+interface PodTemplate {
+  spec?: { containers?: { name: string; args?: string[] }[] };
+}
+
+/** The args of the `gateway` container in manifests/gateway/statefulset.yaml. */
+export function statefulSetGatewayArgs(): string[] {
+  return manifestArgs('gateway/statefulset.yaml', 'StatefulSet', 'gateway');
 }
 
 export interface BuiltPackage {

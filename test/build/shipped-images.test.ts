@@ -1,7 +1,6 @@
-// The controller as the gateway image runs it: `npm run build`'s bundle, started with the
-// Dockerfile's gateway ENTRYPOINT (its Node flags included) followed by the StatefulSet's args,
-// then a rotation end to end with the stand-in gateway and a fake upstream.
-
+// keyroll as the images run it: `npm run build`'s bundle, started with the Dockerfile's
+// ENTRYPOINTs (their Node flags included) followed by the manifests' args; for the gateway image,
+// a rotation end to end with the stand-in gateway and a fake upstream.
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +12,8 @@ import {
   type BuiltPackage,
   buildPackage,
   gatewayImageCommand,
+  imageCommand,
+  manifestArgs,
   statefulSetGatewayArgs,
 } from '../support/image-command.ts';
 import { node24 } from '../support/sandbox.ts';
@@ -38,6 +39,21 @@ describe('the shipped build (dist/keyroll.js)', () => {
     for (const command of ['controller', 'profiles', 'reconcile', 'diff', 'operator', 'fly']) {
       const help = await run(node24(), [entry, command, '--help'], { timeout: 30_000 });
       expect(help.stdout, command).toContain(`keyroll ${command}`);
+    }
+  });
+
+  it('the operator image entrypoint (its Node flags) with the Deployment and CronJob args parses and starts', async () => {
+    const image = imageCommand('operator', pkg.root);
+    for (const [file, kind, container] of [
+      ['base/operator.yaml', 'Deployment', 'operator'],
+      ['base/reconcile-cronjob.yaml', 'CronJob', 'reconcile'],
+    ] as const) {
+      const args = manifestArgs(file, kind, container);
+      // `--help` after the manifest's args: the command and every flag it gives must parse.
+      const help = await run(node24(), [...image.nodeFlags, image.script, ...image.args, ...args, '--help'], {
+        timeout: 30_000,
+      });
+      expect(help.stdout, `${file}`).toContain(`keyroll ${args[0]}`);
     }
   });
 
