@@ -30,8 +30,8 @@ import {
 } from '../test/reconcile/support/fleet.ts';
 import { startFakeUpstream } from '../test/support/fake-upstream.ts';
 import { freePort, getText } from '../test/support/http.ts';
-import { startKubeApiServer } from '../test/support/kube/index.ts';
 import { buildPackage, imageCommand } from '../test/support/image-command.ts';
+import { startKubeApiServer } from '../test/support/kube/index.ts';
 import { killAllTracked, spawnTracked } from '../test/support/processes.ts';
 import { node24, REPO_ROOT } from '../test/support/sandbox.ts';
 
