@@ -11,7 +11,7 @@ import {
   waitGatewayReady,
 } from '../reconcile/support/fleet.ts';
 import { type FakeUpstream, startFakeUpstream } from '../support/fake-upstream.ts';
-import { freePort, getText } from '../support/http.ts';
+import { getText } from '../support/http.ts';
 import { type KubeApiServer, startKubeApiServer } from '../support/kube/index.ts';
 import { killAllTracked, spawnTracked, type Tracked } from '../support/processes.ts';
 import { node24, REPO_ROOT } from '../support/sandbox.ts';
@@ -205,8 +205,10 @@ describe('operator faults', () => {
     // The in-process operator steps aside first, so the two processes compete for a free Lease.
     await operators[0]?.stop();
     operators.length = 0;
+    // Port 0, read back from the operator's start-up line: a port picked by the test could be
+    // taken by another test's server before the operator listens (seen once on a loaded host, when
+    // this test read another operator's metrics).
     const start = async (identity: string): Promise<{ p: Tracked; port: number }> => {
-      const port = await freePort();
       const p = spawnTracked(
         node24(),
         [
@@ -218,7 +220,7 @@ describe('operator faults', () => {
           '--identity',
           identity,
           '--metrics-port',
-          String(port),
+          '0',
           '--metrics-bind',
           '127.0.0.1',
           '--lease-duration',
@@ -233,7 +235,8 @@ describe('operator faults', () => {
         { name: identity, env: { ...process.env, KEYROLL_LOG_LEVEL: 'info' } },
       );
       processLines.push(p.lines);
-      return { p, port };
+      const line = await p.waitForLine(/metrics on port \d+/, 45_000);
+      return { p, port: Number(/metrics on port (\d+)/.exec(line)?.[1]) };
     };
     const a = await start('replica-a');
     const b = await start('replica-b');
