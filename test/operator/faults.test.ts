@@ -205,9 +205,9 @@ describe('operator faults', () => {
     // The in-process operator steps aside first, so the two processes compete for a free Lease.
     await operators[0]?.stop();
     operators.length = 0;
-    // Port 0, read back from the operator's start-up line: a port picked by the test could be
-    // taken by another test's server before the operator listens (seen once on a loaded host, when
-    // this test read another operator's metrics).
+    // Port 0, read back from the operator's start-up line: a port picked by the test can be taken
+    // by another test's server before the operator listens (the likely cause of one ECONNREFUSED
+    // on a loaded host).
     const start = async (identity: string): Promise<{ p: Tracked; port: number }> => {
       const p = spawnTracked(
         node24(),
