@@ -16,6 +16,7 @@ import {
   manifestArgs,
   statefulSetGatewayArgs,
 } from '../support/image-command.ts';
+import { pidAlive } from '../support/processes.ts';
 import { node24 } from '../support/sandbox.ts';
 
 const run = promisify(execFile);
@@ -57,7 +58,7 @@ describe('the shipped build (dist/keyroll.js)', () => {
     }
   });
 
-  it('the gateway image entrypoint with the pod args: bootstrap migrates, a patch restarts with the new key', async () => {
+  it('the gateway image entrypoint with the pod args: bootstrap migrates, a patch restarts with the new key, SIGTERM leaves no gateway', async () => {
     const image = gatewayImageCommand(pkg.root);
     expect(image.args).toEqual(['controller']);
     const launch = [...image.nodeFlags, image.script, ...image.args, ...statefulSetGatewayArgs()];
@@ -103,6 +104,11 @@ describe('the shipped build (dist/keyroll.js)', () => {
       expect(after?.key.envHash).toBe(fingerprintEnv(TOKEN, { KILOCODE_API_KEY: KEY_B }));
       expect((await chat(member.gatewayPort, TOKEN, 10_000)).status).toBe(200);
       expect(upstream.chatRequests().at(-1)).toMatchObject({ key: KEY_B, ok: true });
+
+      // SIGTERM to the controller alone (not its process group): it stops the gateway and exits 0.
+      const exit = await member.controller.stop('SIGTERM', 15_000, { group: false });
+      expect(exit.code).toBe(0);
+      expect(pidAlive(after!.gateway.pid!)).toBe(false);
 
       const output = member.controller.lines.join('\n');
       for (const secret of [TOKEN, KEY_A, KEY_B]) expect(output).not.toContain(secret);
