@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startFakeUpstream } from '../test/support/fake-upstream.ts';
-import { buildPackage, gatewayImageCommand } from '../test/support/image-command.ts';
+import { buildPackage, imageCommand } from '../test/support/image-command.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const NODE = process.execPath;
@@ -25,7 +25,7 @@ const results: { name: string; value: number; unit: string; note?: string }[] = 
 
 const pkg = buildPackage('keyroll-bench-dist-');
 process.on('exit', () => pkg.cleanup());
-const image = gatewayImageCommand(pkg.root);
+const image = imageCommand('gateway', pkg.root);
 /** Node argv up to the controller's flags, per way of running it. */
 const LAUNCH = {
   image: [...image.nodeFlags, image.script, ...image.args],

@@ -4,7 +4,8 @@
 // from every export, which runs the lazy `WebSocket`/`CloseEvent`/`MessageEvent` getters and loads
 // Node's bundled undici; `fetch` loads it too. That is ≈13 MB of a controller that should idle
 // beside the gateway in a few tens of MB (BENCHMARKS.md). `process.getBuiltinModule` hands back
-// the CommonJS module as is, so nothing is loaded that the controller does not use.
+// the CommonJS module as is, so nothing is loaded that the controller does not use. (The bundle
+// imports every builtin this way; doing it here keeps the sources run without undici too.)
 import type * as Http from 'node:http';
 
 const http: typeof Http = process.getBuiltinModule('node:http');
@@ -47,4 +48,13 @@ export function getLoopback(
     });
     req.on('error', reject);
   });
+}
+
+/** Whether the gateway on `port` answers `GET /readyz` with 200 before `signal` fires. */
+export async function readyzOk(port: number, signal: AbortSignal): Promise<boolean> {
+  try {
+    return (await getLoopback(port, '/readyz', { signal })).status === 200;
+  } catch {
+    return false;
+  }
 }

@@ -1,9 +1,9 @@
-// Owns the sharing of one observation among concurrent readers of /_kilo/state.
-//
-// Each observation scans every profile store and probes the gateway; ten clients polling at once
-// would run ten scans side by side. Readers that arrive while one runs share the next run
-// instead, so at most one runs and one waits, and every reader still gets an observation that
-// began after it asked: it sees every patch, start and stop that completed before its request.
+// Owns the sharing of one run of an expensive read among concurrent callers: the observation
+// behind /_kilo/state (a scan of every profile store and a readiness probe) and the profile
+// migration a patch runs. Ten clients at once would otherwise run ten scans side by side. Callers
+// that arrive while a run is going share the next run instead, so at most one runs and one waits,
+// and every caller still gets a run that began after it asked: it sees every patch, start and
+// stop that completed before its request.
 
 /** Wraps `fn` so that concurrent callers share runs, never one that began before they called. */
 export function coalesce<T>(fn: () => Promise<T>): () => Promise<T> {

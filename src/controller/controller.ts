@@ -2,7 +2,7 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
-import { getLoopback } from '../adapters/loopback-http.ts';
+import { readyzOk } from '../adapters/loopback-http.ts';
 import { fingerprintEnv, fingerprintValue } from '../fingerprint.ts';
 import type { Logger, SecretRegistry } from '../log.ts';
 import { VERSION } from '../version.ts';
@@ -140,14 +140,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     reloadSecrets,
   });
 
-  const probeReady = async (): Promise<boolean> => {
-    try {
-      const res = await getLoopback(config.gatewayPort, '/readyz', { signal: AbortSignal.timeout(1_000) });
-      return res.status === 200;
-    } catch {
-      return false;
-    }
-  };
+  const probeReady = () => readyzOk(config.gatewayPort, AbortSignal.timeout(1_000));
 
   const observe = coalesce(async (): Promise<ObservedState> => {
     const stats = supervisor.getStats();

@@ -1,7 +1,7 @@
 // Owns the gateway child process: spawn with a fresh env, readiness, graceful stop, crash backoff.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { getLoopback } from '../adapters/loopback-http.ts';
+import { readyzOk } from '../adapters/loopback-http.ts';
 import { CUT_MARK, type Logger } from '../log.ts';
 import { onLines } from './lines.ts';
 
@@ -138,16 +138,7 @@ export class Supervisor extends EventEmitter {
     this.#spawn = opts.spawnImpl ?? spawn;
     this.#backoffMs = this.#o.backoffInitialMs;
     const port = opts.gatewayPort;
-    this.#probe =
-      opts.probe ??
-      (async (signal) => {
-        if (port === undefined) return true;
-        try {
-          return (await getLoopback(port, '/readyz', { signal })).status === 200;
-        } catch {
-          return false;
-        }
-      });
+    this.#probe = opts.probe ?? (async (signal) => (port === undefined ? true : readyzOk(port, signal)));
   }
 
   getState(): SupervisorState {

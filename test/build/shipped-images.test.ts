@@ -11,7 +11,6 @@ import { chat } from '../support/http.ts';
 import {
   type BuiltPackage,
   buildPackage,
-  gatewayImageCommand,
   imageCommand,
   manifestArgs,
   statefulSetGatewayArgs,
@@ -59,7 +58,7 @@ describe('the shipped build (dist/keyroll.js)', () => {
   });
 
   it('the gateway image entrypoint with the pod args: bootstrap migrates, a patch restarts with the new key, SIGTERM leaves no gateway', async () => {
-    const image = gatewayImageCommand(pkg.root);
+    const image = imageCommand('gateway', pkg.root);
     expect(image.args).toEqual(['controller']);
     const launch = [...image.nodeFlags, image.script, ...image.args, ...statefulSetGatewayArgs()];
     const upstream = await startFakeUpstream({ keys: [KEY_A] });

@@ -47,11 +47,6 @@ export function imageCommand(stage: 'gateway' | 'operator', appRoot: string): Im
   };
 }
 
-/** The gateway image's entrypoint (`keyroll controller` with the controller's Node flags). */
-export function gatewayImageCommand(appRoot: string): ImageCommand {
-  return imageCommand('gateway', appRoot);
-}
-
 /** The args of container `container` of the first `kind` object in a manifest under manifests/. */
 export function manifestArgs(file: string, kind: string, container: string): string[] {
   const path = join(REPO_ROOT, 'manifests', file);
