@@ -21,9 +21,12 @@ COPY src ./src
 RUN node scripts/build.mjs
 
 FROM node:24.21.0-bookworm-slim AS openclaw
+# The exact tree the tests ran: the lockfile committed for the pinned version (see
+# scripts/gateway-install.mjs), installed with `npm ci`, no install scripts.
+ARG OPENCLAW_VERSION=2026.6.8
 WORKDIR /opt/openclaw
-RUN echo '{"name":"openclaw-runtime","private":true}' > package.json \
- && npm install openclaw@2026.6.8 --ignore-scripts --no-audit --no-fund
+COPY scripts/openclaw-lock/${OPENCLAW_VERSION}/package.json scripts/openclaw-lock/${OPENCLAW_VERSION}/package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
 
 FROM node:24.21.0-bookworm-slim AS operator
 ENV NODE_ENV=production

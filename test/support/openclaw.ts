@@ -27,13 +27,13 @@ export const ONE_START_TEST_MS = 420_000;
 export const TWO_START_TEST_MS = 720_000;
 
 /** Path of the installed `openclaw.mjs`; throws a clear error when it is not installed. */
-export function openclawEntry(): string {
+export function openclawEntry(version: string = OPENCLAW_VERSION): string {
   const cache = process.env.KEYROLL_CACHE_DIR ?? join(REPO_ROOT, '.cache');
-  const entry = join(cache, `openclaw-${OPENCLAW_VERSION}`, 'node_modules', 'openclaw', 'openclaw.mjs');
+  const entry = join(cache, `openclaw-${version}`, 'node_modules', 'openclaw', 'openclaw.mjs');
   if (!existsSync(entry)) {
-    throw new Error(
-      `OpenClaw ${OPENCLAW_VERSION} is not installed (${entry} is missing): run \`npm run gateway:install\`.`,
-    );
+    const cmd =
+      version === OPENCLAW_VERSION ? 'npm run gateway:install' : `npm run gateway:install -- ${version}`;
+    throw new Error(`OpenClaw ${version} is not installed (${entry} is missing): run \`${cmd}\`.`);
   }
   return entry;
 }
