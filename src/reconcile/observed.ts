@@ -1,6 +1,30 @@
 // Owns the observed state of one target: the zod schema of `GET /_kilo/state` and its summary.
 import * as z from 'zod';
 
+const count = z.number().int().nonnegative().nullish();
+
+/**
+ * Live-traffic evidence from the controller's proxy, counted since `since` (the later of the
+ * current gateway spawn and the last key delivery). `accepted`: 2xx answers to POSTs (calls that
+ * reach the provider); `keyRejected`: 401s whose body says the provider refused the key.
+ */
+export const TrafficSchema = z.object({
+  since: z.string().nullish(),
+  responses: count,
+  accepted: count,
+  keyRejected: count,
+  lastAcceptedAt: z.string().nullish(),
+  lastKeyRejectedAt: z.string().nullish(),
+});
+
+/** The proxy's own report (informational: no rule reads it). */
+export const ProxySchema = z.object({
+  strategy: z.string().nullish(),
+  inFlight: count,
+  held: count,
+  websockets: count,
+});
+
 /**
  * `GET /_kilo/state` as the controller reports it. Unknown fields are tolerated (zod strips them),
  * so a newer controller that adds fields never looks broken to an older reconciler.
@@ -34,10 +58,15 @@ export const ObservedStateSchema = z.object({
       }),
     )
     .default([]),
+  // Older controllers send neither; a malformed one is dropped rather than failing the whole
+  // observation: missing evidence must never make a target look broken or unreachable.
+  traffic: TrafficSchema.nullish().catch(null),
+  proxy: ProxySchema.nullish().catch(null),
 });
 
 export type ObservedState = z.infer<typeof ObservedStateSchema>;
 export type ObservedProfile = ObservedState['profiles'][number];
+export type ObservedTraffic = z.infer<typeof TrafficSchema>;
 
 /** The profile form each delivery mode requires. */
 export function requiredForm(delivery: 'restart' | 'file'): 'keyRef-env' | 'keyRef-file' {

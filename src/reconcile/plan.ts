@@ -1,13 +1,15 @@
 // Owns planning: from desired and observed state, the actions that converge a target, with reasons.
 import { type Desired, desiredFingerprint, fingerprintLabel, shortHash } from './desired.ts';
 import { type ObservedState, requiredForm } from './observed.ts';
-import { observedFingerprint } from './status.ts';
+import { describeKeyRejection, keyRejection, observedFingerprint, type TargetReason } from './status.ts';
 
 export type ActionType = 'migrate-profiles' | 'deliver-key' | 'wait-for-ready' | 'none';
 
 export interface Action {
   type: ActionType;
   reason: string;
+  /** Set on a `none` that stands for a reported reason (`KeyRejected`): what a reader should act on. */
+  code?: TargetReason;
 }
 
 /** Profile forms a migration by the controller can turn into the mode's keyRef. */
@@ -21,8 +23,8 @@ export function needsPatch(actions: readonly Action[]): boolean {
 /**
  * Pure. The actions are what one `POST /_kilo/env/patch` plus verification would do; an empty
  * drift gives `[none]`. Nothing is planned for what a patch cannot fix (a delivery-mode mismatch,
- * an unreadable or missing profile): planning a restart there would restart the gateway on every
- * pass without ever converging.
+ * an unreadable or missing profile, a provider rejecting the desired key): planning a restart
+ * there would restart the gateway on every pass without ever converging.
  */
 export function plan(d: Desired, o: ObservedState): Action[] {
   if (o.controller.delivery && o.controller.delivery !== d.delivery) {
@@ -72,6 +74,16 @@ export function plan(d: Desired, o: ObservedState): Action[] {
     actions.push({
       type: 'none',
       reason: `${stuck.map((p) => `${p.agentId}/${p.profileId} is ${p.form}`).join(', ')}: keyroll does not rewrite what it cannot parse; fix by hand`,
+    });
+  }
+  const rejection = keyRejection(o);
+  if (rejection && have === want) {
+    // The desired key itself is refused: re-delivering it would restart the gateway forever. A
+    // rejected old key needs no action of its own: the deliver-key above replaces it.
+    actions.push({
+      type: 'none',
+      code: 'KeyRejected',
+      reason: `the provider rejected the desired key on ${describeKeyRejection(rejection)}; delivering the same key again cannot fix that: put a key the provider accepts in the key source`,
     });
   }
   if (actions.length === 0) actions.push({ type: 'none', reason: 'in sync' });

@@ -8,7 +8,7 @@ import type { ObservedState } from './observed.ts';
 import { type Action, needsPatch, plan } from './plan.ts';
 import { type RetryPolicy, withRetry } from './retry.ts';
 import type { KeyMaterial } from './sources/key-source.ts';
-import { type Drift, status } from './status.ts';
+import { type Drift, reasonOf, status, type TargetReason } from './status.ts';
 
 /**
  * converged: the running gateway shows the desired key (already, or after this pass);
@@ -25,6 +25,8 @@ export interface TargetResult {
   outcome: Outcome;
   /** One line on why the target ended where it did. */
   message: string;
+  /** A stable code for why it is not converged, when the drift has one (`KeyRejected`). */
+  reason?: TargetReason;
   desired: Desired;
   before: ObservedState | null;
   after: ObservedState | null;
@@ -80,11 +82,10 @@ export async function reconcileTarget(t: Target, ctx: PassContext): Promise<Targ
   };
   type Fields = Pick<TargetResult, 'outcome' | 'message' | 'before' | 'after' | 'actions' | 'drift'> &
     Partial<Pick<TargetResult, 'patched' | 'patch' | 'attempts'>>;
-  const done = (r: Fields): TargetResult => ({
-    ...base,
-    ...r,
-    durationMs: ctx.clock.now() - started,
-  });
+  const done = (r: Fields): TargetResult => {
+    const reason = r.outcome === 'converged' ? undefined : reasonOf(r.drift);
+    return { ...base, ...r, ...(reason ? { reason } : {}), durationMs: ctx.clock.now() - started };
+  };
 
   ctx.onPhase?.(t.name, 'observing');
   let before: ObservedState;
@@ -124,9 +125,12 @@ export async function reconcileTarget(t: Target, ctx: PassContext): Promise<Targ
     });
   }
   const patching = needsPatch(actions);
-  const waitOnly = actions.some((a) => a.type === 'wait-for-ready');
+  // A gateway that runs the desired key while the provider rejects it gains nothing by waiting:
+  // readiness would not make the key valid; the next pass observes again.
+  const waitOnly = actions.some((a) => a.type === 'wait-for-ready') && !reasonOf(initial.drift);
   if (!patching && !waitOnly) {
-    // Nothing a patch can fix (a delivery-mode mismatch, an unreadable profile): report, touch nothing.
+    // Nothing a patch can fix (a delivery-mode mismatch, an unreadable profile, a rejected
+    // desired key): report, touch nothing.
     return done({
       outcome: 'not-converged',
       message: actions.map((a) => a.reason).join('; '),

@@ -1,12 +1,12 @@
 // Owns rendering a pass for people and programs: the diff report, the reconcile table, JSON.
 import { type Desired, desiredFingerprint, fingerprintLabel, shortHash } from './desired.ts';
 import { formatDuration } from './duration.ts';
-import type { ObservedState } from './observed.ts';
+import type { ObservedState, ObservedTraffic } from './observed.ts';
 import { requiredForm } from './observed.ts';
-import { needsPatch } from './plan.ts';
+import { type Action, needsPatch } from './plan.ts';
 import type { TargetResult } from './reconcile-target.ts';
 import type { PassResult } from './rollout.ts';
-import { observedFingerprint } from './status.ts';
+import { keyRejection, observedFingerprint } from './status.ts';
 
 const COL = 10;
 
@@ -23,6 +23,24 @@ function gatewayText(o: ObservedState): string {
 
 function fingerprintText(hash: string | null | undefined, version: string | null | undefined): string {
   return `${shortHash(hash)}  version ${version ?? '-'}`;
+}
+
+function trafficText(t: ObservedTraffic): string {
+  const last = (at: string | null | undefined) => (at ? ` (last ${at})` : '');
+  return (
+    `${t.responses ?? '-'} responses since ${t.since ?? '-'}: ` +
+    `${t.accepted ?? '-'} accepted${last(t.lastAcceptedAt)}, ` +
+    `${t.keyRejected ?? 0} key rejected${last(t.lastKeyRejectedAt)}`
+  );
+}
+
+function actionText(a: Action): string {
+  return `${a.type}: ${a.code ? `${a.code}: ` : ''}${a.reason}`;
+}
+
+/** "KeyRejected: " before a message when the result has a reason code. */
+function withReason(r: TargetResult): string {
+  return r.reason ? `${r.reason}: ${r.message}` : r.message;
 }
 
 /** Unified-diff-like block for one target: ` ` same, `-` observed, `+` desired, `!` cannot observe. */
@@ -69,6 +87,24 @@ export function renderTargetDiff(r: TargetResult): string {
       ),
     );
   }
+  // Only controllers that proxy the gateway report traffic; without it there is no line at all.
+  if (o.traffic) {
+    if (keyRejection(o)) {
+      out.push(line('-', 'traffic', trafficText(o.traffic)));
+      // A rejected old key is fixed by the delivery, after which the controller counts afresh.
+      out.push(
+        line(
+          '+',
+          'traffic',
+          have === want
+            ? 'an accepted response after the last key rejection'
+            : 'counted afresh after the delivery',
+        ),
+      );
+    } else {
+      out.push(line(' ', 'traffic', trafficText(o.traffic)));
+    }
+  }
   const form = requiredForm(d.delivery);
   if (o.profiles.length === 0) out.push(line(' ', 'profiles', '(none listed)'));
   for (const p of o.profiles) {
@@ -80,8 +116,12 @@ export function renderTargetDiff(r: TargetResult): string {
       out.push(line('+', 'profile', `${id} ${form}`));
     }
   }
-  for (const a of r.actions) out.push(line(' ', 'plan', `${a.type}: ${a.reason}`));
+  for (const a of r.actions) out.push(line(' ', 'plan', actionText(a)));
   return `${out.join('\n')}\n`;
+}
+
+function keyRejectedCount(p: PassResult): number {
+  return p.targets.filter((r) => r.reason === 'KeyRejected').length;
 }
 
 function diffSummary(p: PassResult): string {
@@ -89,6 +129,8 @@ function diffSummary(p: PassResult): string {
   const parts = [`${s.converged} in sync`, `${s.drift} drift`];
   if (s.unreachable) parts.push(`${s.unreachable} unreachable`);
   if (s.notConverged) parts.push(`${s.notConverged} not converged`);
+  const rejected = keyRejectedCount(p);
+  if (rejected) parts.push(`${rejected} key rejected`);
   return `${s.total} target(s): ${parts.join(', ')} (desired key version ${p.keyVersion}, delivery ${p.delivery})`;
 }
 
@@ -133,7 +175,7 @@ export function renderReconcile(p: PassResult): string {
   const notes = p.targets.filter((r) => r.outcome !== 'converged');
   if (notes.length > 0) {
     out += '\n';
-    for (const r of notes) out += `${r.name}: ${r.outcome}: ${r.message}\n`;
+    for (const r of notes) out += `${r.name}: ${r.outcome}: ${withReason(r)}\n`;
   }
   const s = p.summary;
   const head = p.paused ? 'rollout paused, nothing sent: ' : '';
@@ -141,6 +183,7 @@ export function renderReconcile(p: PassResult): string {
     `\n${head}${s.converged}/${s.total} converged (${s.patched} patched this pass)` +
     `, ${s.notConverged} not converged, ${s.unreachable} unreachable, ${s.skipped} skipped` +
     (s.drift ? `, ${s.drift} with drift` : '') +
+    (keyRejectedCount(p) ? `, ${keyRejectedCount(p)} key rejected` : '') +
     ` — key version ${p.keyVersion}, delivery ${p.delivery}, ${formatDuration(p.durationMs)}\n`;
   return out;
 }
@@ -148,7 +191,7 @@ export function renderReconcile(p: PassResult): string {
 /** One plain line per finished target, for logs and non-TTY progress. */
 export function renderResultLine(r: TargetResult): string {
   const [, outcome, pid, fp, acts, time] = row(r);
-  const why = r.outcome === 'converged' ? '' : `: ${r.message}`;
+  const why = r.outcome === 'converged' ? '' : `: ${withReason(r)}`;
   return `${r.name}: ${outcome} pid ${pid} ${fingerprintLabel(r.desired.delivery)} ${fp} [${acts}] ${time}${why}\n`;
 }
 

@@ -8,7 +8,8 @@ export type DriftCode =
   | 'gateway-not-ready'
   | 'fingerprint-differs'
   | 'profile-form'
-  | 'pid-unchanged';
+  | 'pid-unchanged'
+  | 'key-rejected';
 
 export interface Drift {
   code: DriftCode;
@@ -26,6 +27,58 @@ export interface TargetStatus {
   drift: Drift[];
 }
 
+/**
+ * Why a target is not converged, as a stable code drivers report (an operator condition reason,
+ * a report column), when the drift needs one beyond its messages. `KeyRejected`: the gateway runs
+ * the desired key and the provider refuses it.
+ */
+export type TargetReason = 'KeyRejected';
+
+/** Evidence from live traffic that the provider refuses the key the gateway runs. */
+export interface KeyRejection {
+  /** 401 `authentication_error` answers since `since`. */
+  rejected: number;
+  since: string | null;
+  lastKeyRejectedAt: string | null;
+  lastAcceptedAt: string | null;
+}
+
+/**
+ * Pure. The most recent provider outcome real users saw is a rejection: `keyRejected > 0` and no
+ * accepted response after the last rejection. Null without that evidence — an older controller
+ * (no `traffic`), no rejection, an accepted response at or after the last rejection, or times that
+ * cannot be ordered: absent or unclear evidence never makes a target look broken.
+ */
+export function keyRejection(o: ObservedState): KeyRejection | null {
+  const t = o.traffic;
+  if (!t?.keyRejected || t.keyRejected < 0) return null;
+  const lastKeyRejectedAt = t.lastKeyRejectedAt ?? null;
+  const lastAcceptedAt = t.lastAcceptedAt ?? null;
+  if (lastAcceptedAt !== null) {
+    const accepted = Date.parse(lastAcceptedAt);
+    const rejected = lastKeyRejectedAt === null ? Number.NaN : Date.parse(lastKeyRejectedAt);
+    if (!(accepted < rejected)) return null;
+  }
+  return { rejected: t.keyRejected, since: t.since ?? null, lastKeyRejectedAt, lastAcceptedAt };
+}
+
+/** "3 responses since 2026-12-02T11:00:00.000Z, none accepted after": counts and times, never a secret. */
+export function describeKeyRejection(k: KeyRejection): string {
+  const responses = `${k.rejected} response${k.rejected === 1 ? '' : 's'}`;
+  const since = k.since ? `since ${k.since}` : 'since the gateway started or the key was delivered';
+  return `${responses} ${since}, none accepted after`;
+}
+
+/**
+ * Pure. `KeyRejected` when the drift shows the provider refusing the key and the gateway runs the
+ * desired one (no `fingerprint-differs`): a rejected old key is what a delivery fixes, not a reason.
+ */
+export function reasonOf(drift: readonly Drift[]): TargetReason | undefined {
+  const rejected = drift.some((d) => d.code === 'key-rejected');
+  const stale = drift.some((d) => d.code === 'fingerprint-differs');
+  return rejected && !stale ? 'KeyRejected' : undefined;
+}
+
 /** The fingerprint the controller reports for the desired mode. */
 export function observedFingerprint(d: Desired, o: ObservedState): string | null {
   return (d.delivery === 'file' ? o.key.fileHash : o.key.envHash) ?? null;
@@ -34,7 +87,8 @@ export function observedFingerprint(d: Desired, o: ObservedState): string | null
 /**
  * Pure. Converged ⇔ gateway running and ready ∧ fingerprint = desired ∧ every managed profile
  * is a keyRef of the mode's source (none listed is fine) ∧ in restart mode after a patch the PID
- * differs from the PID before it. Every failed clause becomes one drift entry with a reason.
+ * differs from the PID before it ∧ live traffic does not show the provider rejecting the key
+ * (`keyRejection`). Every failed clause becomes one drift entry with a reason.
  */
 export function status(d: Desired, o: ObservedState, ctx: VerifyContext = { patched: false }): TargetStatus {
   const drift: Drift[] = [];
@@ -79,6 +133,13 @@ export function status(d: Desired, o: ObservedState, ctx: VerifyContext = { patc
     drift.push({
       code: 'pid-unchanged',
       message: `gateway still runs as pid ${ctx.pidBefore}, spawned before the patch`,
+    });
+  }
+  const rejection = keyRejection(o);
+  if (rejection) {
+    drift.push({
+      code: 'key-rejected',
+      message: `the provider rejected the ${have === want ? '' : 'old '}key on ${describeKeyRejection(rejection)}`,
     });
   }
   return { converged: drift.length === 0, drift };

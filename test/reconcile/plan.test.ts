@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import { ObservedStateSchema } from '../../src/reconcile/observed.ts';
 import { plan } from '../../src/reconcile/plan.ts';
-import { status } from '../../src/reconcile/status.ts';
-import { KEY_NEW, observed, want } from './support/fixtures.ts';
+import { keyRejection, reasonOf, status } from '../../src/reconcile/status.ts';
+import { KEY_NEW, KEY_OLD, observed, TOKEN, traffic, want } from './support/fixtures.ts';
 
 const plaintext = [{ agentId: 'main', store: 'sqlite', profileId: 'kilocode:default', form: 'plaintext' }];
 
@@ -60,6 +61,47 @@ describe('plan()', () => {
       obs: observed({ key: { envHash: null, version: null } }),
       actions: ['deliver-key', 'wait-for-ready'],
     },
+    {
+      name: 'right key, traffic all accepted',
+      obs: observed({ traffic: traffic() }, KEY_NEW),
+      actions: ['none'],
+    },
+    {
+      name: 'right key rejected, nothing ever accepted: no re-delivery',
+      obs: observed({ traffic: traffic({ accepted: 0, rejected: 3 }) }, KEY_NEW),
+      actions: ['none'],
+    },
+    {
+      name: 'right key rejected after the last accepted response: no re-delivery',
+      obs: observed({ traffic: traffic({ rejected: 3 }) }, KEY_NEW),
+      actions: ['none'],
+    },
+    {
+      name: 'right key, accepted after the last rejection',
+      obs: observed({ traffic: traffic({ rejected: 3, acceptedAt: '2026-12-02T11:06:00.000Z' }) }, KEY_NEW),
+      actions: ['none'],
+    },
+    {
+      name: 'old key rejected: deliver the desired one',
+      obs: observed({ traffic: traffic({ accepted: 0, rejected: 9 }) }),
+      actions: ['deliver-key', 'wait-for-ready'],
+    },
+    {
+      name: 'right key rejected, plaintext profile: migrate only',
+      obs: observed({ profiles: plaintext, traffic: traffic({ rejected: 3 }) }, KEY_NEW),
+      actions: ['migrate-profiles', 'wait-for-ready', 'none'],
+    },
+    {
+      name: 'right key rejected, gateway not ready',
+      obs: observed({ gateway: { ready: false }, traffic: traffic({ rejected: 3 }) }, KEY_NEW),
+      actions: ['wait-for-ready', 'none'],
+    },
+    {
+      name: 'file mode, right key rejected: no re-delivery',
+      delivery: 'file',
+      obs: observed({ traffic: traffic({ accepted: 0, rejected: 1 }) }, KEY_NEW, 'file'),
+      actions: ['none'],
+    },
   ];
   it.each(cases)('$name → $actions', ({ delivery, obs, actions }) => {
     expect(plan(want(delivery), obs).map((a) => a.type)).toEqual(actions);
@@ -73,6 +115,25 @@ describe('plan()', () => {
     );
     expect(actions[2]!.reason).toContain('not 4242');
     expect(JSON.stringify(actions)).not.toContain(KEY_NEW);
+  });
+
+  it('a rejected desired key plans a none with the KeyRejected code, counts and since, never a secret', () => {
+    const actions = plan(want(), observed({ traffic: traffic({ accepted: 0, rejected: 3 }) }, KEY_NEW));
+    expect(actions).toEqual([
+      {
+        type: 'none',
+        code: 'KeyRejected',
+        reason:
+          'the provider rejected the desired key on 3 responses since 2026-12-02T11:00:00.000Z, none accepted after; ' +
+          'delivering the same key again cannot fix that: put a key the provider accepts in the key source',
+      },
+    ]);
+    for (const secret of [KEY_NEW, KEY_OLD, TOKEN]) expect(JSON.stringify(actions)).not.toContain(secret);
+  });
+
+  it('a rejected old key gets a deliver-key and no KeyRejected code', () => {
+    const actions = plan(want(), observed({ traffic: traffic({ rejected: 3 }) }));
+    expect(actions.some((a) => a.code)).toBe(false);
   });
 });
 
@@ -140,6 +201,74 @@ describe('status()', () => {
       obs: observed({ controller: { delivery: 'file' } }, KEY_NEW),
       drift: ['delivery-mismatch'],
     },
+    { name: 'no traffic reported (older controller)', obs: observed({ traffic: null }, KEY_NEW), drift: [] },
+    { name: 'traffic, all accepted', obs: observed({ traffic: traffic() }, KEY_NEW), drift: [] },
+    {
+      name: 'rejected, nothing accepted',
+      obs: observed({ traffic: traffic({ accepted: 0, rejected: 3 }) }, KEY_NEW),
+      drift: ['key-rejected'],
+    },
+    {
+      name: 'rejected after the last accepted',
+      obs: observed({ traffic: traffic({ rejected: 3 }) }, KEY_NEW),
+      drift: ['key-rejected'],
+    },
+    {
+      name: 'accepted after the last rejection',
+      obs: observed({ traffic: traffic({ rejected: 3, acceptedAt: '2026-12-02T11:06:00.000Z' }) }, KEY_NEW),
+      drift: [],
+    },
+    {
+      name: 'accepted at the same instant as the last rejection (cannot order: not evidence)',
+      obs: observed(
+        {
+          traffic: traffic({
+            rejected: 1,
+            acceptedAt: '2026-12-02T11:05:00.000Z',
+            rejectedAt: '2026-12-02T11:05:00.000Z',
+          }),
+        },
+        KEY_NEW,
+      ),
+      drift: [],
+    },
+    {
+      name: 'rejections without a time and nothing accepted',
+      obs: observed({ traffic: traffic({ accepted: 0, rejected: 2, rejectedAt: null }) }, KEY_NEW),
+      drift: ['key-rejected'],
+    },
+    {
+      name: 'rejections without a time, something accepted (cannot order)',
+      obs: observed({ traffic: traffic({ rejected: 2, rejectedAt: null }) }, KEY_NEW),
+      drift: [],
+    },
+    {
+      name: 'unparseable accepted time (cannot order)',
+      obs: observed({ traffic: traffic({ rejected: 2, acceptedAt: 'yesterday' }) }, KEY_NEW),
+      drift: [],
+    },
+    {
+      name: 'a rejection time but a zero count',
+      obs: observed({ traffic: traffic({ accepted: 0, rejectedAt: '2026-12-02T11:05:00.000Z' }) }, KEY_NEW),
+      drift: [],
+    },
+    {
+      name: 'old key rejected',
+      obs: observed({ traffic: traffic({ rejected: 3 }) }),
+      drift: ['fingerprint-differs', 'key-rejected'],
+    },
+    {
+      name: 'file mode, rejected',
+      delivery: 'file',
+      obs: observed({ traffic: traffic({ accepted: 0, rejected: 1 }) }, KEY_NEW, 'file'),
+      drift: ['key-rejected'],
+    },
+    {
+      name: 'restart mode, patched, new pid, rejected',
+      obs: observed({ gateway: { pid: 5000 }, traffic: traffic({ accepted: 0, rejected: 1 }) }, KEY_NEW),
+      ctx: { patched: true, pidBefore: 4242 },
+      drift: ['key-rejected'],
+    },
   ];
   it.each(cases)('$name → $drift', ({ delivery, obs, ctx, drift }) => {
     const st = status(want(delivery), obs, ctx);
@@ -169,5 +298,92 @@ describe('status()', () => {
       }),
     );
     expect(st.drift[0]!.message).toBe('gateway is backoff after 7 restarts (last exit 1)');
+  });
+});
+
+describe('the KeyRejected rule', () => {
+  it('names counts and since, never a secret', () => {
+    const three = status(want(), observed({ traffic: traffic({ accepted: 0, rejected: 3 }) }, KEY_NEW));
+    expect(three.drift).toEqual([
+      {
+        code: 'key-rejected',
+        message:
+          'the provider rejected the key on 3 responses since 2026-12-02T11:00:00.000Z, none accepted after',
+      },
+    ]);
+    const one = status(want(), observed({ traffic: { keyRejected: 1 } }, KEY_NEW));
+    expect(one.drift[0]?.message).toBe(
+      'the provider rejected the key on 1 response since the gateway started or the key was delivered, none accepted after',
+    );
+    const old = status(want(), observed({ traffic: traffic({ rejected: 2 }) }));
+    expect(old.drift[1]?.message).toMatch(/^the provider rejected the old key on 2 responses/);
+    for (const st of [three, one, old])
+      for (const secret of [KEY_NEW, KEY_OLD, TOKEN]) expect(JSON.stringify(st)).not.toContain(secret);
+  });
+
+  it('keyRejection() returns the evidence, or null without it', () => {
+    expect(keyRejection(observed({ traffic: traffic({ rejected: 3 }) }, KEY_NEW))).toEqual({
+      rejected: 3,
+      since: '2026-12-02T11:00:00.000Z',
+      lastKeyRejectedAt: '2026-12-02T11:05:00.000Z',
+      lastAcceptedAt: '2026-12-02T11:04:00.000Z',
+    });
+    expect(keyRejection(observed({}, KEY_NEW))).toBeNull();
+    expect(keyRejection(observed({ traffic: {} }, KEY_NEW))).toBeNull();
+  });
+
+  it('reasonOf(): KeyRejected only when the gateway runs the desired key', () => {
+    const rejected = { code: 'key-rejected' as const, message: 'x' };
+    const stale = { code: 'fingerprint-differs' as const, message: 'y' };
+    const notReady = { code: 'gateway-not-ready' as const, message: 'z' };
+    expect(reasonOf([rejected])).toBe('KeyRejected');
+    expect(reasonOf([notReady, rejected])).toBe('KeyRejected');
+    expect(reasonOf([stale, rejected])).toBeUndefined();
+    expect(reasonOf([notReady])).toBeUndefined();
+    expect(reasonOf([])).toBeUndefined();
+  });
+});
+
+describe('ObservedStateSchema: traffic and proxy', () => {
+  const raw = (extra: Record<string, unknown>) => ({
+    controller: { state: 'ready', delivery: 'restart' },
+    gateway: { state: 'running', pid: 1, ready: true },
+    key: { envHash: want().envHash },
+    profiles: [],
+    ...extra,
+  });
+
+  it('an older controller (no traffic, no proxy) parses and converges', () => {
+    const o = ObservedStateSchema.parse(raw({}));
+    expect(o.traffic).toBeUndefined();
+    expect(o.proxy).toBeUndefined();
+    expect(status(want(), o).converged).toBe(true);
+  });
+
+  it('parses traffic and proxy, dropping unknown fields', () => {
+    const o = ObservedStateSchema.parse(
+      raw({
+        traffic: { ...traffic({ accepted: 0, rejected: 3 }), future: 1 },
+        proxy: { strategy: 'hold', inFlight: 2, held: 0, websockets: 1, drainMs: 5 },
+      }),
+    );
+    expect(o.traffic).toEqual(traffic({ accepted: 0, rejected: 3 }));
+    expect(o.proxy).toEqual({ strategy: 'hold', inFlight: 2, held: 0, websockets: 1 });
+    expect(status(want(), o).drift.map((d) => d.code)).toEqual(['key-rejected']);
+  });
+
+  it('a malformed traffic or proxy object is dropped, never fails the observation', () => {
+    for (const extra of [
+      { traffic: { keyRejected: 'three' } },
+      { traffic: { keyRejected: -1 } },
+      { traffic: 'busy' },
+      { proxy: { strategy: 7 } },
+      { proxy: [] },
+    ]) {
+      const parsed = ObservedStateSchema.safeParse(raw(extra));
+      expect(parsed.success, JSON.stringify(extra)).toBe(true);
+      if (!parsed.success) continue;
+      expect(status(want(), parsed.data).converged).toBe(true);
+    }
   });
 });

@@ -7,7 +7,7 @@ import type { ControllerClient } from '../../src/reconcile/controller-client.ts'
 import { FailureBudget, Semaphore } from '../../src/reconcile/limits.ts';
 import type { ObservedState } from '../../src/reconcile/observed.ts';
 import { type PassContext, reconcileTarget } from '../../src/reconcile/reconcile-target.ts';
-import { KEY_NEW, KEY_OLD, observed, TOKEN } from './support/fixtures.ts';
+import { KEY_NEW, KEY_OLD, observed, TOKEN, traffic } from './support/fixtures.ts';
 
 function fakeClock(): Clock & { slept: number } {
   let now = 1_000_000;
@@ -125,5 +125,94 @@ describe('failure budget accounting', () => {
     expect(r.actions.map((a) => a.type)).toEqual(['wait-for-ready']);
     expect(calls.every((x) => x === 'GET')).toBe(true);
     expect(budget.failures).toBe(0);
+  });
+});
+
+describe('a provider that rejects the key (traffic evidence)', () => {
+  const rejected = traffic({ accepted: 0, rejected: 3 });
+
+  it('the desired key rejected: not converged at once, KeyRejected, nothing sent, no budget spent', async () => {
+    const clock = fakeClock();
+    const budget = new FailureBudget(1);
+    const obs = observed({ traffic: rejected }, KEY_NEW);
+    const { c, calls } = client(obs, () => obs);
+    const r = await reconcileTarget(target(c), ctx(clock, { budget }));
+    expect(r.outcome).toBe('not-converged');
+    expect(r.reason).toBe('KeyRejected');
+    expect(r.drift.map((d) => d.code)).toEqual(['key-rejected']);
+    expect(r.actions).toEqual([expect.objectContaining({ type: 'none', code: 'KeyRejected' })]);
+    expect(r.message).toMatch(/^the provider rejected the desired key on 3 responses since /);
+    expect(calls).toEqual(['GET']);
+    expect(clock.slept).toBe(0);
+    expect(budget.failures).toBe(0);
+  });
+
+  it('rejected and not ready: reports without waiting for readiness', async () => {
+    const clock = fakeClock();
+    const obs = observed({ gateway: { ready: false }, traffic: rejected }, KEY_NEW);
+    const { c, calls } = client(obs, () => obs);
+    const r = await reconcileTarget(target(c), ctx(clock));
+    expect(r.outcome).toBe('not-converged');
+    expect(r.reason).toBe('KeyRejected');
+    expect(calls).toEqual(['GET']);
+    expect(clock.slept).toBe(0);
+  });
+
+  it('an accepted response after the last rejection: converged, nothing sent', async () => {
+    const obs = observed(
+      { traffic: traffic({ rejected: 3, acceptedAt: '2026-12-02T11:06:00.000Z' }) },
+      KEY_NEW,
+    );
+    const { c, calls } = client(obs, () => obs);
+    const r = await reconcileTarget(target(c), ctx(fakeClock()));
+    expect(r.outcome).toBe('converged');
+    expect(r.reason).toBeUndefined();
+    expect(calls).toEqual(['GET']);
+  });
+
+  it('the old key rejected: the desired key is delivered and converges once counters restart', async () => {
+    const { c, calls } = client(observed({ traffic: rejected }), (n) =>
+      n < 2
+        ? observed({ gateway: { state: 'restarting', ready: false }, traffic: rejected })
+        : observed({ gateway: { pid: 5000 }, traffic: traffic({ accepted: 0 }) }, KEY_NEW),
+    );
+    const r = await reconcileTarget(target(c), ctx(fakeClock()));
+    expect(r.outcome).toBe('converged');
+    expect(r.reason).toBeUndefined();
+    expect(calls.filter((x) => x.startsWith('POST'))).toHaveLength(1);
+  });
+
+  it('the old key rejected and the patch fails: DeliveryFailed territory, not KeyRejected', async () => {
+    const c: ControllerClient = {
+      getState: async () => observed({ traffic: rejected }),
+      patchEnv: async () => {
+        throw new Error('POST _kilo/env/patch: HTTP 400 Key not patchable');
+      },
+    };
+    const r = await reconcileTarget(target(c), ctx(fakeClock()));
+    expect(r.outcome).toBe('not-converged');
+    expect(r.drift.map((d) => d.code)).toContain('key-rejected');
+    expect(r.reason).toBeUndefined();
+  });
+
+  it('the delivered key is rejected by the provider: not converged at the deadline, KeyRejected, budget spent', async () => {
+    const clock = fakeClock();
+    const budget = new FailureBudget(1);
+    const { c } = client(observed(), () => observed({ gateway: { pid: 5000 }, traffic: rejected }, KEY_NEW));
+    const r = await reconcileTarget(target(c), ctx(clock, { budget, deadlineMs: 10_000 }));
+    expect(r.outcome).toBe('not-converged');
+    expect(r.reason).toBe('KeyRejected');
+    expect(r.patched).toBe(true);
+    expect(r.message).toMatch(/after the patch .*: the provider rejected the key on 3 responses/);
+    expect(budget.exhausted).toBe(true);
+  });
+
+  it('a dry run reports the drift with the reason', async () => {
+    const obs = observed({ traffic: rejected }, KEY_NEW);
+    const { c, calls } = client(obs, () => obs);
+    const r = await reconcileTarget(target(c), ctx(fakeClock(), { dryRun: true }));
+    expect(r.outcome).toBe('drift');
+    expect(r.reason).toBe('KeyRejected');
+    expect(calls).toEqual(['GET']);
   });
 });

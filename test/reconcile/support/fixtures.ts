@@ -15,7 +15,29 @@ type Patch = {
   gateway?: Partial<ObservedState['gateway']>;
   key?: Partial<ObservedState['key']>;
   profiles?: ObservedState['profiles'];
+  traffic?: ObservedState['traffic'];
+  proxy?: ObservedState['proxy'];
 };
+
+const SINCE = '2026-12-02T11:00:00.000Z';
+
+/** Live traffic as a proxying controller reports it: `rejected` 401s, the last at `at(rejectedAt)`. */
+export function traffic(
+  p: { accepted?: number; rejected?: number; acceptedAt?: string | null; rejectedAt?: string | null } = {},
+): NonNullable<ObservedState['traffic']> {
+  const accepted = p.accepted ?? 100;
+  const rejected = p.rejected ?? 0;
+  return {
+    since: SINCE,
+    responses: accepted + rejected + 17,
+    accepted,
+    keyRejected: rejected,
+    lastAcceptedAt:
+      p.acceptedAt === undefined ? (accepted ? '2026-12-02T11:04:00.000Z' : null) : p.acceptedAt,
+    lastKeyRejectedAt:
+      p.rejectedAt === undefined ? (rejected ? '2026-12-02T11:05:00.000Z' : null) : p.rejectedAt,
+  };
+}
 
 /** An observation of a target that runs `key` (default: the old one) in `delivery` mode, ready. */
 export function observed(
@@ -41,6 +63,8 @@ export function observed(
       version: key === KEY_OLD ? 'v1' : 'v2',
       ...p.key,
     },
+    ...(p.traffic !== undefined ? { traffic: p.traffic } : {}),
+    ...(p.proxy !== undefined ? { proxy: p.proxy } : {}),
     profiles: p.profiles ?? [
       {
         agentId: 'main',
