@@ -29,7 +29,10 @@ export function eventsForPass(
       message: `Delivered key version ${result.keyVersion} to ${delivered.length} target(s) and verified the running gateways: ${names(delivered)}`,
     });
   }
-  const failed = result.targets.filter((r) => r.outcome === 'not-converged' || r.outcome === 'unreachable');
+  // Targets whose provider rejects the key get their own Warning (below), once per change.
+  const failed = result.targets.filter(
+    (r) => r.reason !== 'KeyRejected' && (r.outcome === 'not-converged' || r.outcome === 'unreachable'),
+  );
   if (failed.length > 0) {
     out.push({
       type: 'Warning',
@@ -40,6 +43,8 @@ export function eventsForPass(
         .join('; ')}`,
     });
   }
+  const rejected = eventForKeyRejected(prev, next);
+  if (rejected) out.push(rejected);
   const wasReady = getCondition(prev.conditions, 'Ready')?.status === 'True';
   const isReady = getCondition(next.conditions, 'Ready')?.status === 'True';
   if (!wasReady && isReady && delivered.length === 0) {
@@ -50,6 +55,16 @@ export function eventsForPass(
     });
   }
   return out;
+}
+
+/**
+ * Pure: a KeyRejected Warning when Degraded turns KeyRejected or its message (the pods) changes;
+ * not on every pass of the same cause, since the reconciler keeps re-observing such targets.
+ */
+function eventForKeyRejected(prev: GatewayKeyStatus, next: GatewayKeyStatus): EventSpec | null {
+  const after = getCondition(next.conditions, 'Degraded');
+  if (after?.status !== 'True' || after.reason !== 'KeyRejected') return null;
+  return eventForDegraded(prev, next);
 }
 
 /** Pure: a Warning when the Degraded reason or message is new (not on every retry of the same cause). */

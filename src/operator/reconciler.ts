@@ -343,6 +343,7 @@ export function createReconciler(
         converged: s.converged,
         patched: s.patched,
         failed: s.notConverged + s.unreachable,
+        keyRejected: result.targets.filter((t) => t.reason === 'KeyRejected').length,
         durationMs: result.durationMs,
       },
       'Reconciled GatewayKey',

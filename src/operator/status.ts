@@ -43,7 +43,7 @@ export function targetStatusOf(r: TargetResult): TargetStatus {
     ...(typeof pid === 'number' ? { pid } : {}),
     form: forms.length === 0 ? 'none' : forms.join(','),
     converged: r.outcome === 'converged',
-    message: r.outcome === 'converged' ? '' : clip(r.message),
+    message: r.outcome === 'converged' ? '' : clip(r.reason ? `${r.reason}: ${r.message}` : r.message),
   };
 }
 
@@ -67,6 +67,33 @@ export function countsOf(results: readonly TargetResult[], total = results.lengt
   const converged = results.filter((r) => r.outcome === 'converged').length;
   const failed = results.filter((r) => r.outcome === 'not-converged' || r.outcome === 'unreachable').length;
   return { total, converged, failed, progressing: total - converged - failed };
+}
+
+/** "a, b, c and 2 more": pod names, bounded. */
+export function podNames(list: readonly string[], max = 5): string {
+  return list.slice(0, max).join(', ') + (list.length > max ? ` and ${list.length - max} more` : '');
+}
+
+/** Targets whose provider rejects the desired key they run (reason KeyRejected). */
+export function keyRejectedTargets(results: readonly TargetResult[]): TargetResult[] {
+  return results.filter((r) => r.reason === 'KeyRejected');
+}
+
+/**
+ * The KeyRejected message: the key version and the pods, no counts, so it stays the same pass
+ * after pass while the same pods are affected (the per-target counts are in targetStatuses).
+ */
+export function keyRejectedMessage(version: string, results: readonly TargetResult[]): string {
+  const rejected = keyRejectedTargets(results);
+  const others = results.filter(
+    (r) => r.reason !== 'KeyRejected' && (r.outcome === 'not-converged' || r.outcome === 'unreachable'),
+  );
+  return (
+    `the provider rejects key version ${version} on ${rejected.length} pod(s): ${podNames(rejected.map((r) => r.name))}` +
+    ' (the latest answers were 401 authentication_error, none accepted after); keyroll does not re-deliver a rejected key:' +
+    ' put a key the provider accepts in the source Secret' +
+    (others.length > 0 ? `; also not converged: ${podNames(others.map((r) => r.name))}` : '')
+  );
 }
 
 function failedSummary(results: readonly TargetResult[]): string {
@@ -106,6 +133,26 @@ export function statusFromPass(
       },
       { type: 'Progressing', status: 'False', reason: 'Converged', message: 'rollout complete' },
       { type: 'Degraded', status: 'False', reason: 'AsExpected', message: '' },
+    ];
+  } else if (keyRejectedTargets(result.targets).length > 0) {
+    // Before the other failures: a refused key is what a human must fix, and retrying the same
+    // key cannot; the reconciler keeps observing, so a later accepted response clears it.
+    const message = keyRejectedMessage(version, result.targets);
+    conditions = [
+      {
+        type: 'Ready',
+        status: 'False',
+        reason: 'KeyRejected',
+        message: `${counts.converged}/${counts.total} targets run key version ${version}; the provider rejects it on ${keyRejectedTargets(result.targets).length} pod(s)`,
+      },
+      {
+        type: 'Progressing',
+        status: 'False',
+        reason: 'KeyRejected',
+        message:
+          'not re-delivering a key the provider rejects; waiting for an accepted response or a new key',
+      },
+      { type: 'Degraded', status: 'True', reason: 'KeyRejected', message },
     ];
   } else if (counts.failed > 0) {
     const unreachable = result.targets.some((r) => r.outcome === 'unreachable');
@@ -179,7 +226,9 @@ export function statusProgressing(
   const keepDegraded =
     degraded &&
     degraded.status === 'True' &&
-    (degraded.reason === 'DeliveryFailed' || degraded.reason === 'TargetsUnreachable');
+    (degraded.reason === 'DeliveryFailed' ||
+      degraded.reason === 'TargetsUnreachable' ||
+      degraded.reason === 'KeyRejected');
   return {
     ...prev,
     observedGeneration: generation,

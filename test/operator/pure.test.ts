@@ -213,6 +213,110 @@ describe('events', () => {
   });
 });
 
+/** A target whose gateway runs the desired key while the provider rejects it. */
+function keyRejected(name: string, outcome: TargetResult['outcome'] = 'not-converged'): TargetResult {
+  return {
+    ...result(name, outcome),
+    reason: 'KeyRejected',
+    message:
+      'the provider rejected the desired key on 3 responses since 2026-12-02T11:00:00.000Z, none accepted after',
+    drift: [{ code: 'key-rejected', message: 'the provider rejected the key on 3 responses' }],
+    actions: [{ type: 'none', code: 'KeyRejected', reason: 'the provider rejected the desired key' }],
+  };
+}
+
+describe('KeyRejected', () => {
+  const cond = (s: ReturnType<typeof statusFromPass>, type: string) =>
+    s.conditions?.find((c) => c.type === type);
+
+  it('Ready=False and Degraded=True with reason KeyRejected, the message naming the pods', () => {
+    const s = statusFromPass(
+      {},
+      1,
+      pass([result('gw-0', 'converged'), keyRejected('gw-1'), keyRejected('gw-2')]),
+      t0,
+    );
+    expect(cond(s, 'Ready')).toMatchObject({ status: 'False', reason: 'KeyRejected' });
+    expect(cond(s, 'Progressing')).toMatchObject({ status: 'False', reason: 'KeyRejected' });
+    const degraded = cond(s, 'Degraded');
+    expect(degraded).toMatchObject({ status: 'True', reason: 'KeyRejected' });
+    expect(degraded?.message).toMatch(/^the provider rejects key version v2 on 2 pod\(s\): gw-1, gw-2 /);
+    expect(degraded?.message).not.toContain('also not converged');
+    expect(s.targets).toEqual({ total: 3, converged: 1, progressing: 0, failed: 2 });
+    expect(s.targetStatuses?.[0]).toMatchObject({
+      name: 'gw-1',
+      converged: false,
+      message: expect.stringMatching(/^KeyRejected: the provider rejected the desired key on 3 responses/),
+    });
+  });
+
+  it('wins over DeliveryFailed and names the other failed pods too', () => {
+    const s = statusFromPass({}, 1, pass([result('gw-0', 'not-converged', true), keyRejected('gw-1')]), t0);
+    const degraded = cond(s, 'Degraded');
+    expect(degraded?.reason).toBe('KeyRejected');
+    expect(degraded?.message).toMatch(/on 1 pod\(s\): gw-1 .*; also not converged: gw-0$/);
+  });
+
+  it('also while the rollout is paused (the evidence needs no delivery)', () => {
+    const s = statusFromPass({}, 1, pass([keyRejected('gw-1', 'drift')], { paused: true, dryRun: true }), t0);
+    expect(cond(s, 'Degraded')).toMatchObject({ status: 'True', reason: 'KeyRejected' });
+  });
+
+  it('an old key the provider rejects is not KeyRejected: a failed delivery stays DeliveryFailed', () => {
+    const old = {
+      ...result('gw-1', 'not-converged', true),
+      drift: [{ code: 'key-rejected' as const, message: 'x' }],
+    };
+    const s = statusFromPass({}, 1, pass([old]), t0);
+    expect(cond(s, 'Degraded')?.reason).toBe('DeliveryFailed');
+  });
+
+  it('keeps Degraded=KeyRejected while a later pass delivers, and clears once accepted later', () => {
+    const rejected = statusFromPass({}, 1, pass([keyRejected('gw-1')]), t0);
+    const progressing = statusProgressing(rejected, 1, 'v3', 1, [], t1);
+    expect(cond(progressing, 'Degraded')?.reason).toBe('KeyRejected');
+    const ok = statusFromPass(rejected, 1, pass([result('gw-1', 'converged')]), t1);
+    expect(cond(ok, 'Ready')).toMatchObject({ status: 'True', reason: 'Converged' });
+    expect(cond(ok, 'Degraded')).toMatchObject({ status: 'False', reason: 'AsExpected' });
+  });
+
+  it('one KeyRejected Warning per change of the affected pods, no DeliveryFailed for them', () => {
+    const p1 = pass([result('gw-0', 'converged'), keyRejected('gw-1')]);
+    const s1 = statusFromPass({}, 1, p1, t0);
+    const e1 = eventsForPass(p1, {}, s1);
+    expect(e1).toEqual([{ type: 'Warning', reason: 'KeyRejected', message: cond(s1, 'Degraded')?.message }]);
+    expect(e1[0]?.message).toContain('gw-1');
+
+    // The same cause on the next pass (the operator keeps re-observing): no new Event.
+    const s2 = statusFromPass(s1, 1, p1, t1);
+    expect(statusChanged(s1, s2)).toBe(false);
+    expect(eventsForPass(p1, s1, s2)).toEqual([]);
+
+    // Another pod joins: a new Warning naming both.
+    const p3 = pass([keyRejected('gw-0'), keyRejected('gw-1')]);
+    const s3 = statusFromPass(s2, 1, p3, t1);
+    const e3 = eventsForPass(p3, s2, s3);
+    expect(e3.map((e) => e.reason)).toEqual(['KeyRejected']);
+    expect(e3[0]?.message).toContain('gw-0, gw-1');
+
+    // Accepted later: Ready again, a Normal Converged Event.
+    const p4 = pass([result('gw-0', 'converged'), result('gw-1', 'converged')]);
+    const s4 = statusFromPass(s3, 1, p4, t1);
+    expect(eventsForPass(p4, s3, s4)).toEqual([
+      expect.objectContaining({ type: 'Normal', reason: 'Converged' }),
+    ]);
+  });
+
+  it('a KeyRejected target beside a failed delivery: both Warnings, the failed one without the rejected pod', () => {
+    const p = pass([result('gw-0', 'not-converged', true), keyRejected('gw-1')]);
+    const s = statusFromPass({}, 1, p, t0);
+    const events = eventsForPass(p, {}, s);
+    expect(events.map((e) => e.reason).sort()).toEqual(['DeliveryFailed', 'KeyRejected']);
+    const failed = events.find((e) => e.reason === 'DeliveryFailed');
+    expect(failed?.message).toMatch(/^1 target\(s\) do not run key version v2: gw-0: /);
+  });
+});
+
 describe('targets', () => {
   const pod = (name: string, labels: Record<string, string>, ready = true, port?: string) =>
     parsePod({
