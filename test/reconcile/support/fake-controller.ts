@@ -33,6 +33,9 @@ export interface FakeControllerOptions {
   /** How long a restart keeps the gateway not ready. */
   restartMs?: number;
   faults?: Faults;
+  /** `traffic` (and `proxy`) objects to report in `/_kilo/state`, as a proxying controller does; absent by default. */
+  traffic?: unknown;
+  proxy?: unknown;
 }
 
 export interface RecordedRequest {
@@ -51,6 +54,8 @@ export interface FakeController {
   restartWindows: Array<[number, number | null]>;
   snapshot(): { pid: number | null; restarts: number; envHash: string | null; ready: boolean; state: string };
   setFaults(f: Faults): void;
+  /** What `/_kilo/state` reports as `traffic` from now on (undefined: no field, as older controllers). */
+  setTraffic(t: unknown): void;
   close(): Promise<void>;
 }
 
@@ -58,6 +63,7 @@ export async function startFakeController(opts: FakeControllerOptions): Promise<
   const envVar = opts.envVar ?? 'KILOCODE_API_KEY';
   const delivery = opts.delivery ?? 'restart';
   let faults: Faults = opts.faults ?? {};
+  let traffic: unknown = opts.traffic;
   const counts = { GET: 0, POST: 0 };
   const requests: RecordedRequest[] = [];
   const patches: string[] = [];
@@ -86,6 +92,19 @@ export async function startFakeController(opts: FakeControllerOptions): Promise<
       fn();
     }, ms);
     timers.add(t);
+  };
+
+  // Like a proxying controller: counters start afresh at a key delivery (and at a new spawn).
+  const restartTraffic = () => {
+    if (traffic === undefined) return;
+    traffic = {
+      since: new Date().toISOString(),
+      responses: 0,
+      accepted: 0,
+      keyRejected: 0,
+      lastAcceptedAt: null,
+      lastKeyRejectedAt: null,
+    };
   };
 
   const crash = () => {
@@ -124,6 +143,8 @@ export async function startFakeController(opts: FakeControllerOptions): Promise<
         gateway: { ...gw },
         key: keyState,
         profiles,
+        ...(traffic !== undefined ? { traffic } : {}),
+        ...(opts.proxy !== undefined ? { proxy: opts.proxy } : {}),
         futureField: { tolerated: true },
       });
     }
@@ -152,6 +173,7 @@ export async function startFakeController(opts: FakeControllerOptions): Promise<
       const version = String(req.headers['x-keyroll-key-version'] ?? '');
       if (delivery === 'file') {
         keyState = { ...keyState, fileHash: hash(value).fileHash, version };
+        restartTraffic();
         return send(res, 200, { ok: true, signaled: gw.state === 'running', migratedProfiles: migrated });
       }
       const signaled = gw.state === 'running';
@@ -163,6 +185,7 @@ export async function startFakeController(opts: FakeControllerOptions): Promise<
         // Like the real supervisor, `restarts` counts crash respawns, not requested restarts.
         gw.startedAt = new Date().toISOString();
         keyState = { ...hash(value), version };
+        restartTraffic();
         if (faults.crashLoop) return crash();
         gw.state = 'running';
         gw.pid = nextPid++;
@@ -193,6 +216,9 @@ export async function startFakeController(opts: FakeControllerOptions): Promise<
     }),
     setFaults: (f) => {
       faults = f;
+    },
+    setTraffic: (t) => {
+      traffic = t;
     },
     close: async () => {
       for (const t of timers) clearTimeout(t);
