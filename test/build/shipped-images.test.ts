@@ -7,12 +7,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
 import { readState, startStandInMember, stopMember, waitGatewayReady } from '../reconcile/support/fleet.ts';
 import { startFakeUpstream } from '../support/fake-upstream.ts';
-import { chat } from '../support/http.ts';
+import { chat, freePort } from '../support/http.ts';
 import {
   type BuiltPackage,
   buildPackage,
   imageCommand,
   manifestArgs,
+  replaceFlags,
   statefulSetGatewayArgs,
 } from '../support/image-command.ts';
 import { pidAlive } from '../support/processes.ts';
@@ -46,7 +47,7 @@ describe('the shipped build (dist/keyroll.js)', () => {
     const image = imageCommand('operator', pkg.root);
     for (const [file, kind, container] of [
       ['base/operator.yaml', 'Deployment', 'operator'],
-      ['base/reconcile-cronjob.yaml', 'CronJob', 'reconcile'],
+      ['components/reconcile-cronjob/cronjob.yaml', 'CronJob', 'reconcile'],
     ] as const) {
       const args = manifestArgs(file, kind, container);
       // `--help` after the manifest's args: the command and every flag it gives must parse.
@@ -60,16 +61,20 @@ describe('the shipped build (dist/keyroll.js)', () => {
   it('the gateway image entrypoint with the pod args: bootstrap migrates, a patch restarts with the new key, SIGTERM leaves no gateway', async () => {
     const image = imageCommand('gateway', pkg.root);
     expect(image.args).toEqual(['controller']);
-    const launch = [...image.nodeFlags, image.script, ...image.args, ...statefulSetGatewayArgs()];
+    // /_kilo/* answers only on the pod's --admin-port, moved to a free loopback port here.
+    const adminPort = await freePort();
+    const podArgs = replaceFlags(statefulSetGatewayArgs(), { '--admin-port': String(adminPort) });
+    const launch = [...image.nodeFlags, image.script, ...image.args, ...podArgs];
     const upstream = await startFakeUpstream({ keys: [KEY_A] });
     // The pod's --state-dir, --port and --gateway-port come first; the harness's own follow and win.
-    const member = await startStandInMember({
+    const started = await startStandInMember({
       name: 'shipped',
       token: TOKEN,
       key: KEY_A,
       upstreamBaseUrl: upstream.baseUrl,
       launch,
     });
+    const member = { ...started, url: `http://127.0.0.1:${adminPort}` };
     try {
       const before = await waitGatewayReady(member, 30_000);
       expect(before.key.envHash).toBe(fingerprintEnv(TOKEN, { KILOCODE_API_KEY: KEY_A }));

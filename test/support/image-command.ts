@@ -70,9 +70,43 @@ interface PodTemplate {
   spec?: { containers?: { name: string; args?: string[] }[] };
 }
 
-/** The args of the `gateway` container in manifests/gateway/statefulset.yaml. */
+/** The args of the `gateway` container of the example gateway (a kustomize Component). */
 export function statefulSetGatewayArgs(): string[] {
-  return manifestArgs('gateway/statefulset.yaml', 'StatefulSet', 'gateway');
+  return manifestArgs('components/example-gateway/statefulset.yaml', 'StatefulSet', 'gateway');
+}
+
+/** The value of `--flag` in args (`--flag=v` or `--flag v`; the last one wins, as for parseArgs). */
+export function flagValue(args: readonly string[], flag: string): string | undefined {
+  let value: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a.startsWith(`${flag}=`)) value = a.slice(flag.length + 1);
+    else if (a === flag && i + 1 < args.length) value = args[++i];
+  }
+  return value;
+}
+
+/**
+ * args with the value of each named flag replaced, in whichever form it was given (`--flag=v`
+ * or `--flag v`), so a test can run a manifest's args on free loopback ports and temp dirs.
+ * A flag named in `values` but absent from args is an error: the manifest changed under the test.
+ */
+export function replaceFlags(args: readonly string[], values: Readonly<Record<string, string>>): string[] {
+  const out = [...args];
+  for (const [flag, value] of Object.entries(values)) {
+    let found = false;
+    for (let i = 0; i < out.length; i++) {
+      if (out[i]!.startsWith(`${flag}=`)) {
+        out[i] = `${flag}=${value}`;
+        found = true;
+      } else if (out[i] === flag && i + 1 < out.length) {
+        out[++i] = value;
+        found = true;
+      }
+    }
+    if (!found) throw new Error(`args have no ${flag}: ${args.join(' ')}`);
+  }
+  return out;
 }
 
 export interface BuiltPackage {
