@@ -4,7 +4,7 @@
 // read it, applied with default validation to the API test server, and the Dockerfile's
 // production install run for real in a temp dir.
 import { execFile } from 'node:child_process';
-import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -168,6 +168,30 @@ describe.skipIf(!kubectl)('manifests', () => {
       expect(names(withIt)).toEqual([...DEFAULT_INSTALL, ...COMPONENT_OBJECTS[c]].sort());
     },
   );
+
+  it("the README's kustomization (On Kubernetes) renders manifests and the Components it picks", async () => {
+    const readme = await readFile(join(root, 'README.md'), 'utf8');
+    const section = readme.slice(readme.indexOf('## On Kubernetes'));
+    const yaml = /```yaml\n([\s\S]*?)```/.exec(section)?.[1];
+    expect(yaml).toBeDefined();
+    // Laid out as the README's paths assume: a checkout of keyroll beside my-keyroll.
+    const dir = await mkdtemp(join(tmpdir(), 'keyroll-readme-'));
+    try {
+      await symlink(root, join(dir, 'keyroll'));
+      await mkdir(join(dir, 'my-keyroll'));
+      await writeFile(join(dir, 'my-keyroll', 'kustomization.yaml'), yaml!);
+      const objects = await render(join(dir, 'my-keyroll'));
+      expect(names(objects)).toEqual(
+        [
+          ...DEFAULT_INSTALL,
+          ...COMPONENT_OBJECTS['example-gateway'],
+          ...COMPONENT_OBJECTS['reconcile-cronjob'],
+        ].sort(),
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 
   it("a user's `namespace:` moves every namespaced object, the Components' included", async () => {
     const moved = await renderWith(COMPONENTS, 'gateways');
