@@ -3,16 +3,31 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import * as z from 'zod';
 import { parseFlags, UsageError } from '../cli/usage.ts';
+import { parseDuration } from '../reconcile/duration.ts';
 
-export const CONTROLLER_USAGE = `keyroll controller — in-pod controller: bootstrap, supervise the gateway, serve /_kilo/*
+export const CONTROLLER_USAGE = `keyroll controller — in-pod controller: the gateway's front door; bootstraps and supervises
+the gateway, serves /_kilo/*, and proxies every other request to it
 
 Usage: keyroll controller [flags]
 
 Flags:
   --state-dir DIR           OpenClaw state dir (default $OPENCLAW_STATE_DIR, else ~/.openclaw)
-  --port N                  controller HTTP port (default 18789)
+  --port N                  public port: the proxy to the gateway, /health, /readyz (and /_kilo/*
+                            unless --admin-port is set) (default 18789)
+  --admin-port N            serve the authenticated /_kilo/* routes only on this port
   --bind ADDR               controller bind address (default 0.0.0.0)
-  --gateway-port N          port the gateway serves /readyz on (default 3001)
+  --gateway-port N          loopback port of the gateway (default 3001)
+  --surge-port N            loopback port for the second gateway of a surge restart
+                            (default gateway port + 1)
+  --restart-strategy S      hold: hold new requests while the gateway restarts in place;
+                            surge: start the new gateway beside the old one, switch when it is
+                            ready (needs memory for two gateways) (default hold)
+  --hold-timeout DUR        longest a request is held during a restart (default 60s)
+  --hold-max N              most requests held at once; more get 503 (default 1000)
+  --drain-timeout DUR       longest wait for in-flight requests before a gateway stops (default 30s)
+  --idle-timeout DUR        close a client connection idle this long (default 300s)
+  --max-connections N       client connections on the public port; more are refused (default 4096)
+  --require-proxy-token     proxied requests must carry x-kiloclaw-proxy-token (the token)
   --gateway-cmd "CMD ARGS"  run this command as the gateway (split into words, no shell);
                             onboard/doctor are skipped, profile migration still runs
   --openclaw-bin PATH       OpenClaw entry (default: openclaw on PATH, else the project's cache)
@@ -30,6 +45,7 @@ Flags:
 Environment:
   OPENCLAW_GATEWAY_TOKEN    bearer token for /_kilo/* and the gateway (required)
   KILOCODE_API_KEY          initial provider key (the first --patchable variable)
+  REQUIRE_PROXY_TOKEN=true  same as --require-proxy-token
   KEYROLL_LOG_LEVEL         pino log level (default info)
 `;
 
@@ -48,6 +64,27 @@ const millis = (field: string, min: number) =>
     .int({ error: `${field} must be a whole number of milliseconds >= ${min}` })
     .min(min, { error: `${field} must be a whole number of milliseconds >= ${min}` });
 
+const duration = (field: string, min: number) =>
+  z.string().transform((text, ctx) => {
+    try {
+      const ms = parseDuration(text);
+      if (ms >= min) return ms;
+    } catch {
+      // reported below
+    }
+    ctx.addIssue({
+      code: 'custom',
+      message: `${field} must be a duration such as 30s or 2m (at least ${min} ms)`,
+    });
+    return z.NEVER;
+  });
+
+const count = (field: string, min: number) =>
+  z.coerce
+    .number({ error: `${field} must be a whole number >= ${min}` })
+    .int({ error: `${field} must be a whole number >= ${min}` })
+    .min(min, { error: `${field} must be a whole number >= ${min}` });
+
 const ConfigSchema = z
   .object({
     stateDir: z.string().min(1, { error: '--state-dir must be a directory path' }),
@@ -55,6 +92,15 @@ const ConfigSchema = z
     port: port('--port', 0),
     bind: z.string().min(1, { error: '--bind must be an IP address such as 0.0.0.0 or 127.0.0.1' }),
     gatewayPort: port('--gateway-port'),
+    adminPort: port('--admin-port', 0).nullable(),
+    surgePort: port('--surge-port'),
+    restartStrategy: z.enum(['hold', 'surge'], { error: '--restart-strategy must be hold or surge' }),
+    holdTimeoutMs: duration('--hold-timeout', 100),
+    holdMax: count('--hold-max', 0),
+    drainTimeoutMs: duration('--drain-timeout', 0),
+    idleTimeoutMs: duration('--idle-timeout', 1000),
+    maxConnections: count('--max-connections', 1),
+    requireProxyToken: z.boolean(),
     gatewayCmd: z.array(z.string()).min(1).nullable(),
     openclawBin: z.string().min(1).nullable(),
     delivery: z.enum(['restart', 'file'], { error: '--delivery must be restart or file' }),
@@ -83,6 +129,12 @@ const ConfigSchema = z
     if (c.keyFile && !c.keyFile.startsWith('/')) {
       ctx.addIssue({ code: 'custom', message: '--key-file must be an absolute path' });
     }
+    if (c.surgePort === c.gatewayPort) {
+      ctx.addIssue({ code: 'custom', message: '--surge-port must differ from --gateway-port' });
+    }
+    if (c.adminPort !== null && c.adminPort !== 0 && c.adminPort === c.port) {
+      ctx.addIssue({ code: 'custom', message: '--admin-port must differ from --port' });
+    }
   });
 
 export type ControllerConfig = z.infer<typeof ConfigSchema>;
@@ -92,6 +144,15 @@ const FLAGS = {
   port: { type: 'string' },
   bind: { type: 'string' },
   'gateway-port': { type: 'string' },
+  'admin-port': { type: 'string' },
+  'surge-port': { type: 'string' },
+  'restart-strategy': { type: 'string' },
+  'hold-timeout': { type: 'string' },
+  'hold-max': { type: 'string' },
+  'drain-timeout': { type: 'string' },
+  'idle-timeout': { type: 'string' },
+  'max-connections': { type: 'string' },
+  'require-proxy-token': { type: 'boolean' },
   'gateway-cmd': { type: 'string' },
   'openclaw-bin': { type: 'string' },
   delivery: { type: 'string' },
@@ -122,6 +183,15 @@ export function parseControllerConfig(argv: string[], env: NodeJS.ProcessEnv): C
     port: values.port ?? '18789',
     bind: values.bind ?? '0.0.0.0',
     gatewayPort: values['gateway-port'] ?? '3001',
+    adminPort: values['admin-port'] ?? null,
+    surgePort: values['surge-port'] ?? String(Number(values['gateway-port'] ?? '3001') + 1),
+    restartStrategy: values['restart-strategy'] ?? 'hold',
+    holdTimeoutMs: values['hold-timeout'] ?? '60s',
+    holdMax: values['hold-max'] ?? '1000',
+    drainTimeoutMs: values['drain-timeout'] ?? '30s',
+    idleTimeoutMs: values['idle-timeout'] ?? '300s',
+    maxConnections: values['max-connections'] ?? '4096',
+    requireProxyToken: values['require-proxy-token'] ?? env.REQUIRE_PROXY_TOKEN === 'true',
     gatewayCmd: values['gateway-cmd'] === undefined ? null : splitCommand(values['gateway-cmd']),
     openclawBin: values['openclaw-bin'] ?? null,
     delivery: values.delivery ?? 'restart',

@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import { readyzOk } from '../adapters/loopback-http.ts';
-import { fingerprintEnv, fingerprintValue } from '../fingerprint.ts';
+import { constantTimeEqual, fingerprintEnv, fingerprintValue } from '../fingerprint.ts';
 import type { Logger, SecretRegistry } from '../log.ts';
 import { VERSION } from '../version.ts';
 import { type BootstrapPhase, runBootstrap, StageError } from './bootstrap.ts';
@@ -11,12 +11,14 @@ import { coalesce } from './coalesce.ts';
 import type { ControllerConfig } from './config.ts';
 import { Delivery } from './delivery.ts';
 import type { EnvStore } from './env-store.ts';
+import { FrontDoor, type FrontDoorStats, type TrafficStats } from './front-door.ts';
 import {
   DOCTOR_ARGS,
   gatewayRunArgs,
   type OpenclawCommand,
   onboardArgs,
   openclawEnv,
+  openclawVersion,
   resolveOpenclaw,
   runOpenclaw,
   SECRETS_RELOAD_ARGS,
@@ -29,8 +31,24 @@ import {
   writeConfigEdits,
 } from './openclaw-config.ts';
 import type { ProfileFormRow, ProfilePort } from './profile-port.ts';
-import { createControllerHandler, type LifecycleState, listen } from './server.ts';
-import { errInfo, Supervisor, type SupervisorOptions } from './supervisor.ts';
+import { createControllerHandler, type LifecycleState, listen, type ServerDeps } from './server.ts';
+import { errInfo, type RestartRecord, Supervisor, type SupervisorOptions } from './supervisor.ts';
+
+/** The wire API this controller speaks (`/_kilo/version`), and what a caller can rely on. */
+export const API_VERSION = 'keyroll.dev/v1';
+export const CAPABILITIES = [
+  'admin-port',
+  'delivery:file',
+  'delivery:restart',
+  'env-patch',
+  'key-version-header',
+  'proxy',
+  'proxy:websocket',
+  'restart-strategy:hold',
+  'restart-strategy:surge',
+  'state',
+  'traffic',
+].sort();
 
 export interface ControllerDeps {
   config: ControllerConfig;
@@ -58,10 +76,17 @@ export interface ObservedState {
   };
   key: { envHash: string | null; fileHash: string | null; version: string | null };
   profiles: (Omit<ProfileFormRow, 'agentId'> & { agentId: string })[];
+  /** The front door: strategy, what waits and what flows, and how the last restart went. */
+  proxy: FrontDoorStats & { strategy: 'hold' | 'surge'; lastRestart: RestartRecord | null };
+  /** Live answers since the current gateway took requests or the key changed (KeyRejected). */
+  traffic: TrafficStats;
 }
 
 export interface RunningController {
   port: number;
+  /** The admin port when `--admin-port` is set, else the same as `port`. */
+  adminPort: number;
+  frontDoor: FrontDoor;
   supervisor: Supervisor;
   delivery: Delivery;
   lifecycle: () => LifecycleState;
@@ -86,23 +111,42 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       : config.gatewayCmd
         ? null
         : resolveOpenclaw(config.openclawBin, env.get('PATH'));
-  const childEnv = () =>
-    openclawEnv(env.snapshot(), { gatewayPort: config.gatewayPort, stateDir: config.stateDir });
+  const envFor = (gatewayPort: number) =>
+    openclawEnv(env.snapshot(), { gatewayPort, stateDir: config.stateDir });
   const cfgPath = () => configPath(config.stateDir, env.snapshot());
 
+  // A `--gateway-cmd` gateway learns its port from OPENCLAW_GATEWAY_PORT (a surge moves it).
   const gatewayCommand = config.gatewayCmd
-    ? { command: config.gatewayCmd[0]!, args: config.gatewayCmd.slice(1) }
+    ? { command: config.gatewayCmd[0]!, args: (_port: number) => config.gatewayCmd!.slice(1) }
     : openclaw
-      ? { command: openclaw.command, args: [...openclaw.prefix, ...gatewayRunArgs(config.gatewayPort)] }
+      ? { command: openclaw.command, args: (port: number) => [...openclaw.prefix, ...gatewayRunArgs(port)] }
       : null;
+
+  const frontDoor = new FrontDoor({
+    log: log.child({ component: 'proxy' }),
+    holdTimeoutMs: config.holdTimeoutMs,
+    holdMax: config.holdMax,
+    proxyToken: config.requireProxyToken ? config.token : null,
+    tokenEquals: constantTimeEqual,
+  });
 
   let delivery: Delivery | null = null;
   const supervisor = new Supervisor({
     command: gatewayCommand?.command ?? 'openclaw',
     args: gatewayCommand?.args ?? [],
-    env: childEnv,
+    env: envFor,
     log: log.child({ component: 'supervisor' }),
     gatewayPort: config.gatewayPort,
+    surgePort: config.surgePort,
+    strategy: config.restartStrategy,
+    frontDoor,
+    drainTimeoutMs: config.drainTimeoutMs,
+    // A SQLite store is rewritten only with no gateway running: a surge (two running) cannot.
+    surgeBlocked: async () => {
+      const rows = await deps.profiles.scan();
+      const due = rows.filter((r) => r.store !== 'json' && r.form === 'plaintext');
+      return due.length > 0 ? `profile migration due in ${due.map((r) => r.store).join(', ')}` : null;
+    },
     stopTimeoutMs: config.stopTimeoutMs,
     readyTimeoutMs: config.readyTimeoutMs,
     // SQLite stores are rewritten only here, with the gateway down.
@@ -111,6 +155,10 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     },
     ...deps.supervisor,
   });
+  /** The current gateway's port (a surge moves it between --gateway-port and --surge-port). */
+  const currentPort = () => supervisor.getStats().port ?? config.gatewayPort;
+  // One-shot OpenClaw commands (onboard, doctor, secrets reload) talk to the current gateway.
+  const childEnv = () => envFor(currentPort());
 
   const reloadSecrets = async (): Promise<boolean> => {
     if (!openclaw) return false;
@@ -138,9 +186,11 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       return doc ? hasConfigLevelRef(doc, config.provider) : false;
     },
     reloadSecrets,
+    // A new key in the file starts a new window of evidence from live traffic.
+    onKeyReplaced: () => frontDoor.resetTraffic(),
   });
 
-  const probeReady = () => readyzOk(config.gatewayPort, AbortSignal.timeout(1_000));
+  const probeReady = () => readyzOk(currentPort(), AbortSignal.timeout(1_000));
 
   const observe = coalesce(async (): Promise<ObservedState> => {
     const stats = supervisor.getStats();
@@ -177,13 +227,27 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       },
       key: { envHash, fileHash, version: keyVersion },
       profiles,
+      proxy: { strategy: config.restartStrategy, ...frontDoor.stats(), lastRestart: stats.lastRestart },
+      traffic: frontDoor.traffic(),
     };
   });
 
-  const handler = createControllerHandler({
+  const openclawVer = openclaw ? openclawVersion(openclaw) : null;
+  const version = () => ({
+    version: VERSION,
+    commit: process.env.KEYROLL_COMMIT ?? null,
+    openclawVersion: openclawVer,
+    openclawCommit: null,
+    gateway: supervisor.getStats(),
+    controllerState: lifecycle.state,
+    apiVersion: API_VERSION,
+    capabilities: CAPABILITIES,
+  });
+
+  const serverDeps: ServerDeps = {
     token: config.token,
     patchable: config.patchable,
-    gatewayPort: config.gatewayPort,
+    gatewayPort: currentPort,
     lifecycle: () => lifecycle,
     gateway: supervisor,
     deliver: (vars) => delivery.deliver(vars),
@@ -191,11 +255,41 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       keyVersion = v;
     },
     observe,
+    version,
+    frontDoor,
     secrets,
     log: log.child({ component: 'http' }),
+  };
+  const split = config.adminPort !== null;
+  // The public port may hold a request for a restart's length and stream for minutes: no
+  // whole-request deadline there, an idle timeout and a connection cap instead.
+  const http = await listen(createControllerHandler(serverDeps, split ? 'public' : 'both'), {
+    port: config.port,
+    host: config.bind,
+    requestTimeoutMs: 0,
+    idleTimeoutMs: config.idleTimeoutMs,
+    maxConnections: config.maxConnections,
   });
-  const http = await listen(handler, { port: config.port, host: config.bind });
-  log.info({ port: http.port, bind: config.bind, delivery: config.delivery }, 'Controller listening');
+  const admin = split
+    ? await listen(createControllerHandler(serverDeps, 'admin'), {
+        port: config.adminPort!,
+        host: config.bind,
+        maxConnections: 256,
+      }).catch(async (err) => {
+        await http.close();
+        throw err;
+      })
+    : null;
+  log.info(
+    {
+      port: http.port,
+      adminPort: admin?.port ?? null,
+      bind: config.bind,
+      delivery: config.delivery,
+      restartStrategy: config.restartStrategy,
+    },
+    'Controller listening',
+  );
 
   const oclog = log.child({ component: 'openclaw' });
   const runStep = async (args: string[], label: string, timeoutMs: number) => {
@@ -272,7 +366,8 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       try {
         await supervisor.shutdown();
       } finally {
-        await http.close();
+        frontDoor.close();
+        await Promise.all([http.close(), admin?.close()]);
       }
       log.info({}, 'Controller stopped');
     })();
@@ -281,6 +376,8 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
 
   return {
     port: http.port,
+    adminPort: admin?.port ?? http.port,
+    frontDoor,
     supervisor,
     delivery,
     lifecycle: () => lifecycle,

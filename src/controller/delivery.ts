@@ -30,6 +30,8 @@ export interface DeliveryDeps {
   hasConfigLevelRef: () => Promise<boolean>;
   /** The gateway's `secrets.reload`; resolves true on success, never throws. */
   reloadSecrets: () => Promise<boolean>;
+  /** Called once the key file holds a new key (file mode). */
+  onKeyReplaced?: () => void;
 }
 
 /**
@@ -71,6 +73,7 @@ export class Delivery {
     if (d.mode === 'file' && vars[d.keyVar] !== undefined) {
       await writeFileAtomic(d.keyFile!, vars[d.keyVar]!, { mode: 0o600 });
       d.log.info({ keyHash }, 'Replaced key file');
+      d.onKeyReplaced?.();
       const migratedProfiles = await this.#migrateNow();
       if (await d.hasConfigLevelRef().catch(() => false)) {
         const ok = await d.reloadSecrets();

@@ -1,6 +1,6 @@
 // Owns how the controller runs OpenClaw: which binary, the child env, and bounded one-shot commands.
 import { spawn } from 'node:child_process';
-import { accessSync, constants, existsSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync, realpathSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
 import { CUT_MARK, type Logger } from '../log.ts';
 import { PACKAGE_ROOT } from '../version.ts';
@@ -39,6 +39,23 @@ export function resolveOpenclaw(explicit: string | null, path: string | undefine
   }
   const cached = cachedOpenclawEntry();
   return existsSync(cached) ? asCommand(cached) : null;
+}
+
+/**
+ * The version in the package.json beside the OpenClaw entry (`.../openclaw/openclaw.mjs`, or the
+ * `openclaw` link npm puts in a bin folder), or null when it cannot be told without running it.
+ */
+export function openclawVersion(cmd: OpenclawCommand): string | null {
+  const entry = cmd.prefix[0] ?? cmd.command;
+  try {
+    const pkg = JSON.parse(readFileSync(join(dirname(realpathSync(entry)), 'package.json'), 'utf8')) as {
+      name?: unknown;
+      version?: unknown;
+    };
+    return pkg.name === 'openclaw' && typeof pkg.version === 'string' ? pkg.version : null;
+  } catch {
+    return null;
+  }
 }
 
 export interface ChildEnvOptions {

@@ -1,10 +1,13 @@
-// Owns the controller's HTTP surface: the /_kilo/* wire contract, auth, limits and timeouts.
+// Owns the controller's HTTP surface: the /_kilo/* wire contract, auth, limits and timeouts, and
+// which port serves what (the public port proxies everything else to the gateway).
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { createServer, getLoopback, type LoopbackResponse } from '../adapters/loopback-http.ts';
 import { constantTimeEqual } from '../fingerprint.ts';
 import type { Logger, SecretRegistry } from '../log.ts';
 import type { DeliveryResult } from './delivery.ts';
+import { type FrontDoor, rawReply } from './front-door.ts';
 import {
   errInfo,
   GatewayAlreadyRunningError,
@@ -29,19 +32,33 @@ export interface GatewayControl {
   restart(): Promise<void>;
 }
 
+/**
+ * What one listening port serves. `both`: health, readiness, `/_kilo/*` and the proxy (one port,
+ * as in KiloClaw). With `--admin-port`: `public` serves health, readiness and the proxy; `admin`
+ * serves health, readiness and `/_kilo/*`.
+ */
+export type PortRole = 'both' | 'public' | 'admin';
+
 export interface ServerDeps {
   token: string;
   patchable: readonly string[];
-  gatewayPort: number;
+  /** The current gateway's loopback port (it changes with every surge restart). */
+  gatewayPort: () => number;
   lifecycle: () => LifecycleState;
   gateway: GatewayControl;
   deliver: (vars: Record<string, string>) => Promise<DeliveryResult>;
   /** Records the label of the last patch (`X-Keyroll-Key-Version`). */
   setKeyVersion: (version: string | null) => void;
   observe: () => Promise<unknown>;
+  /** `GET /_kilo/version`'s body. */
+  version: () => unknown;
+  /** The proxy; without it every path outside `/_kilo/*` is 404. */
+  frontDoor?: FrontDoor | null;
   secrets: SecretRegistry;
   log: Logger;
   readyProbeTimeoutMs?: number;
+  /** Deadline for reading a `/_kilo/*` request body. */
+  bodyTimeoutMs?: number;
 }
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
@@ -75,17 +92,30 @@ export function bearerMatches(header: string | undefined, token: string): boolea
 }
 
 class BodyTooLarge extends Error {}
+class BodyTimeout extends Error {}
 
-async function readBody(req: IncomingMessage, limit: number): Promise<string> {
+/** The body, at most `limit` bytes, within `timeoutMs` (a slow body is cut, not waited for). */
+async function readBody(req: IncomingMessage, limit: number, timeoutMs: number): Promise<string> {
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > limit) throw new BodyTooLarge();
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req) {
-    const b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk));
-    size += b.length;
-    if (size > limit) throw new BodyTooLarge();
-    chunks.push(b);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    req.destroy(new BodyTimeout());
+  }, timeoutMs);
+  try {
+    for await (const chunk of req) {
+      const b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk));
+      size += b.length;
+      if (size > limit) throw new BodyTooLarge();
+      chunks.push(b);
+    }
+  } catch (err) {
+    throw timedOut ? new BodyTimeout() : err;
+  } finally {
+    clearTimeout(timer);
   }
   return Buffer.concat(chunks).toString('utf8');
 }
@@ -120,9 +150,12 @@ export function validatePatch(text: string, patchable: readonly string[]): Patch
   return { ok: true, vars };
 }
 
-export function createControllerHandler(deps: ServerDeps) {
+export function createControllerHandler(deps: ServerDeps, role: PortRole = 'both') {
   const { log } = deps;
   const probeTimeout = deps.readyProbeTimeoutMs ?? 2_000;
+  const bodyTimeout = deps.bodyTimeoutMs ?? 30_000;
+  const adminHere = role !== 'public';
+  const proxyHere = role !== 'admin' ? (deps.frontDoor ?? null) : null;
 
   const lifecycleBody = () => {
     const l = deps.lifecycle();
@@ -183,7 +216,7 @@ export function createControllerHandler(deps: ServerDeps) {
       }
       let upstream: LoopbackResponse;
       try {
-        upstream = await getLoopback(deps.gatewayPort, '/readyz', {
+        upstream = await getLoopback(deps.gatewayPort(), '/readyz', {
           signal: AbortSignal.timeout(probeTimeout),
           maxBytes: MAX_BODY_BYTES,
         });
@@ -208,7 +241,7 @@ export function createControllerHandler(deps: ServerDeps) {
         send(res, 400, { error: 'Invalid X-Keyroll-Key-Version header' });
         return;
       }
-      const text = await readBody(req, MAX_BODY_BYTES);
+      const text = await readBody(req, MAX_BODY_BYTES, bodyTimeout);
       const check = validatePatch(text, deps.patchable);
       if (!check.ok) {
         send(res, 400, { error: check.error });
@@ -238,15 +271,27 @@ export function createControllerHandler(deps: ServerDeps) {
     },
 
     'GET /_kilo/state': async (_req, res) => send(res, 200, await deps.observe()),
+
+    'GET /_kilo/version': async (_req, res) => send(res, 200, deps.version()),
   };
 
-  return async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://controller');
-    const path = url.pathname;
+  const canServe = () => deps.frontDoor?.canServe() ?? deps.gateway.getState() === 'running';
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = pathOf(req.url);
     try {
       if (req.method === 'GET' && path === '/health') return send(res, 200, { status: 'ok' });
       if (req.method === 'GET' && path === '/_kilo/health') return send(res, 200, lifecycleBody());
-      if (path !== '/_kilo' && !path.startsWith('/_kilo/')) return send(res, 404, { error: 'Not found' });
+      // For the orchestrator: can a client be served now (or within a planned restart's hold)?
+      if (req.method === 'GET' && path === '/readyz') {
+        return canServe() ? send(res, 200, { ready: true }) : send(res, 503, { ready: false });
+      }
+      const kilo = path === '/_kilo' || path.startsWith('/_kilo/');
+      if (!kilo) {
+        if (proxyHere) return proxyHere.handleRequest(req, res);
+        return send(res, 404, { error: 'Not found' });
+      }
+      if (!adminHere) return send(res, 404, { error: 'Not found' });
       const route = routes[`${req.method} ${path}`];
       if (!route) return send(res, 401, { error: 'Unauthorized', code: 'controller_route_unavailable' });
       if (!bearerMatches(req.headers.authorization, deps.token))
@@ -262,17 +307,46 @@ export function createControllerHandler(deps: ServerDeps) {
         req.resume();
         return;
       }
+      if (err instanceof BodyTimeout) {
+        res.destroy();
+        return;
+      }
       log.error({ err: errInfo(err), path }, 'Request failed');
       send(res, 500, { error: 'Internal error' });
     }
-  };
+  }
+
+  /** WebSocket upgrades: proxied on the public side; `/_kilo/*` never upgrades. */
+  function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', () => {});
+    const path = pathOf(req.url);
+    if (!proxyHere || path === '/_kilo' || path.startsWith('/_kilo/')) {
+      rawReply(socket, 404, { error: 'Not found' });
+      return;
+    }
+    proxyHere.handleUpgrade(req, socket, head);
+  }
+
+  return Object.assign(handle, { upgrade });
+}
+
+function pathOf(url: string | undefined): string {
+  try {
+    return new URL(url ?? '/', 'http://controller').pathname;
+  } catch {
+    return '/';
+  }
 }
 
 export interface ListenOptions {
   port: number;
   host: string;
-  /** Whole-request deadline (slow bodies). */
+  /** Whole-request deadline (slow bodies); 0 = none (the proxy port, where requests may be held). */
   requestTimeoutMs?: number;
+  /** A socket with no bytes either way for this long is closed (0 = never). */
+  idleTimeoutMs?: number;
+  /** Connections beyond this are closed at once. */
+  maxConnections?: number;
   headersTimeoutMs?: number;
   keepAliveTimeoutMs?: number;
   /** How often Node checks those deadlines. */
@@ -280,7 +354,9 @@ export interface ListenOptions {
 }
 
 export async function listen(
-  handler: (req: IncomingMessage, res: ServerResponse) => Promise<void>,
+  handler: ((req: IncomingMessage, res: ServerResponse) => Promise<void>) & {
+    upgrade?: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+  },
   opts: ListenOptions,
 ): Promise<{ server: Server; port: number; close: () => Promise<void> }> {
   const headersTimeout = opts.headersTimeoutMs ?? 10_000;
@@ -293,6 +369,21 @@ export async function listen(
     },
     (req, res) => void handler(req, res),
   );
+  if (opts.idleTimeoutMs !== undefined) server.setTimeout(opts.idleTimeoutMs, (socket) => socket.destroy());
+  if (opts.maxConnections !== undefined) server.maxConnections = opts.maxConnections;
+  const upgrade = handler.upgrade;
+  if (upgrade) server.on('upgrade', (req, socket, head) => upgrade(req, socket, head));
+  // A client that breaks the protocol gets 400 and is cut; never an unhandled error.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (!socket.writable) return socket.destroy();
+    const status =
+      err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    socket.end(
+      `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`,
+    );
+  });
+  // A server error after listen (EMFILE on accept, say) is logged by the caller, never fatal.
+  server.on('error', () => {});
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => {
@@ -306,5 +397,6 @@ export async function listen(
       server.close(() => resolve());
       server.closeAllConnections();
     });
+  // server.close waits for upgraded sockets too; the front door closes those itself.
   return { server, port, close };
 }

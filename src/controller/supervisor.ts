@@ -1,4 +1,6 @@
-// Owns the gateway child process: spawn with a fresh env, readiness, graceful stop, crash backoff.
+// Owns the gateway child process: spawn with a fresh env, readiness, graceful stop, crash backoff,
+// and the two restart strategies (hold: drain, restart in place; surge: start the next gateway on a
+// second port, switch, then drain and stop the old one).
 import { type ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { readyzOk } from '../adapters/loopback-http.ts';
@@ -26,6 +28,28 @@ export interface SupervisorStats {
   /** Children spawned in total. */
   spawns: number;
   lastExit: ExitInfo | null;
+  /** Loopback port of the current child (null without one). */
+  port: number | null;
+  /** How the last requested restart went: strategy used, why surge fell back, how long it took. */
+  lastRestart: RestartRecord | null;
+}
+
+export type RestartStrategy = 'hold' | 'surge';
+
+export interface RestartRecord {
+  strategy: RestartStrategy;
+  /** Why a surge was not possible and the restart held instead. */
+  fallback: string | null;
+  at: string;
+  /** From the restart request to the new gateway taking requests (null: it did not). */
+  durationMs: number | null;
+}
+
+/** The front door as the supervisor drives it (see front-door.ts). */
+export interface TrafficSwitch {
+  route(target: { port: number; pid: number } | null): void;
+  hold(): void;
+  drain(port: number, timeoutMs: number): Promise<unknown>;
 }
 
 export type SpawnReason = 'start' | 'restart' | 'crash';
@@ -39,13 +63,23 @@ export type ChildEnv = Record<string, string>;
 
 export interface SupervisorOptions {
   command: string;
-  args: string[];
+  /** The child's arguments; a function gets the loopback port the child must serve on. */
+  args: string[] | ((port: number) => string[]);
   /** Called for every spawn, so each child gets the controller's env as it is at that moment. */
-  env: () => ChildEnv;
+  env: (port: number) => ChildEnv;
   log: Logger;
-  /** Readiness check of the child; default GET http://127.0.0.1:<gatewayPort>/readyz → 200. */
-  probe?: (signal: AbortSignal) => Promise<boolean>;
+  /** Readiness check of the child; default GET http://127.0.0.1:<port>/readyz → 200. */
+  probe?: (signal: AbortSignal, port: number) => Promise<boolean>;
   gatewayPort?: number;
+  /** Second loopback port, for the gateway a surge restart starts beside the running one. */
+  surgePort?: number;
+  strategy?: RestartStrategy;
+  /** Why a surge cannot be used for this restart (a store that must be migrated offline), or null. */
+  surgeBlocked?: () => Promise<string | null>;
+  /** The front door: held, drained and re-routed around every restart. */
+  frontDoor?: TrafficSwitch;
+  /** Longest wait for in-flight requests to the old gateway before it is stopped. */
+  drainTimeoutMs?: number;
   /** Runs with no child alive, right before every spawn (profile migration of locked stores). */
   beforeSpawn?: (reason: SpawnReason) => Promise<void>;
   stopTimeoutMs?: number;
@@ -77,6 +111,7 @@ export class GatewaySpawnError extends Error {
 interface Child {
   proc: ChildProcess;
   pid: number;
+  port: number;
   env: ChildEnv;
   startedAtMs: number;
   startedAtIso: string;
@@ -100,6 +135,8 @@ const DEFAULTS = {
   backoffMaxMs: 300_000,
   healthyThresholdMs: 30_000,
   maxLineLength: 8_192,
+  drainTimeoutMs: 30_000,
+  strategy: 'hold' as RestartStrategy,
 };
 
 const realTimers: Timers = {
@@ -115,9 +152,13 @@ export class Supervisor extends EventEmitter {
   readonly #now: () => number;
   readonly #timers: Timers;
   readonly #spawn: typeof spawn;
-  readonly #probe: (signal: AbortSignal) => Promise<boolean>;
+  readonly #probe: (signal: AbortSignal, port: number) => Promise<boolean>;
+  readonly #port: number;
   #state: SupervisorState = 'stopped';
   #child: Child | null = null;
+  /** The gateway a surge restart is starting beside #child. */
+  #next: Child | null = null;
+  #lastRestart: RestartRecord | null = null;
   #queue: Promise<unknown> = Promise.resolve();
   #backoffMs: number;
   #respawnTimer: unknown = null;
@@ -137,8 +178,10 @@ export class Supervisor extends EventEmitter {
     this.#timers = opts.timers ?? realTimers;
     this.#spawn = opts.spawnImpl ?? spawn;
     this.#backoffMs = this.#o.backoffInitialMs;
-    const port = opts.gatewayPort;
-    this.#probe = opts.probe ?? (async (signal) => (port === undefined ? true : readyzOk(port, signal)));
+    this.#port = opts.gatewayPort ?? 0;
+    this.#probe =
+      opts.probe ??
+      (async (signal, port) => (opts.gatewayPort === undefined ? true : readyzOk(port, signal)));
   }
 
   getState(): SupervisorState {
@@ -156,6 +199,8 @@ export class Supervisor extends EventEmitter {
       requestedRestarts: this.#requestedRestarts,
       spawns: this.#spawns,
       lastExit: this.#lastExit,
+      port: c?.port ?? null,
+      lastRestart: this.#lastRestart,
     };
   }
 
@@ -178,7 +223,7 @@ export class Supervisor extends EventEmitter {
       this.#manualStop = false;
       this.#backoffMs = this.#o.backoffInitialMs;
       await this.#runBeforeSpawn('start');
-      this.#spawnChild();
+      this.#spawnChild(this.#port);
     });
   }
 
@@ -187,6 +232,7 @@ export class Supervisor extends EventEmitter {
     return this.#exclusive(async () => {
       this.#manualStop = true;
       this.#clearRespawn();
+      this.#o.frontDoor?.route(null);
       if (this.#child) await this.#stopChild(this.#child);
       if (!this.#shuttingDown) this.#setState('stopped');
     });
@@ -223,7 +269,8 @@ export class Supervisor extends EventEmitter {
     this.#setState('shutting_down');
     // Stop at once rather than behind the queue: a queued op sees #shuttingDown and does nothing.
     const c = this.#child;
-    const direct = c ? this.#stopChild(c) : Promise.resolve();
+    const next = this.#next;
+    const direct = Promise.all([c ? this.#stopChild(c) : null, next ? this.#stopChild(next) : null]);
     return direct.then(() =>
       this.#exclusive(async () => {
         if (this.#child) await this.#stopChild(this.#child);
@@ -233,7 +280,7 @@ export class Supervisor extends EventEmitter {
 
   /** Synchronous SIGKILL of the child's group, for process-exit handlers; no waiting. */
   killNow(): void {
-    if (this.#child && !this.#child.hasExited) killGroup(this.#child.pid, 'SIGKILL');
+    for (const c of [this.#child, this.#next]) if (c && !c.hasExited) killGroup(c.pid, 'SIGKILL');
   }
 
   /** Resolves true once the state is `wanted`, false after `timeoutMs`. */
@@ -257,7 +304,7 @@ export class Supervisor extends EventEmitter {
   async #doRestart(coalesced: boolean): Promise<void> {
     if (this.#shuttingDown) throw new SupervisorShuttingDownError('Gateway is shutting down');
     const c = this.#child;
-    if (coalesced && c && sameEnv(c.env, this.#o.env()) && !c.hasExited) {
+    if (coalesced && c && sameEnv(c.env, this.#o.env(c.port)) && !c.hasExited) {
       this.#o.log.info({ pid: c.pid }, 'Skipped coalesced restart: child already runs with the current env');
       return;
     }
@@ -265,14 +312,89 @@ export class Supervisor extends EventEmitter {
     this.#manualStop = false;
     this.#backoffMs = this.#o.backoffInitialMs;
     this.#requestedRestarts++;
-    if (c) await this.#stopChild(c);
+    const began = performance.now();
+    let fallback: string | null = null;
+    if (this.#o.strategy === 'surge') {
+      if (!c || !c.ready || c.hasExited || this.#o.surgePort === undefined) {
+        fallback = 'no ready gateway to keep serving';
+      } else {
+        fallback =
+          (await this.#o.surgeBlocked?.().catch(() => 'could not tell whether a migration is due')) ?? null;
+      }
+      if (fallback === null && c) {
+        await this.#surge(c, began);
+        return;
+      }
+      this.#o.log.info({ fallback }, 'Surge not possible for this restart; holding instead');
+    }
+    const record: RestartRecord = {
+      strategy: 'hold',
+      fallback,
+      at: new Date(this.#now()).toISOString(),
+      durationMs: null,
+    };
+    this.#lastRestart = record;
+    const fd = this.#o.frontDoor;
+    fd?.hold();
+    try {
+      if (c) {
+        await fd?.drain(c.port, this.#o.drainTimeoutMs);
+        await this.#stopChild(c);
+      }
+      if (this.#shuttingDown) return;
+      await this.#runBeforeSpawn('restart');
+      const child = this.#spawnChild(this.#port);
+      void child.settled.then(() => {
+        if (child.ready) record.durationMs = Math.round(performance.now() - began);
+      });
+      // A rotation holds the queue until its child is ready (or gone), so rotations arriving during
+      // the gateway's slow start join the one queued restart instead of killing a starting child
+      // over and over.
+      if (coalesced) await raceTimeout(child.settled, this.#o.readyTimeoutMs + this.#o.probeIntervalMs);
+    } catch (err) {
+      // Nothing will become ready to release the held requests to: answer them now.
+      if (!this.#child?.ready) fd?.route(null);
+      throw err;
+    }
+  }
+
+  /**
+   * Starts the next gateway on the other port with the current env while the old one serves;
+   * once it is ready, new requests go to it, the old one drains and is stopped. If the next one
+   * never becomes ready, it is stopped and the old one keeps serving.
+   */
+  async #surge(old: Child, began: number): Promise<void> {
+    const record: RestartRecord = {
+      strategy: 'surge',
+      fallback: null,
+      at: new Date(this.#now()).toISOString(),
+      durationMs: null,
+    };
+    this.#lastRestart = record;
+    const port = old.port === this.#port ? this.#o.surgePort! : this.#port;
+    const next = this.#spawnChild(port, true);
+    await raceTimeout(next.settled, this.#o.readyTimeoutMs + this.#o.probeIntervalMs);
     if (this.#shuttingDown) return;
-    await this.#runBeforeSpawn('restart');
-    const child = this.#spawnChild();
-    // A rotation holds the queue until its child is ready (or gone), so rotations arriving during
-    // the gateway's slow start join the one queued restart instead of killing a starting child
-    // over and over.
-    if (coalesced) await raceTimeout(child.settled, this.#o.readyTimeoutMs + this.#o.probeIntervalMs);
+    if (!next.ready || next.hasExited) {
+      this.#next = null;
+      next.expectedExit = true;
+      await this.#terminate(next);
+      this.#o.log.warn(
+        { pid: next.pid, port },
+        'Surge gateway did not become ready; the old one keeps serving',
+      );
+      throw new GatewaySpawnError('Surge gateway did not become ready');
+    }
+    // The switch: from here on the new gateway is the one supervised and served.
+    this.#next = null;
+    this.#child = next;
+    this.#setState('running');
+    this.#o.frontDoor?.route({ port: next.port, pid: next.pid });
+    record.durationMs = Math.round(performance.now() - began);
+    this.#o.log.info({ pid: next.pid, port, oldPid: old.pid }, 'Switched to the surge gateway');
+    await this.#o.frontDoor?.drain(old.port, this.#o.drainTimeoutMs);
+    old.expectedExit = true;
+    await this.#terminate(old);
   }
 
   #exclusive<T>(fn: () => Promise<T>): Promise<T> {
@@ -298,25 +420,29 @@ export class Supervisor extends EventEmitter {
     }
   }
 
-  #spawnChild(): Child {
+  /** Spawns a child on `port`: as the supervised one, or (surge) as the next one beside it. */
+  #spawnChild(port: number, asNext = false): Child {
     if (this.#shuttingDown) throw new SupervisorShuttingDownError('Gateway is shutting down');
-    const env = { ...this.#o.env() };
+    const env = { ...this.#o.env(port) };
+    const args = typeof this.#o.args === 'function' ? this.#o.args(port) : this.#o.args;
     let proc: ChildProcess;
     try {
-      proc = this.#spawn(this.#o.command, this.#o.args, {
+      proc = this.#spawn(this.#o.command, args, {
         env,
         // Own process group, so a stop reaches the gateway's own children too.
         detached: true,
         stdio: ['ignore', 'pipe', 'pipe'],
       });
     } catch (err) {
-      this.#setState('stopped');
+      if (!asNext) this.#setState('stopped');
       throw new GatewaySpawnError(`Failed to spawn gateway: ${errInfo(err).code ?? 'error'}`);
     }
     if (proc.pid === undefined) {
       proc.on('error', () => {});
-      this.#lastExit = { code: null, signal: null, at: new Date(this.#now()).toISOString() };
-      this.#setState('stopped');
+      if (!asNext) {
+        this.#lastExit = { code: null, signal: null, at: new Date(this.#now()).toISOString() };
+        this.#setState('stopped');
+      }
       throw new GatewaySpawnError('Failed to spawn gateway');
     }
     let resolveExit!: (e: ExitInfo) => void;
@@ -333,6 +459,7 @@ export class Supervisor extends EventEmitter {
       settle,
       proc,
       pid: proc.pid,
+      port,
       env,
       startedAtMs,
       startedAtIso: new Date(startedAtMs).toISOString(),
@@ -341,7 +468,8 @@ export class Supervisor extends EventEmitter {
       expectedExit: false,
       ready: false,
     };
-    this.#child = child;
+    if (asNext) this.#next = child;
+    else this.#child = child;
     this.#spawns++;
     proc.on('error', (err) =>
       this.#o.log.warn({ pid: child.pid, err: errInfo(err) }, 'Gateway process error'),
@@ -356,8 +484,8 @@ export class Supervisor extends EventEmitter {
     });
     this.#forward(child, proc.stdout, 'stdout');
     this.#forward(child, proc.stderr, 'stderr');
-    this.#setState('starting');
-    this.#o.log.info({ pid: child.pid, command: this.#o.command }, 'Gateway spawned');
+    if (!asNext) this.#setState('starting');
+    this.#o.log.info({ pid: child.pid, port, command: this.#o.command, surge: asNext }, 'Gateway spawned');
     void this.#watchReadiness(child);
     return child;
   }
@@ -375,13 +503,19 @@ export class Supervisor extends EventEmitter {
 
   async #watchReadiness(child: Child): Promise<void> {
     const started = performance.now();
-    while (this.#child === child && !child.hasExited) {
-      const ok = await this.#probe(AbortSignal.timeout(this.#o.probeTimeoutMs)).catch(() => false);
-      if (this.#child !== child || child.hasExited) return;
+    const watched = () => (this.#child === child || this.#next === child) && !child.hasExited;
+    while (watched()) {
+      const ok = await this.#probe(AbortSignal.timeout(this.#o.probeTimeoutMs), child.port).catch(
+        () => false,
+      );
+      if (!watched()) return;
       if (ok) {
         child.ready = true;
         child.settle();
-        if (this.#state === 'starting') this.#setState('running');
+        if (this.#child === child) {
+          if (this.#state === 'starting') this.#setState('running');
+          this.#o.frontDoor?.route({ port: child.port, pid: child.pid });
+        }
         this.#o.log.info(
           { pid: child.pid, readyMs: Math.round(performance.now() - started) },
           'Gateway ready',
@@ -404,9 +538,11 @@ export class Supervisor extends EventEmitter {
   }
 
   #onExit(child: Child, info: ExitInfo): void {
-    if (this.#child !== child) return; // a stale child
+    if (this.#child !== child) return; // a stale child, or a surge gateway that never took over
     this.#child = null;
     this.#lastExit = info;
+    // Requests stop going to a dead gateway; a planned restart has already put them on hold.
+    if (!child.expectedExit) this.#o.frontDoor?.route(null);
     if (child.expectedExit) {
       this.#o.log.info({ pid: child.pid, code: info.code, signal: info.signal }, 'Gateway stopped');
       return;
@@ -435,7 +571,7 @@ export class Supervisor extends EventEmitter {
         if (this.#shuttingDown || this.#manualStop || this.#child || this.#state !== 'crashed') return;
         await this.#runBeforeSpawn('crash');
         try {
-          this.#spawnChild();
+          this.#spawnChild(this.#port);
         } catch (err) {
           this.#o.log.error({ err: errInfo(err) }, 'Gateway respawn failed');
           this.#restarts++;

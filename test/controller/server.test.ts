@@ -36,6 +36,8 @@ function stats(state: SupervisorState): SupervisorStats {
     requestedRestarts: 0,
     spawns: 1,
     lastExit: null,
+    port: 1,
+    lastRestart: null,
   };
 }
 
@@ -76,7 +78,7 @@ async function serve(over: Partial<Fake> = {}, gatewayPort = 1) {
   const handler = createControllerHandler({
     token: TOKEN,
     patchable: ['KILOCODE_API_KEY'],
-    gatewayPort,
+    gatewayPort: () => gatewayPort,
     lifecycle: () => f.lifecycle,
     gateway,
     deliver: async (vars): Promise<DeliveryResult> => {
@@ -85,6 +87,7 @@ async function serve(over: Partial<Fake> = {}, gatewayPort = 1) {
     },
     setKeyVersion: (v) => f.versions.push(v),
     observe: async () => ({ ok: 'state' }),
+    version: () => ({ version: 'test' }),
     secrets: new SecretRegistry(),
     log: silentLogger(),
     readyProbeTimeoutMs: 500,
@@ -203,11 +206,22 @@ describe('controller HTTP handler', () => {
       body: { error: 'Unauthorized', code: 'controller_route_unavailable' },
     };
     expect(await call('GET', '/_kilo/nope')).toEqual(unavailable);
-    expect(await call('GET', '/_kilo/version', undefined, { authorization: '' })).toEqual(unavailable);
+    expect(await call('GET', '/_kilo/doctor', undefined, { authorization: '' })).toEqual(unavailable);
     expect(await call('GET', '/_kilo/env/patch')).toEqual(unavailable); // wrong method
     expect(await call('GET', '/_kilo')).toEqual(unavailable);
     expect((await call('GET', '/')).status).toBe(404);
     expect((await call('GET', '/v1/models')).status).toBe(404);
+  });
+
+  it('GET /_kilo/version answers with the bearer only', async () => {
+    const { call } = await serve();
+    expect(await call('GET', '/_kilo/version')).toEqual({ status: 200, body: { version: 'test' } });
+    expect(
+      await call('GET', '/_kilo/version', undefined, { authorization: 'Bearer wrong-token-0123456789' }),
+    ).toEqual({
+      status: 401,
+      body: { error: 'Unauthorized' },
+    });
   });
 
   it('start/stop/restart: 200, 409 and 500 with the reference strings', async () => {

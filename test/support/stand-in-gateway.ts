@@ -27,6 +27,11 @@
 // `<baseUrl>chat/completions` with `Authorization: Bearer <key>`, `X-KILOCODE-FEATURE: openclaw`,
 // `stream:true`; upstream 401 → 401 authentication_error; else a chat.completion JSON.
 // GET /__standin/info (bearer) → {pid, startedAt, restarts, credential: <where the key came from>}.
+// For the front-door tests (no auth): GET /__standin/stream?n=N&ms=M → N server-sent events M ms
+// apart, each `data: {"i":…,"pid":…}`; POST /__standin/echo → the request body streamed back;
+// GET /__standin/headers → {pid, headers} as received;
+// a WebSocket upgrade on any path → a socket that sends `{"hello":<pid>}` and answers every
+// message with `{"pid":<pid>,"echo":<message>}`.
 //
 // Signals: SIGUSR1 → in-process restart: server closed, config re-read, config refs re-resolved
 // from the SAME env, server reopened (same PID, old env — the seed's dead end). SIGTERM/SIGINT →
@@ -43,6 +48,7 @@ import { join, resolve } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { WebSocketServer } from 'ws';
 import * as z from 'zod';
 import { type ExitInfo, spawnTracked, type Tracked } from './processes.ts';
 
@@ -546,6 +552,26 @@ export async function runStandIn(argv: string[], env: NodeJS.ProcessEnv = proces
         ? send(res, 200, { ready: true, failing: [] })
         : send(res, 503, { ready: false, failing: ['startup'] });
     }
+    if (method === 'GET' && path === '/__standin/stream') {
+      const q = new URL(req.url ?? '/', 'http://127.0.0.1').searchParams;
+      const n = Math.min(10_000, Number(q.get('n') ?? 5));
+      const ms = Math.min(60_000, Number(q.get('ms') ?? 50));
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store' });
+      for (let i = 0; i < n && !res.destroyed; i++) {
+        res.write(`data: ${JSON.stringify({ i, pid: process.pid })}\n\n`);
+        await new Promise((r) => setTimeout(r, ms));
+      }
+      res.end('data: [DONE]\n\n');
+      return;
+    }
+    if (method === 'GET' && path === '/__standin/headers') {
+      return send(res, 200, { pid: process.pid, headers: req.headers });
+    }
+    if (method === 'POST' && path === '/__standin/echo') {
+      res.writeHead(200, { 'content-type': req.headers['content-type'] ?? 'application/octet-stream' });
+      req.pipe(res);
+      return;
+    }
     if (!authorized(req)) {
       return send(res, 401, { error: { message: 'Unauthorized', type: 'unauthorized' } });
     }
@@ -568,6 +594,12 @@ export async function runStandIn(argv: string[], env: NodeJS.ProcessEnv = proces
   };
 
   let server: Server;
+  const wss = new WebSocketServer({ noServer: true });
+  wss.on('connection', (ws) => {
+    ws.send(JSON.stringify({ hello: process.pid }));
+    ws.on('message', (data) => ws.send(JSON.stringify({ pid: process.pid, echo: String(data) })));
+    ws.on('error', () => {});
+  });
   const listen = () =>
     new Promise<void>((ok, fail) => {
       server = createServer((req, res) => {
@@ -575,6 +607,9 @@ export async function runStandIn(argv: string[], env: NodeJS.ProcessEnv = proces
           if (!res.headersSent) send(res, 500, { error: { message: 'stand-in failed', type: 'api_error' } });
           else res.destroy();
         });
+      });
+      server.on('upgrade', (req, socket, head) => {
+        wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
       });
       server.once('error', fail);
       server.listen(port, '127.0.0.1', () => {
@@ -640,6 +675,7 @@ export async function runStandIn(argv: string[], env: NodeJS.ProcessEnv = proces
     stopping = true;
     log('shutdown', { signal });
     setTimeout(() => process.exit(0), 2_000).unref();
+    for (const ws of wss.clients) ws.close(1001, 'going away');
     void closeServer().then(() => {
       log('shutdown_complete');
       process.exit(0);

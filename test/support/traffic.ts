@@ -1,0 +1,145 @@
+// Owns client traffic through the controller's front door, for the rotation tests, the demo and
+// the benchmarks: HTTP clients that send requests back to back (plain, streamed, or a gateway
+// probe) and WebSocket clients that stay connected and reconnect after a 1012, every outcome kept.
+
+export type HttpClientKind = 'chat' | 'chat-stream' | 'healthz';
+
+export interface RequestOutcome {
+  client: string;
+  kind: HttpClientKind;
+  startedAt: number;
+  endedAt: number;
+  status: number;
+  /** Set when no HTTP answer came (connection refused, reset, timeout). */
+  error: string | null;
+  /** The gateway answered 2xx and (for chats) the body was complete. */
+  ok: boolean;
+}
+
+export interface WsEvent {
+  client: string;
+  at: number;
+  event: 'open' | 'close' | 'error';
+  code?: number;
+}
+
+export interface TrafficOptions {
+  /** The controller's public port. */
+  port: number;
+  /** Bearer token for the gateway's chat endpoint. */
+  token: string;
+  clients: HttpClientKind[];
+  /** WebSocket clients (each reconnects after a close). */
+  websockets?: number;
+  /** Sends a hello frame after open and answers a challenge; default: stay silent. */
+  wsOnOpen?: (ws: WebSocket) => void;
+  /** Pause between two requests of one client. */
+  gapMs?: number;
+  requestTimeoutMs?: number;
+}
+
+export interface TrafficRun {
+  outcomes: RequestOutcome[];
+  wsEvents: WsEvent[];
+  /** Stops sending, waits for the requests in flight, closes the sockets. */
+  stop(): Promise<void>;
+}
+
+const CHAT_BODY = (stream: boolean) =>
+  JSON.stringify({ model: 'openclaw', stream, messages: [{ role: 'user', content: 'hi' }] });
+
+async function once(opts: TrafficOptions, kind: HttpClientKind, client: string): Promise<RequestOutcome> {
+  const startedAt = Date.now();
+  const base = `http://127.0.0.1:${opts.port}`;
+  try {
+    const res =
+      kind === 'healthz'
+        ? await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(opts.requestTimeoutMs ?? 120_000) })
+        : await fetch(`${base}/v1/chat/completions`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${opts.token}`, 'content-type': 'application/json' },
+            body: CHAT_BODY(kind === 'chat-stream'),
+            signal: AbortSignal.timeout(opts.requestTimeoutMs ?? 120_000),
+          });
+    const text = await res.text();
+    const complete = kind !== 'chat-stream' || text.includes('[DONE]');
+    return {
+      client,
+      kind,
+      startedAt,
+      endedAt: Date.now(),
+      status: res.status,
+      error: null,
+      ok: res.status >= 200 && res.status < 300 && complete,
+    };
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause;
+    return {
+      client,
+      kind,
+      startedAt,
+      endedAt: Date.now(),
+      status: 0,
+      error: cause?.code ?? (err as Error).name ?? 'error',
+      ok: false,
+    };
+  }
+}
+
+/** Starts the clients; they run until `stop()`. */
+export function startTraffic(opts: TrafficOptions): TrafficRun {
+  const outcomes: RequestOutcome[] = [];
+  const wsEvents: WsEvent[] = [];
+  let running = true;
+  const loops = opts.clients.map(async (kind, i) => {
+    const name = `${kind}-${i}`;
+    while (running) {
+      outcomes.push(await once(opts, kind, name));
+      if (opts.gapMs) await new Promise((r) => setTimeout(r, opts.gapMs));
+    }
+  });
+  const sockets = new Set<WebSocket>();
+  const wsLoops = Array.from({ length: opts.websockets ?? 0 }, async (_, i) => {
+    const name = `ws-${i}`;
+    while (running) {
+      await new Promise<void>((resolve) => {
+        const ws = new WebSocket(`ws://127.0.0.1:${opts.port}/`);
+        sockets.add(ws);
+        ws.onopen = () => {
+          wsEvents.push({ client: name, at: Date.now(), event: 'open' });
+          opts.wsOnOpen?.(ws);
+        };
+        ws.onerror = () => wsEvents.push({ client: name, at: Date.now(), event: 'error' });
+        ws.onclose = (e) => {
+          sockets.delete(ws);
+          wsEvents.push({ client: name, at: Date.now(), event: 'close', code: e.code });
+          resolve();
+        };
+      });
+      if (running) await new Promise((r) => setTimeout(r, 100));
+    }
+  });
+  return {
+    outcomes,
+    wsEvents,
+    stop: async () => {
+      running = false;
+      for (const ws of sockets) ws.close(1000);
+      await Promise.all([...loops, ...wsLoops]);
+    },
+  };
+}
+
+/** Outcomes that failed, in a form fit for an assertion message. */
+export function failures(outcomes: readonly RequestOutcome[]): string[] {
+  return outcomes
+    .filter((o) => !o.ok)
+    .map((o) => `${o.client} ${new Date(o.startedAt).toISOString()} → ${o.status || o.error}`);
+}
+
+/** p50 / p99 / max of request durations in ms. */
+export function latency(outcomes: readonly RequestOutcome[]): { p50: number; p99: number; max: number } {
+  const d = outcomes.map((o) => o.endedAt - o.startedAt).sort((a, b) => a - b);
+  const at = (q: number) => d[Math.min(d.length - 1, Math.floor(q * d.length))] ?? 0;
+  return { p50: at(0.5), p99: at(0.99), max: d.at(-1) ?? 0 };
+}
