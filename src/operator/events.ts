@@ -3,15 +3,12 @@ import { randomBytes } from 'node:crypto';
 import type { PassResult } from '../reconcile/rollout.ts';
 import { getCondition, rfc3339 } from './conditions.ts';
 import { API_VERSION, type CachedGatewayKey, type GatewayKeyStatus, KIND } from './gateway-key.ts';
+import { podNames } from './status.ts';
 
 export interface EventSpec {
   type: 'Normal' | 'Warning';
   reason: string;
   message: string;
-}
-
-function names(list: readonly string[]): string {
-  return list.slice(0, 5).join(', ') + (list.length > 5 ? ` and ${list.length - 5} more` : '');
 }
 
 /** Pure: the Events a finished pass deserves. A pass that changed nothing records nothing. */
@@ -26,7 +23,7 @@ export function eventsForPass(
     out.push({
       type: 'Normal',
       reason: 'KeyRotated',
-      message: `Delivered key version ${result.keyVersion} to ${delivered.length} target(s) and verified the running gateways: ${names(delivered)}`,
+      message: `Delivered key version ${result.keyVersion} to ${delivered.length} target(s) and verified the running gateways: ${podNames(delivered)}`,
     });
   }
   // Targets whose provider rejects the key get their own Warning (below), once per change.
