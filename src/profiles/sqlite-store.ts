@@ -26,14 +26,16 @@ interface CellSpec {
 /**
  * 2026.6.x per-agent store, measured on 2026.6.8 onboarding:
  * `auth_profile_store(store_key TEXT PRIMARY KEY, store_json TEXT NOT NULL, updated_at INTEGER NOT NULL)`,
- * row `store_key='primary'`, `updated_at` in epoch ms.
+ * row `store_key='primary'`, `updated_at` in epoch ms. 2026.9.6 still writes it (same columns,
+ * STRICT): `openclaw secrets apply` puts its refs here, not in the state database.
  */
 const AGENT_TABLE = 'auth_profile_store';
 /**
- * 2026.9.x gateway-wide store (not runnable here; assumed from public sources):
- * `config_machine_state(state_key TEXT PRIMARY KEY, value_json TEXT NOT NULL, updated_at_ms INTEGER NOT NULL)`,
- * row `state_key='authProfiles.store'`. Columns are discovered with `PRAGMA table_info` from the
- * candidates below; any other shape is reported unreadable instead of guessed at.
+ * 2026.9.x gateway-wide store, measured on databases 2026.9.6 wrote (test/fixtures/profiles/openclaw-2026.9.6):
+ * `config_machine_state(state_key TEXT NOT NULL PRIMARY KEY, value_json TEXT NOT NULL, updated_at_ms INTEGER NOT NULL) STRICT`,
+ * row `state_key='authProfiles.store'`, beside `auth.sharedStore` = `{"location":"state-db"}`.
+ * Columns are still discovered with `PRAGMA table_info` from the candidates below, for 9.x
+ * releases not measured; any other shape is reported unreadable instead of guessed at.
  */
 const STATE_TABLE = 'config_machine_state';
 const STATE_KEY = 'authProfiles.store';

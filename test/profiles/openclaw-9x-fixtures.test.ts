@@ -1,0 +1,202 @@
+// keyroll against stores the real OpenClaw 2026.9.6 wrote (test/fixtures/profiles/openclaw-2026.9.6,
+// made by scripts/make-fixtures-9x.ts): scan reports what is there, migrate turns the plaintext
+// profile into the env keyRef OpenClaw itself writes, once, and leaves a database OpenClaw can read.
+import { chmodSync, cpSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { afterEach, describe, expect, it } from 'vitest';
+import { main } from '../../src/cli/main.ts';
+import type { Io } from '../../src/cli/usage.ts';
+import { makeStateDir } from '../fixtures/profiles/generate.ts';
+import { filesContaining, listFiles, REPO_ROOT } from '../support/sandbox.ts';
+
+const FIXTURES = join(REPO_ROOT, 'test', 'fixtures', 'profiles', 'openclaw-2026.9.6');
+/** The fake keys scripts/make-fixtures-9x.ts gave OpenClaw. */
+const PLAINTEXT_KEY = 'test-key-P-fixture-9x-pppp';
+const ENV_REF = { source: 'env', provider: 'default', id: 'KILOCODE_API_KEY' };
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+/** A private copy of one fixture state dir, with the modes OpenClaw gives its files. */
+function copyFixture(name: string): string {
+  const dir = makeStateDir('keyroll-9x-fixture-');
+  dirs.push(dir);
+  cpSync(join(FIXTURES, name), dir, { recursive: true });
+  for (const f of listFiles(dir)) chmodSync(f, 0o600);
+  return dir;
+}
+
+async function cli(...argv: string[]) {
+  const io: Io & { out: string; err: string } = {
+    out: '',
+    err: '',
+    env: {},
+    isTty: false,
+    stdout: (t: string) => {
+      io.out += t;
+    },
+    stderr: (t: string) => {
+      io.err += t;
+    },
+  };
+  const code = await main(['profiles', ...argv], io);
+  expect(`${io.out}${io.err}`).not.toContain(PLAINTEXT_KEY);
+  return { code, report: JSON.parse(io.out) };
+}
+
+/** Every row of a table, read directly (not through keyroll). */
+function rows(db: string, table: string): Record<string, unknown>[] {
+  const conn = new DatabaseSync(db, { readOnly: true });
+  try {
+    return conn.prepare(`SELECT * FROM "${table}" ORDER BY 1`).all();
+  } finally {
+    conn.close();
+  }
+}
+
+function stateRow(dir: string, key: string): Record<string, unknown> | undefined {
+  return rows(join(dir, 'state', 'openclaw.sqlite'), 'config_machine_state').find((r) => r.state_key === key);
+}
+
+function integrity(db: string): unknown {
+  const conn = new DatabaseSync(db, { readOnly: true });
+  try {
+    return conn.prepare('PRAGMA integrity_check').get()?.integrity_check;
+  } finally {
+    conn.close();
+  }
+}
+
+describe('stores written by OpenClaw 2026.9.6', () => {
+  it('onboarding in ref mode writes no auth profile: the key is a config-level env ref, and scan reports no store', async () => {
+    const dir = copyFixture('onboard-ref');
+    const config = JSON.parse(readFileSync(join(dir, 'openclaw.json'), 'utf8'));
+    expect(config.models.providers.kilocode.apiKey).toEqual({
+      source: 'env',
+      provider: 'default',
+      id: 'CUSTOM_API_KEY',
+    });
+    expect(config.auth).toBeUndefined();
+    expect(stateRow(dir, 'authProfiles.store')).toBeUndefined();
+
+    const { code, report } = await cli('scan', '--state-dir', dir, '--json');
+    expect(code).toBe(0);
+    expect(report).toMatchObject({ ok: true, stores: [], storesFailed: 0, warnings: [] });
+  });
+
+  it('paste-api-key: scan reports the plaintext profile of the gateway-wide state database', async () => {
+    const dir = copyFixture('paste-api-key');
+    // What OpenClaw wrote, read without keyroll.
+    expect(JSON.parse(String(stateRow(dir, 'authProfiles.store')?.value_json))).toEqual({
+      version: 1,
+      profiles: { 'kilocode:default': { type: 'api_key', provider: 'kilocode', key: PLAINTEXT_KEY } },
+    });
+    expect(stateRow(dir, 'auth.sharedStore')?.value_json).toBe('{"location":"state-db"}');
+
+    const { code, report } = await cli('scan', '--state-dir', dir, '--json');
+    expect(code).toBe(0);
+    expect(report.stores).toEqual([
+      {
+        path: join(dir, 'state', 'openclaw.sqlite'),
+        layout: 'sqlite-state',
+        agentId: null,
+        changed: false,
+        error: null,
+        profiles: [{ profileId: 'kilocode:default', before: 'plaintext', after: 'plaintext' }],
+      },
+    ]);
+  });
+
+  it('paste-api-key: migrate writes the env keyRef OpenClaw writes itself, once, and keeps every other row', async () => {
+    const dir = copyFixture('paste-api-key');
+    const db = join(dir, 'state', 'openclaw.sqlite');
+    const before = rows(db, 'config_machine_state');
+    const metaBefore = rows(db, 'schema_meta');
+
+    const first = await cli('migrate', '--state-dir', dir, '--json');
+    expect(first.code).toBe(0);
+    expect(first.report).toMatchObject({ ok: true, profilesMigrated: 1, storesFailed: 0 });
+    expect(first.report.stores).toEqual([
+      expect.objectContaining({
+        layout: 'sqlite-state',
+        changed: true,
+        error: null,
+        profiles: [{ profileId: 'kilocode:default', before: 'plaintext', after: 'keyRef-env' }],
+      }),
+    ]);
+
+    // The exact document `openclaw secrets apply` wrote for the same profile (other fixture).
+    const byOpenclaw = rows(
+      join(FIXTURES, 'secrets-apply-env-ref', 'agents', 'main', 'agent', 'openclaw-agent.sqlite'),
+      'auth_profile_store',
+    )[0]?.store_json;
+    const after = rows(db, 'config_machine_state');
+    const store = after.find((r) => r.state_key === 'authProfiles.store');
+    expect(store?.value_json).toBe(byOpenclaw);
+    expect(JSON.parse(String(store?.value_json)).profiles['kilocode:default'].keyRef).toEqual(ENV_REF);
+    expect(Number(store?.updated_at_ms)).toBeGreaterThan(
+      Number(before.find((r) => r.state_key === 'authProfiles.store')?.updated_at_ms),
+    );
+    expect(after.filter((r) => r.state_key !== 'authProfiles.store')).toEqual(
+      before.filter((r) => r.state_key !== 'authProfiles.store'),
+    );
+    expect(rows(db, 'schema_meta')).toEqual(metaBefore);
+    expect(integrity(db)).toBe('ok');
+    expect(filesContaining(dir, PLAINTEXT_KEY)).toEqual([]);
+
+    const rescan = await cli('scan', '--state-dir', dir, '--json');
+    expect(rescan.code).toBe(0);
+    expect(rescan.report.stores[0].profiles).toEqual([
+      { profileId: 'kilocode:default', before: 'keyRef-env', after: 'keyRef-env' },
+    ]);
+
+    const bytes = readFileSync(db);
+    const second = await cli('migrate', '--state-dir', dir, '--json');
+    expect(second.code).toBe(0);
+    expect(second.report).toMatchObject({ ok: true, profilesMigrated: 0 });
+    expect(second.report.stores[0].changed).toBe(false);
+    expect(readFileSync(db).equals(bytes)).toBe(true);
+  });
+
+  it('secrets apply writes its keyRef to the per-agent database and leaves the plaintext in the state database; migrate fixes that one only', async () => {
+    const dir = copyFixture('secrets-apply-env-ref');
+    const agentDb = join(dir, 'agents', 'main', 'agent', 'openclaw-agent.sqlite');
+
+    const scan = await cli('scan', '--state-dir', dir, '--json');
+    expect(scan.code).toBe(0);
+    expect(
+      scan.report.stores.map((s: { layout: string; agentId: string | null; profiles: unknown }) => [
+        s.layout,
+        s.agentId,
+        s.profiles,
+      ]),
+    ).toEqual([
+      [
+        'sqlite-agent',
+        'main',
+        [{ profileId: 'kilocode:default', before: 'keyRef-env', after: 'keyRef-env' }],
+      ],
+      ['sqlite-state', null, [{ profileId: 'kilocode:default', before: 'plaintext', after: 'plaintext' }]],
+    ]);
+
+    const agentBytes = readFileSync(agentDb);
+    const migrate = await cli('migrate', '--state-dir', dir, '--json');
+    expect(migrate.code).toBe(0);
+    expect(migrate.report).toMatchObject({ ok: true, profilesMigrated: 1 });
+    expect(
+      migrate.report.stores.map((s: { layout: string; changed: boolean }) => [s.layout, s.changed]),
+    ).toEqual([
+      ['sqlite-agent', false],
+      ['sqlite-state', true],
+    ]);
+    expect(readFileSync(agentDb).equals(agentBytes)).toBe(true);
+    expect(JSON.parse(String(stateRow(dir, 'authProfiles.store')?.value_json))).toEqual(
+      JSON.parse(String(rows(agentDb, 'auth_profile_store')[0]?.store_json)),
+    );
+    expect(filesContaining(dir, PLAINTEXT_KEY)).toEqual([]);
+    expect(integrity(join(dir, 'state', 'openclaw.sqlite'))).toBe('ok');
+  });
+});
