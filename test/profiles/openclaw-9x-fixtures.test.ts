@@ -20,7 +20,10 @@ afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-/** A private copy of one fixture state dir, with the modes OpenClaw gives its files. */
+/**
+ * A private copy of one fixture state dir, with the modes OpenClaw gives its files. Never open
+ * a fixture in place: even a read-only open of a WAL database creates `-shm`/`-wal` beside it.
+ */
 function copyFixture(name: string): string {
   const dir = makeStateDir('keyroll-9x-fixture-');
   dirs.push(dir);
@@ -130,7 +133,7 @@ describe('stores written by OpenClaw 2026.9.6', () => {
 
     // The exact document `openclaw secrets apply` wrote for the same profile (other fixture).
     const byOpenclaw = rows(
-      join(FIXTURES, 'secrets-apply-env-ref', 'agents', 'main', 'agent', 'openclaw-agent.sqlite'),
+      join(copyFixture('secrets-apply-env-ref'), 'agents', 'main', 'agent', 'openclaw-agent.sqlite'),
       'auth_profile_store',
     )[0]?.store_json;
     const after = rows(db, 'config_machine_state');
