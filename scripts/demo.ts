@@ -4,9 +4,11 @@
 //
 // Starts a fake provider (accepts key A), one `keyroll controller` with the real OpenClaw
 // gateway (and N-1 more with a small stand-in gateway), shows `keyroll diff`, rotates the key
-// (the provider accepts B; the key source file changes), runs `keyroll reconcile --once`, revokes
-// A at the provider, chats through the real gateway and prints the proof: PID before/after,
-// fingerprints and the key the provider saw, all as short hashes. Keys are never printed.
+// (the provider accepts B; the key source file changes), runs `keyroll reconcile --once` while
+// clients keep sending requests through the controller's port (the gateway's front door), revokes
+// A at the provider, chats through the front door and prints the proof: requests sent and failed
+// during the rotation, PID before/after, fingerprints and the key the provider saw, all as short
+// hashes. Keys are never printed.
 // Every process and temp dir is removed at the end, on an error, and on Ctrl-C.
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -30,6 +32,7 @@ import { type FakeUpstream, keyHash, startFakeUpstream } from '../test/support/f
 import { chat } from '../test/support/http.ts';
 import { killAllTracked } from '../test/support/processes.ts';
 import { node24, REPO_ROOT } from '../test/support/sandbox.ts';
+import { failures, latency, startTraffic } from '../test/support/traffic.ts';
 
 const { values } = parseArgs({
   options: { targets: { type: 'string', default: '1' }, help: { type: 'boolean' } },
@@ -164,15 +167,57 @@ async function main(): Promise<void> {
 
   const oc = members[0]!;
   const before = (await readState(oc)) as ControllerState;
+  const frontDoor = Number(new URL(oc.url).port);
 
-  step(5, 'keyroll reconcile --once: deliver, then verify until every running gateway shows B');
+  step(5, 'keyroll reconcile --once, while clients keep talking to the gateway through its front door');
+  say(
+    `3 HTTP clients (one streaming) and 1 WebSocket client send requests back to back to the controller's port ${frontDoor}`,
+  );
+  const traffic = startTraffic({
+    port: frontDoor,
+    token: oc.token,
+    clients: ['chat', 'chat-stream', 'chat'],
+    websockets: 1,
+    wsToken: oc.token,
+    requestTimeoutMs: 180_000,
+  });
+  await new Promise((r) => setTimeout(r, 2_000));
+  const rotationStart = Date.now();
   const code = await keyroll(['reconcile', '--once', '--targets', targetsFile]);
+  const rotationMs = Date.now() - rotationStart;
+  await new Promise((r) => setTimeout(r, 2_000));
+  await traffic.stop();
   say(`(exit ${code})`);
-  const after = (await readState(oc)) as ControllerState;
+  const after = (await readState(oc)) as ControllerState & {
+    proxy?: {
+      strategy: string;
+      lastHold: { heldRequests: number; longestWaitMs: number } | null;
+      lastRestart: { durationMs: number | null } | null;
+    };
+  };
+  const during = traffic.outcomes.filter((o) => o.endedAt >= rotationStart);
+  const failed = failures(during);
+  const lat = latency(during.filter((o) => o.kind !== 'healthz'));
+  const restartMs = after.proxy?.lastRestart?.durationMs ?? null;
+  const hold = after.proxy?.lastHold;
+  say(`requests during the rotation   ${during.length} sent, ${failed.length} failed`);
+  say(
+    `gateway restart                ${restartMs === null ? '-' : `${(restartMs / 1000).toFixed(1)} s`} ` +
+      `(${after.proxy?.strategy ?? '-'}: ${hold ? `${hold.heldRequests} requests held, longest wait ${(hold.longestWaitMs / 1000).toFixed(1)} s` : 'no hold'}); ` +
+      'a bare gateway refuses every request for that long',
+  );
+  say(`whole reconcile pass           ${(rotationMs / 1000).toFixed(1)} s (deliver + verify)`);
+  say(`client latency meanwhile       p50 ${lat.p50} ms, p99 ${lat.p99} ms`);
+  const ws = traffic.wsEvents;
+  say(
+    `websocket                      ${ws.filter((e) => e.event === 'close' && e.code === 1012).length} close 1012 (service restart), ` +
+      `${ws.filter((e) => e.event === 'hello').length} handshakes`,
+  );
+  for (const f of failed.slice(0, 5)) say(`  failed: ${f}`);
 
-  step(6, 'Proof: revoke key A at the provider, then chat through the real OpenClaw gateway');
+  step(6, 'Proof: revoke key A at the provider, then chat through the front door');
   upstream.setKeys([KEY_B]);
-  const res = await chat(oc.gatewayPort, oc.token, 90_000);
+  const res = await chat(frontDoor, oc.token, 90_000);
   const seen = upstream.chatRequests().at(-1);
   say(
     `gateway pid      ${before.gateway.pid} → ${after.gateway.pid}${before.gateway.pid !== after.gateway.pid ? '  (restarted)' : ''}`,
@@ -184,6 +229,7 @@ async function main(): Promise<void> {
   say(`provider saw     sha256 ${seen?.keyHash ?? '-'}  (key A ${keyHash(KEY_A)}, key B ${keyHash(KEY_B)})`);
   const proved =
     code === 0 &&
+    failed.length === 0 &&
     res.status === 200 &&
     seen?.keyHash === keyHash(KEY_B) &&
     before.gateway.pid !== after.gateway.pid;
@@ -194,7 +240,7 @@ async function main(): Promise<void> {
   say(`(exit ${again}; pid still ${still.gateway.pid})`);
 
   say(
-    `\n${bold(proved && again === 0 && still.gateway.pid === after.gateway.pid ? 'ROTATION PROVED: every gateway runs key B, and the provider saw it.' : 'ROTATION NOT PROVED — see above.')}`,
+    `\n${bold(proved && again === 0 && still.gateway.pid === after.gateway.pid ? 'ROTATION PROVED: every gateway runs key B, the provider saw it, and no client request failed.' : 'ROTATION NOT PROVED — see above.')}`,
   );
   process.exitCode = proved ? 0 : 1;
 }

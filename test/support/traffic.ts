@@ -14,12 +14,15 @@ export interface RequestOutcome {
   error: string | null;
   /** The gateway answered 2xx and (for chats) the body was complete. */
   ok: boolean;
+  /** `keyhash=…` from the fake upstream's answer: which key served this request (chats only). */
+  keyhash: string | null;
 }
 
 export interface WsEvent {
   client: string;
   at: number;
-  event: 'open' | 'close' | 'error';
+  /** `hello`: the gateway completed its handshake (OpenClaw's hello-ok, the stand-in's hello). */
+  event: 'open' | 'hello' | 'refused' | 'close' | 'error';
   code?: number;
 }
 
@@ -31,8 +34,12 @@ export interface TrafficOptions {
   clients: HttpClientKind[];
   /** WebSocket clients (each reconnects after a close). */
   websockets?: number;
-  /** Sends a hello frame after open and answers a challenge; default: stay silent. */
-  wsOnOpen?: (ws: WebSocket) => void;
+  /**
+   * Gateway token for OpenClaw's WebSocket handshake (answer `connect.challenge` with a `connect`
+   * request as a backend client); without it the socket stays silent (OpenClaw closes a socket
+   * that has not connected after 15 s).
+   */
+  wsToken?: string;
   /** Pause between two requests of one client. */
   gapMs?: number;
   requestTimeoutMs?: number;
@@ -62,7 +69,8 @@ async function once(opts: TrafficOptions, kind: HttpClientKind, client: string):
             signal: AbortSignal.timeout(opts.requestTimeoutMs ?? 120_000),
           });
     const text = await res.text();
-    const complete = kind !== 'chat-stream' || text.includes('[DONE]');
+    // A stream that carries an error event (OpenClaw streams a refused key as one) is a failure.
+    const complete = kind !== 'chat-stream' || (text.includes('[DONE]') && !text.includes('"error"'));
     return {
       client,
       kind,
@@ -71,6 +79,7 @@ async function once(opts: TrafficOptions, kind: HttpClientKind, client: string):
       status: res.status,
       error: null,
       ok: res.status >= 200 && res.status < 300 && complete,
+      keyhash: /keyhash=([0-9a-f]{16})/.exec(text)?.[1] ?? null,
     };
   } catch (err) {
     const cause = (err as { cause?: { code?: string } }).cause;
@@ -82,6 +91,7 @@ async function once(opts: TrafficOptions, kind: HttpClientKind, client: string):
       status: 0,
       error: cause?.code ?? (err as Error).name ?? 'error',
       ok: false,
+      keyhash: null,
     };
   }
 }
@@ -105,9 +115,16 @@ export function startTraffic(opts: TrafficOptions): TrafficRun {
       await new Promise<void>((resolve) => {
         const ws = new WebSocket(`ws://127.0.0.1:${opts.port}/`);
         sockets.add(ws);
-        ws.onopen = () => {
-          wsEvents.push({ client: name, at: Date.now(), event: 'open' });
-          opts.wsOnOpen?.(ws);
+        ws.onopen = () => wsEvents.push({ client: name, at: Date.now(), event: 'open' });
+        ws.onmessage = (m) => {
+          const msg = parseFrame(m.data);
+          if (msg?.hello !== undefined) wsEvents.push({ client: name, at: Date.now(), event: 'hello' });
+          if (msg?.type === 'event' && msg.event === 'connect.challenge' && opts.wsToken) {
+            ws.send(JSON.stringify(connectRequest(opts.wsToken)));
+          }
+          if (msg?.type === 'res' && msg.id === CONNECT_ID) {
+            wsEvents.push({ client: name, at: Date.now(), event: msg.ok ? 'hello' : 'refused' });
+          }
         };
         ws.onerror = () => wsEvents.push({ client: name, at: Date.now(), event: 'error' });
         ws.onclose = (e) => {
@@ -128,6 +145,42 @@ export function startTraffic(opts: TrafficOptions): TrafficRun {
       await Promise.all([...loops, ...wsLoops]);
     },
   };
+}
+
+const CONNECT_ID = 'keyroll-traffic-connect';
+
+/**
+ * OpenClaw's gateway protocol handshake (docs/gateway/protocol.md of the package): a backend
+ * client authenticating with the shared gateway token.
+ */
+function connectRequest(token: string) {
+  return {
+    type: 'req',
+    id: CONNECT_ID,
+    method: 'connect',
+    params: {
+      minProtocol: 3,
+      maxProtocol: 4,
+      client: { id: 'gateway-client', version: '0.1.0', platform: 'linux', mode: 'backend' },
+      role: 'operator',
+      scopes: ['operator.read'],
+      caps: [],
+      commands: [],
+      permissions: {},
+      auth: { token },
+      locale: 'en-US',
+      userAgent: 'keyroll-traffic/0.1.0',
+    },
+  };
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: frames are probed field by field.
+function parseFrame(data: unknown): Record<string, any> | null {
+  try {
+    return JSON.parse(String(data));
+  } catch {
+    return null;
+  }
 }
 
 /** Outcomes that failed, in a form fit for an assertion message. */
