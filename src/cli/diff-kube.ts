@@ -128,7 +128,7 @@ export async function runKubeDiff(opts: KubeDiffOptions, io: Io, deps: KubeDiffD
         ).current(signal);
       } catch (e) {
         if (!(e instanceof KeySourceError)) throw e;
-        return drift(`KeyNotFound: spec.source.secretRef: ${e.message}`);
+        return drift(`${e.reason}: spec.source.secretRef: ${e.message}`);
       }
       secrets.add(material.key);
       const { targets: podList } = podTargets(

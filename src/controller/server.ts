@@ -4,7 +4,8 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createServer, getLoopback, type LoopbackResponse } from '../adapters/loopback-http.ts';
-import { constantTimeEqual } from '../fingerprint.ts';
+import { constantTimeEqual, matchToken } from '../fingerprint.ts';
+import { checkKeyValue, checkVersionLabel } from '../keys.ts';
 import type { Logger, SecretRegistry } from '../log.ts';
 import type { DeliveryResult } from './delivery.ts';
 import { type FrontDoor, rawReply } from './front-door.ts';
@@ -40,7 +41,10 @@ export interface GatewayControl {
 export type PortRole = 'both' | 'public' | 'admin';
 
 export interface ServerDeps {
+  /** The controller token: `/_kilo/*` bearer. */
   token: string;
+  /** Accepted too while the controller token is being rotated (KEYROLL_CONTROLLER_TOKEN_PREVIOUS). */
+  previousToken?: string | null;
   patchable: readonly string[];
   /** The current gateway's loopback port (it changes with every surge restart). */
   gatewayPort: () => number;
@@ -49,7 +53,8 @@ export interface ServerDeps {
   deliver: (vars: Record<string, string>) => Promise<DeliveryResult>;
   /** Records the label of the last patch (`X-Keyroll-Key-Version`). */
   setKeyVersion: (version: string | null) => void;
-  observe: () => Promise<unknown>;
+  /** `GET /_kilo/state`; fingerprints keyed with the token the caller authenticated with. */
+  observe: (hmacKey: string) => Promise<unknown>;
   /** `GET /_kilo/version`'s body. */
   version: () => unknown;
   /** The proxy; without it every path outside `/_kilo/*` is 404. */
@@ -61,10 +66,10 @@ export interface ServerDeps {
   bodyTimeoutMs?: number;
 }
 
-type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+/** A `/_kilo/*` route; `token` is the one the caller authenticated with (current or previous). */
+type Handler = (req: IncomingMessage, res: ServerResponse, token: string) => Promise<void>;
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
-const VERSION_LABEL = /^[\x21-\x7e]{1,128}$/;
 
 function send(
   res: ServerResponse,
@@ -89,6 +94,14 @@ export function bearerMatches(header: string | undefined, token: string): boolea
   const parts = header.trim().split(/\s+/);
   if (parts.length !== 2 || parts[0]!.toLowerCase() !== 'bearer') return false;
   return constantTimeEqual(parts[1]!, token);
+}
+
+/** The accepted token a `Bearer` header carries (the current one or the previous one), or null. */
+export function authorizedToken(header: string | undefined, token: string, previous: string | null): string | null {
+  if (!header) return null;
+  const parts = header.trim().split(/\s+/);
+  if (parts.length !== 2 || parts[0]!.toLowerCase() !== 'bearer') return null;
+  return matchToken(parts[1]!, [token, previous]);
 }
 
 class BodyTooLarge extends Error {}
@@ -142,9 +155,10 @@ export function validatePatch(text: string, patchable: readonly string[]): Patch
     const shown = ENV_NAME.test(key) ? key : '<invalid name>';
     if (!patchable.includes(key)) return { ok: false, error: `Key '${shown}' is not patchable` };
     if (typeof value !== 'string') return { ok: false, error: `Value for '${shown}' must be a string` };
-    if (value.length === 0 || value.includes('\0')) {
-      return { ok: false, error: `Value for '${shown}' must be a non-empty string` };
-    }
+    // Every patchable variable is a credential the gateway sends on: one printable token, so a
+    // value can never smuggle a second header line or an empty key into the child.
+    const why = checkKeyValue(value);
+    if (why !== null) return { ok: false, error: `Value for '${shown}' ${why}` };
     vars[key] = value;
   }
   return { ok: true, vars };
@@ -237,7 +251,7 @@ export function createControllerHandler(deps: ServerDeps, role: PortRole = 'both
     'POST /_kilo/env/patch': async (req, res) => {
       const versionHeader = req.headers['x-keyroll-key-version'];
       const version = typeof versionHeader === 'string' ? versionHeader.trim() : null;
-      if (version !== null && !VERSION_LABEL.test(version)) {
+      if (version !== null && checkVersionLabel(version) !== null) {
         send(res, 400, { error: 'Invalid X-Keyroll-Key-Version header' });
         return;
       }
@@ -270,7 +284,7 @@ export function createControllerHandler(deps: ServerDeps, role: PortRole = 'both
       send(res, 200, { ok: true, signaled: result.signaled, migratedProfiles: result.migratedProfiles });
     },
 
-    'GET /_kilo/state': async (_req, res) => send(res, 200, await deps.observe()),
+    'GET /_kilo/state': async (_req, res, token) => send(res, 200, await deps.observe(token)),
 
     'GET /_kilo/version': async (_req, res) => send(res, 200, deps.version()),
   };
@@ -294,13 +308,13 @@ export function createControllerHandler(deps: ServerDeps, role: PortRole = 'both
       if (!adminHere) return send(res, 404, { error: 'Not found' });
       const route = routes[`${req.method} ${path}`];
       if (!route) return send(res, 401, { error: 'Unauthorized', code: 'controller_route_unavailable' });
-      if (!bearerMatches(req.headers.authorization, deps.token))
-        return send(res, 401, { error: 'Unauthorized' });
+      const token = authorizedToken(req.headers.authorization, deps.token, deps.previousToken ?? null);
+      if (token === null) return send(res, 401, { error: 'Unauthorized' });
       const l = deps.lifecycle();
       if (l.state === 'bootstrapping' || l.state === 'starting') {
         return send(res, 503, { error: 'Service starting', state: l.state });
       }
-      await route(req, res);
+      await route(req, res, token);
     } catch (err) {
       if (err instanceof BodyTooLarge) {
         send(res, 413, { error: 'Payload too large' }, { connection: 'close' });

@@ -247,7 +247,9 @@ export function createReconciler(
       ).current(deps.signal);
     } catch (err) {
       if (!(err instanceof KeySourceError)) throw err;
-      await degrade(gk, 'KeyNotFound', `spec.source.secretRef: ${err.message}`);
+      // KeyNotFound, InvalidKey or InvalidVersionLabel: nothing is delivered; a fixed Secret wakes
+      // the key at once, the requeue is a backstop.
+      await degrade(gk, err.reason, `spec.source.secretRef: ${err.message}`);
       return { requeueAfterMs: deps.missingSourceRequeueMs };
     }
     deps.secretValues.add(material.key);

@@ -13,6 +13,8 @@ export type DegradedReason =
   | 'InvalidSpec'
   | 'SecretNotFound'
   | 'KeyNotFound'
+  | 'InvalidKey'
+  | 'InvalidVersionLabel'
   | 'TokenNotFound'
   | 'SourceUnavailable';
 

@@ -2,7 +2,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { contentVersion } from './content-version.ts';
-import { type KeyMaterial, KeyMaterialSchema, type KeySource, KeySourceError } from './key-source.ts';
+import { checkMaterial, type KeyMaterial, type KeySource, KeySourceError } from './key-source.ts';
 
 export interface FileSourceOptions {
   /** A file with the key, or a directory (a mounted Secret) with a file named `keyName`. */
@@ -48,13 +48,14 @@ export function fileKeySource(opts: FileSourceOptions): KeySource {
           version = await readOptional(p);
           if (version) break;
         }
+        // Trailing whitespace is how files end; anything else that is not part of one printable
+        // token (a space inside, a second line) is refused by checkMaterial, not trimmed away.
         const key = (await readFile(keyPath, 'utf8')).replace(/\s+$/, '');
-        const parsed = KeyMaterialSchema.safeParse({
+        return checkMaterial(
+          `key source file ${keyPath}`,
           key,
-          version: version || contentVersion(key, opts.versionKey),
-        });
-        if (!parsed.success) throw new KeySourceError(`key source file ${keyPath}: the key is empty`);
-        return parsed.data;
+          version || contentVersion(key, opts.versionKey),
+        );
       } catch (err) {
         if (err instanceof KeySourceError) throw err;
         const code = (err as NodeJS.ErrnoException).code ?? 'error';

@@ -2,7 +2,7 @@
 import * as z from 'zod';
 import type { Clock } from '../clock.ts';
 import { contentVersion } from './content-version.ts';
-import { type KeyMaterial, KeyMaterialSchema, type KeySource, KeySourceError } from './key-source.ts';
+import { checkMaterial, type KeyMaterial, type KeySource, KeySourceError } from './key-source.ts';
 
 export const DEFAULT_REFRESH_BEFORE_MS = 72 * 3_600_000;
 
@@ -63,11 +63,14 @@ async function fetchKey(
     throw new KeySourceError(`${what} ${url}: unexpected response (${fields})`);
   }
   const key = (parsed.data.key ?? parsed.data.token)!;
-  return KeyMaterialSchema.parse({
+  // The API's answer is taken as it is: a key or label with a space, a newline or non-ASCII is
+  // refused here (InvalidKey, InvalidVersionLabel), before any controller sees it.
+  const material = checkMaterial(
+    `${what} ${url}`,
     key,
-    version: parsed.data.version ?? contentVersion(key, versionKey),
-    expiresAt: parsed.data.expiresAt ? new Date(parsed.data.expiresAt) : undefined,
-  });
+    parsed.data.version ?? contentVersion(key, versionKey),
+  );
+  return parsed.data.expiresAt ? { ...material, expiresAt: new Date(parsed.data.expiresAt) } : material;
 }
 
 /** Pure: whether a key expiring at `expiresAt` is due for a fresh mint at `now`. */
@@ -105,6 +108,7 @@ export function httpKeySource(opts: HttpSourceOptions): KeySource {
         const hours = ((current.expiresAt!.getTime() - opts.clock.now()) / 3_600_000).toFixed(1);
         throw new KeySourceError(
           `${(err as Error).message}; the current key expires in ${hours} h; nothing was delivered, the next pass mints again`,
+          err instanceof KeySourceError ? err.reason : 'KeyNotFound',
         );
       }
     },

@@ -1,6 +1,6 @@
 // Owns the Kubernetes Secret key source, behind a reader port the operator implements.
 import { contentVersion } from './content-version.ts';
-import { type KeyMaterial, KeyMaterialSchema, type KeySource, KeySourceError } from './key-source.ts';
+import { checkMaterial, type KeyMaterial, type KeySource, KeySourceError } from './key-source.ts';
 
 export const VERSION_ANNOTATION = 'keyroll.dev/version';
 
@@ -33,13 +33,17 @@ export function secretKeySource(reader: SecretReader, ref: SecretRef, versionKey
       if (!secret) throw new KeySourceError(`${where}: the Secret does not exist`);
       const b64 = secret.data[ref.key];
       if (b64 === undefined) throw new KeySourceError(`${where}: the Secret has no such key`);
+      // Trailing whitespace (the newline `kubectl create secret --from-file` keeps) is dropped;
+      // anything else that is not one printable token is refused by checkMaterial (InvalidKey).
       const key = Buffer.from(b64, 'base64').toString('utf8').replace(/\s+$/, '');
-      const parsed = KeyMaterialSchema.safeParse({
+      const label = secret.annotations[VERSION_ANNOTATION]?.trim();
+      // A bad annotation (a space, non-ASCII) is InvalidVersionLabel here: the controller would
+      // refuse it with 400 on every delivery and the rotation would never converge.
+      return checkMaterial(
+        where,
         key,
-        version: secret.annotations[VERSION_ANNOTATION] || contentVersion(key, versionKey),
-      });
-      if (!parsed.success) throw new KeySourceError(`${where}: the key is empty`);
-      return parsed.data;
+        label === undefined || label === '' ? contentVersion(key, versionKey) : label,
+      );
     },
   };
 }
