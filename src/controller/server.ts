@@ -4,7 +4,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createServer, getLoopback, type LoopbackResponse } from '../adapters/loopback-http.ts';
-import { constantTimeEqual, matchToken } from '../fingerprint.ts';
+import { constantTimeEqual } from '../fingerprint.ts';
 import { checkKeyValue, checkVersionLabel } from '../keys.ts';
 import type { Logger, SecretRegistry } from '../log.ts';
 import type { DeliveryResult } from './delivery.ts';
@@ -41,10 +41,7 @@ export interface GatewayControl {
 export type PortRole = 'both' | 'public' | 'admin';
 
 export interface ServerDeps {
-  /** The controller token: `/_kilo/*` bearer. */
   token: string;
-  /** Accepted too while the controller token is being rotated (KEYROLL_CONTROLLER_TOKEN_PREVIOUS). */
-  previousToken?: string | null;
   patchable: readonly string[];
   /** The current gateway's loopback port (it changes with every surge restart). */
   gatewayPort: () => number;
@@ -53,8 +50,7 @@ export interface ServerDeps {
   deliver: (vars: Record<string, string>) => Promise<DeliveryResult>;
   /** Records the label of the last patch (`X-Keyroll-Key-Version`). */
   setKeyVersion: (version: string | null) => void;
-  /** `GET /_kilo/state`; fingerprints keyed with the token the caller authenticated with. */
-  observe: (hmacKey: string) => Promise<unknown>;
+  observe: () => Promise<unknown>;
   /** `GET /_kilo/version`'s body. */
   version: () => unknown;
   /** The proxy; without it every path outside `/_kilo/*` is 404. */
@@ -66,8 +62,7 @@ export interface ServerDeps {
   bodyTimeoutMs?: number;
 }
 
-/** A `/_kilo/*` route; `token` is the one the caller authenticated with (current or previous). */
-type Handler = (req: IncomingMessage, res: ServerResponse, token: string) => Promise<void>;
+type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 
@@ -94,14 +89,6 @@ export function bearerMatches(header: string | undefined, token: string): boolea
   const parts = header.trim().split(/\s+/);
   if (parts.length !== 2 || parts[0]!.toLowerCase() !== 'bearer') return false;
   return constantTimeEqual(parts[1]!, token);
-}
-
-/** The accepted token a `Bearer` header carries (the current one or the previous one), or null. */
-export function authorizedToken(header: string | undefined, token: string, previous: string | null): string | null {
-  if (!header) return null;
-  const parts = header.trim().split(/\s+/);
-  if (parts.length !== 2 || parts[0]!.toLowerCase() !== 'bearer') return null;
-  return matchToken(parts[1]!, [token, previous]);
 }
 
 class BodyTooLarge extends Error {}
@@ -284,7 +271,7 @@ export function createControllerHandler(deps: ServerDeps, role: PortRole = 'both
       send(res, 200, { ok: true, signaled: result.signaled, migratedProfiles: result.migratedProfiles });
     },
 
-    'GET /_kilo/state': async (_req, res, token) => send(res, 200, await deps.observe(token)),
+    'GET /_kilo/state': async (_req, res) => send(res, 200, await deps.observe()),
 
     'GET /_kilo/version': async (_req, res) => send(res, 200, deps.version()),
   };
@@ -308,13 +295,13 @@ export function createControllerHandler(deps: ServerDeps, role: PortRole = 'both
       if (!adminHere) return send(res, 404, { error: 'Not found' });
       const route = routes[`${req.method} ${path}`];
       if (!route) return send(res, 401, { error: 'Unauthorized', code: 'controller_route_unavailable' });
-      const token = authorizedToken(req.headers.authorization, deps.token, deps.previousToken ?? null);
-      if (token === null) return send(res, 401, { error: 'Unauthorized' });
+      if (!bearerMatches(req.headers.authorization, deps.token))
+        return send(res, 401, { error: 'Unauthorized' });
       const l = deps.lifecycle();
       if (l.state === 'bootstrapping' || l.state === 'starting') {
         return send(res, 503, { error: 'Service starting', state: l.state });
       }
-      await route(req, res, token);
+      await route(req, res);
     } catch (err) {
       if (err instanceof BodyTooLarge) {
         send(res, 413, { error: 'Payload too large' }, { connection: 'close' });
