@@ -292,7 +292,7 @@ export async function runFly(argv: string[], io: Io, deps: FlyDeps = {}): Promis
       log,
       pass: async () => {
         const key = await keySource.current(signal);
-        secrets.add(key.key);
+        secrets.add(key.key, 'key');
         return runFlyPass({
           fly,
           app: cfg.app,

@@ -61,7 +61,8 @@ export class Delivery {
    */
   async deliver(vars: Readonly<Record<string, string>>): Promise<DeliveryResult> {
     const d = this.#d;
-    for (const v of Object.values(vars)) d.secrets.add(v);
+    // One slot per variable: the registry keeps this value and the one it replaces.
+    for (const [name, v] of Object.entries(vars)) d.secrets.add(v, `env:${name}`);
     const withAliases: Record<string, string> = { ...vars };
     for (const [name, value] of Object.entries(vars)) {
       for (const alias of ALIASES[name] ?? []) if (d.env.get(alias) !== undefined) withAliases[alias] = value;

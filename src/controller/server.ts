@@ -249,7 +249,7 @@ export function createControllerHandler(deps: ServerDeps, role: PortRole = 'both
         return;
       }
       // Registered before anything else runs, so no log line can carry the new values.
-      for (const v of Object.values(check.vars)) deps.secrets.add(v);
+      for (const [name, v] of Object.entries(check.vars)) deps.secrets.add(v, `env:${name}`);
       let result: DeliveryResult;
       try {
         result = await deps.deliver(check.vars);

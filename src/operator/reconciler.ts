@@ -232,7 +232,8 @@ export function createReconciler(
       );
       return { requeueAfterMs: deps.missingSourceRequeueMs };
     }
-    deps.secretValues.add(token);
+    // Slots per GatewayKey: a long-running operator keeps the current and previous value only.
+    deps.secretValues.add(token, `controller-token:${key}`);
 
     if (!deps.secrets.get(namespace, secretRef.name)) {
       await degrade(gk, 'SecretNotFound', `spec.source.secretRef: ${missing(namespace, secretRef.name)}`);
@@ -252,7 +253,7 @@ export function createReconciler(
       await degrade(gk, err.reason, `spec.source.secretRef: ${err.message}`);
       return { requeueAfterMs: deps.missingSourceRequeueMs };
     }
-    deps.secretValues.add(material.key);
+    deps.secretValues.add(material.key, `key:${key}`);
 
     const rotation = rotations.get(key);
     if (!rotation || rotation.version !== material.version) {

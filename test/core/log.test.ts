@@ -51,3 +51,71 @@ describe('logger redaction', () => {
     expect(out).toContain(`short ${key.slice(0, 5)}${CUT_MARK}`);
   });
 });
+
+describe('SecretRegistry: bounded, one pass per line', () => {
+  const scrubbed = (r: SecretRegistry, v: string) => !r.scrub(`x ${v} y`).includes(v);
+
+  it('keeps the current and previous value of a slot, forgets older ones; unslotted values stay', () => {
+    const r = new SecretRegistry();
+    r.add('test-token-pinned-000001');
+    for (const k of ['test-key-A-slot-0001', 'test-key-B-slot-0002', 'test-key-C-slot-0003']) {
+      r.add(k, 'env:KILOCODE_API_KEY');
+    }
+    r.add('test-key-C-slot-0003', 'env:KILOCODE_API_KEY'); // the same value again shifts nothing
+    expect(r.size).toBe(3);
+    expect(scrubbed(r, 'test-token-pinned-000001')).toBe(true);
+    expect(scrubbed(r, 'test-key-C-slot-0003')).toBe(true);
+    expect(scrubbed(r, 'test-key-B-slot-0002')).toBe(true);
+    expect(scrubbed(r, 'test-key-A-slot-0001')).toBe(false);
+    r.add('test-key-X-other-0001', 'key:ns/other');
+    expect(r.size).toBe(4);
+  });
+
+  it('5,000 values through one slot leave two', () => {
+    const r = new SecretRegistry();
+    for (let i = 0; i < 5_000; i++) r.add(`test-key-rotated-${String(i).padStart(6, '0')}`, 'key:ns/gk');
+    expect(r.size).toBe(2);
+    expect(scrubbed(r, 'test-key-rotated-004999')).toBe(true);
+    expect(scrubbed(r, 'test-key-rotated-004998')).toBe(true);
+    expect(scrubbed(r, 'test-key-rotated-004997')).toBe(false);
+  });
+
+  it('a value that contains another is redacted whole; JSON-escaped forms too', () => {
+    const r = new SecretRegistry();
+    r.add('test-key-short-01', 'a');
+    r.add('test-key-short-01-and-longer', 'b');
+    r.add('test-key-"quoted"\\-01', 'c');
+    const line = JSON.stringify({ a: 'test-key-short-01-and-longer', b: 'test-key-"quoted"\\-01' });
+    expect(r.scrub(line)).toBe(JSON.stringify({ a: '[REDACTED]', b: '[REDACTED]' }));
+  });
+
+  it('5,000 registered values: a cut 8 KiB log line is scrubbed in well under the old 49 ms', () => {
+    const r = new SecretRegistry();
+    const values = Array.from({ length: 5_000 }, (_, i) => `test-key-many-${i}-${'abcdef'.repeat(4)}`);
+    for (const [i, v] of values.entries()) r.add(v, `slot-${i}`);
+    expect(r.size).toBe(5_000);
+    const key = values[4_321]!;
+    const line = JSON.stringify({
+      msg: 'Gateway output',
+      line: `${'gateway says hello '.repeat(420)} ${key} and then ${key.slice(0, 20)}${CUT_MARK}`,
+    });
+    const first = r.scrub(line); // builds the pattern once
+    expect(first).not.toContain(key.slice(0, 14));
+    expect(first.match(/\[REDACTED\]/g)).toHaveLength(2);
+    const started = performance.now();
+    const rounds = 50;
+    for (let i = 0; i < rounds; i++) r.scrub(line);
+    const perLine = (performance.now() - started) / rounds;
+    // Measured ≈1 ms on a loaded 2-core host; the set-by-set scrub it replaces took 49 ms.
+    expect(perLine).toBeLessThan(15);
+  });
+
+  it('a cut prefix is found among many values with the same head', () => {
+    const r = new SecretRegistry();
+    for (let i = 0; i < 100; i++) r.add(`test-key-same-head-${String(i).padStart(3, '0')}-tail`, `s${i}`);
+    const out = r.scrub(`pre test-key-same-head-042-ta${CUT_MARK}`);
+    expect(out).toBe(`pre [REDACTED]${CUT_MARK}`);
+    // Not a prefix of any value: kept.
+    expect(r.scrub(`pre test-key-same-head-999${CUT_MARK}`)).toBe(`pre test-key-same-head-999${CUT_MARK}`);
+  });
+});
