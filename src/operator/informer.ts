@@ -34,8 +34,10 @@ type Index<T> = { fn: (obj: T) => string[]; map: Map<string, Set<string>> };
 
 /**
  * A list-watch cache that never dies: every failure is logged, counted and retried with capped
- * exponential backoff (never dropped), and a 410 Expired relists at once. Cached objects are
- * frozen; nothing may mutate them.
+ * exponential backoff (never dropped). A 410 Expired after a working watch relists at once; 410s
+ * in a row (a watch that expires again right after every relist) count as failures and back off,
+ * so a server that keeps answering 410 is not hammered with lists. Cached objects are frozen;
+ * nothing may mutate them.
  */
 export class Informer<T extends Cached> {
   readonly #o: InformerOptions<T>;
@@ -155,9 +157,15 @@ export class Informer<T extends Cached> {
         if (signal.aborted) break;
         if (isKubeError(err, 410)) {
           // The version we hold is older than the server's history: start over from a fresh list.
-          log.info({ error: (err as Error).message }, 'Watch expired; relisting');
+          // The first 410 after a watch that delivered something relists at once; each further
+          // one in a row waits like any failure (the server may keep expiring what it just listed).
+          if (events > 0 || this.#o.clock.now() - started >= 1000) failures = 0;
+          failures = Math.min(failures + 1, 30);
           this.#rv = null;
           this.#o.onRestart?.('expired');
+          const retryInMs = failures > 1 ? this.#delay(failures - 1) : 0;
+          log.info({ error: (err as Error).message, failures, retryInMs }, 'Watch expired; relisting');
+          if (retryInMs > 0) await this.#sleep(retryInMs, signal);
           continue;
         }
         failures = Math.min(failures + 1, 30);
