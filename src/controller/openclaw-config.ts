@@ -3,6 +3,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import * as z from 'zod';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
+import { configText, parseConfigText } from '../profiles/openclaw-config.ts';
 
 export const FILE_PROVIDER_ALIAS = 'kilofile';
 
@@ -70,16 +71,22 @@ export async function readConfig(path: string): Promise<Obj | null> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
   }
-  const parsed = JsonObject.safeParse(JSON.parse(text));
+  // JSON5, as OpenClaw reads it; an error names the position, never the text.
+  const read = parseConfigText(text);
+  if (!read.ok) throw new Error(read.error);
+  const parsed = JsonObject.safeParse(read.root);
   if (!parsed.success) throw new Error('openclaw.json is not a JSON object');
   return parsed.data;
 }
 
-/** Applies the edits and writes the file atomically (0600) when anything changed. */
+/**
+ * Applies the edits and writes the file atomically (0600) when anything changed. The file is
+ * written as plain JSON (comments of a JSON5 file are not kept), and only when a setting changed.
+ */
 export async function writeConfigEdits(path: string, edits: ConfigEdits): Promise<boolean> {
   const doc = (await readConfig(path)) ?? {};
   const next = applyConfigEdits(doc, edits);
   if (JSON.stringify(next) === JSON.stringify(doc)) return false;
-  await writeFileAtomic(path, `${JSON.stringify(next, null, 2)}\n`, { mode: 0o600 });
+  await writeFileAtomic(path, configText(next), { mode: 0o600 });
   return true;
 }

@@ -1,6 +1,7 @@
 // Owns the two things keyroll reads or writes in openclaw.json: declared auth profiles and the file secrets provider.
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import JSON5 from 'json5';
 import * as z from 'zod';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import { fsReason } from './json-store.ts';
@@ -27,6 +28,35 @@ interface ConfigSnapshot {
   mode: number;
 }
 
+export type ConfigParse = { ok: true; root: unknown } | { ok: false; error: string };
+
+/**
+ * Parses openclaw.json the way OpenClaw does: JSON5 (comments, trailing commas, unquoted keys,
+ * single quotes), with the same parser and version OpenClaw 2026.x bundles (json5 2.2.3). A
+ * syntax error is reported by position only: parser messages quote the text (V8's JSON.parse
+ * quotes several characters around the error), and a key may be right there.
+ */
+export function parseConfigText(text: string): ConfigParse {
+  try {
+    return { ok: true, root: JSON5.parse(text) };
+  } catch (err) {
+    const e = err as { lineNumber?: unknown; columnNumber?: unknown };
+    const at =
+      typeof e.lineNumber === 'number' && typeof e.columnNumber === 'number'
+        ? ` (line ${e.lineNumber}, column ${e.columnNumber})`
+        : '';
+    return { ok: false, error: `${CONFIG_FILE} is not valid JSON5${at}` };
+  }
+}
+
+/**
+ * Text to write back: plain JSON, which OpenClaw reads as JSON5. Comments and the file's own
+ * formatting are not kept, so keyroll writes the file only when a setting it owns changes.
+ */
+export function configText(root: unknown): string {
+  return `${JSON.stringify(root, null, 2)}\n`;
+}
+
 function isPlainObject(v: unknown): v is JsonObject {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -48,16 +78,9 @@ async function readConfig(stateDir: string): Promise<ConfigSnapshot> {
   } catch (err) {
     throw new StoreError(`cannot read ${CONFIG_FILE}: ${fsReason(err)}`);
   }
-  let root: unknown;
-  try {
-    root = JSON.parse(text);
-  } catch {
-    // OpenClaw accepts JSON5, but onboarding writes plain JSON; rewriting JSON5 would lose
-    // comments, so keyroll refuses instead of guessing.
-    throw new StoreError(
-      `${CONFIG_FILE} is not plain JSON (JSON5 with comments or trailing commas?); keyroll does not rewrite it`,
-    );
-  }
+  const read = parseConfigText(text);
+  if (!read.ok) throw new StoreError(read.error);
+  const root = read.root;
   const parsed = ConfigShape.safeParse(root);
   if (!parsed.success || !isPlainObject(root)) {
     throw new StoreError(`${CONFIG_FILE} has an unexpected shape in auth.profiles or secrets.providers`);
@@ -114,7 +137,7 @@ export async function registerFileProvider(
   setOwn(secrets, 'providers', providers);
   setOwn(root, 'secrets', secrets);
   try {
-    await writeFileAtomic(snap.path, `${JSON.stringify(root, null, 2)}\n`, { mode: snap.mode });
+    await writeFileAtomic(snap.path, configText(root), { mode: snap.mode });
   } catch (err) {
     throw new StoreError(`cannot write ${CONFIG_FILE}: ${fsReason(err)}`);
   }

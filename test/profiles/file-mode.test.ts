@@ -119,19 +119,38 @@ describe('file-ref migration', () => {
     expect(readFileSync(json, 'utf8')).toContain('"source": "env"');
   });
 
-  it('refuses a JSON5 openclaw.json and then switches no store', async () => {
+  it('reads a JSON5 openclaw.json (comments, trailing commas, unquoted keys, single quotes) and registers the provider', async () => {
     const dir = stateDir();
     const configPath = join(dir, 'openclaw.json');
-    const json5 = '{\n  // comment\n  auth: { profiles: {} },\n}\n';
+    const json5 =
+      "{\n  // comment\n  auth: { profiles: { 'kilocode:default': { provider: 'kilocode', mode: 'api_key', }, }, },\n  gateway: { port: 3001, },\n}\n";
     writeFileSync(configPath, json5, { mode: 0o600 });
+    writeJsonStore(dir, 'main', versionedStore());
+    const r = await migrateProfiles({ stateDir: dir, provider: 'kilocode', target: fileTarget(dir) });
+    expect(r.config).toMatchObject({ changed: true, error: null });
+    expect(r.storesFailed).toBe(0);
+    expect(r.stores[0]!.profiles[0]).toMatchObject({ form: 'plaintext', formAfter: 'keyRef-file' });
+    // Written back as plain JSON (valid JSON5 for OpenClaw); the comment is not kept.
+    const written = JSON.parse(readFileSync(configPath, 'utf8'));
+    expect(written.gateway).toEqual({ port: 3001 });
+    expect(written.auth.profiles['kilocode:default']).toEqual({ provider: 'kilocode', mode: 'api_key' });
+    expect(written.secrets.providers.kilofile).toMatchObject({ source: 'file', mode: 'singleValue' });
+  });
+
+  it('refuses an openclaw.json that is not even JSON5, by position only, and switches no store', async () => {
+    const dir = stateDir();
+    const configPath = join(dir, 'openclaw.json');
+    const broken = '{\n  models: { apiKey: sk-test-key-in-broken-config-0001 }\n}\n';
+    writeFileSync(configPath, broken, { mode: 0o600 });
     const store = writeJsonStore(dir, 'main', versionedStore());
     const before = readFileSync(store, 'utf8');
     const r = await migrateProfiles({ stateDir: dir, provider: 'kilocode', target: fileTarget(dir) });
-    expect(r.config?.error).toMatch(/not plain JSON/);
+    expect(r.config?.error).toBe('openclaw.json is not valid JSON5 (line 2, column 21)');
+    expect(JSON.stringify(r)).not.toContain('sk-test');
     expect(r.storesFailed).toBe(1);
     expect(r.stores[0]!.error).toMatch(/not migrated/);
     expect(readFileSync(store, 'utf8')).toBe(before);
-    expect(readFileSync(configPath, 'utf8')).toBe(json5);
+    expect(readFileSync(configPath, 'utf8')).toBe(broken);
   });
 
   it('refuses an alias already bound to another file', async () => {
