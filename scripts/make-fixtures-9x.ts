@@ -1,5 +1,5 @@
 // Regenerates test/fixtures/profiles/openclaw-2026.9.6/: auth-profile stores written by the real
-// OpenClaw 2026.9.6 CLI in a sandbox, trimmed to what keyroll reads.
+// OpenClaw 2026.9.6 CLI in a sandbox, copied whole but for one large generated row.
 //
 //   PATH=$PWD/node_modules/.bin:$PATH node scripts/make-fixtures-9x.ts   (about 2 minutes)
 //
@@ -155,12 +155,12 @@ function run(sb: Sandbox, step: Step): void {
   process.stderr.write(`make-fixtures-9x:   exit 0 in ${secs} s\n`);
 }
 
-/** Tables keyroll reads, plus `schema_meta` (which tells what wrote the database). */
-const KEEP_TABLES: Record<string, string[]> = {
-  'openclaw.sqlite': ['schema_meta', 'config_machine_state'],
-  'openclaw-agent.sqlite': ['schema_meta', 'auth_profile_store', 'auth_profile_state'],
-};
-/** Rows that are large and irrelevant: the generated plugin index (≈85 KB, sandbox paths). */
+/**
+ * Rows that are large and irrelevant: the generated plugin index (about 85 KB of JSON full of
+ * sandbox paths; OpenClaw rebuilds it). Every table stays: a 2026.9.6 gateway refuses to start on
+ * a state database whose schema is incomplete ("SQLite schema is incomplete or noncanonical",
+ * exit 78), and the empty tables cost about 30 KB compressed.
+ */
 const DROP_ROWS: Record<string, { table: string; column: string; value: string }[]> = {
   'openclaw.sqlite': [
     { table: 'config_machine_state', column: 'state_key', value: 'plugins.installedIndex' },
@@ -168,49 +168,32 @@ const DROP_ROWS: Record<string, { table: string; column: string; value: string }
 };
 
 /**
- * Copies the kept tables of a database (its WAL included) into a fresh WAL-mode database at
- * `dst`: the same CREATE statements, rows and user_version, without the 100-odd unrelated tables.
+ * Copies a database with its WAL folded in (`VACUUM INTO` from a private copy, so nothing is
+ * replayed into the sandbox's files), minus DROP_ROWS, back in WAL mode as OpenClaw keeps it.
  */
-function trimDatabase(src: string, dst: string): void {
+function copyDatabase(src: string, dst: string): void {
   const name = src.split('/').pop() ?? '';
-  const keep = KEEP_TABLES[name] ?? [];
   const work = mkdtempSync(join(tmpdir(), 'keyroll-fixture-db-'));
   try {
-    // Read a copy, so the WAL is replayed there and never into the sandbox's files.
     for (const suffix of ['', '-wal', '-shm']) {
       if (existsSync(src + suffix)) copyFileSync(src + suffix, join(work, name + suffix));
     }
-    const from = new DatabaseSync(join(work, name), { readOnly: true });
     rmSync(dst, { force: true });
     mkdirSync(dirname(dst), { recursive: true });
-    const to = new DatabaseSync(dst);
+    const db = new DatabaseSync(join(work, name));
     try {
-      const userVersion = Number(from.prepare('PRAGMA user_version').get()?.user_version ?? 0);
-      to.exec('PRAGMA journal_mode = WAL');
-      to.exec(`PRAGMA user_version = ${userVersion}`);
-      for (const table of keep) {
-        const def = from
-          .prepare("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?")
-          .get(table);
-        if (typeof def?.sql !== 'string') continue;
-        to.exec(def.sql);
-        const drops = (DROP_ROWS[name] ?? []).filter((d) => d.table === table);
-        for (const row of from.prepare(`SELECT * FROM "${table}"`).all()) {
-          if (drops.some((d) => row[d.column] === d.value)) continue;
-          const cols = Object.keys(row);
-          to.prepare(
-            `INSERT INTO "${table}" (${cols.map((c) => `"${c}"`).join(', ')}) VALUES (${cols.map(() => '?').join(', ')})`,
-          ).run(...cols.map((c) => row[c] ?? null));
-        }
-        const indexes = from
-          .prepare("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL")
-          .all(table);
-        for (const ix of indexes) if (typeof ix.sql === 'string') to.exec(ix.sql);
+      for (const d of DROP_ROWS[name] ?? []) {
+        db.prepare(`DELETE FROM "${d.table}" WHERE "${d.column}" = ?`).run(d.value);
       }
-      to.exec('PRAGMA wal_checkpoint(TRUNCATE)');
+      db.prepare('VACUUM INTO ?').run(dst);
     } finally {
-      to.close();
-      from.close();
+      db.close();
+    }
+    const out = new DatabaseSync(dst);
+    try {
+      out.exec('PRAGMA journal_mode = WAL');
+    } finally {
+      out.close();
     }
     chmodSync(dst, 0o600);
   } finally {
@@ -245,7 +228,7 @@ function snapshot(sb: Sandbox, name: string): void {
       dbs.push(join('agents', id, 'agent', 'openclaw-agent.sqlite'));
   }
   for (const db of dbs) {
-    if (existsSync(join(sb.stateDir, db))) trimDatabase(join(sb.stateDir, db), join(out, db));
+    if (existsSync(join(sb.stateDir, db))) copyDatabase(join(sb.stateDir, db), join(out, db));
   }
   // The project's formatter owns every committed JSON file; format now so a rerun is lint-clean.
   const fmt = spawnSync(join(REPO_ROOT, 'node_modules', '.bin', 'biome'), ['format', '--write', out], {

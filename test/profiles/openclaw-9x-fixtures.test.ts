@@ -1,7 +1,7 @@
 // keyroll against stores the real OpenClaw 2026.9.6 wrote (test/fixtures/profiles/openclaw-2026.9.6,
 // made by scripts/make-fixtures-9x.ts): scan reports what is there, migrate turns the plaintext
 // profile into the env keyRef OpenClaw itself writes, once, and leaves a database OpenClaw can read.
-import { chmodSync, cpSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, cpSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -118,6 +118,8 @@ describe('stores written by OpenClaw 2026.9.6', () => {
     const db = join(dir, 'state', 'openclaw.sqlite');
     const before = rows(db, 'config_machine_state');
     const metaBefore = rows(db, 'schema_meta');
+    // 2026.9.6 records each database's dev/ino (state/openclaw-quarantine.sqlite): rewrite in place.
+    const inode = statSync(db).ino;
 
     const first = await cli('migrate', '--state-dir', dir, '--json');
     expect(first.code).toBe(0);
@@ -148,6 +150,7 @@ describe('stores written by OpenClaw 2026.9.6', () => {
     );
     expect(rows(db, 'schema_meta')).toEqual(metaBefore);
     expect(integrity(db)).toBe('ok');
+    expect(statSync(db).ino).toBe(inode);
     expect(filesContaining(dir, PLAINTEXT_KEY)).toEqual([]);
 
     const rescan = await cli('scan', '--state-dir', dir, '--json');
