@@ -15,7 +15,12 @@ export function canonicalEnv(vars: Readonly<Record<string, string>>): string {
     .join('');
 }
 
-/** HMAC-SHA256 keyed with `hmacKey` (the controller token) over the canonical lines. */
+/**
+ * HMAC-SHA256 keyed with `hmacKey` over the canonical lines. The key is the controller token
+ * (KEYROLL_CONTROLLER_TOKEN; OPENCLAW_GATEWAY_TOKEN only in the KiloClaw fallback), the one the
+ * caller authenticated with: during a token rotation a caller still on the previous token gets
+ * fingerprints it can compare with its own.
+ */
 export function fingerprintEnv(hmacKey: string, vars: Readonly<Record<string, string>>): string {
   return FINGERPRINT_PREFIX + createHmac('sha256', hmacKey).update(canonicalEnv(vars)).digest('hex');
 }
@@ -44,4 +49,16 @@ export function constantTimeEqual(a: string, b: string): boolean {
     return false;
   }
   return timingSafeEqual(ab, bb);
+}
+
+/**
+ * The candidate `presented` equals, or null. Every candidate is compared (no early exit), so the
+ * time does not tell which one matched. Null candidates (an unset previous token) never match.
+ */
+export function matchToken(presented: string, candidates: readonly (string | null)[]): string | null {
+  let found: string | null = null;
+  for (const c of candidates) {
+    if (c !== null && constantTimeEqual(presented, c) && found === null) found = c;
+  }
+  return found;
 }

@@ -6,6 +6,11 @@ import { basename, dirname, join } from 'node:path';
 export interface AtomicWriteOptions {
   /** File mode of the result; default 0o600 (credentials). */
   mode?: number;
+  /**
+   * Owner of the result, set on the temp file before the rename, so no reader ever sees the new
+   * content with the wrong owner (a key file OpenClaw reads as the gateway user). Needs CAP_CHOWN.
+   */
+  owner?: { uid: number; gid: number } | null;
 }
 
 /**
@@ -28,6 +33,7 @@ export async function writeFileAtomic(
     handle = await fs.open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
     await handle.writeFile(data);
     await handle.chmod(mode); // the umask may have narrowed or widened the create mode
+    if (opts.owner) await handle.chown(opts.owner.uid, opts.owner.gid);
     await handle.sync();
     await handle.close();
     handle = undefined;

@@ -2,6 +2,7 @@
 import { CONTROLLER_USAGE, HelpRequested, parseControllerConfig } from '../controller/config.ts';
 import { startController } from '../controller/controller.ts';
 import { EnvStore } from '../controller/env-store.ts';
+import { CONTROLLER_ONLY_VARS } from '../controller/openclaw-cli.ts';
 import { FILE_PROVIDER_ALIAS } from '../controller/openclaw-config.ts';
 import { createProfilePort } from '../controller/profiles-adapter.ts';
 import { createLogger, SecretRegistry } from '../log.ts';
@@ -19,8 +20,11 @@ export async function run(argv: string[], io: Io): Promise<number> {
     }
     throw err;
   }
+  // The controller token lives in this process's memory only: not in its env from here on (nothing
+  // spawned later can inherit it by accident), never in a child's (openclawEnv).
+  for (const name of CONTROLLER_ONLY_VARS) delete io.env[name];
   const secrets = new SecretRegistry();
-  secrets.add(config.token);
+  for (const t of [config.token, config.previousToken, config.gatewayToken]) secrets.add(t);
   const log = createLogger({ secrets, base: { app: 'keyroll' } });
   const keyVar = config.patchable[0]!;
   const controller = await startController({

@@ -1,6 +1,7 @@
 // Owns the controller's configuration: flags and environment parsed once, with zod, into one value.
+import { readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import * as z from 'zod';
 import { parseFlags, UsageError } from '../cli/usage.ts';
 import { parseDuration } from '../reconcile/duration.ts';
@@ -40,10 +41,22 @@ Flags:
   --enable-chat-completions enable the gateway's OpenAI-compatible /v1/chat/completions
   --stop-timeout-ms N       SIGTERM → SIGKILL grace period (default 10000)
   --ready-timeout-ms N      a child not ready after this long is restarted (default 300000)
+  --controller-token-file PATH
+                            read the controller token from this file (owned by this user, no
+                            group or other permission bits; instead of KEYROLL_CONTROLLER_TOKEN)
+  --gateway-uid N           run the gateway and every OpenClaw command as this user, so code in
+  --gateway-gid N           the gateway cannot read the controller's token (both together; needs
+                            root or CAP_SETUID/CAP_SETGID/CAP_KILL/CAP_CHOWN; the state dir and
+                            key file are handed to that user)
   -h, --help                show this help
 
 Environment:
-  OPENCLAW_GATEWAY_TOKEN    bearer token for /_kilo/* and the gateway (required)
+  KEYROLL_CONTROLLER_TOKEN  bearer token for /_kilo/* and key of the fingerprints; never passed
+                            to the gateway
+  KEYROLL_CONTROLLER_TOKEN_PREVIOUS
+                            also accepted for /_kilo/* during a token rotation
+  OPENCLAW_GATEWAY_TOKEN    the gateway's own token (passed to it); without a controller token it
+                            is also the /_kilo/* token, as in KiloClaw (a warning is logged)
   KILOCODE_API_KEY          initial provider key (the first --patchable variable)
   REQUIRE_PROXY_TOKEN=true  same as --require-proxy-token
   KEYROLL_LOG_LEVEL         pino log level (default info)
@@ -85,6 +98,18 @@ const count = (field: string, min: number) =>
     .int({ error: `${field} must be a whole number >= ${min}` })
     .min(min, { error: `${field} must be a whole number >= ${min}` });
 
+const id = (field: string) =>
+  z.coerce
+    .number({ error: `${field} must be a numeric id (0-4294967294)` })
+    .int({ error: `${field} must be a numeric id (0-4294967294)` })
+    .min(0, { error: `${field} must be a numeric id (0-4294967294)` })
+    .max(4294967294, { error: `${field} must be a numeric id (0-4294967294)` })
+    .nullable();
+
+const TOKEN_MISSING =
+  'KEYROLL_CONTROLLER_TOKEN (or --controller-token-file) or, for KiloClaw compatibility, ' +
+  'OPENCLAW_GATEWAY_TOKEN must be set (at least 16 characters)';
+
 const ConfigSchema = z
   .object({
     stateDir: z.string().min(1, { error: '--state-dir must be a directory path' }),
@@ -115,9 +140,19 @@ const ConfigSchema = z
     enableChatCompletions: z.boolean(),
     stopTimeoutMs: millis('--stop-timeout-ms', 100),
     readyTimeoutMs: millis('--ready-timeout-ms', 1000),
-    token: z
-      .string({ error: 'OPENCLAW_GATEWAY_TOKEN must be set to the gateway token (at least 16 characters)' })
-      .min(16, { error: 'OPENCLAW_GATEWAY_TOKEN must be set to the gateway token (at least 16 characters)' }),
+    /** The controller token: /_kilo/* bearer and the key of every fingerprint. */
+    token: z.string({ error: TOKEN_MISSING }).min(16, { error: TOKEN_MISSING }),
+    /** Where the token came from; `gateway-token` is the KiloClaw fallback the gateway can read. */
+    tokenSource: z.enum(['env', 'file', 'gateway-token']),
+    /** Accepted too, during a rotation of the controller token. */
+    previousToken: z
+      .string()
+      .min(16, { error: 'KEYROLL_CONTROLLER_TOKEN_PREVIOUS must be at least 16 characters' })
+      .nullable(),
+    /** The gateway's own token (OPENCLAW_GATEWAY_TOKEN), or null. */
+    gatewayToken: z.string().min(1).nullable(),
+    gatewayUid: id('--gateway-uid'),
+    gatewayGid: id('--gateway-gid'),
   })
   .superRefine((c, ctx) => {
     if (c.delivery === 'file' && !c.keyFile) {
@@ -134,6 +169,36 @@ const ConfigSchema = z
     }
     if (c.adminPort !== null && c.adminPort !== 0 && c.adminPort === c.port) {
       ctx.addIssue({ code: 'custom', message: '--admin-port must differ from --port' });
+    }
+    if ((c.gatewayUid === null) !== (c.gatewayGid === null)) {
+      ctx.addIssue({ code: 'custom', message: '--gateway-uid and --gateway-gid go together' });
+    }
+    // The gateway holds its own token: a controller token equal to it would be no secret from it.
+    // (The previous token may be the gateway token: that is the way out of the KiloClaw fallback.)
+    if (c.tokenSource !== 'gateway-token' && c.gatewayToken === c.token) {
+      ctx.addIssue({
+        code: 'custom',
+        message:
+          'the controller token must differ from OPENCLAW_GATEWAY_TOKEN (the gateway can read that one)',
+      });
+    }
+    if (c.previousToken !== null && c.previousToken === c.token) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'KEYROLL_CONTROLLER_TOKEN_PREVIOUS must differ from the controller token',
+      });
+    }
+    if (c.requireProxyToken && c.gatewayToken === null) {
+      // Clients would need the controller token to pass the proxy: that is the admin credential.
+      ctx.addIssue({
+        code: 'custom',
+        message: '--require-proxy-token needs OPENCLAW_GATEWAY_TOKEN (clients present the gateway token)',
+      });
+    }
+    for (const name of c.patchable) {
+      if (name.startsWith('KEYROLL_CONTROLLER_TOKEN')) {
+        ctx.addIssue({ code: 'custom', message: '--patchable must not name the controller token' });
+      }
     }
   });
 
@@ -163,6 +228,9 @@ const FLAGS = {
   'enable-chat-completions': { type: 'boolean' },
   'stop-timeout-ms': { type: 'string' },
   'ready-timeout-ms': { type: 'string' },
+  'controller-token-file': { type: 'string' },
+  'gateway-uid': { type: 'string' },
+  'gateway-gid': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -175,11 +243,38 @@ export class HelpRequested extends Error {
  * Parses flags and environment into a config, or throws a UsageError whose message names the
  * bad field and the expected form (never its value: the token must not reach a terminal).
  */
-export function parseControllerConfig(argv: string[], env: NodeJS.ProcessEnv): ControllerConfig {
+export function parseControllerConfig(
+  argv: string[],
+  env: NodeJS.ProcessEnv,
+  readTokenFile: (path: string) => string = readControllerTokenFile,
+): ControllerConfig {
   const { values } = parseFlags(argv, FLAGS);
   if (values.help) throw new HelpRequested();
+  const stateDirFlag = values['state-dir'];
+  // The controller migrates --state-dir; the gateway reads OPENCLAW_STATE_DIR when it is set.
+  // Two different dirs would leave the one the gateway reads unmigrated.
+  if (
+    stateDirFlag !== undefined &&
+    env.OPENCLAW_STATE_DIR !== undefined &&
+    env.OPENCLAW_STATE_DIR !== '' &&
+    resolve(stateDirFlag) !== resolve(env.OPENCLAW_STATE_DIR)
+  ) {
+    throw new UsageError(
+      '--state-dir and OPENCLAW_STATE_DIR name different directories: the controller would migrate ' +
+        'one and the gateway read the other; set only one, or both to the same directory',
+    );
+  }
+  if (values['controller-token-file'] !== undefined && env.KEYROLL_CONTROLLER_TOKEN !== undefined) {
+    throw new UsageError('set KEYROLL_CONTROLLER_TOKEN or --controller-token-file, not both');
+  }
+  const envToken = nonEmpty(env.KEYROLL_CONTROLLER_TOKEN);
+  const fileToken =
+    values['controller-token-file'] !== undefined
+      ? readTokenFile(values['controller-token-file'])
+      : undefined;
+  const gatewayToken = nonEmpty(env.OPENCLAW_GATEWAY_TOKEN);
   const raw = {
-    stateDir: values['state-dir'] ?? env.OPENCLAW_STATE_DIR ?? join(env.HOME ?? homedir(), '.openclaw'),
+    stateDir: stateDirFlag ?? env.OPENCLAW_STATE_DIR ?? join(env.HOME ?? homedir(), '.openclaw'),
     port: values.port ?? '18789',
     bind: values.bind ?? '0.0.0.0',
     gatewayPort: values['gateway-port'] ?? '3001',
@@ -205,7 +300,12 @@ export function parseControllerConfig(argv: string[], env: NodeJS.ProcessEnv): C
     enableChatCompletions: values['enable-chat-completions'] ?? false,
     stopTimeoutMs: values['stop-timeout-ms'] ?? '10000',
     readyTimeoutMs: values['ready-timeout-ms'] ?? '300000',
-    token: env.OPENCLAW_GATEWAY_TOKEN,
+    token: fileToken ?? envToken ?? gatewayToken,
+    tokenSource: fileToken !== undefined ? 'file' : envToken !== undefined ? 'env' : 'gateway-token',
+    previousToken: nonEmpty(env.KEYROLL_CONTROLLER_TOKEN_PREVIOUS) ?? null,
+    gatewayToken: gatewayToken ?? null,
+    gatewayUid: values['gateway-uid'] ?? null,
+    gatewayGid: values['gateway-gid'] ?? null,
   };
   const parsed = ConfigSchema.safeParse(raw);
   if (!parsed.success) {
@@ -215,6 +315,58 @@ export function parseControllerConfig(argv: string[], env: NodeJS.ProcessEnv): C
     throw new UsageError('--gateway-cmd must name a command, e.g. "node gateway.js --flag"');
   }
   return parsed.data;
+}
+
+function nonEmpty(v: string | undefined): string | undefined {
+  return v === undefined || v === '' ? undefined : v;
+}
+
+/** Most a token file may hold; a token is one line. */
+const MAX_TOKEN_FILE_BYTES = 4096;
+
+/**
+ * Reads `--controller-token-file`: a regular file owned by this process's user with no group or
+ * other permission bits (0400 or 0600), so that no other user — the gateway's — can read it. A
+ * Kubernetes Secret volume with `fsGroup` set makes its files group-readable: that is refused.
+ * Surrounding whitespace (a trailing newline) is dropped. Errors never quote the content.
+ */
+export function readControllerTokenFile(path: string): string {
+  let st: ReturnType<typeof statSync>;
+  try {
+    st = statSync(path);
+  } catch (err) {
+    throw new UsageError(
+      `--controller-token-file: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+    );
+  }
+  if (!st.isFile()) throw new UsageError(`--controller-token-file: ${path} is not a regular file`);
+  const uid = process.getuid?.();
+  if (uid !== undefined && st.uid !== uid) {
+    throw new UsageError(
+      `--controller-token-file: ${path} must be owned by the controller's user (uid ${uid})`,
+    );
+  }
+  if ((st.mode & 0o077) !== 0) {
+    throw new UsageError(
+      `--controller-token-file: ${path} is readable by group or others (mode ${(st.mode & 0o777).toString(8)}); make it 0400`,
+    );
+  }
+  if (st.size > MAX_TOKEN_FILE_BYTES) {
+    throw new UsageError(`--controller-token-file: ${path} is larger than ${MAX_TOKEN_FILE_BYTES} bytes`);
+  }
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new UsageError(
+      `--controller-token-file: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+    );
+  }
+  const token = text.trim();
+  if (token.length < 16 || /\s/.test(token)) {
+    throw new UsageError(`--controller-token-file: ${path} must hold one token of at least 16 characters`);
+  }
+  return token;
 }
 
 /**

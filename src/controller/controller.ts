@@ -12,7 +12,9 @@ import type { ControllerConfig } from './config.ts';
 import { Delivery } from './delivery.ts';
 import type { EnvStore } from './env-store.ts';
 import { FrontDoor, type FrontDoorStats, type TrafficStats } from './front-door.ts';
+import { type GatewayUser, stateHandOver } from './gateway-user.ts';
 import {
+  CONTROLLER_ONLY_VARS,
   DOCTOR_ARGS,
   gatewayRunArgs,
   type OpenclawCommand,
@@ -30,7 +32,7 @@ import {
   readConfig,
   writeConfigEdits,
 } from './openclaw-config.ts';
-import type { ProfileFormRow, ProfilePort } from './profile-port.ts';
+import type { ProfileFormRow, ProfilePort, StoreLayout } from './profile-port.ts';
 import { createControllerHandler, type LifecycleState, listen, type ServerDeps } from './server.ts';
 import { errInfo, type RestartRecord, Supervisor, type SupervisorOptions } from './supervisor.ts';
 
@@ -99,11 +101,37 @@ export interface RunningController {
 /** Listens first (health routes answer during bootstrap), then bootstraps in the background. */
 export async function startController(deps: ControllerDeps): Promise<RunningController> {
   const { config, env, log, secrets } = deps;
-  secrets.add(config.token);
+  for (const t of [config.token, config.previousToken, config.gatewayToken]) secrets.add(t);
   const keyVar = config.patchable[0]!;
   for (const name of config.patchable) secrets.add(env.get(name));
   let lifecycle: LifecycleState = { state: 'bootstrapping', phase: 'init' };
   let keyVersion: string | null = null;
+
+  // The controller's credentials never reach a child: not by name, not under another name. The
+  // gateway token stays (it is the gateway's own), even when it is also accepted here.
+  for (const name of CONTROLLER_ONLY_VARS) env.delete(name);
+  const withheld = [config.token, config.previousToken].filter(
+    (t): t is string => t !== null && t !== config.gatewayToken,
+  );
+  const user: GatewayUser | null =
+    config.gatewayUid !== null && config.gatewayGid !== null
+      ? { uid: config.gatewayUid, gid: config.gatewayGid }
+      : null;
+  warnAboutCredentials(config, user, log);
+  const handOver = stateHandOver(config.stateDir, user, log.child({ component: 'gateway-user' }));
+  // Every store the controller rewrote (as root) goes back to the gateway's user at once.
+  const profiles: ProfilePort = user
+    ? {
+        ...deps.profiles,
+        migrate: async (layouts?: StoreLayout[]) => {
+          try {
+            return await deps.profiles.migrate(layouts);
+          } finally {
+            await handOver();
+          }
+        },
+      }
+    : deps.profiles;
 
   const openclaw =
     deps.openclaw !== undefined
@@ -112,7 +140,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
         ? null
         : resolveOpenclaw(config.openclawBin, env.get('PATH'));
   const envFor = (gatewayPort: number) =>
-    openclawEnv(env.snapshot(), { gatewayPort, stateDir: config.stateDir });
+    openclawEnv(env.snapshot(), { gatewayPort, stateDir: config.stateDir, withheld });
   const cfgPath = () => configPath(config.stateDir, env.snapshot());
 
   // A `--gateway-cmd` gateway learns its port from OPENCLAW_GATEWAY_PORT (a surge moves it).
@@ -126,7 +154,8 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     log: log.child({ component: 'proxy' }),
     holdTimeoutMs: config.holdTimeoutMs,
     holdMax: config.holdMax,
-    proxyToken: config.requireProxyToken ? config.token : null,
+    // Clients present the gateway's token, never the controller's (config refuses the flag without it).
+    proxyToken: config.requireProxyToken ? config.gatewayToken : null,
     tokenEquals: constantTimeEqual,
   });
 
@@ -143,16 +172,19 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     drainTimeoutMs: config.drainTimeoutMs,
     // A SQLite store is rewritten only with no gateway running: a surge (two running) cannot.
     surgeBlocked: async () => {
-      const rows = await deps.profiles.scan();
+      const rows = await profiles.scan();
       const due = rows.filter((r) => r.store !== 'json' && r.form === 'plaintext');
       return due.length > 0 ? `profile migration due in ${due.map((r) => r.store).join(', ')}` : null;
     },
     stopTimeoutMs: config.stopTimeoutMs,
     readyTimeoutMs: config.readyTimeoutMs,
-    // SQLite stores are rewritten only here, with the gateway down.
+    // SQLite stores are rewritten only here, with the gateway down; then whatever the controller
+    // wrote (stores, openclaw.json, logs dir) is handed to the gateway's user.
     beforeSpawn: async () => {
       if (delivery) await delivery.migrateAll();
+      await handOver();
     },
+    user,
     ...deps.supervisor,
   });
   /** The current gateway's port (a surge moves it between --gateway-port and --surge-port). */
@@ -162,11 +194,13 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
 
   const reloadSecrets = async (): Promise<boolean> => {
     if (!openclaw) return false;
+    await handOver();
     const r = await runOpenclaw(openclaw, SECRETS_RELOAD_ARGS, {
       env: childEnv(),
       timeoutMs: 30_000,
       log: log.child({ component: 'openclaw' }),
       label: 'secrets-reload',
+      user,
     });
     return r.code === 0;
   };
@@ -175,10 +209,11 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     mode: config.delivery,
     keyVar,
     keyFile: config.keyFile,
+    keyFileOwner: user,
     token: config.token,
     env,
     supervisor,
-    profiles: deps.profiles,
+    profiles,
     secrets,
     log: log.child({ component: 'delivery' }),
     hasConfigLevelRef: async () => {
@@ -192,45 +227,67 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
 
   const probeReady = () => readyzOk(currentPort(), AbortSignal.timeout(1_000));
 
-  const observe = coalesce(async (): Promise<ObservedState> => {
+  /** One observation shared by concurrent readers; the secrets in it never leave this module. */
+  interface RawObservation {
+    state: Omit<ObservedState, 'key'> & { key: { version: string | null } };
+    /** The key the running child was spawned with (undefined: none, or not in its env). */
+    spawnKey: string | undefined;
+    hasChild: boolean;
+    /** The key file's bytes (file mode), or null. */
+    fileKey: Buffer | null;
+  }
+  const observeRaw = coalesce(async (): Promise<RawObservation> => {
     const stats = supervisor.getStats();
     const spawnEnv = supervisor.childEnv();
-    let envHash: string | null = null;
-    if (spawnEnv) {
-      const vars: Record<string, string> = {};
-      for (const name of config.patchable) if (spawnEnv[name] !== undefined) vars[name] = spawnEnv[name];
-      envHash = fingerprintEnv(config.token, vars);
-    }
-    let fileHash: string | null = null;
+    let fileKey: Buffer | null = null;
     if (config.delivery === 'file' && config.keyFile) {
-      fileHash = await fs.readFile(config.keyFile).then(
-        (b) => fingerprintValue(config.token, b),
-        () => null,
-      );
+      fileKey = await fs.readFile(config.keyFile).catch(() => null);
     }
     const live = stats.state === 'running' || stats.state === 'starting';
-    const rows = await deps.profiles.scan().catch((err) => {
+    const rows = await profiles.scan().catch((err) => {
       log.warn({ err: errInfo(err) }, 'Profile scan failed');
       return [];
     });
     // The 2026.9.x store is gateway-wide (no agent); '*' keeps agentId a string on the wire.
-    const profiles = rows.map((r) => ({ ...r, agentId: r.agentId ?? '*' }));
+    const profileRows = rows.map((r) => ({ ...r, agentId: r.agentId ?? '*' }));
     return {
-      controller: { version: VERSION, state: lifecycle.state, delivery: config.delivery },
-      gateway: {
-        state: stats.state,
-        pid: stats.pid,
-        startedAt: stats.startedAt,
-        restarts: stats.restarts,
-        ready: live ? await probeReady() : false,
-        lastExit: stats.lastExit,
+      state: {
+        controller: { version: VERSION, state: lifecycle.state, delivery: config.delivery },
+        gateway: {
+          state: stats.state,
+          pid: stats.pid,
+          startedAt: stats.startedAt,
+          restarts: stats.restarts,
+          ready: live ? await probeReady() : false,
+          lastExit: stats.lastExit,
+        },
+        key: { version: keyVersion },
+        profiles: profileRows,
+        proxy: { strategy: config.restartStrategy, ...frontDoor.stats(), lastRestart: stats.lastRestart },
+        traffic: frontDoor.traffic(),
       },
-      key: { envHash, fileHash, version: keyVersion },
-      profiles,
-      proxy: { strategy: config.restartStrategy, ...frontDoor.stats(), lastRestart: stats.lastRestart },
-      traffic: frontDoor.traffic(),
+      spawnKey: spawnEnv?.[keyVar],
+      hasChild: spawnEnv !== null,
+      fileKey,
     };
   });
+
+  /**
+   * The observed state with fingerprints keyed with `hmacKey`: the token the caller authenticated
+   * with (the current controller token, or the previous one during a token rotation, so a caller
+   * not yet switched still sees its own desired fingerprints and does not re-deliver). envHash
+   * covers the key variable only, exactly what the reconciler computes as desired
+   * (`{[envVar]: key}`): other patchable variables must not make a converged target look drifted.
+   */
+  const observe = async (hmacKey: string = config.token): Promise<ObservedState> => {
+    const raw = await observeRaw();
+    let envHash: string | null = null;
+    if (raw.hasChild) {
+      envHash = fingerprintEnv(hmacKey, raw.spawnKey === undefined ? {} : { [keyVar]: raw.spawnKey });
+    }
+    const fileHash = raw.fileKey === null ? null : fingerprintValue(hmacKey, raw.fileKey);
+    return { ...raw.state, key: { envHash, fileHash, version: raw.state.key.version } };
+  };
 
   const openclawVer = openclaw ? openclawVersion(openclaw) : null;
   const version = () => ({
@@ -246,6 +303,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
 
   const serverDeps: ServerDeps = {
     token: config.token,
+    previousToken: config.previousToken,
     patchable: config.patchable,
     gatewayPort: currentPort,
     lifecycle: () => lifecycle,
@@ -269,12 +327,14 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     requestTimeoutMs: 0,
     idleTimeoutMs: config.idleTimeoutMs,
     maxConnections: config.maxConnections,
+    log: log.child({ component: 'http', port: 'public' }),
   });
   const admin = split
     ? await listen(createControllerHandler(serverDeps, 'admin'), {
         port: config.adminPort!,
         host: config.bind,
         maxConnections: 256,
+        log: log.child({ component: 'http', port: 'admin' }),
       }).catch(async (err) => {
         await http.close();
         throw err;
@@ -294,7 +354,8 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
   const oclog = log.child({ component: 'openclaw' });
   const runStep = async (args: string[], label: string, timeoutMs: number) => {
     if (!openclaw) throw new Error('OpenClaw not found: pass --openclaw-bin or run npm run gateway:install');
-    const r = await runOpenclaw(openclaw, args, { env: childEnv(), timeoutMs, log: oclog, label });
+    await handOver(); // onboard and doctor run as the gateway user, on what the controller wrote
+    const r = await runOpenclaw(openclaw, args, { env: childEnv(), timeoutMs, log: oclog, label, user });
     if (r.code !== 0) {
       throw new Error(
         `openclaw ${label} failed (exit ${r.code ?? r.signal}${r.timedOut ? ', timed out' : ''})`,
@@ -303,7 +364,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
   };
 
   const bootstrapped = runBootstrap({
-    profiles: deps.profiles,
+    profiles,
     log: log.child({ component: 'bootstrap' }),
     setPhase: (phase: BootstrapPhase) => {
       lifecycle = phase === 'gateway-start' ? { state: 'starting' } : { state: 'bootstrapping', phase };
@@ -312,7 +373,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       config.delivery === 'file' && config.keyFile
         ? async () => {
             const key = env.get(keyVar);
-            if (key) await writeFileAtomic(config.keyFile!, key, { mode: 0o600 });
+            if (key) await writeFileAtomic(config.keyFile!, key, { mode: 0o600, owner: user });
             else await fs.access(config.keyFile!); // no key in env: the volume must already hold one
           }
         : null,
@@ -385,4 +446,32 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     observe,
     shutdown,
   };
+}
+
+/**
+ * The start-up warnings about where the controller token can be read from (each logged once):
+ * the KiloClaw fallback, a gateway running as the controller's own user, and a previous token
+ * that is the gateway's token.
+ */
+function warnAboutCredentials(config: ControllerConfig, user: GatewayUser | null, log: Logger): void {
+  if (config.tokenSource === 'gateway-token') {
+    log.warn(
+      { tokenSource: 'OPENCLAW_GATEWAY_TOKEN' },
+      'No controller token set: /_kilo/* accepts the gateway token, which code in the gateway can read; set KEYROLL_CONTROLLER_TOKEN or --controller-token-file',
+    );
+    return;
+  }
+  const self = process.getuid?.();
+  if (user === null || (self !== undefined && user.uid === self)) {
+    log.warn(
+      { uid: self ?? null },
+      'The gateway runs as the controller user: it can read the controller token from /proc; set --gateway-uid and --gateway-gid',
+    );
+  }
+  if (config.previousToken !== null && config.previousToken === config.gatewayToken) {
+    log.warn(
+      {},
+      'KEYROLL_CONTROLLER_TOKEN_PREVIOUS is the gateway token: code in the gateway can use it on /_kilo/* until it is removed',
+    );
+  }
 }

@@ -20,6 +20,9 @@ export interface DeliveryDeps {
   /** The variable that holds the provider key (the first patchable one). */
   keyVar: string;
   keyFile: string | null;
+  /** Owner of the key file: the gateway's user (`--gateway-uid/--gateway-gid`), or null. */
+  keyFileOwner?: { uid: number; gid: number } | null;
+  /** Key of the fingerprints in log lines (the controller token). */
   token: string;
   env: EnvStore;
   supervisor: Pick<Supervisor, 'hasLiveChild' | 'childEnv' | 'requestRestart'>;
@@ -72,7 +75,7 @@ export class Delivery {
       vars[d.keyVar] === undefined ? '-' : shortHash(fingerprintValue(d.token, vars[d.keyVar]!));
 
     if (d.mode === 'file' && vars[d.keyVar] !== undefined) {
-      await writeFileAtomic(d.keyFile!, vars[d.keyVar]!, { mode: 0o600 });
+      await writeFileAtomic(d.keyFile!, vars[d.keyVar]!, { mode: 0o600, owner: d.keyFileOwner ?? null });
       d.log.info({ keyHash }, 'Replaced key file');
       d.onKeyReplaced?.();
       const migratedProfiles = await this.#migrateNow();

@@ -61,19 +61,36 @@ export function openclawVersion(cmd: OpenclawCommand): string | null {
 export interface ChildEnvOptions {
   gatewayPort: number;
   stateDir: string;
+  /**
+   * Values that must never reach a child (the controller token and the previous one): every
+   * variable holding one of them is left out, whatever its name.
+   */
+  withheld?: readonly string[];
 }
 
+/** Variables of the controller alone: never in a child's env. */
+export const CONTROLLER_ONLY_VARS: readonly string[] = [
+  'KEYROLL_CONTROLLER_TOKEN',
+  'KEYROLL_CONTROLLER_TOKEN_PREVIOUS',
+];
+
 /**
- * The env of every OpenClaw process: the controller's current env, plus the gateway port,
- * `OPENCLAW_NO_RESPAWN=1` (so SIGUSR1 could never fork a detached gateway we do not supervise),
- * the state dir, and this Node's directory first on PATH.
+ * The env of every OpenClaw process: the controller's current env without the controller's own
+ * credentials, plus the gateway port, `OPENCLAW_NO_RESPAWN=1` (so SIGUSR1 could never fork a
+ * detached gateway we do not supervise), the state dir, and this Node's directory first on PATH.
  */
 export function openclawEnv(current: ChildEnv, opts: ChildEnvOptions): ChildEnv {
   const nodeDir = dirname(process.execPath);
   const path = current.PATH ?? '';
   const parts = path.split(delimiter).filter((p) => p && p !== nodeDir);
+  const withheld = new Set(opts.withheld ?? []);
+  const kept: ChildEnv = {};
+  for (const [name, value] of Object.entries(current)) {
+    if (CONTROLLER_ONLY_VARS.includes(name) || withheld.has(value)) continue;
+    kept[name] = value;
+  }
   return {
-    ...current,
+    ...kept,
     OPENCLAW_GATEWAY_PORT: String(opts.gatewayPort),
     OPENCLAW_NO_RESPAWN: '1',
     OPENCLAW_STATE_DIR: current.OPENCLAW_STATE_DIR ?? opts.stateDir,
@@ -97,12 +114,20 @@ export interface RunResult {
 export async function runOpenclaw(
   cmd: OpenclawCommand,
   args: string[],
-  opts: { env: ChildEnv; timeoutMs: number; log: Logger; label: string },
+  opts: {
+    env: ChildEnv;
+    timeoutMs: number;
+    log: Logger;
+    label: string;
+    /** Run as this user and group (`--gateway-uid/--gateway-gid`): OpenClaw code is gateway code. */
+    user?: { uid: number; gid: number } | null;
+  },
 ): Promise<RunResult> {
   const proc = spawn(cmd.command, [...cmd.prefix, ...args], {
     env: opts.env,
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
+    ...(opts.user ? { uid: opts.user.uid, gid: opts.user.gid } : {}),
   });
   const stdout: string[] = [];
   const forward = (stream: NodeJS.ReadableStream | null, name: string) => {

@@ -4,7 +4,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createServer, getLoopback, type LoopbackResponse } from '../adapters/loopback-http.ts';
-import { constantTimeEqual } from '../fingerprint.ts';
+import { constantTimeEqual, matchToken } from '../fingerprint.ts';
 import { checkKeyValue, checkVersionLabel } from '../keys.ts';
 import type { Logger, SecretRegistry } from '../log.ts';
 import type { DeliveryResult } from './delivery.ts';
@@ -41,7 +41,10 @@ export interface GatewayControl {
 export type PortRole = 'both' | 'public' | 'admin';
 
 export interface ServerDeps {
+  /** The controller token: `/_kilo/*` bearer. */
   token: string;
+  /** Accepted too while the controller token is being rotated (KEYROLL_CONTROLLER_TOKEN_PREVIOUS). */
+  previousToken?: string | null;
   patchable: readonly string[];
   /** The current gateway's loopback port (it changes with every surge restart). */
   gatewayPort: () => number;
@@ -50,7 +53,8 @@ export interface ServerDeps {
   deliver: (vars: Record<string, string>) => Promise<DeliveryResult>;
   /** Records the label of the last patch (`X-Keyroll-Key-Version`). */
   setKeyVersion: (version: string | null) => void;
-  observe: () => Promise<unknown>;
+  /** `GET /_kilo/state`; fingerprints keyed with the token the caller authenticated with. */
+  observe: (hmacKey: string) => Promise<unknown>;
   /** `GET /_kilo/version`'s body. */
   version: () => unknown;
   /** The proxy; without it every path outside `/_kilo/*` is 404. */
@@ -62,7 +66,8 @@ export interface ServerDeps {
   bodyTimeoutMs?: number;
 }
 
-type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+/** A `/_kilo/*` route; `token` is the one the caller authenticated with (current or previous). */
+type Handler = (req: IncomingMessage, res: ServerResponse, token: string) => Promise<void>;
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 
@@ -89,6 +94,18 @@ export function bearerMatches(header: string | undefined, token: string): boolea
   const parts = header.trim().split(/\s+/);
   if (parts.length !== 2 || parts[0]!.toLowerCase() !== 'bearer') return false;
   return constantTimeEqual(parts[1]!, token);
+}
+
+/** The accepted token a `Bearer` header carries (the current one or the previous one), or null. */
+export function authorizedToken(
+  header: string | undefined,
+  token: string,
+  previous: string | null,
+): string | null {
+  if (!header) return null;
+  const parts = header.trim().split(/\s+/);
+  if (parts.length !== 2 || parts[0]!.toLowerCase() !== 'bearer') return null;
+  return matchToken(parts[1]!, [token, previous]);
 }
 
 class BodyTooLarge extends Error {}
@@ -271,7 +288,7 @@ export function createControllerHandler(deps: ServerDeps, role: PortRole = 'both
       send(res, 200, { ok: true, signaled: result.signaled, migratedProfiles: result.migratedProfiles });
     },
 
-    'GET /_kilo/state': async (_req, res) => send(res, 200, await deps.observe()),
+    'GET /_kilo/state': async (_req, res, token) => send(res, 200, await deps.observe(token)),
 
     'GET /_kilo/version': async (_req, res) => send(res, 200, deps.version()),
   };
@@ -295,13 +312,13 @@ export function createControllerHandler(deps: ServerDeps, role: PortRole = 'both
       if (!adminHere) return send(res, 404, { error: 'Not found' });
       const route = routes[`${req.method} ${path}`];
       if (!route) return send(res, 401, { error: 'Unauthorized', code: 'controller_route_unavailable' });
-      if (!bearerMatches(req.headers.authorization, deps.token))
-        return send(res, 401, { error: 'Unauthorized' });
+      const token = authorizedToken(req.headers.authorization, deps.token, deps.previousToken ?? null);
+      if (token === null) return send(res, 401, { error: 'Unauthorized' });
       const l = deps.lifecycle();
       if (l.state === 'bootstrapping' || l.state === 'starting') {
         return send(res, 503, { error: 'Service starting', state: l.state });
       }
-      await route(req, res);
+      await route(req, res, token);
     } catch (err) {
       if (err instanceof BodyTooLarge) {
         send(res, 413, { error: 'Payload too large' }, { connection: 'close' });
@@ -352,6 +369,8 @@ export interface ListenOptions {
   keepAliveTimeoutMs?: number;
   /** How often Node checks those deadlines. */
   checkIntervalMs?: number;
+  /** Where errors of the listening server go (EMFILE on accept, say): logged, never fatal. */
+  log?: Logger;
 }
 
 export async function listen(
@@ -383,12 +402,18 @@ export async function listen(
       `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`,
     );
   });
-  // A server error after listen (EMFILE on accept, say) is logged by the caller, never fatal.
-  server.on('error', () => {});
+  // A server error after listen (EMFILE on accept, say) is logged and never fatal: the listener
+  // stays for the server's life (an 'error' event with none would crash the process).
+  let listening = false;
+  server.on('error', (err: NodeJS.ErrnoException) => {
+    if (!listening) return; // a failed listen is the caller's error, thrown below
+    opts.log?.error({ err: errInfo(err), port: opts.port, host: opts.host }, 'HTTP server error');
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => {
       server.off('error', reject);
+      listening = true;
       resolve();
     });
   });

@@ -94,6 +94,12 @@ export interface SupervisorOptions {
   /** Timers for the crash backoff only, so tests can record and fast-forward the delays. */
   timers?: Timers;
   spawnImpl?: typeof spawn;
+  /**
+   * Run every child as this user and group (`--gateway-uid/--gateway-gid`), so that code in the
+   * gateway cannot read the controller's memory, environ or files. Supplementary groups are
+   * dropped too (libuv calls setgroups(0) before setgid/setuid).
+   */
+  user?: { uid: number; gid: number } | null;
   /** Truncation length for forwarded output lines. */
   maxLineLength?: number;
 }
@@ -432,6 +438,7 @@ export class Supervisor extends EventEmitter {
         // Own process group, so a stop reaches the gateway's own children too.
         detached: true,
         stdio: ['ignore', 'pipe', 'pipe'],
+        ...(this.#o.user ? { uid: this.#o.user.uid, gid: this.#o.user.gid } : {}),
       });
     } catch (err) {
       if (!asNext) this.#setState('stopped');
