@@ -25,6 +25,8 @@ export interface ProfilePortOptions {
   provider: string;
   target: RefTarget;
   log: Logger;
+  /** Longest (asynchronous) wait of a scan for a locked SQLite store; default 200 ms. */
+  scanBusyTimeoutMs?: number;
 }
 
 /** JSON stores may be rewritten while the gateway runs; SQLite stores only while it is stopped. */

@@ -29,6 +29,7 @@ import type {
 } from './types.ts';
 
 export { hardenBackups } from './backups.ts';
+export { isBusyStoreError } from './sqlite-store.ts';
 export type * from './types.ts';
 export { ALL_LAYOUTS } from './types.ts';
 

@@ -12,6 +12,20 @@ import type { StoreLayout } from './types.ts';
 
 export const DEFAULT_BUSY_TIMEOUT_MS = 2000;
 
+/** Starts the message of a read that gave up on a locked database (see `isBusyStoreError`). */
+const BUSY_MESSAGE = 'database is locked by another process';
+
+/** True for a store error that only says the database was locked: the next read may succeed. */
+export function isBusyStoreError(message: string | null): boolean {
+  return message?.startsWith(BUSY_MESSAGE) ?? false;
+}
+
+/** SQLITE_BUSY (5) or SQLITE_LOCKED (6); extended codes keep the primary one in the low byte. */
+function isBusy(err: unknown): boolean {
+  const code = (err as { errcode?: unknown } | null)?.errcode;
+  return typeof code === 'number' && ((code & 0xff) === 5 || (code & 0xff) === 6);
+}
+
 /** Where in a database the store JSON sits. */
 interface CellSpec {
   table: string;
@@ -139,21 +153,36 @@ function guard<T>(what: string, fn: () => T): T {
   }
 }
 
-/** Reads the store of `layout` from the database, or null when it holds none. Opens read-only. */
+/**
+ * Reads the store of `layout` from the database, or null when it holds none. Opens read-only.
+ *
+ * Never blocks the event loop on a lock: node:sqlite is synchronous, and a `busy_timeout` would
+ * sleep inside SQLite on the JS thread (the controller's `/_kilo/state` scan held every request,
+ * proxied ones included, for up to 2 s). Each attempt runs with the busy handler off; on
+ * SQLITE_BUSY the read is retried after an async sleep (5 ms doubling to 100 ms) until
+ * `busyTimeoutMs` has passed, then fails with a `database is locked…` StoreError.
+ */
 export async function readSqliteStore(
   path: string,
   layout: StoreLayout,
   busyTimeoutMs = DEFAULT_BUSY_TIMEOUT_MS,
 ): Promise<StoreDoc | null> {
   await checkStoreFile(path);
-  const db = open(path, true, busyTimeoutMs);
-  try {
-    return guard('cannot read store', () => {
+  const deadline = performance.now() + busyTimeoutMs;
+  for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
+    const db = open(path, true, 0);
+    try {
       const spec = cellSpec(db, layout);
       return spec ? readCell(db, spec) : null;
-    });
-  } finally {
-    db.close();
+    } catch (err) {
+      if (err instanceof StoreError) throw err;
+      if (!isBusy(err)) throw new StoreError(`cannot read store: ${sqliteReason(err)}`);
+      const left = deadline - performance.now();
+      if (left <= 0) throw new StoreError(`${BUSY_MESSAGE} (gave up after ${busyTimeoutMs} ms)`);
+      await new Promise((resolve) => setTimeout(resolve, Math.min(delay, left)));
+    } finally {
+      db.close();
+    }
   }
 }
 
