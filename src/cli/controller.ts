@@ -40,6 +40,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
           ? { to: 'file', keyFile: config.keyFile!, providerAlias: FILE_PROVIDER_ALIAS }
           : { to: 'env', envVar: keyVar },
       log: log.child({ component: 'profiles' }),
+      purgePlaintextBackups: config.purgePlaintextBackups,
     }),
   });
 

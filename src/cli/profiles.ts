@@ -13,7 +13,8 @@ import { EXIT_NOT_DONE, EXIT_OK, type Io, parseFlags, UsageError } from './usage
 const USAGE = `Usage:
   keyroll profiles scan --state-dir DIR [--provider P] [--json]
   keyroll profiles migrate --state-dir DIR [--provider P] [--to env|file] [--env-var NAME]
-                           [--key-file PATH] [--provider-alias A] [--dry-run] [--json]
+                           [--key-file PATH] [--provider-alias A] [--purge-plaintext-backups]
+                           [--dry-run] [--json]
 
 scan     classify every auth profile of the provider in every store (writes nothing)
 migrate  rewrite plaintext keys (and refs of the other source) to a keyRef
@@ -26,6 +27,9 @@ Flags:
   --key-file PATH        absolute path of the key file, required with --to file
   --provider-alias A     secrets provider alias of a file ref (default: kilofile)
   --busy-timeout-ms N    SQLite busy timeout (default: 2000)
+  --purge-plaintext-backups
+                         once every store is migrated and verified, zero and remove the
+                         credential backups (*.bak) that hold a plaintext key of the provider
   --dry-run              report what would change, write nothing
   --json                 machine-readable output
   -h, --help             this help
@@ -42,6 +46,7 @@ const FLAGS = {
   'key-file': { type: 'string' },
   'provider-alias': { type: 'string' },
   'busy-timeout-ms': { type: 'string' },
+  'purge-plaintext-backups': { type: 'boolean' },
   'dry-run': { type: 'boolean' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
@@ -69,6 +74,7 @@ const Flags = z.object({
     .min(0)
     .max(600_000)
     .default(2000),
+  'purge-plaintext-backups': z.boolean().default(false),
   'dry-run': z.boolean().default(false),
   json: z.boolean().default(false),
 });
@@ -96,7 +102,14 @@ export async function run(argv: string[], io: Io): Promise<number> {
   const flags = parse(rest);
   const stateDir = resolve(flags['state-dir']);
   if (sub === 'scan') {
-    for (const f of ['to', 'env-var', 'key-file', 'provider-alias', 'dry-run'] as const) {
+    for (const f of [
+      'to',
+      'env-var',
+      'key-file',
+      'provider-alias',
+      'dry-run',
+      'purge-plaintext-backups',
+    ] as const) {
       if (rest.some((a) => a === `--${f}` || a.startsWith(`--${f}=`)))
         throw new UsageError(`--${f} applies to migrate only`);
     }
@@ -126,6 +139,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
     target,
     dryRun: flags['dry-run'],
     busyTimeoutMs: flags['busy-timeout-ms'],
+    purgePlaintextBackups: flags['purge-plaintext-backups'],
   });
   io.stdout(
     flags.json
@@ -145,6 +159,8 @@ export function toJson(command: 'scan' | 'migrate', r: ProfilesResult, dryRun: b
     profilesMigrated: r.profilesMigrated,
     storesFailed: r.storesFailed,
     backupsHardened: r.backupsHardened,
+    backupsPlaintext: r.backupsPlaintext,
+    ...(r.backupsPurged !== undefined ? { backupsPurged: r.backupsPurged } : {}),
     stores: r.stores.map((s) => ({
       path: s.path,
       layout: s.layout,
@@ -200,6 +216,10 @@ export function renderText(command: 'scan' | 'migrate', r: ProfilesResult, dryRu
     command === 'scan'
       ? `${r.stores.length} store(s) scanned, ${r.storesFailed} unreadable, ${r.backupsHardened} credential backup(s)`
       : `${r.profilesMigrated} profile(s) ${verb}, ${r.storesFailed} store(s) failed, ${r.backupsHardened} credential backup(s) ${dryRun ? 'found' : 'at 0600'}`;
-  parts.push(`${dryRun ? '[dry run] ' : ''}${summary}`);
+  const backups = [
+    r.backupsPurged !== undefined ? `${r.backupsPurged} plaintext backup(s) purged` : '',
+    r.backupsPlaintext > 0 ? `${r.backupsPlaintext} backup(s) still hold a plaintext key` : '',
+  ].filter(Boolean);
+  parts.push(`${dryRun ? '[dry run] ' : ''}${[summary, ...backups].join(', ')}`);
   return `${parts.join('\n\n')}\n`;
 }

@@ -41,6 +41,8 @@ Flags:
   --enable-chat-completions enable the gateway's OpenAI-compatible /v1/chat/completions
   --stop-timeout-ms N       SIGTERM → SIGKILL grace period (default 10000)
   --ready-timeout-ms N      a child not ready after this long is restarted (default 300000)
+  --purge-plaintext-backups once the stores are migrated and verified, zero and remove the
+                            credential backups (*.bak) that hold a plaintext key of the provider
   --controller-token-file PATH
                             read the controller token from this file (owned by this user, no
                             group or other permission bits; instead of KEYROLL_CONTROLLER_TOKEN)
@@ -140,6 +142,7 @@ const ConfigSchema = z
     enableChatCompletions: z.boolean(),
     stopTimeoutMs: millis('--stop-timeout-ms', 100),
     readyTimeoutMs: millis('--ready-timeout-ms', 1000),
+    purgePlaintextBackups: z.boolean(),
     /** The controller token: /_kilo/* bearer and the key of every fingerprint. */
     token: z.string({ error: TOKEN_MISSING }).min(16, { error: TOKEN_MISSING }),
     /** Where the token came from; `gateway-token` is the KiloClaw fallback the gateway can read. */
@@ -228,6 +231,7 @@ const FLAGS = {
   'enable-chat-completions': { type: 'boolean' },
   'stop-timeout-ms': { type: 'string' },
   'ready-timeout-ms': { type: 'string' },
+  'purge-plaintext-backups': { type: 'boolean' },
   'controller-token-file': { type: 'string' },
   'gateway-uid': { type: 'string' },
   'gateway-gid': { type: 'string' },
@@ -300,6 +304,7 @@ export function parseControllerConfig(
     enableChatCompletions: values['enable-chat-completions'] ?? false,
     stopTimeoutMs: values['stop-timeout-ms'] ?? '10000',
     readyTimeoutMs: values['ready-timeout-ms'] ?? '300000',
+    purgePlaintextBackups: values['purge-plaintext-backups'] ?? false,
     token: fileToken ?? envToken ?? gatewayToken,
     tokenSource: fileToken !== undefined ? 'file' : envToken !== undefined ? 'env' : 'gateway-token',
     previousToken: nonEmpty(env.KEYROLL_CONTROLLER_TOKEN_PREVIOUS) ?? null,

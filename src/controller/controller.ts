@@ -32,7 +32,7 @@ import {
   readConfig,
   writeConfigEdits,
 } from './openclaw-config.ts';
-import type { ProfileFormRow, ProfilePort, StoreLayout } from './profile-port.ts';
+import type { BackupSummary, ProfileFormRow, ProfilePort, StoreLayout } from './profile-port.ts';
 import { createControllerHandler, type LifecycleState, listen, type ServerDeps } from './server.ts';
 import { errInfo, type RestartRecord, Supervisor, type SupervisorOptions } from './supervisor.ts';
 
@@ -78,6 +78,8 @@ export interface ObservedState {
   };
   key: { envHash: string | null; fileHash: string | null; version: string | null };
   profiles: (Omit<ProfileFormRow, 'agentId'> & { agentId: string })[];
+  /** Credential backups; `plaintext`: those still holding a plaintext key of the provider. */
+  backups: BackupSummary | null;
   /** The front door: strategy, what waits and what flows, and how the last restart went. */
   proxy: FrontDoorStats & { strategy: 'hold' | 'surge'; lastRestart: RestartRecord | null };
   /** Live answers since the current gateway took requests or the key changed (KeyRejected). */
@@ -263,6 +265,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
         },
         key: { version: keyVersion },
         profiles: profileRows,
+        backups: profiles.backups ? await profiles.backups().catch(() => null) : null,
         proxy: { strategy: config.restartStrategy, ...frontDoor.stats(), lastRestart: stats.lastRestart },
         traffic: frontDoor.traffic(),
       },

@@ -1,7 +1,9 @@
 // Owns the controller's view of the profile stores: a small port over the profiles module.
 import type { Logger } from '../log.ts';
+import type { BackupSummary } from '../profiles/backups.ts';
 import type { ProfileFormRow, RefTarget, StoreLayout } from '../profiles/types.ts';
 
+export type { BackupSummary } from '../profiles/backups.ts';
 export type { ProfileFormRow, RefTarget, StoreLayout } from '../profiles/types.ts';
 
 export interface MigrateSummary {
@@ -18,6 +20,8 @@ export interface ProfilePort {
   scan(): Promise<ProfileFormRow[]>;
   /** chmods credential backups (`*.bak`) to 0600; returns how many were changed. */
   hardenBackups(): Promise<number>;
+  /** Credential backups, and how many hold a plaintext key of the provider (read-only). */
+  backups?(): Promise<BackupSummary>;
 }
 
 export interface ProfilePortOptions {
@@ -27,6 +31,11 @@ export interface ProfilePortOptions {
   log: Logger;
   /** Longest (asynchronous) wait of a scan for a locked SQLite store; default 200 ms. */
   scanBusyTimeoutMs?: number;
+  /**
+   * `--purge-plaintext-backups`: every migration, once the stores verify, zeroes and removes the
+   * credential backups holding a plaintext key of the provider.
+   */
+  purgePlaintextBackups?: boolean;
 }
 
 /** JSON stores may be rewritten while the gateway runs; SQLite stores only while it is stopped. */

@@ -1,5 +1,6 @@
 // Owns the binding of the controller's ProfilePort to the profiles module (src/profiles/).
 import {
+  countBackups,
   hardenBackups,
   isBusyStoreError,
   migrateProfiles,
@@ -26,6 +27,7 @@ export function createProfilePort(opts: ProfilePortOptions): ProfilePort {
         target: opts.target,
         ...(layouts ? { layouts } : {}),
         log: opts.log,
+        purgePlaintextBackups: opts.purgePlaintextBackups ?? false,
       });
       return {
         profilesMigrated: r.profilesMigrated,
@@ -49,5 +51,6 @@ export function createProfilePort(opts: ProfilePortOptions): ProfilePort {
       return profileForms(r);
     },
     hardenBackups: () => hardenBackups(opts.stateDir),
+    backups: () => countBackups(opts.stateDir, opts.provider),
   };
 }

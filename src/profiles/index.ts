@@ -2,7 +2,7 @@
 import { promises as fs } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Logger } from '../log.ts';
-import { hardenBackups } from './backups.ts';
+import { countBackups, hardenBackups, purgePlaintextBackups } from './backups.ts';
 import {
   AGENT_DB,
   discoverStores,
@@ -16,7 +16,14 @@ import { ensureKeyFile } from './key-file.ts';
 import { CONFIG_FILE, declaredProfiles, registerFileProvider } from './openclaw-config.ts';
 import { Scrubber } from './redact.ts';
 import { DEFAULT_BUSY_TIMEOUT_MS, readSqliteStore, updateSqliteStore } from './sqlite-store.ts';
-import { planStore, type StoreDoc, StoreError, secretStrings } from './store-doc.ts';
+import {
+  planStore,
+  profileEntries,
+  type StoreDoc,
+  StoreError,
+  secretStrings,
+  targetForm,
+} from './store-doc.ts';
 import type {
   MigrateOptions,
   ProfileFormRow,
@@ -28,7 +35,7 @@ import type {
   StoreResult,
 } from './types.ts';
 
-export { hardenBackups } from './backups.ts';
+export { type BackupSummary, countBackups, hardenBackups } from './backups.ts';
 export { isBusyStoreError } from './sqlite-store.ts';
 export type * from './types.ts';
 export { ALL_LAYOUTS } from './types.ts';
@@ -141,7 +148,12 @@ async function annotate(
   });
 }
 
-function summarise(loaded: Loaded[], backupsHardened: number, warnings: string[]): ProfilesResult {
+function summarise(
+  loaded: Loaded[],
+  backupsHardened: number,
+  backupsPlaintext: number,
+  warnings: string[],
+): ProfilesResult {
   const stores = loaded.map((l) => l.result);
   return {
     stores,
@@ -151,6 +163,7 @@ function summarise(loaded: Loaded[], backupsHardened: number, warnings: string[]
     ),
     storesFailed: stores.filter((s) => s.error !== null).length,
     backupsHardened,
+    backupsPlaintext,
     warnings,
   };
 }
@@ -166,7 +179,8 @@ export async function scanProfiles(opts: ScanOptions): Promise<ProfilesResult> {
     secrets,
   );
   await annotate(opts.stateDir, opts.provider, loaded, warnings);
-  return summarise(loaded, await hardenBackups(opts.stateDir, true), warnings);
+  const backups = await countBackups(opts.stateDir, opts.provider);
+  return summarise(loaded, backups.total, backups.plaintext, warnings);
 }
 
 async function removeStaleTemps(dirs: string[]): Promise<void> {
@@ -258,24 +272,72 @@ export async function migrateProfiles(opts: MigrateOptions): Promise<ProfilesRes
   }
 
   await annotate(opts.stateDir, opts.provider, loaded, warnings);
+  let backupsPurged: number | undefined;
+  if (opts.purgePlaintextBackups && !dryRun) {
+    backupsPurged = await purgeIfVerified(opts, target, busy, loaded, warnings);
+  }
   let backups = 0;
   try {
     backups = await hardenBackups(opts.stateDir, dryRun);
   } catch {
     warnings.push('could not harden every credential backup');
   }
-  const result = { ...summarise(loaded, backups, warnings), ...out };
+  const plaintext = await countBackups(opts.stateDir, opts.provider).then(
+    (c) => c.plaintext,
+    () => 0,
+  );
+  const result: ProfilesResult = {
+    ...summarise(loaded, backups, plaintext, warnings),
+    ...(backupsPurged !== undefined ? { backupsPurged } : {}),
+    ...out,
+  };
   log.info(
     {
       stores: result.stores.length,
       profilesMigrated: result.profilesMigrated,
       storesFailed: result.storesFailed,
       backups,
+      backupsPlaintext: plaintext,
+      ...(backupsPurged !== undefined ? { backupsPurged } : {}),
       dryRun,
     },
     'Auth-profile migration finished',
   );
   return result;
+}
+
+/**
+ * Verifies the migration with a fresh read of every store (no store failed, every managed profile
+ * is the target keyRef), then purges the backups holding a plaintext key of the provider. A backup
+ * that holds a profile no store has is kept (it may be the only copy of another credential).
+ */
+async function purgeIfVerified(
+  opts: MigrateOptions,
+  target: RefTarget,
+  busy: number,
+  migrated: Loaded[],
+  warnings: string[],
+): Promise<number> {
+  const want = targetForm(target);
+  const verify = await loadAll(opts.stateDir, opts.provider, busy, new Scrubber());
+  const unverified =
+    migrated.some((l) => l.result.error !== null) ||
+    verify.some((l) => l.result.error !== null || l.result.profiles.some((p) => p.form !== want));
+  if (unverified) {
+    warnings.push(
+      `plaintext backups not purged: the stores are not all verified as ${want} (see the stores above); they are purged once they are`,
+    );
+    return 0;
+  }
+  const live = new Set(verify.flatMap((l) => (l.doc ? profileEntries(l.doc).map((e) => e.profileId) : [])));
+  try {
+    const r = await purgePlaintextBackups(opts.stateDir, opts.provider, live);
+    warnings.push(...r.kept);
+    return r.purged;
+  } catch {
+    warnings.push('could not purge every plaintext backup');
+    return 0;
+  }
 }
 
 function failStore(l: Loaded, error: string): void {

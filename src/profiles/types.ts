@@ -70,6 +70,10 @@ export interface ProfilesResult {
   profilesMigrated: number;
   storesFailed: number;
   backupsHardened: number;
+  /** Credential backups (after this run) that hold a plaintext key of the managed provider. */
+  backupsPlaintext: number;
+  /** Migrations with `purgePlaintextBackups` only: backups zeroed and removed by this run. */
+  backupsPurged?: number;
   /** File-ref migrations only. */
   keyFile?: KeyFileResult;
   /** File-ref migrations only: registration of the file provider in openclaw.json. */
@@ -94,6 +98,12 @@ export interface MigrateOptions {
   layouts?: StoreLayout[];
   log?: Logger;
   busyTimeoutMs?: number;
+  /**
+   * Once every store is migrated and a fresh read verifies it (every managed profile the target
+   * keyRef, no store failed), remove the credential backups that hold a plaintext key of the
+   * provider (zeroed, fsynced, unlinked). Never in a dry run.
+   */
+  purgePlaintextBackups?: boolean;
 }
 
 /** One row of `/_kilo/state` `profiles`. */

@@ -17,6 +17,12 @@ export const TrafficSchema = z.object({
   lastKeyRejectedAt: z.string().nullish(),
 });
 
+/**
+ * Credential backups next to the profile stores (informational: no rule reads it); `plaintext`
+ * counts those still holding a plaintext key of the managed provider (`--purge-plaintext-backups`).
+ */
+export const BackupsSchema = z.object({ total: count, plaintext: count });
+
 /** The proxy's own report (informational: no rule reads it). */
 export const ProxySchema = z.object({
   strategy: z.string().nullish(),
@@ -62,6 +68,7 @@ export const ObservedStateSchema = z.object({
   // observation: missing evidence must never make a target look broken or unreachable.
   traffic: TrafficSchema.nullish().catch(null),
   proxy: ProxySchema.nullish().catch(null),
+  backups: BackupsSchema.nullish().catch(null),
 });
 
 export type ObservedState = z.infer<typeof ObservedStateSchema>;
