@@ -6,12 +6,22 @@
 # time. Both run the bundle that `npm run build` makes (dist/keyroll.js), not the TypeScript
 # sources: no type stripping at start, and the controller loads only what it uses.
 
-FROM node:24.21.0-bookworm-slim AS deps
+# Base image, one place for every stage. Pin it by digest for a reproducible, tamper-evident
+# build: the multi-platform index digest of the tag, as printed by
+#   docker buildx imagetools inspect node:24.21.0-bookworm-slim --format '{{json .Manifest.Digest}}'
+# written as node:24.21.0-bookworm-slim@sha256:<64 hex digits> (the tag stays for readers; the
+# digest wins). Refresh it the same way when moving to a new Node release or a rebuilt tag, and
+# review the change like a dependency bump. It is a tag here only because the digest could not
+# be looked up where this file was last edited (no registry access): set it before releasing,
+# or pass --build-arg NODE_IMAGE=node:24.21.0-bookworm-slim@sha256:<digest>.
+ARG NODE_IMAGE=node:24.21.0-bookworm-slim
+
+FROM ${NODE_IMAGE} AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --omit=optional --ignore-scripts --no-audit --no-fund
 
-FROM node:24.21.0-bookworm-slim AS build
+FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 # Dev dependencies for esbuild; its platform binary is an optional dependency, so keep those.
@@ -20,7 +30,7 @@ COPY scripts/build.mjs ./scripts/
 COPY src ./src
 RUN node scripts/build.mjs
 
-FROM node:24.21.0-bookworm-slim AS openclaw
+FROM ${NODE_IMAGE} AS openclaw
 # The exact tree the tests ran: the lockfile committed for the pinned version (see
 # scripts/gateway-install.mjs), installed with `npm ci`, no install scripts.
 ARG OPENCLAW_VERSION=2026.6.8
@@ -28,7 +38,7 @@ WORKDIR /opt/openclaw
 COPY scripts/openclaw-lock/${OPENCLAW_VERSION}/package.json scripts/openclaw-lock/${OPENCLAW_VERSION}/package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
 
-FROM node:24.21.0-bookworm-slim AS operator
+FROM ${NODE_IMAGE} AS operator
 ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
@@ -44,13 +54,24 @@ ENTRYPOINT ["node", "--max-semi-space-size=4", "--max-old-space-size=320", "/app
 CMD ["--help"]
 
 FROM operator AS gateway
+# Root for the controller: it runs the gateway as its own user (--gateway-uid/--gateway-gid, the
+# StatefulSet's args) so that code in the gateway cannot read the controller's token from its
+# env, /proc or a file; the pod grants root only SETUID, SETGID, KILL, CHOWN, DAC_OVERRIDE and
+# FOWNER (statefulset.yaml says why each). Without --gateway-uid the gateway would run as root.
+USER 0:0
+# tini is PID 1: it reaps every orphan reparented to it (a gateway that restarts leaves its
+# detached grandchildren behind; Node as PID 1 never waits for them and they stay zombies until
+# the pod runs out of PIDs) and forwards SIGTERM to the controller. Debian's package, pinned.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini=0.19.0-1+b3 \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=openclaw /opt/openclaw /opt/openclaw
 ENV PATH=/opt/openclaw/node_modules/.bin:$PATH \
     OPENCLAW_DISABLE_PLUGIN_REGISTRY_MIGRATION=1
-EXPOSE 18789
+EXPOSE 18789 18790
 # The controller idles beside the gateway, so it trades speed it does not need for memory: V8's
 # lite mode (no optimising compilers; the controller is I/O-bound) and a 1 MB young generation.
 # These flags are the controller's own; the gateway it spawns runs with Node's defaults.
 # BENCHMARKS.md has the figures with and without them. The pod's args are controller flags only.
-ENTRYPOINT ["node", "--lite-mode", "--max-semi-space-size=1", "/app/dist/keyroll.js", "controller"]
+ENTRYPOINT ["tini", "--", "node", "--lite-mode", "--max-semi-space-size=1", "/app/dist/keyroll.js", "controller"]
 CMD []

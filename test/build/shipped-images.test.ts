@@ -61,9 +61,17 @@ describe('the shipped build (dist/keyroll.js)', () => {
   it('the gateway image entrypoint with the pod args: bootstrap migrates, a patch restarts with the new key, SIGTERM leaves no gateway', async () => {
     const image = imageCommand('gateway', pkg.root);
     expect(image.args).toEqual(['controller']);
-    // /_kilo/* answers only on the pod's --admin-port, moved to a free loopback port here.
+    // tini is PID 1 in the image (it reaps orphans: test/controller/zombies.test.ts runs it).
+    expect(image.init).toEqual(['tini', '--']);
+    // /_kilo/* answers only on the pod's --admin-port, moved to a free loopback port here. The
+    // pod's gateway user becomes this test's own (the switch needs root and a reachable tree;
+    // test/controller/credential-isolation.test.ts covers it).
     const adminPort = await freePort();
-    const podArgs = replaceFlags(statefulSetGatewayArgs(), { '--admin-port': String(adminPort) });
+    const podArgs = replaceFlags(statefulSetGatewayArgs(), {
+      '--admin-port': String(adminPort),
+      '--gateway-uid': String(process.getuid?.() ?? 0),
+      '--gateway-gid': String(process.getgid?.() ?? 0),
+    });
     const launch = [...image.nodeFlags, image.script, ...image.args, ...podArgs];
     const upstream = await startFakeUpstream({ keys: [KEY_A] });
     // The pod's --state-dir, --port and --gateway-port come first; the harness's own follow and win.

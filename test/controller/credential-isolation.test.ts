@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
 import { fingerprintEnv, fingerprintValue } from '../../src/fingerprint.ts';
 import { freePort } from '../support/http.ts';
 import { killAllTracked, pidAlive, spawnTracked } from '../support/processes.ts';
@@ -36,8 +37,31 @@ const KEY_B = 'test-key-B-isolation-bbbbbbbbbbbb';
 const LEGACY = 'test-key-legacy-isolation-llllllll';
 const GATEWAY_UID = 10001;
 const GATEWAY_GID = 10001;
+const BACKUP = 'auth-profiles.json.bak';
+const STATEFULSET = join(REPO_ROOT, 'manifests', 'components', 'example-gateway', 'statefulset.yaml');
+
+/** The example StatefulSet's gateway container: `capabilities` and the args naming the gateway user. */
+function podSecurity(): { drop: string[]; add: string[]; uid: number; gid: number } {
+  const sts = parse(readFileSync(STATEFULSET, 'utf8')) as {
+    spec: {
+      template: {
+        spec: {
+          containers: {
+            name: string;
+            args: string[];
+            securityContext: { capabilities: { drop: string[]; add: string[] } };
+          }[];
+        };
+      };
+    };
+  };
+  const c = sts.spec.template.spec.containers.find((x) => x.name === 'gateway')!;
+  const flag = (name: string) => Number(c.args.find((a) => a.startsWith(`${name}=`))?.split('=')[1]);
+  return { ...c.securityContext.capabilities, uid: flag('--gateway-uid'), gid: flag('--gateway-gid') };
+}
+const POD = podSecurity();
 /** The StatefulSet's `capabilities.add` (after `drop: [ALL]`), as setpriv names them. */
-const CAPS = ['chown', 'dac_override', 'fowner', 'kill', 'setgid', 'setuid'];
+const CAPS = POD.add.map((c) => c.toLowerCase());
 
 const isRoot = process.getuid?.() === 0;
 if (!isRoot) {
@@ -89,6 +113,11 @@ async function run(variant: 'env' | 'file') {
     }),
     { mode: 0o600 },
   );
+  // A backup `openclaw doctor` (running as the gateway user) left world-readable: the controller
+  // (root) hardens it to 0600, a file of another user (FOWNER).
+  writeFileSync(join(agentDir, BACKUP), '{"version":1,"profiles":{}}', { mode: 0o644 });
+  chmodSync(join(agentDir, BACKUP), 0o644);
+  chownSync(join(agentDir, BACKUP), GATEWAY_UID, GATEWAY_GID);
   const reports = join(dir, 'reports');
   mkdirSync(reports, { mode: 0o700 });
   chownSync(reports, GATEWAY_UID, GATEWAY_GID);
@@ -219,6 +248,12 @@ function expectNothingObtained(report: Report) {
 describe.skipIf(!isRoot)(
   'the controller token is out of reach of a gateway running as its own user (root)',
   () => {
+    it('runs with the StatefulSet’s own settings: drop ALL, its capability list, its gateway user', () => {
+      expect(POD.drop).toEqual(['ALL']);
+      expect([...CAPS].sort()).toEqual(['chown', 'dac_override', 'fowner', 'kill', 'setgid', 'setuid']);
+      expect([POD.uid, POD.gid]).toEqual([GATEWAY_UID, GATEWAY_GID]);
+    });
+
     it('token in the env: the hostile gateway gets nothing, its patches get 401; migration and hand-over work with the StatefulSet capabilities', async () => {
       const { dir, stateDir, agentDir, controller, call, report } = await run('env');
       try {
@@ -235,12 +270,15 @@ describe.skipIf(!isRoot)(
         });
         // The gateway token is not an admin credential once a controller token is set.
         expect((await call('GET', '/_kilo/state', GATEWAY_TOKEN)).status).toBe(401);
-        // Migrated as root, handed over: the store is the gateway user's, with no plaintext left.
+        // Migrated as root, handed over: the store is the gateway user's, with no plaintext left;
+        // the controller still reads it (DAC_OVERRIDE) and hardened the backup (FOWNER).
         const store = join(agentDir, 'auth-profiles.json');
         expect(readFileSync(store, 'utf8')).not.toContain(LEGACY);
-        for (const p of [stateDir, agentDir, store]) {
+        expect(state.body.profiles).toEqual([expect.objectContaining({ form: 'keyRef-env' })]);
+        for (const p of [stateDir, agentDir, store, join(agentDir, BACKUP)]) {
           expect(statSync(p), p).toMatchObject({ uid: GATEWAY_UID, gid: GATEWAY_GID });
         }
+        expect(statSync(join(agentDir, BACKUP)).mode & 0o777).toBe(0o600);
         const exit = await controller.stop('SIGTERM', 15_000, { group: false });
         expect(exit.code).toBe(0);
         expect(pidAlive(report.pid)).toBe(false);

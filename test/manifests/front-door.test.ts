@@ -17,9 +17,16 @@ import { type Container, kubectl, MANIFESTS, one, podTemplate, render } from './
 
 const KEYROLL_BIN = join(REPO_ROOT, 'bin', 'keyroll.mjs');
 const TOKEN = 'test-token-front-door-0123456789abcdef';
+const CONTROLLER_TOKEN = 'test-ctl-token-front-door-0123456789abcdef';
+const PREVIOUS_TOKEN = 'test-ctl-token-front-door-previous-0123456789';
 const KEY = 'test-key-front-door-000000000000000';
 /** The value each of the container's Secret-backed variables gets here. */
-const SECRET_ENV: Record<string, string> = { OPENCLAW_GATEWAY_TOKEN: TOKEN, KILOCODE_API_KEY: KEY };
+const SECRET_ENV: Record<string, string> = {
+  OPENCLAW_GATEWAY_TOKEN: TOKEN,
+  KEYROLL_CONTROLLER_TOKEN: CONTROLLER_TOKEN,
+  KEYROLL_CONTROLLER_TOKEN_PREVIOUS: PREVIOUS_TOKEN,
+  KILOCODE_API_KEY: KEY,
+};
 
 interface EnvVar {
   name: string;
@@ -88,6 +95,10 @@ describe.skipIf(!kubectl)('The shipped manifests route a client to the gateway',
     const sandbox = createSandbox('keyroll-front-door-');
     cleanups.push(() => sandbox.cleanup());
     values['--state-dir'] = sandbox.stateDir;
+    // The pod's gateway user needs root and a tree it can reach: here the gateway runs as the
+    // test's own user (test/controller/credential-isolation.test.ts covers the switch).
+    values['--gateway-uid'] = String(process.getuid?.() ?? 0);
+    values['--gateway-gid'] = String(process.getgid?.() ?? 0);
     const extra = [
       '--bind',
       '127.0.0.1',
@@ -151,12 +162,17 @@ describe.skipIf(!kubectl)('The shipped manifests route a client to the gateway',
     expect(reply.status).toBe(200);
     expect(upstream.chatRequests().at(-1)).toMatchObject({ key: KEY, ok: true });
 
-    // The operator, at the annotated port: /_kilo/state with the bearer token.
-    const bearer = { authorization: `Bearer ${TOKEN}` };
+    // The operator, at the annotated port: /_kilo/state with the controller token (or the
+    // previous one); the gateway's token, which the gateway's clients hold, opens nothing there.
+    const bearer = { authorization: `Bearer ${CONTROLLER_TOKEN}` };
     const state = await get(`http://127.0.0.1:${adminPort}/_kilo/state`, bearer);
     expect(state.status).toBe(200);
     expect(JSON.parse(state.text)).toMatchObject({ gateway: { state: 'running', ready: true } });
     expect((await get(`http://127.0.0.1:${adminPort}/_kilo/state`)).status).toBe(401);
+    const previous = { authorization: `Bearer ${PREVIOUS_TOKEN}` };
+    expect((await get(`http://127.0.0.1:${adminPort}/_kilo/state`, previous)).status).toBe(200);
+    const gatewayToken = { authorization: `Bearer ${TOKEN}` };
+    expect((await get(`http://127.0.0.1:${adminPort}/_kilo/state`, gatewayToken)).status).toBe(401);
     // The client port does not serve /_kilo/*, token or not, and does not pass it to the gateway.
     for (const headers of [bearer, {}]) {
       const onClientPort = await get(`http://127.0.0.1:${clientPort}/_kilo/state`, headers);
@@ -175,6 +191,6 @@ describe.skipIf(!kubectl)('The shipped manifests route a client to the gateway',
     const exit = await controller.stop('SIGTERM', 15_000, { group: false });
     expect(exit.code).toBe(0);
     const output = controller.lines.join('\n');
-    for (const secret of [TOKEN, KEY]) expect(output).not.toContain(secret);
+    for (const secret of [TOKEN, CONTROLLER_TOKEN, PREVIOUS_TOKEN, KEY]) expect(output).not.toContain(secret);
   }, 90_000);
 });

@@ -154,7 +154,12 @@ describe.skipIf(!kubectl)('manifests', () => {
     for (const o of base) {
       if (!clusterScoped(o)) expect(o.metadata.namespace, `${o.kind}/${o.metadata.name}`).toBe('keyroll');
     }
-    expect(names(samples)).toEqual(['GatewayKey/kilocode', 'Secret/gateway-token', 'Secret/kilocode-key']);
+    expect(names(samples)).toEqual([
+      'GatewayKey/kilocode',
+      'Secret/gateway-token',
+      'Secret/keyroll-controller-token',
+      'Secret/kilocode-key',
+    ]);
     for (const o of samples) expect(o.metadata.namespace).toBe('keyroll');
   });
 
@@ -221,7 +226,20 @@ describe.skipIf(!kubectl)('manifests', () => {
     expect(workloads.map((o) => o.kind).sort()).toEqual(['CronJob', 'Deployment', 'StatefulSet']);
     for (const o of workloads) {
       const pod = podTemplate(o).spec;
-      expect(pod.securityContext.runAsNonRoot, o.metadata.name).toBe(true);
+      if (o.kind === 'StatefulSet') {
+        // The gateway pod's controller is root with six capabilities, so that the gateway runs as
+        // a user of its own (non-root) that cannot read the controller token.
+        expect(pod.securityContext).toMatchObject({ runAsNonRoot: false, runAsUser: 0 });
+        const c = container(o, 'gateway');
+        expect(c.securityContext.capabilities).toEqual({
+          drop: ['ALL'],
+          add: ['SETUID', 'SETGID', 'KILL', 'CHOWN', 'DAC_OVERRIDE', 'FOWNER'],
+        });
+        expect(Number(flagValue(c.args ?? [], '--gateway-uid'))).toBeGreaterThan(0);
+        expect(Number(flagValue(c.args ?? [], '--gateway-gid'))).toBeGreaterThan(0);
+      } else {
+        expect(pod.securityContext.runAsNonRoot, o.metadata.name).toBe(true);
+      }
       for (const c of pod.containers) {
         expect(c.securityContext.readOnlyRootFilesystem).toBe(true);
         expect(c.securityContext.allowPrivilegeEscalation).toBe(false);
@@ -231,6 +249,34 @@ describe.skipIf(!kubectl)('manifests', () => {
         expect(c.livenessProbe).toBeDefined();
       }
     }
+  });
+
+  it('the GatewayKey sample names the controller token the gateway pod gives its controller, not the gateway token', () => {
+    type EnvVar = {
+      name: string;
+      valueFrom?: { secretKeyRef?: { name: string; key: string; optional?: boolean } };
+    };
+    const env = (
+      container(one(full, 'StatefulSet', 'openclaw-gateway'), 'gateway') as Container & { env: EnvVar[] }
+    ).env;
+    const ref = (name: string) => env.find((v) => v.name === name)?.valueFrom?.secretKeyRef;
+    const gk = one(samples, 'GatewayKey', 'kilocode') as Obj & {
+      spec: { controllerTokenSecretRef: { name: string; key: string } };
+    };
+    expect(gk.spec.controllerTokenSecretRef).toEqual({
+      name: ref('KEYROLL_CONTROLLER_TOKEN')?.name,
+      key: ref('KEYROLL_CONTROLLER_TOKEN')?.key,
+    });
+    expect(ref('OPENCLAW_GATEWAY_TOKEN')?.name).not.toBe(gk.spec.controllerTokenSecretRef.name);
+    // The previous token (a rotation) comes from the same Secret and may be absent.
+    expect(ref('KEYROLL_CONTROLLER_TOKEN_PREVIOUS')).toMatchObject({
+      name: gk.spec.controllerTokenSecretRef.name,
+      optional: true,
+    });
+    // The operator sees (label) the controller token's Secret, and not the gateway's.
+    const label = (n: string) => one(samples, 'Secret', n).metadata.labels?.['keyroll.dev/key-source'];
+    expect(label(gk.spec.controllerTokenSecretRef.name)).toBe('true');
+    expect(label(ref('OPENCLAW_GATEWAY_TOKEN')!.name)).toBeUndefined();
   });
 
   it('grant the operator no write access to Secrets, Pods or workloads', () => {
@@ -440,6 +486,7 @@ describe.skipIf(!kubectl)('manifests', () => {
       expect(samplesRun.stdout.trim().split('\n').sort()).toEqual([
         'gatewaykey.keyroll.dev/kilocode created',
         'secret/gateway-token created',
+        'secret/keyroll-controller-token created',
         'secret/kilocode-key created',
       ]);
       const crdEstablished = await k.run(

@@ -30,13 +30,17 @@ export interface Container {
   image: string;
   args?: string[];
   ports?: ContainerPort[];
-  securityContext: { readOnlyRootFilesystem?: boolean; allowPrivilegeEscalation?: boolean };
+  securityContext: {
+    readOnlyRootFilesystem?: boolean;
+    allowPrivilegeEscalation?: boolean;
+    capabilities?: { drop?: string[]; add?: string[] };
+  };
   readinessProbe?: Probe;
   livenessProbe?: Probe;
   resources: { requests?: { memory?: string }; limits: { memory?: string } };
 }
 export interface PodSpec {
-  securityContext: { runAsNonRoot?: boolean };
+  securityContext: { runAsNonRoot?: boolean; runAsUser?: number };
   automountServiceAccountToken?: boolean;
   containers: Container[];
 }

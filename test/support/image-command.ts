@@ -10,6 +10,8 @@ import { parseAllDocuments } from 'yaml';
 import { node24, REPO_ROOT } from './sandbox.ts';
 
 export interface ImageCommand {
+  /** The init before `node` (the gateway image's `tini --`), or empty. */
+  init: string[];
   /** Node's own flags before the script (e.g. `--lite-mode`). */
   nodeFlags: string[];
   /** The script, with the image's `/app` mapped to `appRoot`. */
@@ -32,15 +34,26 @@ export function dockerEntrypoint(stage: string, dockerfile = join(REPO_ROOT, 'Do
   return JSON.parse(last.slice('ENTRYPOINT '.length)) as string[];
 }
 
-/** A Dockerfile stage's entrypoint, split into Node flags, script (under `appRoot`) and args. */
+/**
+ * A Dockerfile stage's entrypoint, split into init (`tini --`), Node flags, script (under
+ * `appRoot`) and args. Tests run `node` with the rest; the init is checked where it matters
+ * (test/controller/zombies.test.ts runs the controller under it).
+ */
 export function imageCommand(stage: 'gateway' | 'operator', appRoot: string): ImageCommand {
-  const [program, ...rest] = dockerEntrypoint(stage);
+  const entrypoint = dockerEntrypoint(stage);
+  const nodeAt = entrypoint.indexOf('node');
+  const init = nodeAt > 0 ? entrypoint.slice(0, nodeAt) : [];
+  if (init.length > 0 && (init[0] !== 'tini' || init.at(-1) !== '--')) {
+    throw new Error(`${stage} ENTRYPOINT starts with '${init.join(' ')}', expected node or tini -- node`);
+  }
+  const [program, ...rest] = entrypoint.slice(init.length);
   if (program !== 'node') throw new Error(`${stage} ENTRYPOINT runs '${program}', expected node`);
   const at = rest.findIndex((a) => !a.startsWith('-'));
   if (at < 0) throw new Error(`${stage} ENTRYPOINT names no script`);
   const script = rest[at]!;
   if (!script.startsWith('/app/')) throw new Error(`${stage} ENTRYPOINT script ${script} is not under /app`);
   return {
+    init,
     nodeFlags: rest.slice(0, at),
     script: join(appRoot, script.slice('/app/'.length)),
     args: rest.slice(at + 1),
