@@ -1,6 +1,9 @@
 #!/usr/bin/env node
 // `npm run bench [name…]`: runs every bench/*.bench.ts (or the named ones) one after another,
 // each in its own process so RSS figures are not polluted by the previous benchmark.
+// Benchmarks (a name matches part of a file name): migration, controller, front-door (rotation per
+// restart strategy with the real OpenClaw against its own restart, proxy overhead, controller
+// memory under proxy load; BENCH_ONLY=rotation|overhead|memory), operator, reconcile-fleet.
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
