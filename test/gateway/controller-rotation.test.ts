@@ -1,5 +1,6 @@
-// `keyroll controller` supervising the real OpenClaw 2026.6.8: rotation in restart and file mode.
-import { mkdirSync, statSync } from 'node:fs';
+// `keyroll controller` supervising the real OpenClaw 2026.6.8: rotation in restart and file mode,
+// with a controller token of its own that the gateway's processes never hold.
+import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { fingerprintEnv, fingerprintValue } from '../../src/fingerprint.ts';
@@ -10,6 +11,8 @@ import { killAllTracked, spawnTracked, type Tracked } from '../support/processes
 import { createSandbox, node24, REPO_ROOT, type Sandbox } from '../support/sandbox.ts';
 
 const TOKEN = 'test-token-gw-controller-0123456789';
+/** The controller's own token (/_kilo/*, fingerprints): never in the gateway's env. */
+const CONTROLLER_TOKEN = 'test-ctl-token-gw-controller-0123456789abcdef';
 const KEY_A = 'test-key-A-realgw-aaaaaaaa';
 const KEY_B = 'test-key-B-realgw-bbbbbbbb';
 const captured: string[] = [];
@@ -21,7 +24,8 @@ afterEach(async () => {
 });
 afterAll(() => {
   const all = captured.join('\n');
-  for (const s of [TOKEN, KEY_A, KEY_B]) expect(all.includes(s), 'secret in captured output').toBe(false);
+  for (const s of [TOKEN, CONTROLLER_TOKEN, KEY_A, KEY_B])
+    expect(all.includes(s), 'secret in captured output').toBe(false);
 });
 
 type Json = Record<string, unknown> & {
@@ -29,6 +33,39 @@ type Json = Record<string, unknown> & {
   key: { envHash: string | null; fileHash: string | null };
   profiles: { form: string }[];
 };
+
+/**
+ * Every process of the gateway's process group (OpenClaw and whatever it started) runs without the
+ * controller token: not under its name, not under any other; with the gateway's own token.
+ */
+function expectNoControllerToken(gatewayPid: number): void {
+  const group: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const pgid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+      if (pgid === gatewayPid) group.push(Number(name));
+    } catch {
+      // gone
+    }
+  }
+  expect(group).toContain(gatewayPid);
+  for (const pid of group) {
+    const environ = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+    expect(
+      environ.some((kv) => kv.includes(CONTROLLER_TOKEN)),
+      `controller token in pid ${pid}'s env`,
+    ).toBe(false);
+    // Names only in what a failure prints: never a value.
+    expect(environ.map((kv) => kv.split('=')[0]).filter((n) => n?.startsWith('KEYROLL_CONTROLLER'))).toEqual(
+      [],
+    );
+    if (pid === gatewayPid) {
+      expect(environ.includes(`OPENCLAW_GATEWAY_TOKEN=${TOKEN}`), 'gateway token in its env').toBe(true);
+    }
+  }
+}
 
 async function startController(sb: Sandbox, extra: string[]) {
   const upstream = await startFakeUpstream({ keys: [KEY_A] });
@@ -58,7 +95,11 @@ async function startController(sb: Sandbox, extra: string[]) {
     {
       name: 'keyroll-controller',
       cwd: sb.dir,
-      env: sb.env({ OPENCLAW_GATEWAY_TOKEN: TOKEN, KILOCODE_API_KEY: KEY_A }),
+      env: sb.env({
+        OPENCLAW_GATEWAY_TOKEN: TOKEN,
+        KEYROLL_CONTROLLER_TOKEN: CONTROLLER_TOKEN,
+        KILOCODE_API_KEY: KEY_A,
+      }),
     },
   );
   cleanups.push(async () => {
@@ -71,7 +112,7 @@ async function startController(sb: Sandbox, extra: string[]) {
   const call = async (method: string, path: string, body?: unknown) => {
     const res = await fetch(`http://127.0.0.1:${port}${path}`, {
       method,
-      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      headers: { authorization: `Bearer ${CONTROLLER_TOKEN}`, 'content-type': 'application/json' },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       signal: AbortSignal.timeout(15_000),
     });
@@ -102,7 +143,8 @@ describe('keyroll controller with the real OpenClaw gateway', () => {
     const sb = createSandbox('keyroll-ctl-gw-');
     const { upstream, gatewayPort, call, waitState } = await startController(sb, []);
     const before = await waitState(() => true, 400_000);
-    expect(before.key.envHash).toBe(fingerprintEnv(TOKEN, { KILOCODE_API_KEY: KEY_A }));
+    expect(before.key.envHash).toBe(fingerprintEnv(CONTROLLER_TOKEN, { KILOCODE_API_KEY: KEY_A }));
+    expectNoControllerToken(before.gateway.pid);
     expect(before.profiles.map((p) => p.form)).toEqual(['keyRef-env']);
     expect(readKilocodeProfile(sb)).toMatchObject({ keyRef: { source: 'env', id: 'KILOCODE_API_KEY' } });
     expect((await chat(gatewayPort, TOKEN)).status).toBe(200);
@@ -113,7 +155,8 @@ describe('keyroll controller with the real OpenClaw gateway', () => {
     expect(patch.body).toEqual({ ok: true, signaled: true, migratedProfiles: 0 });
     const after = await waitState((s) => s.gateway.pid !== before.gateway.pid, 300_000);
     const convergedMs = Date.now() - t0;
-    expect(after.key.envHash).toBe(fingerprintEnv(TOKEN, { KILOCODE_API_KEY: KEY_B }));
+    expect(after.key.envHash).toBe(fingerprintEnv(CONTROLLER_TOKEN, { KILOCODE_API_KEY: KEY_B }));
+    expectNoControllerToken(after.gateway.pid);
     for (let i = 0; i < 3; i++) expect((await chat(gatewayPort, TOKEN)).status).toBe(200);
     const after200 = upstream.chatRequests().filter((r) => r.at >= t0);
     expect(after200.length).toBeGreaterThanOrEqual(3);
@@ -134,7 +177,7 @@ describe('keyroll controller with the real OpenClaw gateway', () => {
     ]);
     const before = await waitState(() => true, 400_000);
     expect(before.profiles.map((p) => p.form)).toEqual(['keyRef-file']);
-    expect(before.key.fileHash).toBe(fingerprintValue(TOKEN, KEY_A));
+    expect(before.key.fileHash).toBe(fingerprintValue(CONTROLLER_TOKEN, KEY_A));
     expect(statSync(keyFile).mode & 0o777).toBe(0o600);
     expect((await chat(gatewayPort, TOKEN)).status).toBe(200);
     upstream.setKeys([KEY_A, KEY_B]);
@@ -160,7 +203,7 @@ describe('keyroll controller with the real OpenClaw gateway', () => {
     expect(results.filter((s) => s !== 200)).toEqual([]);
     const after = await waitState(() => true, 10_000);
     expect(after.gateway.pid).toBe(before.gateway.pid);
-    expect(after.key.fileHash).toBe(fingerprintValue(TOKEN, KEY_B));
+    expect(after.key.fileHash).toBe(fingerprintValue(CONTROLLER_TOKEN, KEY_B));
     console.log(
       `file-mode: first request after the patch took ${firstMs} ms, ${results.length} requests, 0 failed`,
     );
