@@ -185,12 +185,6 @@ const ConfigSchema = z
           'the controller token must differ from OPENCLAW_GATEWAY_TOKEN (the gateway can read that one)',
       });
     }
-    if (c.previousToken !== null && c.previousToken === c.token) {
-      ctx.addIssue({
-        code: 'custom',
-        message: 'KEYROLL_CONTROLLER_TOKEN_PREVIOUS must differ from the controller token',
-      });
-    }
     if (c.requireProxyToken && c.gatewayToken === null) {
       // Clients would need the controller token to pass the proxy: that is the admin credential.
       ctx.addIssue({
@@ -277,6 +271,7 @@ export function parseControllerConfig(
       ? readTokenFile(values['controller-token-file'])
       : undefined;
   const gatewayToken = nonEmpty(env.OPENCLAW_GATEWAY_TOKEN);
+  const previousToken = nonEmpty(env.KEYROLL_CONTROLLER_TOKEN_PREVIOUS);
   const raw = {
     stateDir: stateDirFlag ?? env.OPENCLAW_STATE_DIR ?? join(env.HOME ?? homedir(), '.openclaw'),
     port: values.port ?? '18789',
@@ -307,7 +302,9 @@ export function parseControllerConfig(
     purgePlaintextBackups: values['purge-plaintext-backups'] ?? false,
     token: fileToken ?? envToken ?? gatewayToken,
     tokenSource: fileToken !== undefined ? 'file' : envToken !== undefined ? 'env' : 'gateway-token',
-    previousToken: nonEmpty(env.KEYROLL_CONTROLLER_TOKEN_PREVIOUS) ?? null,
+    // Equal to the current one while a rotation is being prepared (docs/operator.md): no second token.
+    previousToken:
+      previousToken !== undefined && previousToken !== (fileToken ?? envToken) ? previousToken : null,
     gatewayToken: gatewayToken ?? null,
     gatewayUid: values['gateway-uid'] ?? null,
     gatewayGid: values['gateway-gid'] ?? null,

@@ -115,11 +115,6 @@ describe('config: the controller token', () => {
   it.each([
     [{ KEYROLL_CONTROLLER_TOKEN: GATEWAY }, [], /must differ from OPENCLAW_GATEWAY_TOKEN/],
     [
-      { KEYROLL_CONTROLLER_TOKEN: CURRENT, KEYROLL_CONTROLLER_TOKEN_PREVIOUS: CURRENT },
-      [],
-      /KEYROLL_CONTROLLER_TOKEN_PREVIOUS must differ from the controller token/,
-    ],
-    [
       { KEYROLL_CONTROLLER_TOKEN: CURRENT },
       ['--gateway-uid', '10001'],
       /--gateway-uid and --gateway-gid go together/,
@@ -154,6 +149,16 @@ describe('config: the controller token', () => {
       gatewayUid: 10001,
       gatewayGid: 10002,
     });
+  });
+
+  it('a previous token equal to the current one is no second token (step 1 of a rotation)', () => {
+    expect(
+      parseControllerConfig([], {
+        ...base,
+        KEYROLL_CONTROLLER_TOKEN: CURRENT,
+        KEYROLL_CONTROLLER_TOKEN_PREVIOUS: CURRENT,
+      }),
+    ).toMatchObject({ token: CURRENT, previousToken: null });
   });
 
   it('the previous token may be the gateway token (the way out of the fallback)', () => {
