@@ -254,7 +254,10 @@ export function createControllerHandler(deps: ServerDeps, role: PortRole = 'both
 
     'POST /_kilo/env/patch': async (req, res) => {
       const versionHeader = req.headers['x-keyroll-key-version'];
-      const version = typeof versionHeader === 'string' ? versionHeader.trim() : null;
+      // HTTP's optional whitespace only (Node strips it already): String.trim() would also drop a
+      // no-break space (byte 0xA0) and accept a label the sources refuse (found by the fuzz test).
+      const version =
+        typeof versionHeader === 'string' ? versionHeader.replace(/^[ \t]+|[ \t]+$/g, '') : null;
       if (version !== null && checkVersionLabel(version) !== null) {
         send(res, 400, { error: 'Invalid X-Keyroll-Key-Version header' });
         return;

@@ -116,6 +116,15 @@ describe('env/patch key values', () => {
     expect(s.versions).toEqual([]);
   });
 
+  it('a version label is trimmed of HTTP whitespace only: a trailing no-break space is refused', async () => {
+    const s = await serve();
+    const body = JSON.stringify({ KILOCODE_API_KEY: 'test-key-inputs-000001' });
+    expect((await s.post(body, { 'x-keyroll-key-version': 'v1\u00a0' })).status).toBe(400);
+    expect(s.patches).toEqual([]);
+    expect((await s.post(body, { 'x-keyroll-key-version': ' v1\t' })).status).toBe(200);
+    expect(s.versions).toEqual(['v1']);
+  });
+
   it('real key shapes are applied', async () => {
     const s = await serve();
     const jwt = `eyJhbGciOiJIUzI1NiJ9.${'eyJzdWIiOiJrIn0'.repeat(10)}.sig-_0123456789`;
