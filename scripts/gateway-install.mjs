@@ -148,7 +148,28 @@ if (!existsSync(lockFile) || !existsSync(join(lockDir, 'package.json'))) {
       `create it with \`npm run gateway:install -- --lock ${version}\` and commit it`,
   );
 }
-const digest = createHash('sha256').update(readFileSync(lockFile)).digest('hex');
+/**
+ * A lockfile that does not pin exactly this version, or has a package without an integrity hash
+ * (bundled ones are covered by their parent's), would let `npm ci` install something unchecked.
+ */
+function checkLock(lockText, manifestText) {
+  const lock = JSON.parse(lockText);
+  const pinned = JSON.parse(manifestText).dependencies?.openclaw;
+  const packages = lock.packages ?? {};
+  const problems = [];
+  if (pinned !== version) problems.push(`package.json pins openclaw ${JSON.stringify(pinned)}`);
+  if (packages['']?.dependencies?.openclaw !== version) problems.push('the lockfile root does not pin it');
+  if (packages['node_modules/openclaw']?.version !== version) {
+    problems.push(`the lockfile resolves openclaw@${packages['node_modules/openclaw']?.version}`);
+  }
+  const unhashed = Object.entries(packages).filter(([k, v]) => k && !v.inBundle && !v.link && !v.integrity);
+  if (unhashed.length > 0) problems.push(`no integrity hash for ${unhashed.map(([k]) => k).join(', ')}`);
+  if (problems.length > 0) fail(`${lockDir} does not pin openclaw@${version}: ${problems.join('; ')}`);
+}
+
+const lockText = readFileSync(lockFile, 'utf8');
+checkLock(lockText, readFileSync(join(lockDir, 'package.json'), 'utf8'));
+const digest = createHash('sha256').update(lockText).digest('hex');
 const cacheDir = process.env.KEYROLL_CACHE_DIR ?? join(root, '.cache');
 const prefix = join(cacheDir, `openclaw-${version}`);
 const marker = join(prefix, '.installed');
