@@ -1,7 +1,7 @@
 // Owns OpenClaw's credential backups: hardening (0600), counting those that hold a plaintext key
 // of the managed provider, and purging those once the migrated stores are verified.
 import { promises as fs } from 'node:fs';
-import { dirname } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { BACKUP_PATTERN, listMatching, storeDirs } from './discover.ts';
 import { MAX_STORE_BYTES, parseStoreText, planStore, profileEntries } from './store-doc.ts';
 
@@ -107,8 +107,31 @@ export async function purgePlaintextBackups(
   return result;
 }
 
-/** Zeroes, fsyncs and unlinks a regular file with one link; false (untouched) when it has more. */
+/**
+ * A backup being purged: renamed to `.<name>.keyroll-purge` first (the commit point), so a purge
+ * killed while zeroing leaves a file any later migration finishes off, never a half-zeroed
+ * backup that no longer parses and would keep a fragment of the key for good.
+ */
+export const PURGE_PATTERN = /^\..+\.keyroll-purge$/;
+
+/** Finishes purges a killed process left behind (every migration calls it, with or without the flag). */
+export async function finishPurges(stateDir: string): Promise<void> {
+  for (const dir of await storeDirs(stateDir)) {
+    for (const path of await listMatching(dir, PURGE_PATTERN)) await zeroAndUnlink(path);
+  }
+}
+
+/** Claims, zeroes, fsyncs and unlinks a backup with one link; false (untouched) when it has more. */
 async function shred(path: string): Promise<boolean> {
+  const st = await fs.lstat(path);
+  if (!st.isFile() || st.nlink !== 1) return false;
+  const claimed = join(dirname(path), `.${basename(path)}.keyroll-purge`);
+  await fs.rename(path, claimed);
+  await syncDir(dirname(path));
+  return zeroAndUnlink(claimed);
+}
+
+async function zeroAndUnlink(path: string): Promise<boolean> {
   // O_NOFOLLOW: a symlink swapped in since the listing is refused, not followed.
   const fh = await fs.open(path, fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW);
   try {
@@ -123,11 +146,15 @@ async function shred(path: string): Promise<boolean> {
     await fh.close();
   }
   await fs.unlink(path);
-  const dir = await fs.open(dirname(path), 'r');
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
+  await syncDir(dirname(path));
   return true;
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await fs.open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
 }

@@ -2,7 +2,7 @@
 import { promises as fs } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Logger } from '../log.ts';
-import { countBackups, hardenBackups, purgePlaintextBackups } from './backups.ts';
+import { countBackups, finishPurges, hardenBackups, purgePlaintextBackups } from './backups.ts';
 import {
   AGENT_DB,
   discoverStores,
@@ -209,6 +209,9 @@ export async function migrateProfiles(opts: MigrateOptions): Promise<ProfilesRes
     dirs.push(opts.stateDir);
     if (target.to === 'file') dirs.push(dirname(target.keyFile));
     await removeStaleTemps(dirs);
+    await finishPurges(opts.stateDir).catch(() => {
+      warnings.push('could not finish removing a backup an earlier purge left behind');
+    });
   }
 
   const loaded = await loadAll(opts.stateDir, opts.provider, busy, secrets);

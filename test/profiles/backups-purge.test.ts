@@ -180,6 +180,24 @@ describe('plaintext credential backups', () => {
     expect(existsSync(s.plain)).toBe(false);
   });
 
+  it('a purge killed after claiming a backup is finished by the next migration, flag or not', async () => {
+    const s = setup();
+    const claimed = join(
+      s.dir,
+      'agents',
+      'main',
+      'agent',
+      '.auth-profiles.json.legacy-flat.9.bak.keyroll-purge',
+    );
+    writeFileSync(claimed, JSON.stringify(versionedStore(KEY_B)).slice(0, 40), { mode: 0o600 });
+    const dry = await migrateProfiles({ stateDir: s.dir, provider: 'kilocode', target: ENV, dryRun: true });
+    expect(dry.warnings).toEqual([]);
+    expect(existsSync(claimed)).toBe(true);
+    await migrateProfiles({ stateDir: s.dir, provider: 'kilocode', target: ENV });
+    expect(existsSync(claimed)).toBe(false);
+    expect(existsSync(s.plain)).toBe(true); // without the flag nothing else is purged
+  });
+
   it('keyroll profiles migrate --purge-plaintext-backups: JSON and text reports, no key anywhere', async () => {
     const s = setup();
     const dry = capture();

@@ -1,5 +1,5 @@
-// Test child for the crash-safety test: migrates a state dir back and forth (env ↔ file refs)
-// until it is killed. With CRASH_AT=k it SIGKILLs itself just before its k-th write-side
+// Test child for the crash-safety test: migrates a state dir back and forth (env ↔ file refs),
+// purging plaintext backups once the stores verify, until it is killed. With CRASH_AT=k it SIGKILLs itself just before its k-th write-side
 // operation (file open/write/chmod/fsync/close/rename/rm, SQLite exec/run). The hooks are
 // installed here, on Node's own objects, so production code carries no test seam.
 import { promises as fsp } from 'node:fs';
@@ -46,7 +46,7 @@ for (let i = 0; Date.now() < deadline; i++) {
     i % 2 === 0
       ? ({ to: 'env', envVar: 'KILOCODE_API_KEY' } as const)
       : ({ to: 'file', keyFile, providerAlias: 'kilofile' } as const);
-  const r = await migrateProfiles({ stateDir, provider: 'kilocode', target });
+  const r = await migrateProfiles({ stateDir, provider: 'kilocode', target, purgePlaintextBackups: true });
   if (r.storesFailed > 0) {
     process.stderr.write(
       `store failed: ${r.stores

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { cpSync, existsSync, lstatSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, lstatSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,13 +15,16 @@ import {
   writeOpenclawJson,
 } from '../fixtures/profiles/generate.ts';
 
-// A child keeps migrating (plaintext → env → file → env …) and is SIGKILLed: once just before
-// each of its first KILL_POINTS write-side operations (the child counts them; see
-// crash-child.ts), and RANDOM_RUNS more times after a random delay. After each kill every store
-// must be one of its complete versions, parseable, 0600, and a fresh migration must complete.
+// A child keeps migrating (plaintext → env → file → env …, purging plaintext backups once the
+// stores verify) and is SIGKILLed: once just before each of its first KILL_POINTS write-side
+// operations (the child counts them; see crash-child.ts), and RANDOM_RUNS more times after a
+// random delay. After each kill every store must be one of its complete versions, parseable,
+// 0600; the plaintext backup is whole or claimed for purging, never half zeroed; and a fresh
+// migration must complete and finish the purge.
 // KEYROLL_CRASH_POINTS shrinks the counted runs for a quick local loop; CI runs the default.
+// KEYROLL_CRASH_RANDOM=890 with the default points is the 1,000-kill run of BENCHMARKS.md.
 const KILL_POINTS = Number(process.env.KEYROLL_CRASH_POINTS ?? 110);
-const RANDOM_RUNS = 10;
+const RANDOM_RUNS = Number(process.env.KEYROLL_CRASH_RANDOM ?? 10);
 const RUNS = KILL_POINTS + RANDOM_RUNS;
 const CONCURRENCY = 4;
 const MAX_DELAY_MS = 200;
@@ -30,6 +33,10 @@ const NODE = join(process.cwd(), 'node_modules/.bin/node');
 const CHILD = join(import.meta.dirname, 'crash-child.ts');
 const ENV = { to: 'env', envVar: 'KILOCODE_API_KEY' } as const;
 const JSON_AGENTS = ['a1', 'a2', 'a3', 'a4', 'a5'];
+/** doctor's copy of a1's store before an import: a plaintext key, purged once the stores verify. */
+const BACKUP = 'agents/a1/agent/auth-profiles.json.sqlite-import.1795478361679.bak';
+const CLAIMED = 'agents/a1/agent/.auth-profiles.json.sqlite-import.1795478361679.bak.keyroll-purge';
+let backupText = '';
 
 const children = new Set<ChildProcess>();
 const dirs: string[] = [];
@@ -76,6 +83,8 @@ beforeAll(async () => {
   const shapes = [versionedStore(), flatStore(), aliasStore(), versionedStore(), aliasStore()];
   for (const [i, id] of JSON_AGENTS.entries()) writeJsonStore(template, id, shapes[i]);
   writeAgentDb(template, 'main', versionedStore());
+  backupText = JSON.stringify(versionedStore());
+  writeFileSync(join(template, BACKUP), backupText, { mode: 0o600 });
   // The legitimate versions: original, env refs, file refs (and back to env: same bytes).
   const ref = makeStateDir('keyroll-crash-ref-');
   dirs.push(ref);
@@ -126,6 +135,8 @@ describe('crash safety', () => {
     let next = 0;
     let progressed = 0;
     let mixed = 0;
+    let claimed = 0;
+    let purged = 0;
     const worker = async () => {
       while (next < RUNS) {
         const run = next++;
@@ -145,6 +156,15 @@ describe('crash safety', () => {
           seen.add(allowed.indexOf(v));
           expect(lstatSync(join(dir, s.rel)).mode & 0o777, `run ${run}: ${s.rel} mode`).toBe(0o600);
         }
+        // The backup: whole, or claimed (renamed) for purging, or gone; never half zeroed.
+        if (existsSync(join(dir, BACKUP))) {
+          expect(readFileSync(join(dir, BACKUP), 'utf8'), `run ${run}: backup changed`).toBe(backupText);
+          expect(existsSync(join(dir, CLAIMED))).toBe(false);
+        } else if (existsSync(join(dir, CLAIMED))) {
+          claimed++;
+        } else {
+          purged++;
+        }
         if ([...seen].some((i) => i > 0)) progressed++;
         if (seen.size > 1) mixed++;
         JSON.parse(readFileSync(join(dir, 'openclaw.json'), 'utf8'));
@@ -154,8 +174,18 @@ describe('crash safety', () => {
           expect(lstatSync(keyFile).mode & 0o777).toBe(0o600);
         }
 
-        const after = await migrateProfiles({ stateDir: dir, provider: 'kilocode', target: ENV });
+        const after = await migrateProfiles({
+          stateDir: dir,
+          provider: 'kilocode',
+          target: ENV,
+          purgePlaintextBackups: true,
+        });
         expect(after.storesFailed, `run ${run}: rerun failed`).toBe(0);
+        expect(
+          existsSync(join(dir, BACKUP)) || existsSync(join(dir, CLAIMED)),
+          `run ${run}: backup left`,
+        ).toBe(false);
+        expect(after.backupsPlaintext).toBe(0);
         for (const s of after.stores) for (const p of s.profiles) expect(p.formAfter).toBe('keyRef-env');
         for (const s of stores(dir)) {
           const leftovers = readdirSync(join(dir, s.rel, '..')).filter((n) => n.includes('keyroll-tmp'));
@@ -168,8 +198,9 @@ describe('crash safety', () => {
     // The kills landed while the child was migrating, not only before or after.
     expect(progressed).toBeGreaterThan(KILL_POINTS / 2);
     expect(mixed).toBeGreaterThan(0);
+    expect(purged + claimed).toBeGreaterThan(0);
     console.log(
-      `crash-safety: ${RUNS} kills, ${progressed} after some migration, ${mixed} mid-pass (stores at different versions)`,
+      `crash-safety: ${RUNS} kills, ${progressed} after some migration, ${mixed} mid-pass (stores at different versions); backup purged in ${purged}, claimed mid-purge in ${claimed}, whole in ${RUNS - purged - claimed}`,
     );
   }, 900_000);
 });
