@@ -203,7 +203,7 @@ describe('front door limits (controller process, stand-in gateway)', () => {
         expect(c.received).toMatch(/^HTTP\/1\.1 408 /);
       }
       await until(() => polite.every((x) => x.s.destroyed), 2_000, 'the polite clients to close');
-      // The polite ones are released by the controller (the stubborn ones: see the next test).
+      // The polite ones are released by the controller (the stubborn ones: the next test).
       await until(
         () => controllerFds() - baseFds <= stubborn.length + 4,
         3_000,
@@ -215,13 +215,11 @@ describe('front door limits (controller process, stand-in gateway)', () => {
     await stillServing();
   }, 30_000);
 
-  // KNOWN BUG, in src/controller/server.ts (listen(), the 'clientError' handler): it answers 408
-  // (or 431, 400) with socket.end() and never destroys the socket. The HTTP server allows half-open
-  // sockets, so a client that neither closes nor stops sending keeps its connection, and its place
-  // under --max-connections, for ever (each byte resets the idle timeout): as many slowloris
-  // sockets as the cap close the front door to everyone. Node's own default handler destroys the
-  // socket after writing the answer. Flip to `it` once that is fixed there.
-  it.fails('KNOWN BUG: a slowloris that keeps its socket after the 408 is released by the controller', async () => {
+  // The 'clientError' handler in listen() once answered 408 with socket.end() alone: the server
+  // allows half-open sockets, so a client that kept sending kept its connection, and its place
+  // under --max-connections, for ever (each byte resets the idle timeout). It now destroys the
+  // socket once the answer is written.
+  it('a slowloris that keeps sending after its 408 is released by the controller', async () => {
     expect(lingering).not.toBeNull();
     const { sockets, baseFds } = lingering!;
     try {

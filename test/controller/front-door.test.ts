@@ -299,7 +299,7 @@ describe('front door (stand-in gateway)', () => {
     );
     await ctl.bootstrapped;
     await waitServing();
-    await call('POST', '/_kilo/env/patch', { STANDIN_READY_DELAY_MS: '60000' });
+    await call('POST', '/_kilo/env/patch', { STANDIN_READY_DELAY_MS: '00060000' });
     await waitFor(
       async () => (await call('GET', '/_kilo/state')).body.proxy.state === 'holding',
       5_000,
