@@ -28,7 +28,7 @@ Flags:
   --drain-timeout DUR       longest wait for in-flight requests before a gateway stops (default 30s)
   --idle-timeout DUR        close a client connection idle this long (default 300s)
   --max-connections N       client connections on the public port; more are refused (default 4096)
-  --require-proxy-token     proxied requests must carry x-kiloclaw-proxy-token (the token)
+  --require-proxy-token     proxied requests must carry x-kiloclaw-proxy-token (the gateway token)
   --gateway-cmd "CMD ARGS"  run this command as the gateway (split into words, no shell);
                             onboard/doctor are skipped, profile migration still runs
   --openclaw-bin PATH       OpenClaw entry (default: openclaw on PATH, else the project's cache)
@@ -48,8 +48,8 @@ Flags:
                             group or other permission bits; instead of KEYROLL_CONTROLLER_TOKEN)
   --gateway-uid N           run the gateway and every OpenClaw command as this user, so code in
   --gateway-gid N           the gateway cannot read the controller's token (both together; needs
-                            root or CAP_SETUID/CAP_SETGID/CAP_KILL/CAP_CHOWN; the state dir and
-                            key file are handed to that user)
+                            root with SETUID, SETGID, KILL, CHOWN, DAC_OVERRIDE and FOWNER; the
+                            state dir and key file are handed to that user)
   -h, --help                show this help
 
 Environment:
