@@ -174,8 +174,15 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     drainTimeoutMs: config.drainTimeoutMs,
     // A SQLite store is rewritten only with no gateway running: a surge (two running) cannot.
     surgeBlocked: async () => {
+      // A SQLite row that the migration would rewrite (plaintext, or the other mode's keyRef).
+      const want = config.delivery === 'file' ? 'keyRef-file' : 'keyRef-env';
       const rows = await profiles.scan();
-      const due = rows.filter((r) => r.store !== 'json' && r.form === 'plaintext');
+      const due = rows.filter(
+        (r) =>
+          r.store !== 'json' &&
+          r.form !== want &&
+          ['plaintext', 'keyRef-env', 'keyRef-file'].includes(r.form),
+      );
       return due.length > 0 ? `profile migration due in ${due.map((r) => r.store).join(', ')}` : null;
     },
     stopTimeoutMs: config.stopTimeoutMs,

@@ -33,7 +33,11 @@ afterAll(() => {
     expect(all.includes(s), 'a secret leaked into captured output').toBe(false);
 });
 
-async function setup(flags: string[] = [], extraEnv: Record<string, string> = {}) {
+async function setup(
+  flags: string[] = [],
+  extraEnv: Record<string, string> = {},
+  profiles = noopProfilePort(),
+) {
   const { dir, cleanup } = tempDir('keyroll-door-');
   const stateDir = join(dir, 'state');
   mkdirSync(stateDir, { recursive: true });
@@ -74,7 +78,7 @@ async function setup(flags: string[] = [], extraEnv: Record<string, string> = {}
     env: new EnvStore(env),
     log,
     secrets,
-    profiles: noopProfilePort(),
+    profiles,
     supervisor: { probeIntervalMs: 25 },
   });
   cleanups.push(async () => {
@@ -278,6 +282,46 @@ describe('front door (stand-in gateway)', () => {
       expect(traffic.wsEvents.filter((e) => e.event === 'open').length).toBe(restarts.length + 1);
     }, 60_000);
   }
+
+  it('surge falls back to hold when a SQLite store must be migrated (only possible with no gateway running)', async () => {
+    // A store that shows a plaintext profile until a migration of every layout has run.
+    let plaintext = true;
+    const profiles = {
+      ...noopProfilePort(),
+      scan: async () => [
+        {
+          agentId: 'main',
+          store: 'sqlite-agent' as const,
+          profileId: 'kilocode:default',
+          form: plaintext ? ('plaintext' as const) : ('keyRef-env' as const),
+        },
+      ],
+      migrate: async (layouts?: string[]) => {
+        const all = !layouts || layouts.includes('sqlite-agent');
+        if (all && plaintext) {
+          plaintext = false;
+          return { profilesMigrated: 1, storesFailed: 0, backupsHardened: 0 };
+        }
+        return { profilesMigrated: 0, storesFailed: 0, backupsHardened: 0 };
+      },
+    };
+    const { ctl, call, state, waitServing } = await setup(['--restart-strategy', 'surge'], {}, profiles);
+    await ctl.bootstrapped;
+    const before = await waitServing();
+    plaintext = true; // e.g. an agent wrote a plaintext key after start-up
+    await call('POST', '/_kilo/env/patch', { KILOCODE_API_KEY: KEY_B });
+    const after = await waitServing((st) => st.gateway.pid !== before.gateway.pid);
+    expect(after.proxy.lastRestart).toMatchObject({
+      strategy: 'hold',
+      fallback: 'profile migration due in sqlite-agent',
+    });
+    expect(plaintext).toBe(false); // migrated while no gateway ran
+    expect((await state()).profiles.map((p: Json) => p.form)).toEqual(['keyRef-env']);
+    // The next restart has nothing to migrate: a real surge.
+    await call('POST', '/_kilo/env/patch', { KILOCODE_API_KEY: KEY_A });
+    const again = await waitServing((st) => st.gateway.pid !== after.gateway.pid);
+    expect(again.proxy.lastRestart).toMatchObject({ strategy: 'surge', fallback: null });
+  });
 
   it('a WebSocket carries messages both ways and is closed with 1012 when its gateway stops', async () => {
     const { ctl, call, waitServing } = await setup();
