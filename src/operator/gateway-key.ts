@@ -12,14 +12,20 @@ export const PORT_ANNOTATION = 'keyroll.dev/port';
 /** The label the operator's Secret informer is restricted to (least privilege). */
 export const KEY_SOURCE_LABEL = 'keyroll.dev/key-source';
 
+// Every constraint here has its twin in manifests/crd/gatewaykey.yaml (a pattern, a bound or a CEL
+// rule); test/operator/crd-schema.test.ts checks that both accept and reject the same specs.
 const Name = z
   .string()
   .min(1)
   .max(253)
-  .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'expected a DNS-1123 name');
+  .regex(
+    /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/,
+    'expected a DNS-1123 subdomain',
+  );
 const DataKey = z
   .string()
   .min(1)
+  .max(253)
   .regex(/^[-._a-zA-Z0-9]+$/, 'expected a Secret data key (letters, digits, "-", "_", ".")');
 
 export const SecretKeyRefSchema = z.object({ name: Name, key: DataKey });
@@ -63,9 +69,15 @@ export const GatewayKeySpecSchema = z.object({
       secretRef: SecretKeyRefSchema.optional(),
       api: z
         .object({
-          url: z.string().min(1),
-          tokenSecretRef: SecretKeyRefSchema.optional(),
-          refreshBefore: z.string().optional(),
+          url: z
+            .string()
+            .max(2048)
+            .regex(/^https?:\/\//, 'expected an http(s) URL'),
+          tokenSecretRef: SecretKeyRefSchema,
+          refreshBefore: z
+            .string()
+            .regex(/^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$/, 'expected a Go duration')
+            .optional(),
         })
         .optional(),
     })
@@ -82,12 +94,16 @@ export const GatewayKeySpecSchema = z.object({
     }),
   envVar: z
     .string()
+    .max(128)
     .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name')
     .default('KILOCODE_API_KEY'),
-  provider: z.string().min(1).default('kilocode'),
+  provider: z.string().min(1).max(128).default('kilocode'),
   delivery: z.enum(['restart', 'file']).default('restart'),
   targets: z.object({
-    selector: LabelSelectorSchema,
+    selector: LabelSelectorSchema.refine(
+      (s) => Object.keys(s.matchLabels ?? {}).length > 0 || (s.matchExpressions ?? []).length > 0,
+      'must not be empty (it would select every pod)',
+    ),
     port: z.number().int().min(1).max(65535).default(18789),
   }),
   controllerTokenSecretRef: SecretKeyRefSchema,
@@ -122,6 +138,8 @@ export type TargetStatus = z.infer<typeof TargetStatusSchema>;
 export const GatewayKeyStatusSchema = z.object({
   observedGeneration: z.number().int().optional(),
   desiredVersion: z.string().optional(),
+  /** RFC 3339: when every target last proved a new desired version (the LAST-ROTATED column). */
+  lastRotationTime: z.string().optional(),
   targets: z
     .object({
       total: z.number().int(),

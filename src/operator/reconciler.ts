@@ -28,6 +28,7 @@ import type { OperatorMetrics } from './metrics.ts';
 import { podTargets, selectorIsEmpty } from './pod-targets.ts';
 import {
   type DegradedReason,
+  rotationCompleted,
   statusChanged,
   statusDegraded,
   statusFromPass,
@@ -320,7 +321,9 @@ export function createReconciler(
     if (progress) await progress;
     deps.signal.throwIfAborted();
 
-    const next = statusFromPass(current.status, gk.generation, result, new Date(deps.now()));
+    const pending = rotations.get(key);
+    const rotated = rotationCompleted(result, pending?.delivered === true);
+    const next = statusFromPass(current.status, gk.generation, result, new Date(deps.now()), rotated);
     for (const t of next.targetStatuses ?? []) t.message = deps.secretValues.scrub(t.message);
     for (const c of next.conditions ?? []) c.message = deps.secretValues.scrub(c.message);
     const events = eventsForPass(result, current.status, next);

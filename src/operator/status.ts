@@ -2,7 +2,7 @@
 
 import type { TargetResult } from '../reconcile/reconcile-target.ts';
 import type { PassResult } from '../reconcile/rollout.ts';
-import { type Condition, type ConditionInput, setCondition } from './conditions.ts';
+import { type Condition, type ConditionInput, rfc3339, setCondition } from './conditions.ts';
 import type { GatewayKeyStatus, TargetStatus } from './gateway-key.ts';
 
 /** The per-target list is a report, not an inventory: bounded so status stays small at any fleet size. */
@@ -104,14 +104,30 @@ function failedSummary(results: readonly TargetResult[]): string {
   return shown.join('; ') + (bad.length > 3 ? `; and ${bad.length - 3} more` : '');
 }
 
-/** Pure: the status after a completed pass. */
+/**
+ * Pure: did this pass complete a rotation? Every target proves the desired version and keyroll
+ * delivered it — in this pass, or (`deliveredEarlier`, known to the reconciler) in an earlier pass
+ * of the same version whose targets converged only now.
+ */
+export function rotationCompleted(result: PassResult, deliveredEarlier = false): boolean {
+  const counts = countsOf(result.targets);
+  return (
+    counts.total > 0 &&
+    counts.converged === counts.total &&
+    (deliveredEarlier || result.targets.some((r) => r.patched))
+  );
+}
+
+/** Pure: the status after a completed pass. `rotated` sets lastRotationTime (see rotationCompleted). */
 export function statusFromPass(
   prev: GatewayKeyStatus,
   generation: number,
   result: PassResult,
   now: Date,
+  rotated = rotationCompleted(result),
 ): GatewayKeyStatus {
   const counts = countsOf(result.targets);
+  const lastRotationTime = rotated ? rfc3339(now) : prev.lastRotationTime;
   const version = result.keyVersion;
   let conditions: Array<Omit<ConditionInput, 'observedGeneration'>>;
   if (counts.total === 0) {
@@ -208,6 +224,7 @@ export function statusFromPass(
   return {
     observedGeneration: generation,
     desiredVersion: version,
+    ...(lastRotationTime ? { lastRotationTime } : {}),
     targets: counts,
     targetStatuses: boundedTargetStatuses(result.targets),
     conditions: apply(prev.conditions, generation, now, conditions),

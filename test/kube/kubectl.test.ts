@@ -132,14 +132,17 @@ describe.skipIf(!kubectlBin)('real kubectl against the test server', () => {
   it('get gk prints the printer columns, and -o yaml the object', async () => {
     const before = await kubectl.run(['get', 'gk']);
     expect(before.code, before.stderr).toBe(0);
-    expect(before.stdout.split('\n')[0]).toMatch(/^NAME\s+DESIRED\s+CONVERGED\s+READY\s+AGE$/);
+    expect(before.stdout.split('\n')[0]).toMatch(
+      /^NAME\s+DESIRED\s+CONVERGED\s+READY\s+STATUS\s+LAST-ROTATED\s+AGE$/,
+    );
     const res = await writeStatus(server, 'gw', {
       targets: { total: 3, converged: 2, progressing: 1, failed: 0 },
+      lastRotationTime: new Date(Date.now() - 5 * 60_000).toISOString().replace(/\.\d{3}Z$/, 'Z'),
       conditions: [
         {
           type: 'Ready',
           status: 'False',
-          reason: 'Progressing',
+          reason: 'RolloutInProgress',
           message: '',
           lastTransitionTime: '2026-01-01T00:00:00Z',
         },
@@ -147,7 +150,8 @@ describe.skipIf(!kubectlBin)('real kubectl against the test server', () => {
     });
     expect(res.status).toBe(200);
     const after = await kubectl.run(['get', 'gk']);
-    expect(after.stdout.split('\n')[1]).toMatch(/^gw\s+3\s+2\s+False\s+\d+s$/);
+    // STATUS is the Ready reason; LAST-ROTATED the age of status.lastRotationTime.
+    expect(after.stdout.split('\n')[1]).toMatch(/^gw\s+3\s+2\s+False\s+RolloutInProgress\s+5m\d*s?\s+\d+s$/);
     const wide = await kubectl.run(['get', 'gk', '-o', 'wide']);
     expect(wide.stdout.split('\n')[0]).toMatch(/DELIVERY\s+VERSION/);
 

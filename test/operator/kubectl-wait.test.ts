@@ -106,8 +106,9 @@ describe.skipIf(!findKubectl())('kubectl against the operator', () => {
 
     const get = await k.run(['get', '-n', NS, 'gk'], { timeoutMs: 30_000 });
     expect(get.code).toBe(0);
-    expect(get.stdout).toMatch(/^NAME\s+DESIRED\s+CONVERGED\s+READY\s+AGE/);
-    expect(get.stdout).toMatch(/^kilocode\s+2\s+2\s+True\s/m);
+    expect(get.stdout).toMatch(/^NAME\s+DESIRED\s+CONVERGED\s+READY\s+STATUS\s+LAST-ROTATED\s+AGE/);
+    // The operator proved key B on every target: Converged, and LAST-ROTATED is set (an age).
+    expect(get.stdout).toMatch(/^kilocode\s+2\s+2\s+True\s+Converged\s+\d+[sm]\S*\s+\d+[sm]/m);
 
     // Nothing kubectl shows carries the key.
     const yaml = await k.run(['get', '-n', NS, 'gk', 'kilocode', '-o', 'yaml'], { timeoutMs: 30_000 });

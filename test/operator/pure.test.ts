@@ -8,6 +8,7 @@ import { OperatorMetrics } from '../../src/operator/metrics.ts';
 import { podTargets, selectorMatches } from '../../src/operator/pod-targets.ts';
 import {
   MAX_TARGET_STATUSES,
+  rotationCompleted,
   statusChanged,
   statusDegraded,
   statusFromPass,
@@ -124,6 +125,33 @@ describe('status', () => {
     });
     const s2 = statusFromPass(s1, 3, pass([result('a', 'converged'), result('b', 'converged')]), t1);
     expect(statusChanged(s1, s2)).toBe(false);
+  });
+
+  it('sets lastRotationTime when every target proves a delivered version, and keeps it otherwise', () => {
+    // Delivered and proven in this pass: rotated now (whole seconds, as metav1.Time).
+    const s1 = statusFromPass({}, 1, pass([result('a', 'converged', true), result('b', 'converged')]), t0);
+    expect(s1.lastRotationTime).toBe('2026-11-23T10:00:00Z');
+    // A later pass with nothing delivered keeps it, byte for byte.
+    const s2 = statusFromPass(s1, 1, pass([result('a', 'converged'), result('b', 'converged')]), t1);
+    expect(s2.lastRotationTime).toBe('2026-11-23T10:00:00Z');
+    expect(statusChanged(s1, s2)).toBe(false);
+    // Delivered but not every target proves it: no rotation yet, the old time stays.
+    const s3 = statusFromPass(
+      s2,
+      1,
+      pass([result('a', 'converged', true), result('b', 'not-converged', true)]),
+      t1,
+    );
+    expect(s3.lastRotationTime).toBe('2026-11-23T10:00:00Z');
+    // Already in sync from the start (nothing delivered): never rotated by keyroll, so no time.
+    expect(statusFromPass({}, 1, pass([result('a', 'converged')]), t0).lastRotationTime).toBeUndefined();
+    // Delivered in an earlier pass and proven only now (the reconciler knows): rotated now.
+    const late = statusFromPass(s3, 1, pass([result('a', 'converged'), result('b', 'converged')]), t1, true);
+    expect(late.lastRotationTime).toBe('2026-11-23T10:01:00Z');
+    // Degraded and Progressing keep it.
+    expect(statusDegraded(late, 2, 'InvalidSpec', 'bad', t1).lastRotationTime).toBe('2026-11-23T10:01:00Z');
+    expect(statusProgressing(late, 1, 'v3', 2, [], t1).lastRotationTime).toBe('2026-11-23T10:01:00Z');
+    expect(rotationCompleted(pass([]))).toBe(false);
   });
 
   it('reports failures as Degraded with the target and the reason', () => {
