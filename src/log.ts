@@ -162,6 +162,8 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
       level: opts.level ?? process.env.KEYROLL_LOG_LEVEL ?? 'info',
       base: opts.base ?? { app: 'keyroll' },
       timestamp: pino.stdTimeFunctions.isoTime,
+      // "level":"info", not 30: what Loki, Datadog and GCP expect.
+      formatters: { level: (label) => ({ level: label }) },
       redact: { paths: REDACT_PATHS, censor: REDACTED },
       hooks: secrets ? { streamWrite: (line: string) => secrets.scrub(line) } : {},
     },

@@ -25,7 +25,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
   for (const name of CONTROLLER_ONLY_VARS) delete io.env[name];
   const secrets = new SecretRegistry();
   for (const t of [config.token, config.previousToken, config.gatewayToken]) secrets.add(t);
-  const log = createLogger({ secrets, base: { app: 'keyroll' } });
+  const log = createLogger({ level: io.env.KEYROLL_LOG_LEVEL ?? 'info', secrets, base: { app: 'keyroll' } });
   const keyVar = config.patchable[0]!;
   const controller = await startController({
     config,

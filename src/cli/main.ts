@@ -13,8 +13,40 @@ Commands:
   operator     Kubernetes operator for GatewayKey resources (leader-elected)
   fly          reconcile loop over the machines of a Fly app
 
+Flags of every command:
+  --log-level LEVEL   trace|debug|info|warn|error|fatal|silent [KEYROLL_LOG_LEVEL]
+                      (default info for controller and operator, warn for the others)
+
 Run \`keyroll <command> --help\` for the flags of a command.
 `;
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+
+/**
+ * Takes `--log-level LEVEL` / `--log-level=LEVEL` out of a command's arguments (before a `--`),
+ * so every command accepts it; the level travels as KEYROLL_LOG_LEVEL, which every command's
+ * logger already reads.
+ */
+export function takeLogLevel(argv: readonly string[]): { argv: string[]; level?: string } {
+  const out: string[] = [];
+  let level: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    if (a === '--log-level' || a.startsWith('--log-level=')) {
+      const v = a === '--log-level' ? argv[++i] : a.slice('--log-level='.length);
+      if (v === undefined || !LOG_LEVELS.includes(v))
+        throw new UsageError(`--log-level: expected one of ${LOG_LEVELS.join('|')}`);
+      level = v;
+      continue;
+    }
+    out.push(a);
+  }
+  return level === undefined ? { argv: out } : { argv: out, level };
+}
 
 const COMMANDS: Record<string, () => Promise<Command>> = {
   controller: async () => (await import('./controller.ts')).run,
@@ -41,8 +73,11 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
     return EXIT_USAGE;
   }
   try {
+    const { argv: args, level } = takeLogLevel(rest);
+    // In place: io.env is the process's env, which the controller also scrubs in place.
+    if (level) io.env.KEYROLL_LOG_LEVEL = level;
     const command = await load();
-    return await command(rest, io);
+    return await command(args, io);
   } catch (err) {
     if (err instanceof UsageError) {
       io.stderr(`keyroll ${name}: ${err.message}\nRun \`keyroll ${name} --help\` for usage.\n`);

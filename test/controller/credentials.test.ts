@@ -333,7 +333,7 @@ describe('controller token rotation (stand-in child)', () => {
     await call('POST', '/_kilo/gateway/restart', GATEWAY);
     const warnings = lines.filter((l) => l.includes('No controller token set'));
     expect(warnings).toHaveLength(1);
-    expect(JSON.parse(warnings[0]!)).toMatchObject({ level: 40 });
+    expect(JSON.parse(warnings[0]!)).toMatchObject({ level: 'warn' });
   });
 
   it('a dedicated token with the gateway as the controller’s own user: a warning says /proc exposes it', async () => {

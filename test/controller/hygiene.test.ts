@@ -162,7 +162,7 @@ describe('the HTTP server error listener', () => {
     }
     const logged = lines.filter((l) => l.includes('HTTP server error')).map((l) => JSON.parse(l));
     expect(logged.map((l) => l.err.code)).toEqual(['EMFILE', 'ENFILE']);
-    expect(logged[0]).toMatchObject({ level: 50, port: 0, host: '127.0.0.1' });
+    expect(logged[0]).toMatchObject({ level: 'error', port: 0, host: '127.0.0.1' });
     expect(srv.server.listenerCount('error')).toBeGreaterThanOrEqual(1);
     // Still serving.
     const res = await fetch(`http://127.0.0.1:${srv.port}/`, { signal: AbortSignal.timeout(5_000) });

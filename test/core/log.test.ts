@@ -1,5 +1,7 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
+import { main, takeLogLevel } from '../../src/cli/main.ts';
+import type { Io } from '../../src/cli/usage.ts';
 import { CUT_MARK, createLogger, SecretRegistry } from '../../src/log.ts';
 
 function capture() {
@@ -117,5 +119,53 @@ describe('SecretRegistry: bounded, one pass per line', () => {
     expect(out).toBe(`pre [REDACTED]${CUT_MARK}`);
     // Not a prefix of any value: kept.
     expect(r.scrub(`pre test-key-same-head-999${CUT_MARK}`)).toBe(`pre test-key-same-head-999${CUT_MARK}`);
+  });
+});
+
+describe('log levels', () => {
+  it('writes the level as a string and honours the level given', () => {
+    const { lines, destination } = capture();
+    const log = createLogger({ destination, level: 'warn' });
+    log.info('dropped');
+    log.warn('kept');
+    log.error('also kept');
+    const parsed = lines.map((l) => JSON.parse(l) as { level: unknown; msg: string });
+    expect(parsed.map((p) => [p.level, p.msg])).toEqual([
+      ['warn', 'kept'],
+      ['error', 'also kept'],
+    ]);
+  });
+});
+
+describe('--log-level on every command', () => {
+  it('is taken out of any command line (before --) and travels as KEYROLL_LOG_LEVEL', async () => {
+    expect(takeLogLevel(['--once', '--log-level', 'debug', '--kube'])).toEqual({
+      argv: ['--once', '--kube'],
+      level: 'debug',
+    });
+    expect(takeLogLevel(['--log-level=error'])).toEqual({ argv: [], level: 'error' });
+    expect(takeLogLevel(['--', '--log-level', 'x'])).toEqual({ argv: ['--', '--log-level', 'x'] });
+    expect(() => takeLogLevel(['--log-level', 'loud'])).toThrow(/expected one of/);
+    for (const command of ['controller', 'profiles', 'reconcile', 'diff', 'operator', 'fly']) {
+      const out: string[] = [];
+      const env: NodeJS.ProcessEnv = {};
+      const code = await main([command, '--log-level', 'debug', '--help'], {
+        stdout: (t: string) => out.push(t),
+        stderr: (t: string) => out.push(t),
+        env,
+        isTty: false,
+      } satisfies Io);
+      expect([command, code]).toEqual([command, 0]);
+      expect(env.KEYROLL_LOG_LEVEL).toBe('debug');
+    }
+    const err: string[] = [];
+    const bad = await main(['diff', '--log-level', 'loud'], {
+      stdout: () => {},
+      stderr: (t: string) => err.push(t),
+      env: {},
+      isTty: false,
+    } satisfies Io);
+    expect(bad).toBe(2);
+    expect(err.join('')).toContain('--log-level: expected one of');
   });
 });
