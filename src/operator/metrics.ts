@@ -1,159 +1,141 @@
-// Owns the operator's Prometheus metrics: a tiny registry rendered in the text exposition format.
+// Owns the operator's Prometheus metrics: prom-client, one registry per operator, names after
+// controller-runtime's (docs/operator.md maps each to its controller-runtime counterpart).
+import client from 'prom-client';
+import type { GatewayKeyStatus } from './gateway-key.ts';
 
 type Labels = Record<string, string>;
 
-function labelKey(labels: Labels): string {
-  return Object.keys(labels)
-    .sort()
-    .map(
-      (k) => `${k}="${String(labels[k]).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`,
-    )
-    .join(',');
+function matches(have: Labels, want: Labels): boolean {
+  return Object.entries(want).every(([k, v]) => have[k] === v);
 }
 
-function fmt(name: string, key: string, value: number): string {
-  return `${name}${key ? `{${key}}` : ''} ${Number.isFinite(value) ? value : 0}`;
-}
-
-class Counter {
-  readonly values = new Map<string, number>();
-  readonly name: string;
-  readonly help: string;
-  constructor(name: string, help: string) {
-    this.name = name;
-    this.help = help;
-  }
-  inc(labels: Labels = {}, by = 1): void {
-    const k = labelKey(labels);
-    this.values.set(k, (this.values.get(k) ?? 0) + by);
-  }
-  render(): string[] {
-    return [
-      `# HELP ${this.name} ${this.help}`,
-      `# TYPE ${this.name} counter`,
-      ...[...this.values].map(([k, v]) => fmt(this.name, k, v)),
-    ];
-  }
-}
-
+/** A gauge that remembers its label sets, so every series of one GatewayKey can be dropped at once. */
 class Gauge {
-  readonly values = new Map<string, number>();
-  readonly name: string;
-  readonly help: string;
-  constructor(name: string, help: string) {
-    this.name = name;
-    this.help = help;
+  private readonly gauge: client.Gauge;
+  private readonly seen = new Map<string, Labels>();
+  constructor(registry: client.Registry, name: string, help: string, labelNames: string[]) {
+    this.gauge = new client.Gauge({ name, help, labelNames, registers: [registry] });
   }
   set(labels: Labels, value: number): void {
-    this.values.set(labelKey(labels), value);
-  }
-  delete(labels: Labels): void {
-    this.values.delete(labelKey(labels));
+    this.seen.set(JSON.stringify(Object.entries(labels).sort()), labels);
+    this.gauge.set(labels, value);
   }
   /** Removes every series whose labels include these. */
   deleteMatching(labels: Labels): void {
-    const parts = labelKey(labels).split(',');
-    for (const k of [...this.values.keys()]) {
-      const have = k.split(',');
-      if (parts.every((p) => have.includes(p))) this.values.delete(k);
+    for (const [k, have] of [...this.seen]) {
+      if (!matches(have, labels)) continue;
+      this.gauge.remove(have);
+      this.seen.delete(k);
     }
-  }
-  render(): string[] {
-    return [
-      `# HELP ${this.name} ${this.help}`,
-      `# TYPE ${this.name} gauge`,
-      ...[...this.values].map(([k, v]) => fmt(this.name, k, v)),
-    ];
   }
 }
 
-class Histogram {
-  readonly series = new Map<string, { buckets: number[]; sum: number; count: number }>();
-  readonly name: string;
-  readonly help: string;
-  readonly bounds: number[];
-  constructor(name: string, help: string, bounds: number[]) {
-    this.name = name;
-    this.help = help;
-    this.bounds = bounds;
-  }
-  observe(labels: Labels, value: number): void {
-    const k = labelKey(labels);
-    const s = this.series.get(k) ?? { buckets: this.bounds.map(() => 0), sum: 0, count: 0 };
-    this.series.set(k, s);
-    this.bounds.forEach((b, i) => {
-      if (value <= b) s.buckets[i] = (s.buckets[i] ?? 0) + 1;
-    });
-    s.sum += value;
-    s.count += 1;
-  }
-  render(): string[] {
-    const out = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
-    for (const [k, s] of this.series) {
-      const sep = k ? `${k},` : '';
-      this.bounds.forEach((b, i) => {
-        out.push(`${this.name}_bucket{${sep}le="${b}"} ${s.buckets[i] ?? 0}`);
-      });
-      out.push(`${this.name}_bucket{${sep}le="+Inf"} ${s.count}`);
-      out.push(fmt(`${this.name}_sum`, k, s.sum));
-      out.push(fmt(`${this.name}_count`, k, s.count));
-    }
-    return out;
-  }
-}
+const CONDITION_TYPES = ['Ready', 'Progressing', 'Degraded'] as const;
+const CONDITION_STATUSES = ['True', 'False', 'Unknown'] as const;
 
 /**
- * Every series the operator exports. Labels carry resource names and outcomes only — never a
- * key, a token, a fingerprint or a version string.
+ * Every series the operator exports, plus the default process_* and nodejs_* ones. Labels carry
+ * resource names, condition types and outcomes only — never a key, a token, a fingerprint or a
+ * version string.
  */
 export class OperatorMetrics {
-  readonly reconciles = new Counter('keyroll_operator_reconciles_total', 'Reconciles run, by result.');
-  readonly reconcileErrors = new Counter(
-    'keyroll_operator_reconcile_errors_total',
-    'Reconciles that failed and were requeued with backoff.',
-  );
-  readonly reconcileDuration = new Histogram(
-    'keyroll_operator_reconcile_duration_seconds',
-    'Duration of one reconcile.',
-    [0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
-  );
+  readonly registry = new client.Registry();
+  readonly reconciles = new client.Counter({
+    name: 'keyroll_reconcile_total',
+    help: 'Reconciles run, by result (success, error).',
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
+  readonly reconcileErrors = new client.Counter({
+    name: 'keyroll_reconcile_errors_total',
+    help: 'Reconciles that failed and were requeued with backoff.',
+    registers: [this.registry],
+  });
+  readonly reconcileDuration = new client.Histogram({
+    name: 'keyroll_reconcile_time_seconds',
+    help: 'Duration of one reconcile.',
+    buckets: [0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+    registers: [this.registry],
+  });
   readonly targets = new Gauge(
-    'keyroll_operator_targets',
-    'Targets of each GatewayKey by state after the last pass.',
+    this.registry,
+    'keyroll_gatewaykey_targets',
+    'Targets of each GatewayKey by state (converged, failed, pending) after the last pass.',
+    ['namespace', 'name', 'state'],
   );
-  readonly rotationLatency = new Histogram(
-    'keyroll_operator_rotation_latency_seconds',
-    'From the operator first seeing a new key version to every target proving it.',
-    [1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600],
+  readonly conditions = new Gauge(
+    this.registry,
+    'keyroll_gatewaykey_condition',
+    'Status conditions of each GatewayKey: 1 for the status the condition has, 0 for the others.',
+    ['namespace', 'name', 'type', 'status'],
   );
-  readonly rotations = new Counter(
-    'keyroll_operator_rotations_total',
-    'Key versions delivered to every target.',
+  readonly lastRotation = new Gauge(
+    this.registry,
+    'keyroll_gatewaykey_last_rotation_timestamp_seconds',
+    'When every target of the GatewayKey last proved a newly delivered key version (status.lastRotationTime).',
+    ['namespace', 'name'],
   );
-  readonly statusWrites = new Counter(
-    'keyroll_operator_status_writes_total',
-    'GatewayKey status writes, by result.',
-  );
-  readonly informerRestarts = new Counter(
-    'keyroll_operator_informer_restarts_total',
-    'Informer relists and restarts, by resource and reason.',
-  );
-  readonly leader = new Gauge('keyroll_operator_leader', '1 while this replica holds the leader Lease.');
-  readonly queueDepth = new Gauge('keyroll_operator_queue_depth', 'Keys waiting in the work queue.');
+  readonly rotationDuration = new client.Histogram({
+    name: 'keyroll_rotation_duration_seconds',
+    help: 'From the operator first seeing a new key version to every target proving it.',
+    buckets: [1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800],
+    registers: [this.registry],
+  });
+  readonly rotations = new client.Counter({
+    name: 'keyroll_rotations_total',
+    help: 'Key versions delivered to and proven by every target.',
+    registers: [this.registry],
+  });
+  readonly statusWrites = new client.Counter({
+    name: 'keyroll_status_writes_total',
+    help: 'GatewayKey status writes, by result (written, conflict, error).',
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
+  readonly informerRestarts = new client.Counter({
+    name: 'keyroll_informer_restarts_total',
+    help: 'Informer relists and restarts, by resource and reason.',
+    labelNames: ['resource', 'reason'],
+    registers: [this.registry],
+  });
+  readonly leader = new client.Gauge({
+    name: 'keyroll_leader_election_master_status',
+    help: '1 while this replica holds the leader Lease.',
+    registers: [this.registry],
+  });
+  readonly queueDepth = new client.Gauge({
+    name: 'keyroll_workqueue_depth',
+    help: 'Keys waiting in the work queue.',
+    registers: [this.registry],
+  });
 
-  render(): string {
-    const all = [
-      this.reconciles,
-      this.reconcileErrors,
-      this.reconcileDuration,
-      this.targets,
-      this.rotationLatency,
-      this.rotations,
-      this.statusWrites,
-      this.informerRestarts,
-      this.leader,
-      this.queueDepth,
-    ];
-    return `${all.flatMap((m) => m.render()).join('\n')}\n`;
+  constructor() {
+    client.collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** The per-GatewayKey series that follow its status: conditions and the last rotation time. */
+  reportStatus(namespace: string, name: string, status: GatewayKeyStatus): void {
+    for (const type of CONDITION_TYPES) {
+      const c = status.conditions?.find((x) => x.type === type);
+      for (const s of CONDITION_STATUSES) {
+        if (c) this.conditions.set({ namespace, name, type, status: s }, c.status === s ? 1 : 0);
+        else this.conditions.deleteMatching({ namespace, name, type });
+      }
+    }
+    const t = status.lastRotationTime ? Date.parse(status.lastRotationTime) : Number.NaN;
+    if (Number.isFinite(t)) this.lastRotation.set({ namespace, name }, t / 1000);
+  }
+
+  /** Drops every series of a GatewayKey that is gone. */
+  forget(namespace: string, name: string): void {
+    for (const g of [this.targets, this.conditions, this.lastRotation]) g.deleteMatching({ namespace, name });
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  render(): Promise<string> {
+    return this.registry.metrics();
   }
 }

@@ -170,8 +170,8 @@ export async function startOperator(deps: OperatorDeps): Promise<RunningOperator
           metrics.reconcileErrors.inc();
           throw err;
         } finally {
-          metrics.reconcileDuration.observe({}, (clock.now() - started) / 1000);
-          metrics.queueDepth.set({}, queue?.depth ?? 0);
+          metrics.reconcileDuration.observe((clock.now() - started) / 1000);
+          metrics.queueDepth.set(queue?.depth ?? 0);
         }
       },
       { concurrency: config.concurrency, baseDelayMs: 1_000, maxDelayMs: 60_000, clock },
@@ -182,7 +182,7 @@ export async function startOperator(deps: OperatorDeps): Promise<RunningOperator
         'Reconcile failed; requeued with backoff',
       );
     queue = q;
-    metrics.leader.set({}, 1);
+    metrics.leader.set(1);
     // Level-triggered: a new leader reconciles everything once; converged targets see only a GET.
     for (const gk of gatewayKeys.list()) q.add(objectKey(gk.namespace, gk.name));
   }
@@ -196,7 +196,7 @@ export async function startOperator(deps: OperatorDeps): Promise<RunningOperator
     const lead = leadership;
     queue = null;
     leadership = null;
-    metrics.leader.set({}, 0);
+    metrics.leader.set(0);
     if (!q) return;
     const drained = q.shutdown();
     if (graceMs > 0) {
@@ -228,7 +228,7 @@ export async function startOperator(deps: OperatorDeps): Promise<RunningOperator
     },
     onStoppedLeading: () => void stopLeading(),
   });
-  metrics.leader.set({}, 0);
+  metrics.leader.set(0);
 
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
@@ -244,8 +244,12 @@ export async function startOperator(deps: OperatorDeps): Promise<RunningOperator
         .writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' })
         .end(ok ? 'ok\n' : 'caches not synced\n');
     } else if (path === '/metrics') {
-      metrics.queueDepth.set({}, queue?.depth ?? 0);
-      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(metrics.render());
+      metrics.queueDepth.set(queue?.depth ?? 0);
+      metrics.render().then(
+        (text) => res.writeHead(200, { 'content-type': metrics.contentType }).end(text),
+        (err: unknown) =>
+          res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(err as Error).message}\n`),
+      );
     } else {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
     }

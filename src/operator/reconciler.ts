@@ -171,7 +171,8 @@ export function createReconciler(
     const event = eventForDegraded(gk.status, next);
     await writeStatus(gk, next);
     if (event) await record(gk, [event]);
-    deps.metrics.targets.deleteMatching({ namespace: gk.namespace, gatewaykey: gk.name });
+    deps.metrics.targets.deleteMatching({ namespace: gk.namespace, name: gk.name });
+    deps.metrics.reportStatus(gk.namespace, gk.name, next);
     deps.log.warn(
       {
         gatewayKey: gk.name,
@@ -193,7 +194,7 @@ export function createReconciler(
     const log = deps.log.child({ component: 'operator', gatewayKey: name, namespace });
     if (!gk || gk.deleting) {
       rotations.delete(key);
-      deps.metrics.targets.deleteMatching({ namespace, gatewaykey: name });
+      deps.metrics.forget(namespace, name);
       return undefined;
     }
 
@@ -329,16 +330,17 @@ export function createReconciler(
     const events = eventsForPass(result, current.status, next);
     await writeStatus(current, next);
     await record(gk, events);
+    deps.metrics.reportStatus(namespace, name, next);
 
     const s = result.summary;
-    const labels = { namespace, gatewaykey: name };
+    const labels = { namespace, name };
     deps.metrics.targets.set({ ...labels, state: 'converged' }, s.converged);
     deps.metrics.targets.set({ ...labels, state: 'failed' }, s.notConverged + s.unreachable);
     deps.metrics.targets.set({ ...labels, state: 'pending' }, s.drift + s.skipped);
     const r = rotations.get(key);
     if (r && s.patched > 0) r.delivered = true;
     if (r?.delivered && s.total > 0 && s.converged === s.total) {
-      deps.metrics.rotationLatency.observe({}, (deps.now() - r.since) / 1000);
+      deps.metrics.rotationDuration.observe((deps.now() - r.since) / 1000);
       deps.metrics.rotations.inc();
       r.delivered = false;
     }

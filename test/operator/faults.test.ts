@@ -91,12 +91,8 @@ describe('operator faults', () => {
     await waitFor('caches synced', () => o.op.synced(), 20_000);
     expect((await getText(`http://127.0.0.1:${o.op.port}/readyz`)).status).toBe(200);
     const m = await metricsText(o.op);
-    expect(
-      metricValue(m, 'keyroll_operator_informer_restarts_total{reason="error",resource="secrets"}'),
-    ).toBe(3);
-    expect(metricValue(m, 'keyroll_operator_informer_restarts_total{reason="error",resource="pods"}')).toBe(
-      2,
-    );
+    expect(metricValue(m, 'keyroll_informer_restarts_total{reason="error",resource="secrets"}')).toBe(3);
+    expect(metricValue(m, 'keyroll_informer_restarts_total{reason="error",resource="pods"}')).toBe(2);
     removeList();
     remove429();
     await waitFor('leader', () => o.op.isLeader(), 10_000);
@@ -119,9 +115,7 @@ describe('operator faults', () => {
     );
     remove409();
     let m = await metricsText(o.op);
-    expect(metricValue(m, 'keyroll_operator_status_writes_total{result="conflict"}')).toBeGreaterThanOrEqual(
-      2,
-    );
+    expect(metricValue(m, 'keyroll_status_writes_total{result="conflict"}')).toBeGreaterThanOrEqual(2);
 
     const remove429 = server.hooks.injectFailure({
       verb: 'update',
@@ -139,7 +133,7 @@ describe('operator faults', () => {
     );
     remove429();
     m = await metricsText(o.op);
-    expect(metricValue(m, 'keyroll_operator_reconcile_errors_total')).toBeGreaterThanOrEqual(2);
+    expect(metricValue(m, 'keyroll_reconcile_errors_total')).toBeGreaterThanOrEqual(2);
     expect(logLines.some((l) => l.includes('Reconcile failed; requeued with backoff'))).toBe(true);
   });
 
@@ -243,7 +237,7 @@ describe('operator faults', () => {
     const leaderOf = async (port: number) =>
       metricValue(
         (await getText(`http://127.0.0.1:${port}/metrics`).catch(() => ({ text: '' }))).text,
-        'keyroll_operator_leader',
+        'keyroll_leader_election_master_status',
       );
     const first = await waitFor(
       'one leader',
@@ -260,11 +254,11 @@ describe('operator faults', () => {
       async () =>
         metricValue(
           (await getText(`http://127.0.0.1:${first.leader.port}/metrics`)).text,
-          'keyroll_operator_reconciles_total{',
+          'keyroll_reconcile_total{',
         ) >= 1,
     );
     const followerMetrics = (await getText(`http://127.0.0.1:${first.follower.port}/metrics`)).text;
-    expect(metricValue(followerMetrics, 'keyroll_operator_reconciles_total{')).toBe(0);
+    expect(metricValue(followerMetrics, 'keyroll_reconcile_total{')).toBe(0);
 
     // The leader dies without releasing: the follower waits out the Lease, then takes over.
     const killedAt = Date.now();

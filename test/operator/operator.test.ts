@@ -1,5 +1,6 @@
 // The operator against the Kubernetes API test server and real `keyroll controller` processes with
 // stand-in gateways: rotation converges and is reported, and nothing restarts a converged gateway.
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
 import {
@@ -22,6 +23,7 @@ import {
   metricsText,
   metricValue,
   NS,
+  parsePrometheus,
   putPod,
   putSecret,
   startTestOperator,
@@ -77,6 +79,27 @@ afterAll(async () => {
   await upstream?.close();
   await server?.close();
 });
+
+/** Every metric docs/operator.md documents, with its type; the scrape must have them all. */
+const DOCUMENTED_METRICS: Record<string, string> = {
+  keyroll_reconcile_total: 'counter',
+  keyroll_reconcile_errors_total: 'counter',
+  keyroll_reconcile_time_seconds: 'histogram',
+  keyroll_workqueue_depth: 'gauge',
+  keyroll_leader_election_master_status: 'gauge',
+  keyroll_informer_restarts_total: 'counter',
+  keyroll_status_writes_total: 'counter',
+  keyroll_gatewaykey_targets: 'gauge',
+  keyroll_gatewaykey_condition: 'gauge',
+  keyroll_gatewaykey_last_rotation_timestamp_seconds: 'gauge',
+  keyroll_rotation_duration_seconds: 'histogram',
+  keyroll_rotations_total: 'counter',
+  process_cpu_seconds_total: 'counter',
+  process_resident_memory_bytes: 'gauge',
+  process_start_time_seconds: 'gauge',
+  nodejs_eventloop_lag_seconds: 'gauge',
+  nodejs_heap_size_used_bytes: 'gauge',
+};
 
 describe('operator end to end (test server + 3 controllers with stand-in gateways)', () => {
   it('converges an already-right fleet without restarting anything, and reports Ready', async () => {
@@ -157,19 +180,41 @@ describe('operator end to end (test server + 3 controllers with stand-in gateway
       },
     });
     const m = await metricsText(operators[0]!.op);
-    expect(metricValue(m, 'keyroll_operator_rotations_total')).toBeGreaterThanOrEqual(1);
-    expect(metricValue(m, 'keyroll_operator_rotation_latency_seconds_count')).toBeGreaterThanOrEqual(1);
+    expect(metricValue(m, 'keyroll_rotations_total')).toBeGreaterThanOrEqual(1);
+    expect(metricValue(m, 'keyroll_rotation_duration_seconds_count')).toBeGreaterThanOrEqual(1);
+
+    // The scrape parses as Prometheus text and has every name docs/operator.md documents.
+    const { types } = parsePrometheus(m);
+    const doc = readFileSync('docs/operator.md', 'utf8');
+    for (const [name, type] of Object.entries(DOCUMENTED_METRICS)) {
+      expect([name, types.get(name)]).toEqual([name, type]);
+      expect(doc, name).toContain(`\`${name}`);
+    }
+    const gk = { namespace: NS, name: 'rotation' };
+    const cond = (type: string, status: string) =>
+      metricValue(
+        m,
+        `keyroll_gatewaykey_condition{namespace="${NS}",name="rotation",type="${type}",status="${status}"}`,
+      );
+    expect([cond('Ready', 'True'), cond('Ready', 'False'), cond('Degraded', 'False')]).toEqual([1, 0, 1]);
+    const last = Date.parse(gkStatus(server, 'rotation').lastRotationTime ?? '') / 1000;
+    expect(
+      metricValue(
+        m,
+        `keyroll_gatewaykey_last_rotation_timestamp_seconds{namespace="${gk.namespace}",name="${gk.name}"}`,
+      ),
+    ).toBe(last);
   });
 
   it('calm: a resync, a watch expiring (410), an operator restart and a leader change restart no gateway', async () => {
     const before = await pids();
     const o = operators[0]!;
     // A resync: every GatewayKey reconciled again.
-    const reconciled = metricValue(await metricsText(o.op), 'keyroll_operator_reconciles_total{');
+    const reconciled = metricValue(await metricsText(o.op), 'keyroll_reconcile_total{');
     putSecret(server, 'gateway-token', { OPENCLAW_GATEWAY_TOKEN: TOKEN }); // same data, new resourceVersion
     await waitFor(
       'another reconcile',
-      async () => metricValue(await metricsText(o.op), 'keyroll_operator_reconciles_total{') > reconciled,
+      async () => metricValue(await metricsText(o.op), 'keyroll_reconcile_total{') > reconciled,
     );
     await o.op.idle();
 
@@ -178,7 +223,7 @@ describe('operator end to end (test server + 3 controllers with stand-in gateway
     server.hooks.dropWatches();
     await waitFor(
       'relist after 410',
-      async () => metricValue(await metricsText(o.op), 'keyroll_operator_informer_restarts_total{') >= 1,
+      async () => metricValue(await metricsText(o.op), 'keyroll_informer_restarts_total{') >= 1,
     );
     await waitFor('watches back', () => server.hooks.activeWatches() >= 3);
     await o.op.idle();
@@ -191,7 +236,7 @@ describe('operator end to end (test server + 3 controllers with stand-in gateway
     await waitFor('new leader', () => o2.op.isLeader(), 15_000);
     await waitFor(
       'a reconcile by the new leader',
-      async () => metricValue(await metricsText(o2.op), 'keyroll_operator_reconciles_total{') >= 1,
+      async () => metricValue(await metricsText(o2.op), 'keyroll_reconcile_total{') >= 1,
     );
     await o2.op.idle();
     expect(condition(gkStatus(server, 'rotation'), 'Ready')?.status).toBe('True');

@@ -16,6 +16,7 @@ import {
 } from '../../src/operator/status.ts';
 import type { TargetResult } from '../../src/reconcile/reconcile-target.ts';
 import type { PassResult } from '../../src/reconcile/rollout.ts';
+import { metricValue, parsePrometheus } from './support.ts';
 
 const validSpec = {
   source: { secretRef: { name: 'kilocode-key', key: 'KILOCODE_API_KEY' } },
@@ -465,17 +466,37 @@ describe('config', () => {
 });
 
 describe('metrics', () => {
-  it('renders the Prometheus text format', () => {
+  it('renders the Prometheus text format with the default process and nodejs metrics', async () => {
     const m = new OperatorMetrics();
     m.reconciles.inc({ result: 'success' });
-    m.reconcileDuration.observe({}, 0.2);
-    m.targets.set({ namespace: 'ns', gatewaykey: 'a', state: 'converged' }, 3);
-    const text = m.render();
-    expect(text).toContain('keyroll_operator_reconciles_total{result="success"} 1');
-    expect(text).toContain('keyroll_operator_reconcile_duration_seconds_bucket{le="0.5"} 1');
-    expect(text).toContain('keyroll_operator_reconcile_duration_seconds_count 1');
-    expect(text).toContain('keyroll_operator_targets{gatewaykey="a",namespace="ns",state="converged"} 3');
-    m.targets.deleteMatching({ namespace: 'ns', gatewaykey: 'a' });
-    expect(m.render()).not.toContain('gatewaykey="a"');
+    m.reconcileDuration.observe(0.2);
+    m.targets.set({ namespace: 'ns', name: 'a', state: 'converged' }, 3);
+    m.reportStatus('ns', 'a', {
+      lastRotationTime: '2026-11-23T10:00:00Z',
+      conditions: [
+        { type: 'Ready', status: 'True', reason: 'Converged', message: '', lastTransitionTime: 'x' },
+      ],
+    });
+    const text = await m.render();
+    const { types } = parsePrometheus(text);
+    expect(types.get('process_cpu_seconds_total')).toBe('counter');
+    expect(types.get('nodejs_heap_size_used_bytes')).toBe('gauge');
+    expect(metricValue(text, 'keyroll_reconcile_total{result="success"}')).toBe(1);
+    expect(metricValue(text, 'keyroll_reconcile_time_seconds_bucket{le="0.5"}')).toBe(1);
+    expect(metricValue(text, 'keyroll_reconcile_time_seconds_count')).toBe(1);
+    expect(metricValue(text, 'keyroll_gatewaykey_targets{state="converged",name="a",namespace="ns"}')).toBe(
+      3,
+    );
+    expect(
+      metricValue(text, 'keyroll_gatewaykey_condition{namespace="ns",name="a",type="Ready",status="True"}'),
+    ).toBe(1);
+    expect(
+      metricValue(text, 'keyroll_gatewaykey_condition{namespace="ns",name="a",type="Ready",status="False"}'),
+    ).toBe(0);
+    expect(
+      metricValue(text, 'keyroll_gatewaykey_last_rotation_timestamp_seconds{namespace="ns",name="a"}'),
+    ).toBe(Date.parse('2026-11-23T10:00:00Z') / 1000);
+    m.forget('ns', 'a');
+    expect(await m.render()).not.toContain('name="a"');
   });
 });

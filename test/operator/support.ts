@@ -121,6 +121,7 @@ export async function createGatewayKey(server: KubeApiServer, name: string, spec
 export interface StoredStatus {
   observedGeneration?: number;
   desiredVersion?: string;
+  lastRotationTime?: string;
   targets?: { total: number; converged: number; progressing: number; failed: number };
   targetStatuses?: Array<{ name: string; converged: boolean; message?: string; pid?: number }>;
   conditions?: Array<{
@@ -225,16 +226,83 @@ export async function metricsText(op: RunningOperator): Promise<string> {
   return res.text();
 }
 
-export function metricValue(text: string, series: string): number {
-  let sum = 0;
+export interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+const SAMPLE = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)(?: \d+)?$/;
+const LABEL = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?/gy;
+
+/**
+ * A small parser of the Prometheus text format (0.0.4): HELP/TYPE comments, samples with escaped
+ * label values. Throws on a line that is neither, or a sample of a family with no TYPE line.
+ */
+export function parsePrometheus(text: string): { types: Map<string, string>; samples: Sample[] } {
+  const types = new Map<string, string>();
+  const samples: Sample[] = [];
   for (const line of text.split('\n')) {
-    if (line.startsWith('#')) continue;
-    const sp = line.lastIndexOf(' ');
-    const name = line.slice(0, sp);
-    if (name === series || (series.endsWith('{') && name.startsWith(series)))
-      sum += Number(line.slice(sp + 1));
+    if (line === '') continue;
+    const t = /^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$/.exec(line);
+    if (t) {
+      types.set(t[1]!, t[2]!);
+      continue;
+    }
+    if (/^# HELP [a-zA-Z_:][a-zA-Z0-9_:]* .*$/.test(line)) continue;
+    const m = SAMPLE.exec(line);
+    if (!m) throw new Error(`not Prometheus text: ${line}`);
+    const labels: Record<string, string> = {};
+    if (m[2]) {
+      LABEL.lastIndex = 0;
+      let consumed = 0;
+      for (let l = LABEL.exec(m[2]); l; l = LABEL.exec(m[2])) {
+        labels[l[1]!] = l[2]!.replace(/\\n/g, '\n').replace(/\\(.)/g, '$1');
+        consumed = LABEL.lastIndex;
+      }
+      if (consumed !== m[2].length) throw new Error(`bad labels: ${line}`);
+    }
+    // As Go's ParseFloat, which Prometheus uses: NaN and Inf in any case.
+    const raw = m[3]!.toLowerCase();
+    const value =
+      raw === 'nan'
+        ? Number.NaN
+        : /^[+-]?inf$/.test(raw)
+          ? raw.startsWith('-')
+            ? -Infinity
+            : Infinity
+          : Number(raw);
+    if (Number.isNaN(value) && raw !== 'nan') throw new Error(`bad value: ${line}`);
+    const family = [...types.keys()].find(
+      (f) => m[1] === f || (/_(bucket|sum|count|total|created)$/.test(m[1]!) && m[1]!.startsWith(`${f}_`)),
+    );
+    if (!family) throw new Error(`sample without a TYPE: ${line}`);
+    samples.push({ name: m[1]!, labels, value });
+  }
+  return { types, samples };
+}
+
+/**
+ * The sum of the samples of `series`: `name` (no labels), `name{a="x",b="y"}` (exactly these
+ * labels, in any order) or `name{` (every series of the name).
+ */
+export function metricValue(text: string, series: string): number {
+  const { samples } = parsePrometheus(text);
+  const brace = series.indexOf('{');
+  const name = brace === -1 ? series : series.slice(0, brace);
+  const any = series.endsWith('{');
+  const want =
+    brace === -1 || any ? {} : parsePrometheus(`# TYPE ${name} untyped\n${series} 0`).samples[0]!.labels;
+  let sum = 0;
+  for (const s of samples) {
+    if (s.name !== name) continue;
+    if (any || canonicalLabels(s.labels) === canonicalLabels(want)) sum += s.value;
   }
   return sum;
+}
+
+function canonicalLabels(l: Record<string, string>): string {
+  return JSON.stringify(Object.entries(l).sort(([a], [b]) => a.localeCompare(b)));
 }
 
 export interface CliRun {
