@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { PassResult } from '../reconcile/rollout.ts';
 import { getCondition, rfc3339 } from './conditions.ts';
 import { API_VERSION, type CachedGatewayKey, type GatewayKeyStatus, KIND } from './gateway-key.ts';
+import { isKubeError, type KubeClient } from './kube-port.ts';
 import { podNames } from './status.ts';
 
 export interface EventSpec {
@@ -110,4 +111,63 @@ export function eventObject(
     lastTimestamp: t,
     count: 1,
   };
+}
+
+/** Events remembered for aggregation, as client-go's EventCorrelator (an LRU of 4096). */
+export const MAX_AGGREGATED_EVENTS = 4096;
+
+interface Recorded {
+  name: string;
+  count: number;
+}
+
+/**
+ * Records Events about GatewayKeys, aggregated: an Event this process already recorded for the
+ * same object, type, reason and message gets its `count` and `lastTimestamp` bumped (merge patch)
+ * instead of a new Event — as client-go's recorder does, so `kubectl describe` shows "(x5 over 10m)"
+ * rather than five lines. An Event that is gone (TTL) or cannot be patched is recorded anew.
+ */
+export class EventRecorder {
+  private readonly seen = new Map<string, Recorded>();
+  private readonly deps: {
+    kube: Pick<KubeClient, 'createEvent' | 'patchEvent'>;
+    now: () => number;
+    instance: string;
+  };
+  constructor(deps: EventRecorder['deps']) {
+    this.deps = deps;
+  }
+
+  async record(gk: CachedGatewayKey, e: EventSpec, signal: AbortSignal): Promise<void> {
+    const key = JSON.stringify([gk.namespace, gk.name, gk.uid, e.type, e.reason, e.message]);
+    const now = new Date(this.deps.now());
+    const prev = this.seen.get(key);
+    if (prev && this.deps.kube.patchEvent) {
+      try {
+        await this.deps.kube.patchEvent(
+          gk.namespace,
+          prev.name,
+          { count: prev.count + 1, lastTimestamp: rfc3339(now) },
+          signal,
+        );
+        this.seen.delete(key);
+        this.remember(key, { name: prev.name, count: prev.count + 1 });
+        return;
+      } catch (err) {
+        this.seen.delete(key);
+        if (!isKubeError(err, 404)) throw err;
+      }
+    }
+    const event = eventObject(gk, e, now, this.deps.instance);
+    await this.deps.kube.createEvent(gk.namespace, event, signal);
+    this.remember(key, { name: (event.metadata as { name: string }).name, count: 1 });
+  }
+
+  private remember(key: string, r: Recorded): void {
+    this.seen.set(key, r);
+    if (this.seen.size > MAX_AGGREGATED_EVENTS) {
+      const oldest = this.seen.keys().next().value;
+      if (oldest !== undefined) this.seen.delete(oldest);
+    }
+  }
 }

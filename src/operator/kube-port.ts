@@ -48,6 +48,13 @@ export interface KubeClient {
   /** PUT to the `/status` subresource; the object's `metadata.resourceVersion` is the precondition. */
   replaceGatewayKeyStatus(object: Record<string, unknown>, signal: AbortSignal): Promise<unknown>;
   createEvent(namespace: string, event: Record<string, unknown>, signal: AbortSignal): Promise<void>;
+  /** Merge patch of an Event (aggregation: count and lastTimestamp). Optional: without it every Event is new. */
+  patchEvent?(
+    namespace: string,
+    name: string,
+    patch: Record<string, unknown>,
+    signal: AbortSignal,
+  ): Promise<void>;
   getLease(namespace: string, name: string, signal: AbortSignal): Promise<unknown | null>;
   createLease(namespace: string, lease: Record<string, unknown>, signal: AbortSignal): Promise<unknown>;
   replaceLease(

@@ -72,7 +72,7 @@ export function kubeAdapter(kc: KubeConfig, opts: KubeAdapterOptions): KubeClien
   const server = kc.getCurrentCluster()?.server ?? '';
 
   async function request(
-    method: 'GET' | 'POST' | 'PUT',
+    method: 'GET' | 'POST' | 'PUT' | 'PATCH',
     path: string,
     query: Record<string, string | undefined>,
     body: unknown,
@@ -94,7 +94,10 @@ export function kubeAdapter(kc: KubeConfig, opts: KubeAdapterOptions): KubeClien
     ctx.setHeaderParam('Accept', 'application/json');
     if (opts.userAgent) ctx.setHeaderParam('User-Agent', opts.userAgent);
     if (body !== undefined) {
-      ctx.setHeaderParam('Content-Type', 'application/json');
+      ctx.setHeaderParam(
+        'Content-Type',
+        method === 'PATCH' ? 'application/merge-patch+json' : 'application/json',
+      );
       ctx.setBody(JSON.stringify(body));
     }
     ctx.setSignal(AbortSignal.any([signal, AbortSignal.timeout(opts.requestTimeoutMs)]));
@@ -263,6 +266,17 @@ export function kubeAdapter(kc: KubeConfig, opts: KubeAdapterOptions): KubeClien
 
     async createEvent(namespace, event, signal) {
       await request('POST', collectionPath('events', namespace), {}, event, 'event', signal);
+    },
+
+    async patchEvent(namespace, name, patch, signal) {
+      await request(
+        'PATCH',
+        `${collectionPath('events', namespace)}/${encodeURIComponent(name)}`,
+        {},
+        patch,
+        `event ${name}`,
+        signal,
+      );
     },
 
     getLease(namespace, name, signal) {

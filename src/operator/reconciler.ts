@@ -7,7 +7,7 @@ import type { RetryPolicy } from '../reconcile/retry.ts';
 import { type PassResult, runPass } from '../reconcile/rollout.ts';
 import { KeySourceError } from '../reconcile/sources/key-source.ts';
 import { type SecretReader, secretKeySource } from '../reconcile/sources/secret-source.ts';
-import { type EventSpec, eventForDegraded, eventObject, eventsForPass } from './events.ts';
+import { EventRecorder, type EventSpec, eventForDegraded, eventsForPass } from './events.ts';
 import {
   type CachedGatewayKey,
   type GatewayKeyStatus,
@@ -87,6 +87,7 @@ export function createReconciler(
   deps: ReconcilerDeps,
 ): (key: string) => Promise<ReconcileResult | undefined> {
   const rotations = new Map<string, Rotation>();
+  const recorder = new EventRecorder({ kube: deps.kube, now: deps.now, instance: deps.identity });
   const makeClient =
     deps.controllerClient ??
     ((url: string, token: string, timeoutMs: number) => httpControllerClient({ url, token, timeoutMs }));
@@ -145,11 +146,7 @@ export function createReconciler(
     for (const e of events) {
       const message = deps.secretValues.scrub(e.message);
       try {
-        await deps.kube.createEvent(
-          gk.namespace,
-          eventObject(gk, { ...e, message }, new Date(deps.now()), deps.identity),
-          bounded(),
-        );
+        await recorder.record(gk, { ...e, message }, bounded());
       } catch (err) {
         // Events are a courtesy to humans; failing to record one must not fail the reconcile.
         deps.log.warn(
