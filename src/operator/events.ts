@@ -125,7 +125,7 @@ interface Recorded {
  * Records Events about GatewayKeys, aggregated: an Event this process already recorded for the
  * same object, type, reason and message gets its `count` and `lastTimestamp` bumped (merge patch)
  * instead of a new Event — as client-go's recorder does, so `kubectl describe` shows "(x5 over 10m)"
- * rather than five lines. An Event that is gone (TTL) or cannot be patched is recorded anew.
+ * rather than five lines. An Event that is gone (TTL) or cannot be patched (an API error) is recorded anew.
  */
 export class EventRecorder {
   private readonly seen = new Map<string, Recorded>();
@@ -154,8 +154,11 @@ export class EventRecorder {
         this.remember(key, { name: prev.name, count: prev.count + 1 });
         return;
       } catch (err) {
+        // Gone (TTL, 404), not ours to patch (403 without the events patch verb) or anything else:
+        // a new Event still tells the human; an abort stops here.
         this.seen.delete(key);
-        if (!isKubeError(err, 404)) throw err;
+        signal.throwIfAborted();
+        if (!isKubeError(err)) throw err;
       }
     }
     const event = eventObject(gk, e, now, this.deps.instance);

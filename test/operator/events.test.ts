@@ -94,4 +94,22 @@ describe.skipIf(!hasKubectl)('Events are aggregated', () => {
     expect(again).toHaveLength(1);
     expect(again[0]).toMatchObject({ count: 1 });
   });
+
+  it('without the patch verb (403) a repeat is recorded as a new Event, not lost', async () => {
+    const gk = parseGatewayKey(server.hooks.get('gatewaykeys', NS, 'gw'))!;
+    const kube = kubeAdapter(loadKubeConfig(server.kubeconfigPath), { requestTimeoutMs: 5_000 });
+    const recorder = new EventRecorder({ kube, now: () => Date.now(), instance: 'test' });
+    const remove = server.hooks.injectFailure({ verb: 'patch', resource: 'events', code: 403 });
+    try {
+      const e = { type: 'Warning' as const, reason: 'TargetUnreachable', message: 'rbac' };
+      await recorder.record(gk, e, AbortSignal.timeout(5_000));
+      await recorder.record(gk, e, AbortSignal.timeout(5_000));
+      const got = (server.hooks.objects('events', NS) as Array<Record<string, unknown>>).filter(
+        (x) => x.message === 'rbac',
+      );
+      expect(got.map((x) => x.count)).toEqual([1, 1]);
+    } finally {
+      remove();
+    }
+  });
 });
