@@ -188,7 +188,12 @@ async function main(): Promise<void> {
   await new Promise((r) => setTimeout(r, 2_000));
   await traffic.stop();
   say(`(exit ${code})`);
-  const after = (await readState(oc)) as ControllerState & {
+  const after = (await readState(oc)) as ControllerState;
+  // The proxy's report, read as the controller sends it (readState keeps only what it checks).
+  const raw = (await fetch(`${oc.url}/_kilo/state`, {
+    headers: { authorization: `Bearer ${oc.token}` },
+    signal: AbortSignal.timeout(5_000),
+  }).then((r) => r.json())) as {
     proxy?: {
       strategy: string;
       lastHold: { heldRequests: number; longestWaitMs: number } | null;
@@ -198,12 +203,12 @@ async function main(): Promise<void> {
   const during = traffic.outcomes.filter((o) => o.endedAt >= rotationStart);
   const failed = failures(during);
   const lat = latency(during.filter((o) => o.kind !== 'healthz'));
-  const restartMs = after.proxy?.lastRestart?.durationMs ?? null;
-  const hold = after.proxy?.lastHold;
+  const restartMs = raw.proxy?.lastRestart?.durationMs ?? null;
+  const hold = raw.proxy?.lastHold;
   say(`requests during the rotation   ${during.length} sent, ${failed.length} failed`);
   say(
     `gateway restart                ${restartMs === null ? '-' : `${(restartMs / 1000).toFixed(1)} s`} ` +
-      `(${after.proxy?.strategy ?? '-'}: ${hold ? `${hold.heldRequests} requests held, longest wait ${(hold.longestWaitMs / 1000).toFixed(1)} s` : 'no hold'}); ` +
+      `(${raw.proxy?.strategy ?? '-'}: ${hold ? `${hold.heldRequests} requests held, longest wait ${(hold.longestWaitMs / 1000).toFixed(1)} s` : 'no hold'}); ` +
       'a bare gateway refuses every request for that long',
   );
   say(`whole reconcile pass           ${(rotationMs / 1000).toFixed(1)} s (deliver + verify)`);
