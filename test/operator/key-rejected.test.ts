@@ -158,7 +158,8 @@ describe('KeyRejected with --kube and the operator', () => {
         () => condition(gkStatus(server, 'rotate'), 'Degraded')?.reason === 'KeyRejected',
         20_000,
       );
-      expect(warnings('KeyRejected').length).toBeGreaterThanOrEqual(2);
+      // The Event follows the status write (a reconcile writes status, then records Events).
+      await waitFor('a second KeyRejected Warning', () => warnings('KeyRejected').length >= 2, 5_000);
       // The operator keeps re-observing (retry with backoff); the evidence flips, and so does status.
       fakes[0]!.setTraffic(acceptedLater);
       await waitFor(
