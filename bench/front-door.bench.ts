@@ -233,9 +233,8 @@ async function startController(opts: {
     // Its warnings and errors, by (constant) message: a SIGTERM timeout, an unexpected exit, …
     const warnings = new Map<string, number>();
     for (const line of proc.lines) {
-      if (!line.includes('"level":4') && !line.includes('"level":5')) continue;
       const f = parseLogLine(line);
-      if (f && typeof f.level === 'number' && f.level >= 40)
+      if (f && ['warn', 'error', 'fatal'].includes(String(f.level)))
         warnings.set(String(f.msg), (warnings.get(String(f.msg)) ?? 0) + 1);
     }
     if (warnings.size > 0)

@@ -192,7 +192,7 @@ async function rss(SECRETS: number, KEYS: number): Promise<void> {
     };
     await waitFor(
       'all GatewayKeys reconciled',
-      async () => (await metric('keyroll_operator_reconciles_total{')) >= KEYS,
+      async () => (await metric('keyroll_reconcile_total{')) >= KEYS,
       180_000,
       200,
     );

@@ -496,7 +496,7 @@ describe.skipIf(!kubectl)('manifests', () => {
       expect(crdEstablished.code).toBe(0);
       const gk = await k.run(['get', 'gk', '-n', 'keyroll'], { timeoutMs: 30_000 });
       expect(gk.code).toBe(0);
-      expect(gk.stdout).toMatch(/^NAME\s+DESIRED\s+CONVERGED\s+READY\s+AGE/);
+      expect(gk.stdout).toMatch(/^NAME\s+DESIRED\s+CONVERGED\s+READY\s+STATUS\s+LAST-ROTATED\s+AGE/);
       expect(gk.stdout).toMatch(/^kilocode\s/m);
 
       // A user's kustomization that opts into the example gateway and the reconcile CronJob

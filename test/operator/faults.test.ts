@@ -305,7 +305,10 @@ describe('operator faults', () => {
     expect(denied).toEqual([]);
     // And the Role grants nothing the operator did not use over this file's runs (which include a
     // status conflict, lease takeovers and Secret/Pod informers): least privilege, both ways.
-    const unused = [...allowed].filter((a) => !sent.has(a));
+    // Event aggregation patches an Event only when one repeats, which these runs do not provoke;
+    // test/operator/events.test.ts shows the operator sending that patch (count 4, one Event).
+    const exercisedElsewhere = new Set(['|events|patch']);
+    const unused = [...allowed].filter((a) => !sent.has(a) && !exercisedElsewhere.has(a));
     expect(unused).toEqual([]);
   });
 
