@@ -552,6 +552,9 @@ describe('controller fuzz', () => {
       await waitFor(async () => (await state()).gateway?.ready, 30_000, 'gateway ready after the run');
       const spawned = readStarts(fixLog).map((s) => s.key);
       expect(spawned[0]).toBe(INITIAL);
+      console.log(
+        `fuzz seed ${SEED}: ${validKeys.size} valid patches, ${spawned.length} gateway spawns, all with the initial key or a valid patch's`,
+      );
       for (const key of spawned)
         expect(
           key === INITIAL || validKeys.has(key!),
