@@ -91,7 +91,7 @@ describe('controller with a JSON5 openclaw.json', () => {
         async () => {
           const r = await fetch(`${base}/_kilo/state`, { headers: { authorization: `Bearer ${TOKEN}` } });
           const s = (await r.json()) as State;
-          return s.gateway.ready ? s : null;
+          return s.gateway.ready && s.gateway.state === 'running' ? s : null;
         },
         20_000,
         'the gateway to be ready',
