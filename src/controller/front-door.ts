@@ -550,16 +550,14 @@ function statusBlock(status: number, message: string, rawHeaders: string[]): str
   return `${text}\r\n`;
 }
 
+/** A JSON answer (the controller's own routes and the proxy's refusals); nothing once headers went. */
 export function sendJson(
   res: Http.ServerResponse,
   status: number,
   body: unknown,
   headers: Record<string, string> = {},
 ): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
+  if (res.headersSent) return;
   const text = JSON.stringify(body);
   res.writeHead(status, {
     'content-type': 'application/json; charset=utf-8',

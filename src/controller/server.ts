@@ -8,7 +8,7 @@ import { constantTimeEqual, matchToken } from '../fingerprint.ts';
 import { checkKeyValue, checkVersionLabel } from '../keys.ts';
 import type { Logger, SecretRegistry } from '../log.ts';
 import type { DeliveryResult } from './delivery.ts';
-import { type FrontDoor, rawReply } from './front-door.ts';
+import { type FrontDoor, rawReply, sendJson as send } from './front-door.ts';
 import {
   errInfo,
   GatewayAlreadyRunningError,
@@ -70,23 +70,6 @@ export interface ServerDeps {
 type Handler = (req: IncomingMessage, res: ServerResponse, token: string) => Promise<void>;
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
-
-function send(
-  res: ServerResponse,
-  status: number,
-  body: unknown,
-  headers: Record<string, string> = {},
-): void {
-  if (res.headersSent) return;
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': String(Buffer.byteLength(text)),
-    'cache-control': 'no-store',
-    ...headers,
-  });
-  res.end(text);
-}
 
 /** `Authorization: Bearer <token>`: scheme case-insensitive, token compared in constant time. */
 export function bearerMatches(header: string | undefined, token: string): boolean {

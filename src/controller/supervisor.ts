@@ -5,6 +5,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { readyzOk } from '../adapters/loopback-http.ts';
 import { CUT_MARK, type Logger } from '../log.ts';
+import type { RouteTarget } from './front-door.ts';
 import { onLines } from './lines.ts';
 
 export type SupervisorState = 'stopped' | 'starting' | 'running' | 'stopping' | 'crashed' | 'shutting_down';
@@ -47,7 +48,7 @@ export interface RestartRecord {
 
 /** The front door as the supervisor drives it (see front-door.ts). */
 export interface TrafficSwitch {
-  route(target: { port: number; pid: number } | null): void;
+  route(target: RouteTarget | null): void;
   hold(): void;
   drain(port: number, timeoutMs: number): Promise<unknown>;
 }
@@ -333,13 +334,7 @@ export class Supervisor extends EventEmitter {
       }
       this.#o.log.info({ fallback }, 'Surge not possible for this restart; holding instead');
     }
-    const record: RestartRecord = {
-      strategy: 'hold',
-      fallback,
-      at: new Date(this.#now()).toISOString(),
-      durationMs: null,
-    };
-    this.#lastRestart = record;
+    const record = this.#recordRestart('hold', fallback);
     const fd = this.#o.frontDoor;
     fd?.hold();
     try {
@@ -370,13 +365,7 @@ export class Supervisor extends EventEmitter {
    * never becomes ready, it is stopped and the old one keeps serving.
    */
   async #surge(old: Child, began: number): Promise<void> {
-    const record: RestartRecord = {
-      strategy: 'surge',
-      fallback: null,
-      at: new Date(this.#now()).toISOString(),
-      durationMs: null,
-    };
-    this.#lastRestart = record;
+    const record = this.#recordRestart('surge', null);
     const port = old.port === this.#port ? this.#o.surgePort! : this.#port;
     const next = this.#spawnChild(port, true);
     await raceTimeout(next.settled, this.#o.readyTimeoutMs + this.#o.probeIntervalMs);
@@ -401,6 +390,12 @@ export class Supervisor extends EventEmitter {
     await this.#o.frontDoor?.drain(old.port, this.#o.drainTimeoutMs);
     old.expectedExit = true;
     await this.#terminate(old);
+  }
+
+  /** Starts the record `lastRestart` reports; its duration is filled in once the switch happens. */
+  #recordRestart(strategy: RestartStrategy, fallback: string | null): RestartRecord {
+    this.#lastRestart = { strategy, fallback, at: new Date(this.#now()).toISOString(), durationMs: null };
+    return this.#lastRestart;
   }
 
   #exclusive<T>(fn: () => Promise<T>): Promise<T> {
