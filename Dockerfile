@@ -6,15 +6,15 @@
 # time. Both run the bundle that `npm run build` makes (dist/keyroll.js), not the TypeScript
 # sources: no type stripping at start, and the controller loads only what it uses.
 
-# Base image, one place for every stage. Pin it by digest for a reproducible, tamper-evident
-# build: the multi-platform index digest of the tag, as printed by
-#   docker buildx imagetools inspect node:24.21.0-bookworm-slim --format '{{json .Manifest.Digest}}'
-# written as node:24.21.0-bookworm-slim@sha256:<64 hex digits> (the tag stays for readers; the
-# digest wins). Refresh it the same way when moving to a new Node release or a rebuilt tag, and
-# review the change like a dependency bump. It is a tag here only because the digest could not
-# be looked up where this file was last edited (no registry access): set it before releasing,
-# or pass --build-arg NODE_IMAGE=node:24.21.0-bookworm-slim@sha256:<digest>.
-ARG NODE_IMAGE=node:24.21.0-bookworm-slim
+# Base image, one place for every stage, pinned by digest for a reproducible, tamper-evident
+# build: the digest wins over the tag (the tag stays for readers). It is the multi-platform index
+# digest of node:24-bookworm-slim that openclaw/openclaw's own Dockerfile pins (Dependabot-kept,
+# commit 43ac601c878c), the base OpenClaw builds its own image on. It was not resolved
+# against a registry where this file was last edited (none reachable there); before a release,
+# check it and refresh it like a dependency bump:
+#   docker buildx imagetools inspect node:24-bookworm-slim --format '{{json .Manifest.Digest}}'
+# test/build/supply-chain.test.ts refuses a FROM that is not pinned by digest.
+ARG NODE_IMAGE=node:24-bookworm-slim@sha256:e8e2e91b1378f83c5b2dd15f0247f34110e2fe895f6ca7719dbb780f929368eb
 
 FROM ${NODE_IMAGE} AS deps
 WORKDIR /app
