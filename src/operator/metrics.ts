@@ -69,6 +69,13 @@ export class OperatorMetrics {
     'Status conditions of each GatewayKey: 1 for the status the condition has, 0 for the others.',
     ['namespace', 'name', 'type', 'status'],
   );
+  /** One series per condition, for its current reason (an alert on KeyRejected needs the reason). */
+  readonly conditionReasons = new Gauge(
+    this.registry,
+    'keyroll_gatewaykey_condition_reason',
+    'The reason of each status condition of each GatewayKey: 1 for the current reason (one series per type).',
+    ['namespace', 'name', 'type', 'reason'],
+  );
   readonly lastRotation = new Gauge(
     this.registry,
     'keyroll_gatewaykey_last_rotation_timestamp_seconds',
@@ -121,6 +128,9 @@ export class OperatorMetrics {
         if (c) this.conditions.set({ namespace, name, type, status: s }, c.status === s ? 1 : 0);
         else this.conditions.deleteMatching({ namespace, name, type });
       }
+      // The reason changes with the condition: drop the old reason's series, keep one.
+      this.conditionReasons.deleteMatching({ namespace, name, type });
+      if (c?.reason) this.conditionReasons.set({ namespace, name, type, reason: c.reason }, 1);
     }
     const t = status.lastRotationTime ? Date.parse(status.lastRotationTime) : Number.NaN;
     if (Number.isFinite(t)) this.lastRotation.set({ namespace, name }, t / 1000);
@@ -128,7 +138,9 @@ export class OperatorMetrics {
 
   /** Drops every series of a GatewayKey that is gone. */
   forget(namespace: string, name: string): void {
-    for (const g of [this.targets, this.conditions, this.lastRotation]) g.deleteMatching({ namespace, name });
+    for (const g of [this.targets, this.conditions, this.conditionReasons, this.lastRotation]) {
+      g.deleteMatching({ namespace, name });
+    }
   }
 
   get contentType(): string {

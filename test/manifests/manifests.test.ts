@@ -53,7 +53,7 @@ const BUILT_IN: Record<string, new (o: any) => { validate(): void }> = {
   NetworkPolicy,
 };
 /** Kinds no model here validates: the CRD itself and the custom resources. */
-const NOT_BUILT_IN = ['CustomResourceDefinition', 'GatewayKey', 'ServiceMonitor'];
+const NOT_BUILT_IN = ['CustomResourceDefinition', 'GatewayKey', 'ServiceMonitor', 'PrometheusRule'];
 
 /** What `kubectl apply -k manifests` installs, and nothing more. */
 const DEFAULT_INSTALL = [
@@ -76,7 +76,7 @@ const COMPONENT_OBJECTS: Record<ComponentName, string[]> = {
     'Service/openclaw-gateway',
     'StatefulSet/openclaw-gateway',
   ],
-  monitoring: ['ServiceMonitor/keyroll-operator'],
+  monitoring: ['PrometheusRule/keyroll-operator', 'ServiceMonitor/keyroll-operator'],
 };
 
 const names = (objects: readonly Obj[]) => objects.map((o) => `${o.kind}/${o.metadata.name}`).sort();
@@ -310,6 +310,29 @@ describe.skipIf(!kubectl)('manifests', () => {
         if (r.resourceNames) expect(r.verbs, role.metadata.name).not.toContain('create');
       }
     }
+  });
+
+  it("the reconcile CronJob takes the operator's Lease: its KEYROLL_LEASE_NAME is the operator's, and its Role allows get/update on that Lease only, and create", () => {
+    const args = container(one(base, 'Deployment', 'keyroll-operator'), 'operator').args ?? [];
+    const operatorLease = parseOperatorConfig({ leaseName: flagValue(args, '--lease-name') }, {}).leaseName;
+    const cron = podTemplate(one(full, 'CronJob', 'keyroll-reconcile')).spec.containers[0] as Container & {
+      env?: Array<{ name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }>;
+    };
+    const env = new Map((cron.env ?? []).map((e) => [e.name, e]));
+    expect(env.get('KEYROLL_LEASE_NAME')?.value).toBe(operatorLease);
+    expect(env.get('POD_NAME')?.valueFrom?.fieldRef?.fieldPath).toBe('metadata.name');
+    const leaseRules = (one(base, 'Role', 'keyroll-reconcile').rules ?? []).filter((r) =>
+      r.resources.includes('leases'),
+    );
+    expect(leaseRules).toEqual([
+      {
+        apiGroups: ['coordination.k8s.io'],
+        resources: ['leases'],
+        resourceNames: [operatorLease],
+        verbs: ['get', 'update'],
+      },
+      { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
+    ]);
   });
 
   it('reference images built by the Dockerfile targets', async () => {
