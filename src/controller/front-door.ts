@@ -10,6 +10,7 @@
 import type * as Http from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../log.ts';
+import { RequestCounter } from './metrics.ts';
 import { CLOSE_SERVICE_RESTART, closeFrame, FrameBoundary } from './ws-frames.ts';
 
 const http: typeof Http = process.getBuiltinModule('node:http');
@@ -61,6 +62,14 @@ export interface FrontDoorStats {
   lastHold: { heldRequests: number; longestWaitMs: number; refused: number; endedAt: string } | null;
 }
 
+/** Cumulative counts for /metrics (unlike `TrafficStats`, never reset by a new gateway). */
+export interface FrontDoorTotals {
+  held: number;
+  holdRefused: number;
+  keyRejected: number;
+  accepted: number;
+}
+
 export interface FrontDoorOptions {
   log: Logger;
   /** Longest a request waits during a hold; a hold older than this refuses new requests. */
@@ -100,7 +109,10 @@ export class FrontDoor {
   #hold = { heldRequests: 0, longestWaitMs: 0, refused: 0 };
   #lastHold: FrontDoorStats['lastHold'] = null;
   #traffic: TrafficStats = emptyTraffic(null);
+  #totals: FrontDoorTotals = { held: 0, holdRefused: 0, keyRejected: 0, accepted: 0 };
   #closed = false;
+  /** Answers by route and status, for /metrics: the HTTP handlers count theirs here too. */
+  readonly requests = new RequestCounter();
 
   constructor(opts: FrontDoorOptions) {
     this.#o = opts;
@@ -124,6 +136,7 @@ export class FrontDoor {
       if (target) h.start(target);
       else {
         if (this.#lastHold) this.#lastHold.refused++;
+        this.#totals.holdRefused++;
         h.refuse();
       }
     }
@@ -186,6 +199,10 @@ export class FrontDoor {
     return { ...this.#traffic };
   }
 
+  totals(): FrontDoorTotals {
+    return { ...this.#totals };
+  }
+
   stats(): FrontDoorStats {
     let inFlight = 0;
     let websockets = 0;
@@ -238,12 +255,16 @@ export class FrontDoor {
   handleUpgrade(req: Http.IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => {});
     if (!this.tokenOk(req.headers)) {
+      this.requests.count('websocket', 401);
       rawReply(socket, 401, { error: 'Unauthorized' });
       return;
     }
     this.#admit(
       (target) => this.#forwardUpgrade(req, socket, head, target),
-      () => rawReply(socket, 503, { error: 'Gateway not ready' }, { 'retry-after': RETRY_AFTER_S }),
+      () => {
+        this.requests.count('websocket', 503);
+        rawReply(socket, 503, { error: 'Gateway not ready' }, { 'retry-after': RETRY_AFTER_S });
+      },
       (onGone) => socket.once('close', onGone),
     );
   }
@@ -265,7 +286,10 @@ export class FrontDoor {
     const now = this.#now();
     const holding = this.#holdSince !== null && now - this.#holdSince < this.#o.holdTimeoutMs;
     if (!holding || this.#held.length >= this.#o.holdMax) {
-      if (this.#holdSince !== null) this.#hold.refused++;
+      if (this.#holdSince !== null) {
+        this.#hold.refused++;
+        this.#totals.holdRefused++;
+      }
       refuse();
       return;
     }
@@ -278,6 +302,7 @@ export class FrontDoor {
         const i = this.#held.indexOf(entry);
         if (i >= 0) this.#held.splice(i, 1);
         this.#hold.refused++;
+        this.#totals.holdRefused++;
         this.#hold.longestWaitMs = Math.max(this.#hold.longestWaitMs, this.#now() - entry.arrivedAt);
         if (!entry.gone) refuse();
       }, this.#o.holdTimeoutMs),
@@ -287,6 +312,7 @@ export class FrontDoor {
       entry.gone = true;
     });
     this.#hold.heldRequests++;
+    this.#totals.held++;
     this.#held.push(entry);
   }
 
@@ -382,6 +408,7 @@ export class FrontDoor {
     if (this.#target?.pid !== pid) return;
     const at = new Date(this.#now()).toISOString();
     this.#traffic[what]++;
+    this.#totals[what]++;
     if (what === 'accepted') this.#traffic.lastAcceptedAt = at;
     else this.#traffic.lastKeyRejectedAt = at;
   }
@@ -402,6 +429,7 @@ export class FrontDoor {
         upSocket.destroy();
         return;
       }
+      this.requests.count('websocket', 101);
       socket.write(statusBlock(101, 'Switching Protocols', pres.rawHeaders));
       const pair = new WsPair(socket, upSocket, () => up.sockets.delete(pair));
       up.sockets.add(pair);
@@ -409,10 +437,15 @@ export class FrontDoor {
     });
     preq.on('response', (pres) => {
       // The gateway answered without upgrading: relay its answer and end.
+      this.requests.count('websocket', pres.statusCode ?? 502);
       socket.write(statusBlock(pres.statusCode ?? 502, pres.statusMessage ?? '', pres.rawHeaders));
       pres.pipe(socket);
     });
-    preq.on('error', () => rawReply(socket, 502, { error: 'Bad Gateway' }));
+    preq.on('error', () => {
+      if (socket.destroyed) return;
+      this.requests.count('websocket', 502);
+      rawReply(socket, 502, { error: 'Bad Gateway' });
+    });
     socket.once('close', () => preq.destroy());
     preq.end();
   }

@@ -9,9 +9,11 @@ import { checkKeyValue, checkVersionLabel } from '../keys.ts';
 import type { Logger, SecretRegistry } from '../log.ts';
 import type { DeliveryResult } from './delivery.ts';
 import { type FrontDoor, rawReply, sendJson as send } from './front-door.ts';
+import { METRICS_CONTENT_TYPE, RequestCounter, renderMetrics } from './metrics.ts';
 import {
   errInfo,
   GatewayAlreadyRunningError,
+  type RestartCounts,
   SupervisorShuttingDownError,
   type SupervisorState,
   type SupervisorStats,
@@ -31,6 +33,8 @@ export interface GatewayControl {
   start(): Promise<void>;
   stop(): Promise<void>;
   restart(): Promise<void>;
+  /** Restart counts by strategy and outcome, for /metrics (the Supervisor has them). */
+  restartCounts?(): RestartCounts;
 }
 
 /**
@@ -68,6 +72,28 @@ export interface ServerDeps {
 
 /** A `/_kilo/*` route; `token` is the one the caller authenticated with (current or previous). */
 type Handler = (req: IncomingMessage, res: ServerResponse, token: string) => Promise<void>;
+
+/**
+ * What the handlers of one controller share (its public and admin ports are two handlers over the
+ * same deps): the answer counts when there is no front door, and the last rotation's time.
+ */
+interface Shared {
+  requests: RequestCounter;
+  lastRotationMs: number | null;
+}
+const sharedByDeps = new WeakMap<ServerDeps, Shared>();
+
+function sharedOf(deps: ServerDeps): Shared {
+  let s = sharedByDeps.get(deps);
+  if (!s) {
+    s = { requests: deps.frontDoor?.requests ?? new RequestCounter(), lastRotationMs: null };
+    sharedByDeps.set(deps, s);
+  }
+  return s;
+}
+
+/** The `route` label of an answer: a fixed set, never the request's own path. */
+const OWN_ROUTES = new Set(['/health', '/readyz', '/metrics', '/_kilo/health']);
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 
@@ -157,6 +183,42 @@ export function createControllerHandler(deps: ServerDeps, role: PortRole = 'both
   const bodyTimeout = deps.bodyTimeoutMs ?? 30_000;
   const adminHere = role !== 'public';
   const proxyHere = role !== 'admin' ? (deps.frontDoor ?? null) : null;
+  const shared = sharedOf(deps);
+  // `/metrics` is the controller's on the admin port only; on a port that proxies, it is the
+  // gateway's path like any other, and the controller's own is `/_kilo/metrics`.
+  const metricsHere = role === 'admin';
+
+  const metrics = async (_req: IncomingMessage, res: ServerResponse) => {
+    const fd = deps.frontDoor ?? null;
+    const stats = deps.gateway.getStats();
+    const fdStats = fd?.stats();
+    const totals = fd?.totals();
+    const counts = deps.gateway.restartCounts?.();
+    const last = stats.lastRestart;
+    const text = await renderMetrics({
+      requests: shared.requests.entries(),
+      inFlight: fdStats?.inFlight ?? 0,
+      websockets: fdStats?.websockets ?? 0,
+      holdQueueDepth: fdStats?.held ?? 0,
+      heldTotal: totals?.held ?? 0,
+      holdRefusedTotal: totals?.holdRefused ?? 0,
+      keyRejectedTotal: totals?.keyRejected ?? 0,
+      acceptedTotal: totals?.accepted ?? 0,
+      restarts: counts?.byOutcome ?? [],
+      surgeFallbacksTotal: counts?.surgeFallbacks ?? 0,
+      gatewayCrashesTotal: counts?.crashes ?? stats.restarts,
+      gatewayUp: stats.state === 'running',
+      lastRotationMs: shared.lastRotationMs,
+      lastRestartAtMs: last ? Date.parse(last.at) : null,
+      lastRestartDurationMs: last?.durationMs ?? null,
+    });
+    res.writeHead(200, {
+      'content-type': METRICS_CONTENT_TYPE,
+      'content-length': String(Buffer.byteLength(text)),
+      'cache-control': 'no-store',
+    });
+    res.end(text);
+  };
 
   const lifecycleBody = () => {
     const l = deps.lifecycle();
@@ -262,6 +324,7 @@ export function createControllerHandler(deps: ServerDeps, role: PortRole = 'both
         return;
       }
       deps.setKeyVersion(version);
+      shared.lastRotationMs = Date.now();
       log.info(
         {
           keys: Object.keys(check.vars),
@@ -277,12 +340,27 @@ export function createControllerHandler(deps: ServerDeps, role: PortRole = 'both
     'GET /_kilo/state': async (_req, res, token) => send(res, 200, await deps.observe(token)),
 
     'GET /_kilo/version': async (_req, res) => send(res, 200, deps.version()),
+
+    'GET /_kilo/metrics': metrics,
   };
 
   const canServe = () => deps.frontDoor?.canServe() ?? deps.gateway.getState() === 'running';
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = pathOf(req.url);
+    const kilo = path === '/_kilo' || path.startsWith('/_kilo/');
+    const own = kilo || OWN_ROUTES.has(path) || !proxyHere;
+    const route = !own
+      ? 'proxy'
+      : kilo
+        ? routes[`${req.method} ${path}`]
+          ? path
+          : '/_kilo/*'
+        : OWN_ROUTES.has(path)
+          ? path
+          : 'other';
+    // Counted once the answer is over; `none`: the client left before one was sent.
+    res.once('close', () => shared.requests.count(route, res.headersSent ? res.statusCode : 'none'));
     try {
       if (req.method === 'GET' && path === '/health') return send(res, 200, { status: 'ok' });
       if (req.method === 'GET' && path === '/_kilo/health') return send(res, 200, lifecycleBody());
@@ -290,21 +368,22 @@ export function createControllerHandler(deps: ServerDeps, role: PortRole = 'both
       if (req.method === 'GET' && path === '/readyz') {
         return canServe() ? send(res, 200, { ready: true }) : send(res, 503, { ready: false });
       }
-      const kilo = path === '/_kilo' || path.startsWith('/_kilo/');
-      if (!kilo) {
+      const isMetrics = metricsHere && req.method === 'GET' && path === '/metrics';
+      if (!kilo && !isMetrics) {
         if (proxyHere) return proxyHere.handleRequest(req, res);
         return send(res, 404, { error: 'Not found' });
       }
       if (!adminHere) return send(res, 404, { error: 'Not found' });
-      const route = routes[`${req.method} ${path}`];
-      if (!route) return send(res, 401, { error: 'Unauthorized', code: 'controller_route_unavailable' });
+      const handler = isMetrics ? metrics : routes[`${req.method} ${path}`];
+      if (!handler) return send(res, 401, { error: 'Unauthorized', code: 'controller_route_unavailable' });
       const token = authorizedToken(req.headers.authorization, deps.token, deps.previousToken ?? null);
       if (token === null) return send(res, 401, { error: 'Unauthorized' });
       const l = deps.lifecycle();
-      if (l.state === 'bootstrapping' || l.state === 'starting') {
+      // Metrics answer during start-up too: that the gateway is not up yet is worth scraping.
+      if ((l.state === 'bootstrapping' || l.state === 'starting') && handler !== metrics) {
         return send(res, 503, { error: 'Service starting', state: l.state });
       }
-      await route(req, res, token);
+      await handler(req, res, token);
     } catch (err) {
       if (err instanceof BodyTooLarge) {
         send(res, 413, { error: 'Payload too large' }, { connection: 'close' });
@@ -325,6 +404,7 @@ export function createControllerHandler(deps: ServerDeps, role: PortRole = 'both
     socket.on('error', () => {});
     const path = pathOf(req.url);
     if (!proxyHere || path === '/_kilo' || path.startsWith('/_kilo/')) {
+      shared.requests.count('websocket', 404);
       rawReply(socket, 404, { error: 'Not found' });
       return;
     }

@@ -55,6 +55,15 @@ export interface TrafficSwitch {
 
 export type SpawnReason = 'start' | 'restart' | 'crash';
 
+/** Cumulative restart counts for /metrics. */
+export interface RestartCounts {
+  /** Requested restarts by the strategy used and outcome: `ok` (took requests) or `failed`. */
+  byOutcome: [strategy: RestartStrategy, outcome: 'ok' | 'failed', count: number][];
+  surgeFallbacks: number;
+  /** Unexpected exits (the same as `restarts` in the stats). */
+  crashes: number;
+}
+
 export interface Timers {
   setTimeout: (fn: () => void, ms: number) => unknown;
   clearTimeout: (handle: unknown) => void;
@@ -176,6 +185,8 @@ export class Supervisor extends EventEmitter {
   #requestedRestarts = 0;
   #spawns = 0;
   #lastExit: ExitInfo | null = null;
+  readonly #outcomes = new Map<string, number>();
+  #surgeFallbacks = 0;
 
   constructor(opts: SupervisorOptions) {
     super();
@@ -209,6 +220,20 @@ export class Supervisor extends EventEmitter {
       port: c?.port ?? null,
       lastRestart: this.#lastRestart,
     };
+  }
+
+  restartCounts(): RestartCounts {
+    const byOutcome: RestartCounts['byOutcome'] = [];
+    for (const [key, n] of this.#outcomes) {
+      const [strategy, outcome] = key.split(' ') as [RestartStrategy, 'ok' | 'failed'];
+      byOutcome.push([strategy, outcome, n]);
+    }
+    return { byOutcome, surgeFallbacks: this.#surgeFallbacks, crashes: this.#restarts };
+  }
+
+  #countOutcome(strategy: RestartStrategy, ok: boolean): void {
+    const key = `${strategy} ${ok ? 'ok' : 'failed'}`;
+    this.#outcomes.set(key, (this.#outcomes.get(key) ?? 0) + 1);
   }
 
   /** The env the current child was spawned with (null without a child); a copy. */
@@ -332,11 +357,13 @@ export class Supervisor extends EventEmitter {
         await this.#surge(c, began);
         return;
       }
+      this.#surgeFallbacks++;
       this.#o.log.info({ fallback }, 'Surge not possible for this restart; holding instead');
     }
     const record = this.#recordRestart('hold', fallback);
     const fd = this.#o.frontDoor;
     fd?.hold();
+    let counted = false;
     try {
       if (c) {
         await fd?.drain(c.port, this.#o.drainTimeoutMs);
@@ -345,7 +372,9 @@ export class Supervisor extends EventEmitter {
       if (this.#shuttingDown) return;
       await this.#runBeforeSpawn('restart');
       const child = this.#spawnChild(this.#port);
+      counted = true;
       void child.settled.then(() => {
+        this.#countOutcome('hold', child.ready);
         if (child.ready) record.durationMs = Math.round(performance.now() - began);
       });
       // A rotation holds the queue until its child is ready (or gone), so rotations arriving during
@@ -353,6 +382,7 @@ export class Supervisor extends EventEmitter {
       // over and over.
       if (coalesced) await raceTimeout(child.settled, this.#o.readyTimeoutMs + this.#o.probeIntervalMs);
     } catch (err) {
+      if (!counted) this.#countOutcome('hold', false);
       // Nothing will become ready to release the held requests to: answer them now.
       if (!this.#child?.ready) fd?.route(null);
       throw err;
@@ -367,10 +397,17 @@ export class Supervisor extends EventEmitter {
   async #surge(old: Child, began: number): Promise<void> {
     const record = this.#recordRestart('surge', null);
     const port = old.port === this.#port ? this.#o.surgePort! : this.#port;
-    const next = this.#spawnChild(port, true);
+    let next: Child;
+    try {
+      next = this.#spawnChild(port, true);
+    } catch (err) {
+      this.#countOutcome('surge', false);
+      throw err;
+    }
     await raceTimeout(next.settled, this.#o.readyTimeoutMs + this.#o.probeIntervalMs);
     if (this.#shuttingDown) return;
     if (!next.ready || next.hasExited) {
+      this.#countOutcome('surge', false);
       this.#next = null;
       next.expectedExit = true;
       await this.#terminate(next);
@@ -386,6 +423,7 @@ export class Supervisor extends EventEmitter {
     this.#setState('running');
     this.#o.frontDoor?.route({ port: next.port, pid: next.pid });
     record.durationMs = Math.round(performance.now() - began);
+    this.#countOutcome('surge', true);
     this.#o.log.info({ pid: next.pid, port, oldPid: old.pid }, 'Switched to the surge gateway');
     await this.#o.frontDoor?.drain(old.port, this.#o.drainTimeoutMs);
     old.expectedExit = true;
