@@ -5,11 +5,11 @@
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { silentLogger } from '../src/log.ts';
-import { systemClock } from '../src/reconcile/clock.ts';
+import { systemClock } from '../src/clock.ts';
+import { runPass } from '../src/engine/pass.ts';
+import type { Target } from '../src/engine/target.ts';
 import { httpControllerClient } from '../src/reconcile/controller-client.ts';
-import type { Target } from '../src/reconcile/reconcile-target.ts';
 import { DEFAULT_RETRY } from '../src/reconcile/retry.ts';
-import { runPass } from '../src/reconcile/rollout.ts';
 
 const TARGETS = Number(process.env.BENCH_TARGETS ?? 500);
 const RESTART_MS = 200;
@@ -50,16 +50,17 @@ async function pass(version: number, concurrency: number) {
   const started = performance.now();
   const result = await runPass(targets, {
     key: { key: `bench-key-${version}`, version: `v${version}` },
-    envVar: 'KILOCODE_API_KEY',
-    delivery: 'restart',
+    spec: { envVar: 'KILOCODE_API_KEY', delivery: 'restart' },
     rollout: { concurrency, maxUnavailable: concurrency, failureBudget: 1, paused: false },
     dryRun: false,
-    clock: systemClock,
-    log: silentLogger(),
-    retry: DEFAULT_RETRY,
-    deadlineMs: 60_000,
-    pollIntervalMs: 50,
-    signal: AbortSignal.timeout(600_000),
+    env: {
+      clock: systemClock,
+      log: silentLogger(),
+      retry: DEFAULT_RETRY,
+      deadlineMs: 60_000,
+      pollIntervalMs: 50,
+      signal: AbortSignal.timeout(600_000),
+    },
   });
   const ms = performance.now() - started;
   const used = process.cpuUsage(cpu);

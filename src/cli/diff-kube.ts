@@ -1,23 +1,11 @@
 // Owns `keyroll diff --kube`: one snapshot of the namespace → a dry-run pass per GatewayKey → diff report and exit code; writes nothing.
-import { SecretRegistry } from '../log.ts';
-import { type CachedGatewayKey, KEY_SOURCE_LABEL, parseSpec } from '../operator/gateway-key.ts';
-import { decodeSecretValue, type KubeClient } from '../operator/kube-port.ts';
-import { podTargets, selectorIsEmpty } from '../operator/pod-targets.ts';
-import { systemClock } from '../reconcile/clock.ts';
-import { httpControllerClient } from '../reconcile/controller-client.ts';
+import { type Rotation, reconcileGatewayKey } from '../engine/gateway-key.ts';
+import type { PassResult } from '../engine/pass.ts';
+import { objectKey } from '../operator/gateway-key.ts';
+import { decodeSecretValue } from '../operator/kube-port.ts';
 import { renderDiff } from '../reconcile/report.ts';
 import { DEFAULT_RETRY } from '../reconcile/retry.ts';
-import { type PassResult, runPass } from '../reconcile/rollout.ts';
-import { KeySourceError } from '../reconcile/sources/key-source.ts';
-import { type SecretReader, secretKeySource } from '../reconcile/sources/secret-source.ts';
-import {
-  connectKube,
-  interruptible,
-  listNamespace,
-  message,
-  scrubbedOutput,
-  snapshotCache,
-} from './reconcile-kube.ts';
+import { type KubeDeps, message, withKubeSession } from './reconcile-kube.ts';
 import { EXIT_NOT_DONE, EXIT_OK, EXIT_USAGE, type Io } from './usage.ts';
 
 export interface KubeDiffOptions {
@@ -29,12 +17,6 @@ export interface KubeDiffOptions {
   requestTimeoutMs?: number;
   /** Per controller request. */
   controllerTimeoutMs?: number;
-}
-
-export interface KubeDiffDeps {
-  /** Replaces the client built from the kubeconfig (tests). */
-  kube?: KubeClient;
-  signal?: AbortSignal;
 }
 
 /** One GatewayKey's section of the report. */
@@ -50,10 +32,6 @@ export interface GatewayKeyDiff {
 
 /** A dry run never waits for a gateway: nothing is sent, so there is nothing to verify. */
 const DRY_DEADLINE_MS = 30_000;
-
-function missing(ns: string, name: string): string {
-  return `Secret ${ns}/${name} not found (keyroll sees only Secrets labelled ${KEY_SOURCE_LABEL}=true)`;
-}
 
 /** Pure: the text report, one section per GatewayKey, then a verdict line. */
 export function renderKubeDiff(namespace: string, diffs: readonly GatewayKeyDiff[]): string {
@@ -72,121 +50,65 @@ export function renderKubeDiff(namespace: string, diffs: readonly GatewayKeyDiff
   return `${sections.join('\n')}\n${verdict}\n`;
 }
 
-export async function runKubeDiff(opts: KubeDiffOptions, io: Io, deps: KubeDiffDeps = {}): Promise<number> {
-  const secrets = new SecretRegistry();
-  const { out, err, log } = scrubbedOutput('diff', io, secrets);
-
-  const conn = connectKube('diff', opts, io, err, deps.kube, opts.requestTimeoutMs ?? 10_000);
-  if (typeof conn === 'number') return conn;
-  const { kube, namespace } = conn;
-
-  const { signal, dispose } = interruptible(deps.signal);
-  try {
-    const snapshot = await listNamespace('diff', kube, namespace, signal, log, err);
-    if (typeof snapshot === 'number') return snapshot;
-    const secretCache = snapshotCache(snapshot.secrets);
+export async function runKubeDiff(opts: KubeDiffOptions, io: Io, deps: KubeDeps = {}): Promise<number> {
+  return withKubeSession('diff', opts, io, deps, async (k) => {
     // Register every value first, so even a section printed before its own Secret is read is scrubbed.
-    for (const s of snapshot.secrets)
-      for (const k of Object.keys(s.data)) {
-        const v = decodeSecretValue(s, k);
-        if (v !== null) secrets.add(v);
+    for (const s of k.snapshot.secrets)
+      for (const name of Object.keys(s.data)) {
+        const v = decodeSecretValue(s, name);
+        if (v !== null) k.secrets.add(v);
       }
-    const reader: SecretReader = {
-      async read(ref) {
-        const s = secretCache.get(ref.namespace, ref.name);
-        return s ? { data: s.data, annotations: s.annotations } : null;
-      },
-    };
-
-    const planOne = async (gk: CachedGatewayKey): Promise<GatewayKeyDiff> => {
-      const drift = (reason: string): GatewayKeyDiff => ({ name: gk.name, drift: true, reason });
-      const parsed = parseSpec(gk.spec);
-      if (!parsed.ok) return drift(`InvalidSpec: ${parsed.reason}`);
-      const spec = parsed.spec;
-      if (selectorIsEmpty(spec.targets.selector))
-        return drift('InvalidSpec: spec.targets.selector: must not be empty (it would select every pod)');
-      const secretRef = spec.source.secretRef;
-      if (!secretRef) return drift('InvalidSpec: spec.source.secretRef: required');
-      const tokenRef = spec.controllerTokenSecretRef;
-      const tokenSecret = secretCache.get(namespace, tokenRef.name);
-      if (!tokenSecret)
-        return drift(`SecretNotFound: spec.controllerTokenSecretRef: ${missing(namespace, tokenRef.name)}`);
-      const token = decodeSecretValue(tokenSecret, tokenRef.key);
-      if (token === null)
-        return drift(
-          `TokenNotFound: spec.controllerTokenSecretRef: Secret ${namespace}/${tokenRef.name} has no non-empty key ${tokenRef.key}`,
-        );
-      secrets.add(token);
-      if (!secretCache.get(namespace, secretRef.name))
-        return drift(`SecretNotFound: spec.source.secretRef: ${missing(namespace, secretRef.name)}`);
-      let material: Awaited<ReturnType<ReturnType<typeof secretKeySource>['current']>>;
-      try {
-        material = await secretKeySource(
-          reader,
-          { namespace, name: secretRef.name, key: secretRef.key },
-          token,
-        ).current(signal);
-      } catch (e) {
-        if (!(e instanceof KeySourceError)) throw e;
-        return drift(`${e.reason}: spec.source.secretRef: ${e.message}`);
-      }
-      secrets.add(material.key);
-      const { targets: podList } = podTargets(
-        snapshot.pods,
-        namespace,
-        spec.targets.selector,
-        spec.targets.port,
-      );
-      const targets = podList.map((t) => ({
-        ...t,
-        token,
-        client: httpControllerClient({ url: t.url, token, timeoutMs: opts.controllerTimeoutMs ?? 5_000 }),
-      }));
-      const pass = await runPass(targets, {
-        key: material,
-        envVar: spec.envVar,
-        delivery: spec.delivery,
-        rollout: {
-          concurrency: 10,
-          maxUnavailable: spec.rollout.maxUnavailable,
-          failureBudget: spec.rollout.failureBudget,
-          paused: spec.rollout.paused,
-        },
-        dryRun: true,
-        clock: systemClock,
-        log,
-        retry: { ...DEFAULT_RETRY, ...(opts.retries !== undefined ? { retries: opts.retries } : {}) },
-        deadlineMs: DRY_DEADLINE_MS,
-        pollIntervalMs: 500,
-        signal,
-      });
-      const s = pass.summary;
-      return { name: gk.name, drift: s.converged !== s.total, pass };
-    };
-
+    const rotations = new Map<string, Rotation>();
     const diffs: GatewayKeyDiff[] = [];
-    const live = snapshot.gatewayKeys.filter((g) => !g.deleting).sort((a, b) => a.name.localeCompare(b.name));
-    for (const gk of live) {
+    for (const gk of k.live) {
       try {
-        diffs.push(await planOne(gk));
+        // The operator's engine, dry: GETs at the controllers, nothing written anywhere.
+        const r = await reconcileGatewayKey(
+          objectKey(gk.namespace, gk.name),
+          {
+            ...k.caches,
+            env: {
+              clock: k.clock,
+              log: k.log,
+              retry: { ...DEFAULT_RETRY, ...(opts.retries !== undefined ? { retries: opts.retries } : {}) },
+              deadlineMs: DRY_DEADLINE_MS,
+              pollIntervalMs: 500,
+              signal: k.signal,
+            },
+            pass: { requestTimeoutMs: opts.controllerTimeoutMs ?? 5_000, concurrency: 10 },
+            resyncMs: 0,
+            missingSourceRequeueMs: 0,
+            secretValues: k.secrets,
+            rotations,
+          },
+          { dryRun: true },
+        );
+        if (r.unresolved) {
+          diffs.push({
+            name: gk.name,
+            drift: true,
+            reason: `${r.unresolved.reason}: ${r.unresolved.message}`,
+          });
+        } else if (r.pass) {
+          const s = r.pass.summary;
+          diffs.push({ name: gk.name, drift: s.converged !== s.total, pass: r.pass });
+        }
       } catch (e) {
-        if (signal.aborted) throw signal.reason ?? e;
-        const error = secrets.scrub(message(e));
-        log.error({ gatewayKey: gk.name, namespace, error }, 'Diff failed');
+        if (k.signal.aborted) throw k.signal.reason ?? e;
+        const error = k.secrets.scrub(message(e));
+        k.log.error({ gatewayKey: gk.name, namespace: k.namespace, error }, 'Diff failed');
         diffs.push({ name: gk.name, drift: true, error });
       }
     }
 
     if (opts.json) {
-      out(
-        `${JSON.stringify({ namespace, drift: diffs.some((d) => d.drift), gatewayKeys: diffs }, null, 2)}\n`,
+      k.out(
+        `${JSON.stringify({ namespace: k.namespace, drift: diffs.some((d) => d.drift), gatewayKeys: diffs }, null, 2)}\n`,
       );
     } else {
-      out(renderKubeDiff(namespace, diffs));
+      k.out(renderKubeDiff(k.namespace, diffs));
     }
     if (diffs.some((d) => d.error !== undefined)) return EXIT_USAGE;
     return diffs.some((d) => d.drift) ? EXIT_NOT_DONE : EXIT_OK;
-  } finally {
-    dispose();
-  }
+  });
 }

@@ -3,11 +3,12 @@
 import type { DestinationStream } from 'pino';
 import * as z from 'zod';
 import { DEFAULT_FLY_API_URL, FlyClient } from '../fly/client.ts';
-import { type FlyPassResult, runFlyPass, runLoop } from '../fly/loop.ts';
+import { runLoop } from '../engine/run-loop.ts';
+import { type FlyPassResult, runFlyPass } from '../fly/loop.ts';
 import { renderFlyDiff, renderFlyJson, renderFlyPass } from '../fly/loop-report.ts';
 import type { TargetOptions } from '../fly/targets.ts';
 import { createLogger, SecretRegistry } from '../log.ts';
-import { type Clock, systemClock } from '../reconcile/clock.ts';
+import { type Clock, systemClock } from '../clock.ts';
 import { parseDuration } from '../reconcile/duration.ts';
 import { DEFAULT_RETRY } from '../reconcile/retry.ts';
 import type { KeySource } from '../reconcile/sources/key-source.ts';
@@ -297,8 +298,7 @@ export async function runFly(argv: string[], io: Io, deps: FlyDeps = {}): Promis
           fly,
           app: cfg.app,
           key,
-          envVar: cfg['env-var'],
-          delivery: cfg.delivery,
+          spec: { envVar: cfg['env-var'], delivery: cfg.delivery },
           token,
           controllerPort: cfg['controller-port'],
           controllerTimeoutMs: cfg['request-timeout'],
@@ -311,13 +311,15 @@ export async function runFly(argv: string[], io: Io, deps: FlyDeps = {}): Promis
           maxChanges: cfg['max-changes'],
           requireDurable: cfg['require-durable'],
           dryRun,
-          clock,
-          log,
-          retry: { ...DEFAULT_RETRY, retries: cfg.retries },
-          deadlineMs: cfg.deadline,
-          pollIntervalMs: cfg.poll,
+          env: {
+            clock,
+            log,
+            retry: { ...DEFAULT_RETRY, retries: cfg.retries },
+            deadlineMs: cfg.deadline,
+            pollIntervalMs: cfg.poll,
+            signal,
+          },
           passDeadlineMs: cfg['pass-deadline'],
-          signal,
           ...(deps.controllerClient ? { client: deps.controllerClient } : {}),
         });
       },

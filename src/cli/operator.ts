@@ -1,6 +1,6 @@
 // Owns `keyroll operator`: parse the config, connect to the cluster, run the operator until SIGTERM/SIGINT.
 import { createLogger, SecretRegistry } from '../log.ts';
-import { systemClock } from '../operator/clock.ts';
+import { systemClock } from '../clock.ts';
 import { OperatorConfigError, parseOperatorConfig } from '../operator/config.ts';
 import { defaultNamespace, kubeAdapter, loadKubeConfig } from '../operator/kube.ts';
 import { startOperator } from '../operator/operator.ts';

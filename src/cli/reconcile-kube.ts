@@ -1,13 +1,13 @@
 // Owns `keyroll reconcile --once --kube`: one snapshot of the namespace → the operator's reconciler once per GatewayKey → report and exit code.
 import { hostname } from 'node:os';
-import * as z from 'zod';
+import { type Clock, systemClock } from '../clock.ts';
+import type { GatewayKeyCaches } from '../engine/gateway-key.ts';
 import { createLogger, type Logger, SecretRegistry } from '../log.ts';
 import {
   type CachedGatewayKey,
   type GatewayKeyStatus,
   objectKey,
   parseGatewayKey,
-  parseStatus,
 } from '../operator/gateway-key.ts';
 import type { Cached, CacheReader } from '../operator/informer.ts';
 import { defaultNamespace, kubeAdapter, loadKubeConfig } from '../operator/kube.ts';
@@ -23,12 +23,11 @@ import {
   type WatchedResource,
 } from '../operator/kube-port.ts';
 import { OperatorMetrics } from '../operator/metrics.ts';
-import { createReconciler, TargetsNotConvergedError } from '../operator/reconciler.ts';
+import { createGatewayKeyReconciler } from '../operator/reconciler.ts';
 import { DEFAULT_RETRY, type RetryPolicy } from '../reconcile/retry.ts';
 import { VERSION } from '../version.ts';
 import { EXIT_NOT_DONE, EXIT_OK, EXIT_USAGE, type Io, UsageError } from './usage.ts';
 
-const MetaSchema = z.object({ name: z.string(), namespace: z.string() });
 const NAMESPACE_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 /** Upper bound of listing one resource, all pages together (each request has its own timeout). */
 const LIST_TIMEOUT_MS = 60_000;
@@ -47,10 +46,11 @@ export interface KubeReconcileOptions {
   requestTimeoutMs?: number;
 }
 
-export interface KubeReconcileDeps {
+export interface KubeDeps {
   /** Replaces the client built from the kubeconfig (tests). */
   kube?: KubeClient;
   signal?: AbortSignal;
+  clock?: Clock;
 }
 
 /** One GatewayKey's outcome, as printed. */
@@ -73,41 +73,6 @@ export function snapshotCache<T extends Cached>(items: readonly T[]): CacheReade
     get: (namespace, name) => store.get(objectKey(namespace, name)),
     list: () => [...store.values()],
   };
-}
-
-/**
- * The client the reconciler gets: every call passes through, and the newest GatewayKey status
- * the reconciler wrote or re-read is remembered, so the outcome is read from what it decided.
- */
-function recordingClient(kube: KubeClient): { kube: KubeClient; latest: Map<string, GatewayKeyStatus> } {
-  const latest = new Map<string, GatewayKeyStatus>();
-  const wrapped: KubeClient = {
-    list: (...a) => kube.list(...a),
-    watch: (...a) => kube.watch(...a),
-    async getGatewayKey(namespace, name, signal) {
-      const raw = await kube.getGatewayKey(namespace, name, signal);
-      const gk = raw ? parseGatewayKey(raw) : null;
-      if (gk) latest.set(objectKey(namespace, name), gk.status);
-      return raw;
-    },
-    async replaceGatewayKeyStatus(object, signal) {
-      const stored = await kube.replaceGatewayKeyStatus(object, signal);
-      const gk = parseGatewayKey(stored);
-      const meta = MetaSchema.safeParse(object.metadata);
-      if (meta.success) {
-        latest.set(
-          objectKey(meta.data.namespace, meta.data.name),
-          gk ? gk.status : parseStatus(object.status),
-        );
-      }
-      return stored;
-    },
-    createEvent: (...a) => kube.createEvent(...a),
-    getLease: (...a) => kube.getLease(...a),
-    createLease: (...a) => kube.createLease(...a),
-    replaceLease: (...a) => kube.replaceLease(...a),
-  };
-  return { kube: wrapped, latest };
 }
 
 /** Pure: the outcome a GatewayKey's status reports. Converged only when Ready is True. */
@@ -261,47 +226,85 @@ export async function listNamespace(
   }
 }
 
+/** One `--kube` command's view of its namespace, listed once, with scrubbed output. */
+export interface KubeSession {
+  out: (text: string) => void;
+  log: Logger;
+  secrets: SecretRegistry;
+  kube: KubeClient;
+  namespace: string;
+  snapshot: NamespaceSnapshot;
+  caches: GatewayKeyCaches;
+  /** The GatewayKeys not being deleted, by name. */
+  live: CachedGatewayKey[];
+  signal: AbortSignal;
+  clock: Clock;
+}
+
+/**
+ * Connects, lists the namespace once, and runs `fn` over it with SIGINT/SIGTERM wired to the
+ * signal; an exit code when the kubeconfig or the API refuses.
+ */
+export async function withKubeSession(
+  command: 'reconcile' | 'diff',
+  opts: { namespace?: string | undefined; kubeconfig?: string | undefined; requestTimeoutMs?: number },
+  io: Io,
+  deps: KubeDeps,
+  fn: (s: KubeSession) => Promise<number>,
+): Promise<number> {
+  const secrets = new SecretRegistry();
+  const { out, err, log } = scrubbedOutput(command, io, secrets);
+  const conn = connectKube(command, opts, io, err, deps.kube, opts.requestTimeoutMs ?? 10_000);
+  if (typeof conn === 'number') return conn;
+  const { kube, namespace } = conn;
+  const { signal, dispose } = interruptible(deps.signal);
+  try {
+    const snapshot = await listNamespace(command, kube, namespace, signal, log, err);
+    if (typeof snapshot === 'number') return snapshot;
+    log.info(
+      {
+        namespace,
+        gatewayKeys: snapshot.gatewayKeys.length,
+        secrets: snapshot.secrets.length,
+        pods: snapshot.pods.length,
+      },
+      'Listed the namespace',
+    );
+    const caches: GatewayKeyCaches = {
+      gatewayKeys: snapshotCache(snapshot.gatewayKeys),
+      secrets: snapshotCache(snapshot.secrets),
+      pods: snapshotCache(snapshot.pods),
+    };
+    const live = snapshot.gatewayKeys.filter((g) => !g.deleting).sort((a, b) => a.name.localeCompare(b.name));
+    const clock = deps.clock ?? systemClock;
+    return await fn({ out, log, secrets, kube, namespace, snapshot, caches, live, signal, clock });
+  } finally {
+    dispose();
+  }
+}
+
 export async function runKubeReconcile(
   opts: KubeReconcileOptions,
   io: Io,
-  deps: KubeReconcileDeps = {},
+  deps: KubeDeps = {},
 ): Promise<number> {
-  const secrets = new SecretRegistry();
-  const { out, err, log } = scrubbedOutput('reconcile', io, secrets);
-
-  const requestTimeoutMs = opts.requestTimeoutMs ?? 10_000;
-  const conn = connectKube('reconcile', opts, io, err, deps.kube, requestTimeoutMs);
-  if (typeof conn === 'number') return conn;
-  const { kube, namespace } = conn;
-
-  const { signal, dispose } = interruptible(deps.signal);
-  try {
-    const snapshot = await listNamespace('reconcile', kube, namespace, signal, log, err);
-    if (typeof snapshot === 'number') return snapshot;
-    const { gatewayKeys, secrets: secretList, pods } = snapshot;
-    log.info(
-      { namespace, gatewayKeys: gatewayKeys.length, secrets: secretList.length, pods: pods.length },
-      'Listed the namespace',
-    );
-
-    const recording = recordingClient(kube);
+  return withKubeSession('reconcile', opts, io, deps, async (k) => {
     const retry: RetryPolicy = {
       ...DEFAULT_RETRY,
       ...(opts.retries !== undefined ? { retries: opts.retries } : {}),
     };
-    const reconcile = createReconciler({
-      gatewayKeys: snapshotCache(gatewayKeys),
-      secrets: snapshotCache(secretList),
-      pods: snapshotCache(pods),
-      kube: recording.kube,
-      log,
-      now: () => Date.now(),
+    // The operator's own reconcile (status, Events), once per GatewayKey; what it decided is printed.
+    const reconcile = createGatewayKeyReconciler({
+      ...k.caches,
+      kube: k.kube,
+      log: k.log,
+      clock: k.clock,
       metrics: new OperatorMetrics(),
       identity: io.env.POD_NAME || `${hostname()}-${process.pid}`,
       // A one-shot pass never requeues: these only shape the values it returns, which are ignored.
       resyncMs: 300_000,
       missingSourceRequeueMs: 30_000,
-      apiTimeoutMs: requestTimeoutMs,
+      apiTimeoutMs: opts.requestTimeoutMs ?? 10_000,
       pass: {
         retry,
         deadlineMs: opts.deadlineMs,
@@ -309,45 +312,42 @@ export async function runKubeReconcile(
         requestTimeoutMs: 5_000,
         concurrency: opts.concurrency ?? 10,
       },
-      signal,
-      secretValues: secrets,
+      signal: k.signal,
+      secretValues: k.secrets,
     });
 
     const outcomes: GatewayKeyOutcome[] = [];
-    const live = gatewayKeys.filter((g) => !g.deleting).sort((a, b) => a.name.localeCompare(b.name));
     // Sequential: a Job bounds its load on the API server and the fleet; targets within one
     // GatewayKey are still worked on concurrently under its rollout limits.
-    for (const gk of live) {
-      const key = objectKey(gk.namespace, gk.name);
+    for (const gk of k.live) {
+      let status: GatewayKeyStatus = gk.status;
       let error: string | undefined;
       try {
-        await reconcile(key);
+        status = (await reconcile(objectKey(gk.namespace, gk.name))).status ?? status;
       } catch (e) {
-        if (signal.aborted) throw signal.reason ?? e;
-        if (!(e instanceof TargetsNotConvergedError)) error = secrets.scrub(message(e));
+        if (k.signal.aborted) throw k.signal.reason ?? e;
+        error = k.secrets.scrub(message(e));
       }
-      const outcome = outcomeOf(gk.name, recording.latest.get(key) ?? gk.status);
+      const outcome = outcomeOf(gk.name, status);
       if (error !== undefined) {
         outcome.converged = false;
         outcome.error = error;
         outcome.reason = error;
-        log.error({ gatewayKey: gk.name, namespace, error }, 'Reconcile failed');
+        k.log.error({ gatewayKey: gk.name, namespace: k.namespace, error }, 'Reconcile failed');
       }
       outcomes.push(outcome);
     }
 
     if (opts.json) {
-      out(
-        `${JSON.stringify({ namespace, converged: outcomes.every((o) => o.converged), gatewayKeys: outcomes }, null, 2)}\n`,
+      k.out(
+        `${JSON.stringify({ namespace: k.namespace, converged: outcomes.every((o) => o.converged), gatewayKeys: outcomes }, null, 2)}\n`,
       );
     } else if (outcomes.length === 0) {
-      out(`no GatewayKeys in namespace ${namespace}\n`);
+      k.out(`no GatewayKeys in namespace ${k.namespace}\n`);
     } else {
-      out(renderOutcomes(outcomes));
+      k.out(renderOutcomes(outcomes));
     }
     if (outcomes.some((o) => o.error !== undefined)) return EXIT_USAGE;
     return outcomes.every((o) => o.converged) ? EXIT_OK : EXIT_NOT_DONE;
-  } finally {
-    dispose();
-  }
+  });
 }

@@ -1,15 +1,15 @@
 // Owns the `reconcile` and `diff` commands: flags → key source and targets → one pass → report and exit code.
 import type { ParseArgsConfig } from 'node:util';
 import type { DestinationStream } from 'pino';
+import { type Clock, systemClock } from '../clock.ts';
+import { type PassResult, runPass } from '../engine/pass.ts';
+import type { Target } from '../engine/target.ts';
 import { createLogger, SecretRegistry } from '../log.ts';
-import { type Clock, systemClock } from '../reconcile/clock.ts';
 import { httpControllerClient } from '../reconcile/controller-client.ts';
 import { parseDuration } from '../reconcile/duration.ts';
 import { createProgress } from '../reconcile/progress.ts';
-import type { Target } from '../reconcile/reconcile-target.ts';
 import { renderDiff, renderJson, renderReconcile } from '../reconcile/report.ts';
 import { DEFAULT_RETRY } from '../reconcile/retry.ts';
-import { type PassResult, runPass } from '../reconcile/rollout.ts';
 import { versionKeyOf } from '../reconcile/sources/content-version.ts';
 import { type KeySource, KeySourceError } from '../reconcile/sources/key-source.ts';
 import { ConfigError, loadTargetsFile, resolveToken, type TargetsFile } from '../reconcile/targets.ts';
@@ -291,16 +291,17 @@ async function runCommand(
     const progress = createProgress(targets.length, out.stderr, io.isTty);
     const pass: PassResult = await runPass(targets, {
       key,
-      envVar: file.defaults.envVar,
-      delivery: file.defaults.delivery,
+      spec: { envVar: file.defaults.envVar, delivery: file.defaults.delivery },
       rollout,
       dryRun: kind === 'diff',
-      clock,
-      log,
-      retry: { ...DEFAULT_RETRY, ...(retries !== undefined ? { retries } : {}) },
-      deadlineMs,
-      pollIntervalMs,
-      signal,
+      env: {
+        clock,
+        log,
+        retry: { ...DEFAULT_RETRY, ...(retries !== undefined ? { retries } : {}) },
+        deadlineMs,
+        pollIntervalMs,
+        signal,
+      },
       ...(kind === 'reconcile' ? { onPhase: progress.phase, onResult: progress.result } : {}),
     });
     progress.finish();

@@ -1,7 +1,7 @@
 // Owns the key-source flags shared by `reconcile`, `diff` and `fly`: their parseArgs options,
 // their validation into a SourceConfig, and building the KeySource from it.
 import type { SecretRegistry } from '../log.ts';
-import type { Clock } from '../reconcile/clock.ts';
+import type { Clock } from '../clock.ts';
 import { fileKeySource } from '../reconcile/sources/file-source.ts';
 import { httpKeySource } from '../reconcile/sources/http-source.ts';
 import type { KeySource } from '../reconcile/sources/key-source.ts';

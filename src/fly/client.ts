@@ -3,13 +3,13 @@
 // retry is safe, parsed with zod, and failing with a `FlyApiError` that never carries a secret.
 import pRetry from 'p-retry';
 import type { z } from 'zod';
+import { systemClock } from '../clock.ts';
 import { type Logger, SecretRegistry, silentLogger } from '../log.ts';
 import { FlyApiError, type FlyErrorCode } from './errors.ts';
 import {
   type Budgets,
   type FlyAction,
-  type FlyClock,
-  systemFlyClock,
+  type PaceClock,
   TokenBucketLimiter,
 } from './rate-limit.ts';
 import {
@@ -56,7 +56,7 @@ export interface FlyClientOptions {
   budgets?: Budgets;
   /** Share one limiter between clients talking to the same org, or replace it in tests. */
   limiter?: TokenBucketLimiter;
-  clock?: FlyClock;
+  clock?: PaceClock;
   fetch?: typeof globalThis.fetch;
   log?: Logger;
 }
@@ -127,7 +127,7 @@ export class FlyClient {
   readonly #maxRetryDelayMs: number;
   readonly #maxRetryAfterMs: number;
   readonly #limiter: TokenBucketLimiter;
-  readonly #clock: FlyClock;
+  readonly #clock: PaceClock;
   readonly #fetch: typeof globalThis.fetch;
   readonly #log: Logger;
 
@@ -141,7 +141,7 @@ export class FlyClient {
     this.#minRetryDelayMs = opts.minRetryDelayMs ?? 250;
     this.#maxRetryDelayMs = opts.maxRetryDelayMs ?? 5_000;
     this.#maxRetryAfterMs = opts.maxRetryAfterMs ?? 30_000;
-    this.#clock = opts.clock ?? systemFlyClock;
+    this.#clock = opts.clock ?? systemClock;
     this.#limiter =
       opts.limiter ??
       new TokenBucketLimiter({ clock: this.#clock, ...(opts.budgets ? { budgets: opts.budgets } : {}) });

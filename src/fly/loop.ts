@@ -1,14 +1,18 @@
 // Owns the Fly machines loop: one pass = list → skip if mid-deploy → observe every started
 // machine's controller → plan one action per machine → durable writes and live deliveries under
-// machine leases → verify; and the loop that repeats passes at a jittered interval.
-import type { Logger } from '../log.ts';
-import type { Clock } from '../reconcile/clock.ts';
-import { type Delivery, desired } from '../reconcile/desired.ts';
+// machine leases → verify. Each step is the engine's (inspectTarget, reconcileTarget); the loop
+// that repeats passes is src/engine/run-loop.ts.
+
+import { type PassEnv, rolloutGate } from '../engine/env.ts';
+import {
+  type Inspection,
+  inspectTarget,
+  reconcileTarget,
+  type Target,
+  type TargetResult,
+} from '../engine/target.ts';
+import { type Delivery, type DesiredSpec, desired } from '../reconcile/desired.ts';
 import { mapLimit } from '../reconcile/limits.ts';
-import { needsPatch } from '../reconcile/plan.ts';
-import type { Target, TargetResult } from '../reconcile/reconcile-target.ts';
-import type { RetryPolicy } from '../reconcile/retry.ts';
-import { runPass } from '../reconcile/rollout.ts';
 import type { KeyMaterial } from '../reconcile/sources/key-source.ts';
 import type { Rollout } from '../reconcile/targets.ts';
 import type { FlyClient } from './client.ts';
@@ -30,8 +34,7 @@ export interface FlyPassOptions {
   fly: FlyClient;
   app: string;
   key: KeyMaterial;
-  envVar: string;
-  delivery: Delivery;
+  spec: DesiredSpec;
   /** Controllers' bearer token; also the HMAC key of every fingerprint. */
   token: string;
   controllerPort: number;
@@ -42,15 +45,10 @@ export interface FlyPassOptions {
   requireDurable: boolean;
   /** Observe and plan only: reads at the Fly API, GETs at the controllers. */
   dryRun: boolean;
-  clock: Clock;
-  log: Logger;
-  retry: RetryPolicy;
-  /** Per machine: live delivery plus verification. */
-  deadlineMs: number;
-  pollIntervalMs: number;
+  /** `deadlineMs`: per machine, live delivery plus verification. */
+  env: PassEnv;
   /** The whole pass; what is unfinished by then is reported and left to the next pass. */
   passDeadlineMs: number;
-  signal: AbortSignal;
   /** Test seam: how to reach a controller (default HTTP). */
   client?: TargetOptions['client'];
 }
@@ -126,11 +124,16 @@ function summarize(machines: readonly MachineResult[]): FlyPassSummary {
   };
 }
 
-function liveFromObservation(r: TargetResult | undefined): Exclude<LiveState, 'not-running'> {
-  if (!r) return 'unreachable';
-  if (r.outcome === 'converged') return 'ok';
-  if (r.outcome === 'unreachable') return 'unreachable';
-  return 'stale';
+function liveFromObservation(seen: Inspection | undefined): Exclude<LiveState, 'not-running'> {
+  if (!seen || !seen.assessment) return 'unreachable';
+  return seen.assessment.verdict === 'in-sync' ? 'ok' : 'stale';
+}
+
+/** A live delivery can help: the engine's verdict is `deliverable` or `waiting` (an unobserved machine: maybe). */
+function liveFixable(seen: Inspection | undefined): boolean {
+  if (!seen) return true;
+  const verdict = seen.assessment?.verdict;
+  return verdict === 'deliverable' || verdict === 'waiting';
 }
 
 function errorText(err: unknown): string {
@@ -139,18 +142,21 @@ function errorText(err: unknown): string {
 
 /** One pass over the app's machines. Throws only when the listing or the signal fails. */
 export async function runFlyPass(o: FlyPassOptions): Promise<FlyPassResult> {
-  const started = o.clock.now();
+  const clock = o.env.clock;
+  const started = clock.now();
   const passAbort = AbortSignal.timeout(o.passDeadlineMs);
-  const signal = AbortSignal.any([o.signal, passAbort]);
+  const signal = AbortSignal.any([o.env.signal, passAbort]);
+  const env: PassEnv = { ...o.env, signal };
   const passEnds = started + o.passDeadlineMs;
-  const log = o.log.child({ component: 'fly-loop' });
-  const want = desired({ envVar: o.envVar, delivery: o.delivery }, o.key, o.token);
+  const log = o.env.log.child({ component: 'fly-loop' });
+  const { envVar } = o.spec;
+  const want = desired(o.spec, o.key, o.token);
   const base = {
     app: o.app,
     dryRun: o.dryRun,
     keyVersion: o.key.version,
-    envVar: o.envVar,
-    delivery: o.delivery,
+    envVar,
+    delivery: o.spec.delivery,
     desiredHash: want.envHash,
     maxChanges: o.maxChanges,
   };
@@ -164,7 +170,7 @@ export async function runFlyPass(o: FlyPassOptions): Promise<FlyPassResult> {
     region: m.region ?? null,
     url: null,
     durable: 'deferred',
-    durableHash: configFingerprint(m.config, o.envVar, o.token),
+    durableHash: configFingerprint(m.config, envVar, o.token),
     live: 'not-running',
     action: 'none',
     planned: 'none',
@@ -185,11 +191,11 @@ export async function runFlyPass(o: FlyPassOptions): Promise<FlyPassResult> {
       machines,
       summary: summarize(machines),
       converged: false,
-      durationMs: o.clock.now() - started,
+      durationMs: clock.now() - started,
     };
   }
 
-  // Observe: the reconciler's own pipeline in dry-run mode (GET /_kilo/state only).
+  // Observe: the engine's observe and assess steps (GET /_kilo/state only) on every started machine.
   const targetOpts: TargetOptions = {
     port: o.controllerPort,
     token: o.token,
@@ -200,37 +206,24 @@ export async function runFlyPass(o: FlyPassOptions): Promise<FlyPassResult> {
   for (const m of listed) if (m.state === 'started') byId.set(m.id, machineTarget(m, targetOpts));
   const targets: Target[] = [];
   for (const t of byId.values()) if ('target' in t) targets.push(t.target);
-  const passOpts = {
-    key: o.key,
-    envVar: o.envVar,
-    delivery: o.delivery,
-    rollout: o.rollout,
-    clock: o.clock,
-    log: o.log,
-    retry: o.retry,
-    deadlineMs: o.deadlineMs,
-    pollIntervalMs: o.pollIntervalMs,
-  };
-  const observed = new Map<string, TargetResult>();
-  const observation = await runPass(targets, { ...passOpts, dryRun: true, signal });
-  for (const r of observation.targets) observed.set(r.name, r);
+  const observed = new Map<string, Inspection>();
+  await mapLimit(targets, o.rollout.concurrency, async (t) => {
+    observed.set(t.name, await inspectTarget(t, want, env));
+  });
 
   const inputs: MachineInput[] = listed.map((m) => {
     const t = byId.get(m.id);
     return {
       id: m.id,
       state: m.state,
-      durable: configMatches(m.config, o.envVar, o.token, want.envHash) ? 'ok' : 'differs',
+      durable: configMatches(m.config, envVar, o.token, want.envHash) ? 'ok' : 'differs',
       live:
         m.state !== 'started'
           ? null
           : t && 'addressError' in t
             ? 'no-address'
             : liveFromObservation(observed.get(m.id)),
-      liveFixable: (() => {
-        const seen = observed.get(m.id);
-        return !seen || needsPatch(seen.actions) || seen.actions.some((a) => a.type === 'wait-for-ready');
-      })(),
+      liveFixable: liveFixable(observed.get(m.id)),
     };
   });
   const plans = planMachines(inputs, { maxChanges: o.maxChanges });
@@ -238,7 +231,7 @@ export async function runFlyPass(o: FlyPassOptions): Promise<FlyPassResult> {
   for (const [i, m] of listed.entries()) {
     const p = plans[i]!;
     const t = byId.get(m.id);
-    const observedResult = observed.get(m.id) ?? null;
+    const observedResult = observed.get(m.id)?.result ?? null;
     results.set(m.id, {
       ...skeleton(m, p.reason),
       url: t && 'target' in t ? t.target.url : null,
@@ -276,7 +269,7 @@ export async function runFlyPass(o: FlyPassOptions): Promise<FlyPassResult> {
       machines,
       summary,
       converged: status === 'done' && summary.converged === summary.total,
-      durationMs: o.clock.now() - started,
+      durationMs: clock.now() - started,
     };
   };
   if (o.dryRun) return finish('done');
@@ -291,11 +284,11 @@ export async function runFlyPass(o: FlyPassOptions): Promise<FlyPassResult> {
         fly: o.fly,
         app: o.app,
         machineId: p.id,
-        envVar: o.envVar,
+        envVar,
         key: o.key.key,
         token: o.token,
         desiredHash: want.envHash,
-        leaseTtlSeconds: leaseTtl(passEnds, o.clock.now()),
+        leaseTtlSeconds: leaseTtl(passEnds, clock.now()),
         signal,
         log,
       });
@@ -324,7 +317,7 @@ export async function runFlyPass(o: FlyPassOptions): Promise<FlyPassResult> {
         try {
           nonce = (
             await o.fly.acquireLease(o.app, p.id, {
-              ttlSeconds: leaseTtl(passEnds, o.clock.now()),
+              ttlSeconds: leaseTtl(passEnds, clock.now()),
               description: 'keyroll: deliver rotated key to the running gateway',
               signal,
             })
@@ -361,32 +354,24 @@ export async function runFlyPass(o: FlyPassOptions): Promise<FlyPassResult> {
         leased.push({ id: p.id, nonce, target: t.target });
       });
       for (const l of leased) results.get(l.id)!.action = 'live';
-      if (leased.length > 0) {
-        await runPass(
-          leased.map((l) => l.target),
-          {
-            ...passOpts,
-            dryRun: false,
-            signal,
-            onResult: (d) => {
-              const r = results.get(d.name)!;
-              r.delivered = d;
-              if (d.patched) r.changed = 'live';
-              r.live =
-                d.outcome === 'converged' ? 'ok' : d.outcome === 'unreachable' ? 'unreachable' : 'stale';
-              r.message =
-                d.outcome === 'converged'
-                  ? 'delivered through the controller and verified'
-                  : `live delivery not proven: ${d.message}; next pass`;
-            },
-          },
-        );
-      }
+      // Under the lease: the engine's target pipeline (observe again, plan, deliverAndVerify).
+      const work = { key: o.key, spec: o.spec, dryRun: o.rollout.paused, env, gate: rolloutGate(o.rollout) };
+      await mapLimit(leased, o.rollout.concurrency, async (l) => {
+        const d = await reconcileTarget(l.target, work);
+        const r = results.get(d.name)!;
+        r.delivered = d;
+        if (d.patched) r.changed = 'live';
+        r.live = d.outcome === 'converged' ? 'ok' : d.outcome === 'unreachable' ? 'unreachable' : 'stale';
+        r.message =
+          d.outcome === 'converged'
+            ? 'delivered through the controller and verified'
+            : `live delivery not proven: ${d.message}; next pass`;
+      });
     } finally {
       await Promise.all(leased.map((l) => releaseQuietly(o.fly, o.app, l.id, l.nonce, log)));
     }
   } catch (err) {
-    if (o.signal.aborted || !passAbort.aborted) throw err;
+    if (o.env.signal.aborted || !passAbort.aborted) throw err;
     log.warn({ deadlineMs: o.passDeadlineMs }, 'Pass deadline reached; the rest waits for the next pass');
     for (const r of results.values()) {
       if (r.action !== 'none' && r.changed === null && r.outcome !== 'skipped' && !r.delivered) {
@@ -402,54 +387,4 @@ export async function runFlyPass(o: FlyPassOptions): Promise<FlyPassResult> {
 /** Lease TTL in whole seconds: what is left of the pass plus a margin, at least 30 s. */
 function leaseTtl(passEnds: number, now: number): number {
   return Math.max(30, Math.ceil((passEnds - now) / 1000) + 30);
-}
-
-export interface LoopOptions {
-  once: boolean;
-  intervalMs: number;
-  jitterMs: number;
-  clock: Clock;
-  signal: AbortSignal;
-  /** Injected for tests; `Math.random` by default. */
-  random?: () => number;
-  /** Runs one pass (reading the key source afresh); throws on an error the pass could not report. */
-  pass: () => Promise<FlyPassResult>;
-  onPass: (r: FlyPassResult) => void;
-  onError: (err: unknown) => void;
-  log: Logger;
-}
-
-/** Pure: the wait before the next pass, `interval + random() * jitter`. */
-export function nextDelay(intervalMs: number, jitterMs: number, random: () => number): number {
-  return intervalMs + Math.floor(random() * jitterMs);
-}
-
-/**
- * Runs passes until `once` or the signal aborts. A failed pass is reported and retried at the next
- * tick (level-triggered: nothing is remembered between passes). Returns the last pass result, or
- * the last error when the last pass failed.
- */
-export async function runLoop(o: LoopOptions): Promise<{ last: FlyPassResult | null; error: unknown }> {
-  const random = o.random ?? Math.random;
-  let last: FlyPassResult | null = null;
-  let error: unknown = null;
-  for (;;) {
-    try {
-      last = await o.pass();
-      error = null;
-      o.onPass(last);
-    } catch (err) {
-      if (o.signal.aborted) return { last, error: null };
-      error = err;
-      o.onError(err);
-    }
-    if (o.once || o.signal.aborted) return { last, error };
-    const wait = nextDelay(o.intervalMs, o.jitterMs, random);
-    o.log.debug({ waitMs: wait }, 'Next pass scheduled');
-    try {
-      await o.clock.sleep(wait, o.signal);
-    } catch {
-      return { last, error };
-    }
-  }
 }

@@ -1,20 +1,9 @@
 // Owns client-side pacing of Fly Machines API calls: one token bucket per (action, scope), sized
 // below Fly's documented per-action, per-machine budgets, plus Retry-After blocks after a 429.
-import { setTimeout as delay } from 'node:timers/promises';
+import { type Clock, systemClock } from '../clock.ts';
 
-/** Time source for pacing; tests inject a manual clock. Structurally the reconciler's `Clock`. */
-export interface FlyClock {
-  now(): number;
-  /** Resolves after `ms`, or rejects when `signal` aborts. */
-  sleep(ms: number, signal?: AbortSignal): Promise<void>;
-}
-
-export const systemFlyClock: FlyClock = {
-  now: () => Date.now(),
-  sleep: async (ms, signal) => {
-    await delay(ms, undefined, signal ? { signal } : undefined);
-  },
-};
+/** What pacing needs of the program's clock (src/clock.ts). */
+export type PaceClock = Pick<Clock, 'now' | 'sleep'>;
 
 /** The client's names for the Machines API actions it calls (also the fake's counter keys). */
 export type FlyAction = 'list' | 'get' | 'update' | 'lease_acquire' | 'lease_get' | 'lease_release';
@@ -82,12 +71,12 @@ const MAX_CELLS = 10_000;
  */
 export class TokenBucketLimiter {
   readonly #budgets: Budgets;
-  readonly #clock: FlyClock;
+  readonly #clock: PaceClock;
   readonly #cells = new Map<string, Cell>();
 
-  constructor(opts: { budgets?: Budgets; clock?: FlyClock } = {}) {
+  constructor(opts: { budgets?: Budgets; clock?: PaceClock } = {}) {
     this.#budgets = opts.budgets ?? CLIENT_BUDGETS;
-    this.#clock = opts.clock ?? systemFlyClock;
+    this.#clock = opts.clock ?? systemClock;
   }
 
   /** Reserves the next slot for (action, scope) and returns how long to wait for it (ms). */

@@ -1,6 +1,6 @@
 // Owns which Kubernetes Events a reconcile records, pure: rotations delivered, failures, and Degraded transitions.
 import { randomBytes } from 'node:crypto';
-import type { PassResult } from '../reconcile/rollout.ts';
+import type { PassResult } from '../engine/pass.ts';
 import { getCondition, rfc3339 } from './conditions.ts';
 import { API_VERSION, type CachedGatewayKey, type GatewayKeyStatus, KIND } from './gateway-key.ts';
 import { isKubeError, type KubeClient } from './kube-port.ts';

@@ -1,6 +1,6 @@
 // Owns one watched resource's cache: list, then watch; relist on 410; restart on any error with capped backoff.
 import type { Logger } from '../log.ts';
-import type { Clock } from './clock.ts';
+import type { Clock } from '../clock.ts';
 import { isKubeError, type KubeClient, type WatchedResource } from './kube-port.ts';
 
 export interface Cached {

@@ -1,6 +1,6 @@
 // Owns leader election on a coordination.k8s.io/v1 Lease: acquire, renew, take over after expiry, release.
 import type { Logger } from '../log.ts';
-import type { Clock } from './clock.ts';
+import type { Clock } from '../clock.ts';
 import { isKubeError, type KubeClient, type Lease, LeaseSchema } from './kube-port.ts';
 
 /**

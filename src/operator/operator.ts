@@ -2,7 +2,7 @@
 import { createServer, type Server } from 'node:http';
 import type { Logger, SecretRegistry } from '../log.ts';
 import { DEFAULT_RETRY } from '../reconcile/retry.ts';
-import type { Clock } from './clock.ts';
+import type { Clock } from '../clock.ts';
 import type { OperatorConfig } from './config.ts';
 import { type CachedGatewayKey, objectKey, parseGatewayKey, parseSpec } from './gateway-key.ts';
 import { Informer } from './informer.ts';
@@ -148,7 +148,7 @@ export async function startOperator(deps: OperatorDeps): Promise<RunningOperator
       pods,
       kube,
       log: deps.log,
-      now: () => clock.now(),
+      clock,
       metrics,
       identity: config.identity,
       resyncMs: config.resync,

@@ -1,40 +1,20 @@
-// Owns reconcile(key) for one GatewayKey: read caches → parse → resolve key and targets → runPass → status, Events, metrics.
+// Owns the operator's side of reconcile(key): the engine decides (src/engine/gateway-key.ts); this writes status (409-safe), records Events, reports metrics.
+import type { Clock } from '../clock.ts';
+import {
+  type GatewayKeyCaches,
+  type GatewayKeyResult,
+  type ReconcileResult,
+  type Rotation,
+  reconcileGatewayKey,
+} from '../engine/gateway-key.ts';
 import type { Logger, SecretRegistry } from '../log.ts';
-import { systemClock as reconcileClock } from '../reconcile/clock.ts';
-import { type ControllerClient, httpControllerClient } from '../reconcile/controller-client.ts';
-import type { TargetResult } from '../reconcile/reconcile-target.ts';
+import type { ControllerClient } from '../reconcile/controller-client.ts';
 import type { RetryPolicy } from '../reconcile/retry.ts';
-import { type PassResult, runPass } from '../reconcile/rollout.ts';
-import { KeySourceError } from '../reconcile/sources/key-source.ts';
-import { type SecretReader, secretKeySource } from '../reconcile/sources/secret-source.ts';
-import { EventRecorder, type EventSpec, eventForDegraded, eventsForPass } from './events.ts';
-import {
-  type CachedGatewayKey,
-  type GatewayKeyStatus,
-  KEY_SOURCE_LABEL,
-  parseGatewayKey,
-  parseSpec,
-  splitKey,
-} from './gateway-key.ts';
-import type { CacheReader } from './informer.ts';
-import {
-  type CachedPod,
-  type CachedSecret,
-  decodeSecretValue,
-  isKubeError,
-  type KubeClient,
-} from './kube-port.ts';
+import { EventRecorder, type EventSpec } from './events.ts';
+import { type CachedGatewayKey, type GatewayKeyStatus, parseGatewayKey, splitKey } from './gateway-key.ts';
+import { isKubeError, type KubeClient } from './kube-port.ts';
 import type { OperatorMetrics } from './metrics.ts';
-import { podTargets, selectorIsEmpty } from './pod-targets.ts';
-import {
-  type DegradedReason,
-  rotationCompleted,
-  statusChanged,
-  statusDegraded,
-  statusFromPass,
-  statusProgressing,
-} from './status.ts';
-import type { ReconcileResult } from './work-queue.ts';
+import { statusChanged } from './status.ts';
 
 export interface PassSettings {
   retry: RetryPolicy;
@@ -47,13 +27,11 @@ export interface PassSettings {
   concurrency: number;
 }
 
-export interface ReconcilerDeps {
-  gatewayKeys: CacheReader<CachedGatewayKey>;
-  secrets: CacheReader<CachedSecret>;
-  pods: CacheReader<CachedPod>;
+export interface ReconcilerDeps extends GatewayKeyCaches {
   kube: KubeClient;
   log: Logger;
-  now: () => number;
+  /** Time for status timestamps, rotation durations and the pass's verification polling. */
+  clock: Clock;
   metrics: OperatorMetrics;
   /** Written into Events as reportingInstance. */
   identity: string;
@@ -77,27 +55,19 @@ export class TargetsNotConvergedError extends Error {
 
 const MAX_STATUS_CONFLICTS = 5;
 
-interface Rotation {
-  version: string;
-  since: number;
-  delivered: boolean;
-}
+/**
+ * Reconciles one GatewayKey and applies the engine's result: status, Events, metrics. Resolves
+ * with what was decided (also when targets did not converge); rejects only on an API error.
+ */
+export type GatewayKeyReconciler = (key: string) => Promise<GatewayKeyResult>;
 
-export function createReconciler(
-  deps: ReconcilerDeps,
-): (key: string) => Promise<ReconcileResult | undefined> {
+export function createGatewayKeyReconciler(deps: ReconcilerDeps): GatewayKeyReconciler {
   const rotations = new Map<string, Rotation>();
-  const recorder = new EventRecorder({ kube: deps.kube, now: deps.now, instance: deps.identity });
-  const makeClient =
-    deps.controllerClient ??
-    ((url: string, token: string, timeoutMs: number) => httpControllerClient({ url, token, timeoutMs }));
-
-  const reader: SecretReader = {
-    async read(ref) {
-      const s = deps.secrets.get(ref.namespace, ref.name);
-      return s ? { data: s.data, annotations: s.annotations } : null;
-    },
-  };
+  const recorder = new EventRecorder({
+    kube: deps.kube,
+    now: () => deps.clock.now(),
+    instance: deps.identity,
+  });
 
   function bounded(): AbortSignal {
     return AbortSignal.any([deps.signal, AbortSignal.timeout(deps.apiTimeoutMs)]);
@@ -157,207 +127,110 @@ export function createReconciler(
     }
   }
 
-  async function degrade(gk: CachedGatewayKey, reason: DegradedReason, message: string): Promise<void> {
-    const next = statusDegraded(
-      gk.status,
-      gk.generation,
-      reason,
-      deps.secretValues.scrub(message),
-      new Date(deps.now()),
-    );
-    const event = eventForDegraded(gk.status, next);
-    await writeStatus(gk, next);
-    if (event) await record(gk, [event]);
-    deps.metrics.targets.deleteMatching({ namespace: gk.namespace, name: gk.name });
-    deps.metrics.reportStatus(gk.namespace, gk.name, next);
-    deps.log.warn(
-      {
-        gatewayKey: gk.name,
-        namespace: gk.namespace,
-        reason,
-        message: next.conditions?.find((c) => c.type === 'Degraded')?.message,
-      },
-      'GatewayKey degraded',
-    );
-  }
-
-  function missing(ns: string, name: string): string {
-    return `Secret ${ns}/${name} not found (the operator sees only Secrets labelled ${KEY_SOURCE_LABEL}=true)`;
-  }
-
-  return async function reconcile(key: string): Promise<ReconcileResult | undefined> {
+  return async function reconcile(key: string): Promise<GatewayKeyResult> {
     const { namespace, name } = splitKey(key);
-    const gk = deps.gatewayKeys.get(namespace, name);
     const log = deps.log.child({ component: 'operator', gatewayKey: name, namespace });
-    if (!gk || gk.deleting) {
-      rotations.delete(key);
-      deps.metrics.forget(namespace, name);
-      return undefined;
-    }
-
-    const parsed = parseSpec(gk.spec);
-    if (!parsed.ok || selectorIsEmpty(parsed.spec.targets.selector)) {
-      const reason = parsed.ok
-        ? 'spec.targets.selector: must not be empty (it would select every pod)'
-        : parsed.reason;
-      await degrade(gk, 'InvalidSpec', reason);
-      // Terminal until the spec changes: the GatewayKey's next generation enqueues it again.
-      return undefined;
-    }
-    const spec = parsed.spec;
-    const secretRef = spec.source.secretRef;
-    if (!secretRef) {
-      await degrade(gk, 'InvalidSpec', 'spec.source.secretRef: required');
-      return undefined;
-    }
-
-    // The controller token: every target's fingerprints are keyed with it.
-    const tokenRef = spec.controllerTokenSecretRef;
-    const tokenSecret = deps.secrets.get(namespace, tokenRef.name);
-    if (!tokenSecret) {
-      await degrade(
-        gk,
-        'SecretNotFound',
-        `spec.controllerTokenSecretRef: ${missing(namespace, tokenRef.name)}`,
-      );
-      return { requeueAfterMs: deps.missingSourceRequeueMs };
-    }
-    const token = decodeSecretValue(tokenSecret, tokenRef.key);
-    if (token === null) {
-      await degrade(
-        gk,
-        'TokenNotFound',
-        `spec.controllerTokenSecretRef: Secret ${namespace}/${tokenRef.name} has no non-empty key ${tokenRef.key}`,
-      );
-      return { requeueAfterMs: deps.missingSourceRequeueMs };
-    }
-    // Slots per GatewayKey: a long-running operator keeps the current and previous value only.
-    deps.secretValues.add(token, `controller-token:${key}`);
-
-    if (!deps.secrets.get(namespace, secretRef.name)) {
-      await degrade(gk, 'SecretNotFound', `spec.source.secretRef: ${missing(namespace, secretRef.name)}`);
-      return { requeueAfterMs: deps.missingSourceRequeueMs };
-    }
-    let material: Awaited<ReturnType<ReturnType<typeof secretKeySource>['current']>>;
-    try {
-      material = await secretKeySource(
-        reader,
-        { namespace, name: secretRef.name, key: secretRef.key },
-        token,
-      ).current(deps.signal);
-    } catch (err) {
-      if (!(err instanceof KeySourceError)) throw err;
-      // KeyNotFound, InvalidKey or InvalidVersionLabel: nothing is delivered; a fixed Secret wakes
-      // the key at once, the requeue is a backstop.
-      await degrade(gk, err.reason, `spec.source.secretRef: ${err.message}`);
-      return { requeueAfterMs: deps.missingSourceRequeueMs };
-    }
-    deps.secretValues.add(material.key, `key:${key}`);
-
-    const rotation = rotations.get(key);
-    if (!rotation || rotation.version !== material.version) {
-      rotations.set(key, { version: material.version, since: deps.now(), delivered: false });
-    }
-
-    const { targets: podList } = podTargets(
-      deps.pods.list(),
-      namespace,
-      spec.targets.selector,
-      spec.targets.port,
-    );
-    const targets = podList.map((t) => ({
-      ...t,
-      token,
-      client: makeClient(t.url, token, deps.pass.requestTimeoutMs),
-    }));
-
-    // Progress is reported once per pass, when the first delivery starts, so a reader sees
-    // Progressing while gateways restart; the final status follows when the pass ends.
-    let current = gk;
-    let progress: Promise<void> | null = null;
-    const done: TargetResult[] = [];
-    const result: PassResult = await runPass(targets, {
-      key: material,
-      envVar: spec.envVar,
-      delivery: spec.delivery,
-      rollout: {
-        concurrency: deps.pass.concurrency,
-        maxUnavailable: spec.rollout.maxUnavailable,
-        failureBudget: spec.rollout.failureBudget,
-        paused: spec.rollout.paused,
-      },
-      dryRun: false,
-      clock: reconcileClock,
-      log: deps.log,
-      retry: deps.pass.retry,
-      deadlineMs: deps.pass.deadlineMs,
-      pollIntervalMs: deps.pass.pollIntervalMs,
-      signal: deps.signal,
-      onPhase: (_target, phase) => {
-        if (phase !== 'delivering' || progress) return;
-        const next = statusProgressing(
-          current.status,
-          gk.generation,
-          material.version,
-          targets.length,
-          done,
-          new Date(deps.now()),
-        );
-        progress = writeStatus(current, next).then(
-          (stored) => {
-            current = stored;
-          },
-          (err: unknown) => {
-            log.warn({ error: (err as Error).message }, 'Could not write Progressing status');
-          },
-        );
-      },
-      onResult: (r) => {
-        done.push(r);
-      },
-    });
-    if (progress) await progress;
-    deps.signal.throwIfAborted();
-
-    const pending = rotations.get(key);
-    const rotated = rotationCompleted(result, pending?.delivered === true);
-    const next = statusFromPass(current.status, gk.generation, result, new Date(deps.now()), rotated);
-    for (const t of next.targetStatuses ?? []) t.message = deps.secretValues.scrub(t.message);
-    for (const c of next.conditions ?? []) c.message = deps.secretValues.scrub(c.message);
-    const events = eventsForPass(result, current.status, next);
-    await writeStatus(current, next);
-    await record(gk, events);
-    deps.metrics.reportStatus(namespace, name, next);
-
-    const s = result.summary;
-    const labels = { namespace, name };
-    deps.metrics.targets.set({ ...labels, state: 'converged' }, s.converged);
-    deps.metrics.targets.set({ ...labels, state: 'failed' }, s.notConverged + s.unreachable);
-    deps.metrics.targets.set({ ...labels, state: 'pending' }, s.drift + s.skipped);
-    const r = rotations.get(key);
-    if (r && s.patched > 0) r.delivered = true;
-    if (r?.delivered && s.total > 0 && s.converged === s.total) {
-      deps.metrics.rotationDuration.observe((deps.now() - r.since) / 1000);
-      deps.metrics.rotations.inc();
-      r.delivered = false;
-    }
-    log.info(
+    // The stored object the next write starts from: a Progressing write mid-pass moves it on.
+    let current: CachedGatewayKey | undefined;
+    const result = await reconcileGatewayKey(
+      key,
       {
-        version: material.version,
-        total: s.total,
-        converged: s.converged,
-        patched: s.patched,
-        failed: s.notConverged + s.unreachable,
-        keyRejected: result.targets.filter((t) => t.reason === 'KeyRejected').length,
-        durationMs: result.durationMs,
+        gatewayKeys: deps.gatewayKeys,
+        secrets: deps.secrets,
+        pods: deps.pods,
+        env: {
+          clock: deps.clock,
+          log: deps.log,
+          retry: deps.pass.retry,
+          deadlineMs: deps.pass.deadlineMs,
+          pollIntervalMs: deps.pass.pollIntervalMs,
+          signal: deps.signal,
+        },
+        pass: { requestTimeoutMs: deps.pass.requestTimeoutMs, concurrency: deps.pass.concurrency },
+        resyncMs: deps.resyncMs,
+        missingSourceRequeueMs: deps.missingSourceRequeueMs,
+        secretValues: deps.secretValues,
+        rotations,
+        ...(deps.controllerClient ? { controllerClient: deps.controllerClient } : {}),
+        onProgress: async (next) => {
+          const from = current ?? deps.gatewayKeys.get(namespace, name);
+          if (!from) return next;
+          try {
+            current = await writeStatus(from, next);
+          } catch (err) {
+            log.warn({ error: (err as Error).message }, 'Could not write Progressing status');
+          }
+          return current?.status ?? from.status;
+        },
       },
-      'Reconciled GatewayKey',
+      { dryRun: false },
     );
-    if (s.notConverged + s.unreachable + s.skipped > 0 && !result.paused) {
+    const gk = result.gatewayKey;
+    if (!gk || !result.status) {
+      deps.metrics.forget(namespace, name);
+      return result;
+    }
+    await writeStatus(current ?? gk, result.status);
+    await record(gk, result.events);
+    deps.metrics.reportStatus(namespace, name, result.status);
+
+    if (result.unresolved) {
+      deps.metrics.targets.deleteMatching({ namespace, name });
+      deps.log.warn(
+        {
+          gatewayKey: name,
+          namespace,
+          reason: result.unresolved.reason,
+          message: result.status.conditions?.find((c) => c.type === 'Degraded')?.message,
+        },
+        'GatewayKey degraded',
+      );
+      return result;
+    }
+    const pass = result.pass;
+    if (pass) {
+      const s = pass.summary;
+      const labels = { namespace, name };
+      deps.metrics.targets.set({ ...labels, state: 'converged' }, s.converged);
+      deps.metrics.targets.set({ ...labels, state: 'failed' }, s.notConverged + s.unreachable);
+      deps.metrics.targets.set({ ...labels, state: 'pending' }, s.drift + s.skipped);
+      if (result.rotation?.completed) {
+        deps.metrics.rotationDuration.observe((deps.clock.now() - result.rotation.since) / 1000);
+        deps.metrics.rotations.inc();
+      }
+      log.info(
+        {
+          version: pass.keyVersion,
+          total: s.total,
+          converged: s.converged,
+          patched: s.patched,
+          failed: s.notConverged + s.unreachable,
+          keyRejected: pass.targets.filter((t) => t.reason === 'KeyRejected').length,
+          durationMs: pass.durationMs,
+        },
+        'Reconciled GatewayKey',
+      );
+    }
+    return result;
+  };
+}
+
+/**
+ * The work queue's handler: a GatewayKey whose targets did not converge throws (after its status
+ * is written) so the queue retries it with capped backoff; otherwise the engine's requeue stands.
+ */
+export function createReconciler(
+  deps: ReconcilerDeps,
+): (key: string) => Promise<ReconcileResult | undefined> {
+  const reconcile = createGatewayKeyReconciler(deps);
+  return async (key) => {
+    const r = await reconcile(key);
+    if (r.retry && r.pass) {
+      const s = r.pass.summary;
       throw new TargetsNotConvergedError(
         `${s.total - s.converged} of ${s.total} target(s) not converged; retrying with backoff`,
       );
     }
-    return { requeueAfterMs: deps.resyncMs };
+    return r.requeueAfterMs !== undefined ? { requeueAfterMs: r.requeueAfterMs } : undefined;
   };
 }

@@ -1,7 +1,7 @@
 // Owns GatewayKey status, pure: computed from a pass result (or the reason there was none), compared before writing.
 
-import type { TargetResult } from '../reconcile/reconcile-target.ts';
-import type { PassResult } from '../reconcile/rollout.ts';
+import type { TargetResult } from '../engine/target.ts';
+import type { PassResult } from '../engine/pass.ts';
 import { type Condition, type ConditionInput, rfc3339, setCondition } from './conditions.ts';
 import type { GatewayKeyStatus, TargetStatus } from './gateway-key.ts';
 

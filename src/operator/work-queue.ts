@@ -1,5 +1,6 @@
 // Owns the operator's keyed work queue: dedupe, one worker per key, capped rate-limited requeue.
-import type { Clock } from './clock.ts';
+import type { Clock } from '../clock.ts';
+import type { ReconcileResult } from '../engine/gateway-key.ts';
 
 export interface WorkQueueOptions {
   /** Workers running different keys at once. */
@@ -11,10 +12,7 @@ export interface WorkQueueOptions {
   clock: Clock;
 }
 
-export interface ReconcileResult {
-  /** A planned wake-up (not a failure): reconcile this key again after the delay. */
-  requeueAfterMs?: number;
-}
+export type { ReconcileResult } from '../engine/gateway-key.ts';
 
 export type Reconcile = (key: string) => Promise<ReconcileResult | undefined>;
 

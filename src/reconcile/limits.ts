@@ -18,6 +18,32 @@ export async function mapLimit<T, R>(
   return results;
 }
 
+/**
+ * Runs `fn` over `items`, pulled lazily from the iterable, with at most `limit` in flight: a
+ * generator of a million items holds only the ones being worked on.
+ */
+export async function forEachLimit<T>(
+  items: Iterable<T>,
+  limit: number,
+  fn: (item: T, index: number) => Promise<void>,
+): Promise<void> {
+  const it = items[Symbol.iterator]();
+  let index = 0;
+  let finished = false;
+  async function worker(): Promise<void> {
+    for (;;) {
+      if (finished) return;
+      const next = it.next();
+      if (next.done) {
+        finished = true;
+        return;
+      }
+      await fn(next.value, index++);
+    }
+  }
+  await Promise.all(Array.from({ length: Math.max(1, limit) }, worker));
+}
+
 /** A counting semaphore; `acquire` gives the release function. */
 export class Semaphore {
   #free: number;

@@ -12,6 +12,16 @@ export interface Action {
   code?: TargetReason;
 }
 
+/**
+ * What the engine can do about a target, from its plan alone: `in-sync` (nothing to do),
+ * `deliverable` (a patch: migrate and/or deliver, then verify), `waiting` (only readiness is
+ * missing: observe until it shows), `unfixable` (nothing keyroll sends can fix it: a delivery-mode
+ * mismatch, an unparseable profile, a provider rejecting the desired key).
+ */
+export type Verdict = 'in-sync' | 'deliverable' | 'waiting' | 'unfixable';
+
+const IN_SYNC = 'in sync';
+
 /** Profile forms a migration by the controller can turn into the mode's keyRef. */
 const MIGRATABLE = new Set(['plaintext', 'keyRef-env', 'keyRef-file']);
 
@@ -86,6 +96,25 @@ export function plan(d: Desired, o: ObservedState): Action[] {
       reason: `the provider rejected the desired key on ${describeKeyRejection(rejection)}; delivering the same key again cannot fix that: put a key the provider accepts in the key source`,
     });
   }
-  if (actions.length === 0) actions.push({ type: 'none', reason: 'in sync' });
+  if (actions.length === 0) actions.push({ type: 'none', reason: IN_SYNC });
   return actions;
+}
+
+/**
+ * Pure. The verdict on a plan. A gateway that runs the desired key while the provider rejects it
+ * gains nothing by waiting (readiness would not make the key valid): `unfixable`, the next pass
+ * observes again.
+ */
+export function classify(actions: readonly Action[]): Verdict {
+  if (needsPatch(actions)) return 'deliverable';
+  if (
+    actions.length === 1 &&
+    actions[0]?.type === 'none' &&
+    !actions[0].code &&
+    actions[0].reason === IN_SYNC
+  )
+    return 'in-sync';
+  const rejected = actions.some((a) => a.type === 'none' && a.code === 'KeyRejected');
+  if (actions.some((a) => a.type === 'wait-for-ready') && !rejected) return 'waiting';
+  return 'unfixable';
 }

@@ -1,5 +1,6 @@
 // Owns the live progress of a pass: one `\r`-updated line on a TTY, one plain line per target otherwise.
-import type { Phase, TargetResult } from './reconcile-target.ts';
+import type { Phase } from '../engine/env.ts';
+import type { TargetResult } from '../engine/target.ts';
 import { renderResultLine } from './report.ts';
 
 export interface Progress {

@@ -1,11 +1,12 @@
 // Owns rendering a pass for people and programs: the diff report, the reconcile table, JSON.
+
+import type { PassResult } from '../engine/pass.ts';
+import type { TargetResult } from '../engine/target.ts';
 import { type Desired, desiredFingerprint, fingerprintLabel, shortHash } from './desired.ts';
 import { formatDuration } from './duration.ts';
 import type { ObservedState, ObservedTraffic } from './observed.ts';
 import { requiredForm } from './observed.ts';
 import { type Action, needsPatch } from './plan.ts';
-import type { TargetResult } from './reconcile-target.ts';
-import type { PassResult } from './rollout.ts';
 import { keyRejection, observedFingerprint } from './status.ts';
 
 const COL = 10;

@@ -1,11 +1,11 @@
 // runFlyPass with in-memory controllers (the `client` seam) and the fake Fly API: the per-pass
 // deadline, --require-durable, a machine with no address, and a failed config write.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { systemClock } from '../../src/clock.ts';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
 import { FlyClient } from '../../src/fly/client.ts';
 import { type FlyPassOptions, runFlyPass } from '../../src/fly/loop.ts';
 import { silentLogger } from '../../src/log.ts';
-import { systemClock } from '../../src/reconcile/clock.ts';
 import type { ControllerClient } from '../../src/reconcile/controller-client.ts';
 import type { ObservedState } from '../../src/reconcile/observed.ts';
 import { type FakeFlyApi, startFakeFlyApi } from '../support/fly/fake-fly-api.ts';
@@ -76,8 +76,7 @@ function options(over: Partial<FlyPassOptions> = {}): FlyPassOptions {
     fly: new FlyClient({ token: FLY_TOKEN, baseUrl: fly.baseUrl }),
     app: APP,
     key: { key: NEW, version: 'v2' },
-    envVar: 'KILOCODE_API_KEY',
-    delivery: 'restart',
+    spec: { envVar: 'KILOCODE_API_KEY', delivery: 'restart' },
     token: TOKEN,
     controllerPort: 18789,
     controllerTimeoutMs: 1000,
@@ -85,13 +84,15 @@ function options(over: Partial<FlyPassOptions> = {}): FlyPassOptions {
     maxChanges: 10,
     requireDurable: false,
     dryRun: false,
-    clock: systemClock,
-    log: silentLogger(),
-    retry: { retries: 0, minTimeoutMs: 10, maxTimeoutMs: 10 },
-    deadlineMs: 5_000,
-    pollIntervalMs: 20,
+    env: {
+      clock: systemClock,
+      log: silentLogger(),
+      retry: { retries: 0, minTimeoutMs: 10, maxTimeoutMs: 10 },
+      deadlineMs: 5_000,
+      pollIntervalMs: 20,
+      signal: new AbortController().signal,
+    },
     passDeadlineMs: 30_000,
-    signal: new AbortController().signal,
     client: memClient(controllers),
     ...over,
   };

@@ -1,9 +1,11 @@
 // Pure parts of the Fly loop: the per-machine plan (one class of action, live first, the cap),
 // convergence, config fingerprints, and the loop's cadence with an injected clock.
 import { describe, expect, it } from 'vitest';
+import type { Clock } from '../../src/clock.ts';
+import { nextDelay, runLoop } from '../../src/engine/run-loop.ts';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
 import { configFingerprint, configMatches, withKey } from '../../src/fly/durable.ts';
-import { type FlyPassResult, nextDelay, runLoop } from '../../src/fly/loop.ts';
+import type { FlyPassResult } from '../../src/fly/loop.ts';
 import {
   durableState,
   type MachineInput,
@@ -12,7 +14,6 @@ import {
 } from '../../src/fly/machine-plan.ts';
 import { fleetMachines, machineTarget } from '../../src/fly/targets.ts';
 import { silentLogger } from '../../src/log.ts';
-import type { Clock } from '../../src/reconcile/clock.ts';
 
 const TOKEN = 'test-token-plan-0123456789';
 const KEY = 'test-key-B-plan-000000000000002';
@@ -158,6 +159,9 @@ describe('runLoop', () => {
       now: () => 0,
       sleep: async (ms) => {
         slept.push(ms);
+      },
+      setTimeout: () => {
+        throw new Error('the loop only sleeps');
       },
     };
   }

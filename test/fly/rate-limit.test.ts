@@ -5,7 +5,7 @@ import { FlyClient } from '../../src/fly/client.ts';
 import {
   CLIENT_BUDGETS,
   DOCUMENTED_BUDGETS,
-  type FlyClock,
+  type PaceClock,
   TokenBucketLimiter,
 } from '../../src/fly/rate-limit.ts';
 import { type FakeFlyApi, startFakeFlyApi } from '../support/fly/fake-fly-api.ts';
@@ -13,7 +13,7 @@ import { type FakeFlyApi, startFakeFlyApi } from '../support/fly/fake-fly-api.ts
 const TOKEN = 'test-fly-token-rate-9s8d7f6g5h';
 const APP = 'gw-app';
 
-function manualClock(start = 1_000_000): FlyClock & { advance(ms: number): void } {
+function manualClock(start = 1_000_000): PaceClock & { advance(ms: number): void } {
   let t = start;
   return {
     now: () => t,

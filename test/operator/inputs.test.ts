@@ -76,8 +76,10 @@ describe('operator: key and label checked at the source', () => {
     expect(degraded('badkey')?.message).toBe(
       `spec.source.secretRef: secret ${NS}/bad-key key KILOCODE_API_KEY: the key must not contain whitespace or control characters`,
     );
-    const events = server.hooks.objects('events', NS).map((e) => JSON.stringify(e));
-    expect(events.some((e) => e.includes('InvalidKey'))).toBe(true);
+    // A reconcile writes status, then records its Event: wait for the Event rather than race it.
+    const eventsNow = () => server.hooks.objects('events', NS).map((e) => JSON.stringify(e));
+    await waitFor('an InvalidKey Event', () => eventsNow().some((e) => e.includes('InvalidKey')), 5_000);
+    const events = eventsNow();
     const everything = [JSON.stringify(gkStatus(server, 'badkey')), ...events, ...lines].join('\n');
     expect(everything).not.toContain('test-key-inputs-000001');
     expect(everything).not.toContain('X-Injected');

@@ -1,4 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import type { PassResult } from '../../src/engine/pass.ts';
+import type { TargetResult } from '../../src/engine/target.ts';
 import { parseOperatorConfig } from '../../src/operator/config.ts';
 import { eventForDegraded, eventsForPass } from '../../src/operator/events.ts';
 import { parseGatewayKey, parseSpec, referencedSecrets } from '../../src/operator/gateway-key.ts';
@@ -14,8 +16,6 @@ import {
   statusFromPass,
   statusProgressing,
 } from '../../src/operator/status.ts';
-import type { TargetResult } from '../../src/reconcile/reconcile-target.ts';
-import type { PassResult } from '../../src/reconcile/rollout.ts';
 import { metricValue, parsePrometheus } from './support.ts';
 
 const validSpec = {

@@ -3,7 +3,7 @@
 import { Writable } from 'node:stream';
 import type { Logger } from '../../src/log.ts';
 import { createLogger, SecretRegistry } from '../../src/log.ts';
-import { systemClock } from '../../src/operator/clock.ts';
+import { systemClock } from '../../src/clock.ts';
 import { parseOperatorConfig } from '../../src/operator/config.ts';
 import { kubeAdapter, loadKubeConfig } from '../../src/operator/kube.ts';
 import { type RunningOperator, startOperator } from '../../src/operator/operator.ts';

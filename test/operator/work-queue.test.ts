@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ManualClock } from '../../src/operator/clock.ts';
+import { ManualClock } from '../../src/clock.ts';
 import { WorkQueue } from '../../src/operator/work-queue.ts';
 
 function deferred() {

@@ -1,12 +1,12 @@
 // The per-target pipeline against an in-memory controller port and a fake clock: deadlines and
 // polling are exercised by advancing time, not by waiting for it.
 import { describe, expect, it } from 'vitest';
+import type { Clock } from '../../src/clock.ts';
+import { reconcileTarget, type TargetWork } from '../../src/engine/target.ts';
 import { silentLogger } from '../../src/log.ts';
-import type { Clock } from '../../src/reconcile/clock.ts';
 import type { ControllerClient } from '../../src/reconcile/controller-client.ts';
 import { FailureBudget, Semaphore } from '../../src/reconcile/limits.ts';
 import type { ObservedState } from '../../src/reconcile/observed.ts';
-import { type PassContext, reconcileTarget } from '../../src/reconcile/reconcile-target.ts';
 import { KEY_NEW, KEY_OLD, observed, TOKEN, traffic } from './support/fixtures.ts';
 
 function fakeClock(): Clock & { slept: number } {
@@ -17,6 +17,9 @@ function fakeClock(): Clock & { slept: number } {
     sleep: async (ms: number) => {
       now += ms;
       c.slept += ms;
+    },
+    setTimeout: () => {
+      throw new Error('the per-target pipeline only sleeps');
     },
   };
   return c;
@@ -41,20 +44,26 @@ function client(initial: ObservedState, afterPatch: (n: number) => ObservedState
   return { c, calls };
 }
 
-function ctx(clock: Clock, over: Partial<PassContext> = {}): PassContext {
+interface Over {
+  dryRun?: boolean;
+  budget?: FailureBudget;
+  deadlineMs?: number;
+}
+
+function ctx(clock: Clock, over: Over = {}): TargetWork {
   return {
     key: { key: KEY_NEW, version: 'v2' },
     spec: { envVar: 'KILOCODE_API_KEY', delivery: 'restart' },
-    dryRun: false,
-    clock,
-    log: silentLogger(),
-    retry: { retries: 0, minTimeoutMs: 1, maxTimeoutMs: 1 },
-    deadlineMs: 120_000,
-    pollIntervalMs: 1_000,
-    signal: AbortSignal.timeout(10_000),
-    budget: new FailureBudget(1),
-    unavailable: new Semaphore(1),
-    ...over,
+    dryRun: over.dryRun ?? false,
+    env: {
+      clock,
+      log: silentLogger(),
+      retry: { retries: 0, minTimeoutMs: 1, maxTimeoutMs: 1 },
+      deadlineMs: over.deadlineMs ?? 120_000,
+      pollIntervalMs: 1_000,
+      signal: AbortSignal.timeout(10_000),
+    },
+    gate: { budget: over.budget ?? new FailureBudget(1), unavailable: new Semaphore(1) },
   };
 }
 

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
+import { type PassResult, summarize } from '../../src/engine/pass.ts';
+import type { Outcome, TargetResult } from '../../src/engine/target.ts';
 import type { ObservedState } from '../../src/reconcile/observed.ts';
 import { plan } from '../../src/reconcile/plan.ts';
-import type { Outcome, TargetResult } from '../../src/reconcile/reconcile-target.ts';
 import { renderDiff, renderJson, renderReconcile, renderResultLine } from '../../src/reconcile/report.ts';
-import { type PassResult, summarize } from '../../src/reconcile/rollout.ts';
 import { reasonOf, status } from '../../src/reconcile/status.ts';
 import { KEY_NEW, KEY_OLD, observed, TOKEN, traffic, want } from './support/fixtures.ts';
 import { expectGolden } from './support/golden.ts';

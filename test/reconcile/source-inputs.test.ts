@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Clock } from '../../src/reconcile/clock.ts';
+import { type Clock, ManualClock } from '../../src/clock.ts';
 import { fileKeySource } from '../../src/reconcile/sources/file-source.ts';
 import { httpKeySource } from '../../src/reconcile/sources/http-source.ts';
 import { KeySourceError, type KeySourceReason } from '../../src/reconcile/sources/key-source.ts';
@@ -15,7 +15,7 @@ import { secretKeySource } from '../../src/reconcile/sources/secret-source.ts';
 const GOOD = 'test-key-A-inputs-0000000001';
 const TOKEN = 'test-token-inputs-0000000001';
 const NOW = Date.parse('2026-03-01T00:00:00Z');
-const clock: Clock = { now: () => NOW, sleep: async () => undefined };
+const clock: Clock = new ManualClock(NOW);
 const signal = () => AbortSignal.timeout(5_000);
 
 const BAD_KEYS = [

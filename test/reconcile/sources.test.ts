@@ -5,8 +5,8 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { type Clock, ManualClock } from '../../src/clock.ts';
 import { fingerprintValue } from '../../src/fingerprint.ts';
-import type { Clock } from '../../src/reconcile/clock.ts';
 import { contentVersion, versionKeyOf } from '../../src/reconcile/sources/content-version.ts';
 import { fileKeySource } from '../../src/reconcile/sources/file-source.ts';
 import { httpKeySource, mintDue } from '../../src/reconcile/sources/http-source.ts';
@@ -18,7 +18,7 @@ const KEY = 'test-key-A-sources-0000000001';
 const MINTED = 'test-key-B-sources-0000000002';
 const TOKEN = 'test-token-sources-000001';
 const signal = () => AbortSignal.timeout(5_000);
-const fixedClock = (now: number): Clock => ({ now: () => now, sleep: async () => undefined });
+const fixedClock = (now: number): Clock => new ManualClock(now);
 
 let dir: string;
 let servers: Server[] = [];

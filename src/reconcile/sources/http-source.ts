@@ -1,6 +1,6 @@
 // Owns the HTTP key source: GET the current key with a bearer token, mint a fresh one near expiry.
 import * as z from 'zod';
-import type { Clock } from '../clock.ts';
+import type { Clock } from '../../clock.ts';
 import { contentVersion } from './content-version.ts';
 import { checkMaterial, type KeyMaterial, type KeySource, KeySourceError } from './key-source.ts';
 

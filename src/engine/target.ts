@@ -1,0 +1,320 @@
+// Owns one target's steps: observeTarget → assess (pure plan + classify) → deliverAndVerify, and reconcileTarget, which chains them.
+import type { Logger } from '../log.ts';
+import type { ControllerClient, PatchResponse } from '../reconcile/controller-client.ts';
+import { type Desired, type DesiredSpec, desired, shortHash } from '../reconcile/desired.ts';
+import type { ObservedState } from '../reconcile/observed.ts';
+import { type Action, classify, plan, type Verdict } from '../reconcile/plan.ts';
+import { withRetry } from '../reconcile/retry.ts';
+import type { KeyMaterial } from '../reconcile/sources/key-source.ts';
+import { type Drift, reasonOf, status, type TargetReason } from '../reconcile/status.ts';
+import type { PassEnv, RolloutGate } from './env.ts';
+
+/** One in-pod controller to reconcile: where it is, its token (the fingerprints' HMAC key), its client. */
+export interface Target {
+  name: string;
+  url: string;
+  labels: Record<string, string>;
+  token: string;
+  client: ControllerClient;
+}
+
+/**
+ * converged: the running gateway shows the desired key (already, or after this pass);
+ * drift: a dry run (diff, paused rollout) found work to do; not-converged: a delivery or wait
+ * ended without proof; unreachable: the controller could not be observed; skipped: the failure
+ * budget was spent before this target's turn.
+ */
+export type Outcome = 'converged' | 'drift' | 'not-converged' | 'unreachable' | 'skipped';
+
+export interface TargetResult {
+  name: string;
+  url: string;
+  labels: Record<string, string>;
+  outcome: Outcome;
+  /** One line on why the target ended where it did. */
+  message: string;
+  /** A stable code for why it is not converged, when the drift has one (`KeyRejected`). */
+  reason?: TargetReason;
+  desired: Desired;
+  before: ObservedState | null;
+  after: ObservedState | null;
+  actions: Action[];
+  /** What still differs from the desired state at the end (empty when converged). */
+  drift: Drift[];
+  patched: boolean;
+  patch: PatchResponse | null;
+  /** POST attempts made (0 when nothing was sent). */
+  attempts: number;
+  durationMs: number;
+}
+
+/** What one target is reconciled to, and how. */
+export interface TargetWork {
+  key: KeyMaterial;
+  spec: DesiredSpec;
+  /** Observe and plan only: nothing is sent (diff, a paused rollout). */
+  dryRun: boolean;
+  env: PassEnv;
+  gate: RolloutGate;
+}
+
+export type Observation = { ok: true; state: ObservedState } | { ok: false; error: string };
+
+/** Step 1: `GET /_kilo/state`, retried under the env's policy. Throws only when the signal aborts. */
+export async function observeTarget(
+  t: Target,
+  env: PassEnv,
+  log: Logger = targetLog(env, t),
+): Promise<Observation> {
+  try {
+    const state = await withRetry(
+      () => t.client.getState(env.signal),
+      env.retry,
+      env.signal,
+      (err, attempt) => log.warn({ attempt, error: err.message }, 'Observe failed; retrying'),
+    );
+    return { ok: true, state };
+  } catch (err) {
+    env.signal.throwIfAborted();
+    log.warn({ error: (err as Error).message }, 'Target unreachable');
+    return { ok: false, error: (err as Error).message };
+  }
+}
+
+/** A target as observed, with the plan and what the engine can do about it. */
+export interface Assessment {
+  want: Desired;
+  before: ObservedState;
+  actions: Action[];
+  /** Drift of the observation (empty ⇔ in sync). */
+  drift: Drift[];
+  verdict: Verdict;
+}
+
+/** Step 2, pure: plan the actions, state the drift, classify. */
+export function assess(want: Desired, before: ObservedState): Assessment {
+  const actions = plan(want, before);
+  return { want, before, actions, drift: status(want, before).drift, verdict: classify(actions) };
+}
+
+type Fields = Pick<TargetResult, 'outcome' | 'message' | 'before' | 'after' | 'actions' | 'drift'> &
+  Partial<Pick<TargetResult, 'patched' | 'patch' | 'attempts'>>;
+
+function resultOf(t: Target, want: Desired, started: number, env: PassEnv, r: Fields): TargetResult {
+  const reason = r.outcome === 'converged' ? undefined : reasonOf(r.drift);
+  return {
+    name: t.name,
+    url: t.url,
+    labels: t.labels,
+    desired: want,
+    patched: false,
+    patch: null,
+    attempts: 0,
+    ...r,
+    ...(reason ? { reason } : {}),
+    durationMs: env.clock.now() - started,
+  };
+}
+
+function targetLog(env: PassEnv, t: Target): Logger {
+  return env.log.child({ component: 'reconcile', target: t.name });
+}
+
+/** An inspected target: its dry-run result, and the assessment when it could be observed. */
+export interface Inspection {
+  result: TargetResult;
+  assessment: Assessment | null;
+}
+
+/**
+ * Steps 1 and 2 (observe, assess) as a dry-run result: converged, drift or unreachable. Sends
+ * nothing but `GET /_kilo/state`; what `diff` reports and what every driver decides from.
+ */
+export async function inspectTarget(
+  t: Target,
+  want: Desired,
+  env: PassEnv,
+  started = env.clock.now(),
+): Promise<Inspection> {
+  const observation = await observeTarget(t, env);
+  if (!observation.ok) {
+    const result = resultOf(t, want, started, env, {
+      outcome: 'unreachable',
+      message: `cannot observe: ${observation.error}`,
+      before: null,
+      after: null,
+      actions: [],
+      drift: [],
+    });
+    return { result, assessment: null };
+  }
+  const a = assess(want, observation.state);
+  const inSync = a.verdict === 'in-sync';
+  const result = resultOf(t, want, started, env, {
+    outcome: inSync ? 'converged' : 'drift',
+    message: inSync ? 'in sync' : a.drift.map((d) => d.message).join('; '),
+    before: a.before,
+    after: inSync ? a.before : null,
+    actions: a.actions,
+    drift: a.drift,
+  });
+  return { result, assessment: a };
+}
+
+/**
+ * One target's pass: inspect, then (unless a dry run) act on the verdict. A converged target gets
+ * nothing but `GET /_kilo/state`.
+ */
+export async function reconcileTarget(t: Target, w: TargetWork): Promise<TargetResult> {
+  const started = w.env.clock.now();
+  const want = desired(w.spec, w.key, t.token);
+  w.gate.onPhase?.(t.name, 'observing');
+  const { result, assessment: a } = await inspectTarget(t, want, w.env, started);
+  if (!a || result.outcome === 'converged' || w.dryRun) return result;
+  if (a.verdict === 'unfixable') {
+    // Nothing a patch can fix (a delivery-mode mismatch, an unreadable profile, a rejected
+    // desired key): report, touch nothing.
+    return resultOf(t, want, started, w.env, {
+      outcome: 'not-converged',
+      message: a.actions.map((x) => x.reason).join('; '),
+      before: a.before,
+      after: a.before,
+      actions: a.actions,
+      drift: a.drift,
+    });
+  }
+  return deliverAndVerify(t, a, w, started);
+}
+
+/**
+ * Step 3 for a `deliverable` or `waiting` target: take a restart slot (restart mode), patch under
+ * the failure budget, then re-observe until the running gateway proves the desired state or the
+ * deadline passes. Only a delivery of this pass that did not verify spends budget.
+ */
+export async function deliverAndVerify(
+  t: Target,
+  a: Assessment,
+  w: Pick<TargetWork, 'key' | 'env' | 'gate'>,
+  started = w.env.clock.now(),
+): Promise<TargetResult> {
+  const { env, gate } = w;
+  const { want, before, actions } = a;
+  const log = targetLog(env, t);
+  const patching = a.verdict === 'deliverable';
+  const done = (r: Fields) => resultOf(t, want, started, env, r);
+  const spent = () =>
+    done({
+      outcome: 'skipped',
+      message: `failure budget spent (${gate.budget.failures}/${gate.budget.limit}); not delivered`,
+      before,
+      after: before,
+      actions,
+      drift: a.drift,
+    });
+  if (patching && gate.budget.exhausted) return spent();
+
+  const release =
+    patching && want.delivery === 'restart' ? await gate.unavailable.acquire(env.signal) : () => undefined;
+  try {
+    // Re-check after the wait for a restart slot: other targets may have spent the budget meanwhile.
+    if (patching && gate.budget.exhausted) return spent();
+    const deadline = env.clock.now() + env.deadlineMs;
+    let patch: PatchResponse | null = null;
+    let attempts = 0;
+    if (patching) {
+      gate.onPhase?.(t.name, 'delivering');
+      try {
+        patch = await withRetry(
+          (attempt) => {
+            attempts = attempt;
+            return t.client.patchEnv({ [want.envVar]: w.key.key }, want.version, env.signal);
+          },
+          env.retry,
+          env.signal,
+          (err, attempt) => log.warn({ attempt, error: err.message }, 'Patch failed; retrying'),
+        );
+      } catch (err) {
+        env.signal.throwIfAborted();
+        gate.budget.record();
+        log.warn({ attempts, error: (err as Error).message }, 'Key delivery failed');
+        return done({
+          outcome: 'not-converged',
+          message: `delivery failed after ${attempts} attempt(s): ${(err as Error).message}`,
+          before,
+          after: null,
+          actions,
+          drift: a.drift,
+          attempts,
+        });
+      }
+      log.info(
+        {
+          keyHash: shortHash(want.delivery === 'file' ? want.fileHash : want.envHash),
+          version: want.version,
+          signaled: patch.signaled,
+          migratedProfiles: patch.migratedProfiles,
+          pidBefore: before.gateway.pid ?? null,
+        },
+        'Delivered key; verifying',
+      );
+    }
+
+    gate.onPhase?.(t.name, patching ? 'verifying' : 'waiting');
+    const vctx = { patched: patching, pidBefore: before.gateway.pid ?? null };
+    let last: ObservedState | null = null;
+    let lastDrift: Drift[] = a.drift;
+    let lastError: string | null = null;
+    for (;;) {
+      try {
+        last = await t.client.getState(env.signal);
+        lastError = null;
+        const st = status(want, last, vctx);
+        if (st.converged) {
+          log.info({ pid: last.gateway.pid ?? null, pidBefore: vctx.pidBefore }, 'Target converged');
+          return done({
+            outcome: 'converged',
+            message: patching ? 'delivered and verified' : 'gateway became ready',
+            before,
+            after: last,
+            actions,
+            drift: [],
+            patched: patching,
+            patch,
+            attempts,
+          });
+        }
+        lastDrift = st.drift;
+      } catch (err) {
+        env.signal.throwIfAborted();
+        lastError = (err as Error).message;
+      }
+      const left = deadline - env.clock.now();
+      if (left <= 0) break;
+      await env.clock.sleep(Math.min(env.pollIntervalMs, left), env.signal);
+    }
+    // Only a delivery of this pass that did not verify is evidence against the rollout; a gateway
+    // that was already failing before we touched it is reported, but spends no budget.
+    if (patching) gate.budget.record();
+    const why = [
+      ...lastDrift.map((d) => d.message),
+      ...(lastError ? [`last observation failed: ${lastError}`] : []),
+    ].join('; ');
+    const afterPatch = patching
+      ? ` after the patch (controller answered signaled:${patch?.signaled ?? false})`
+      : '';
+    log.warn({ drift: lastDrift.map((d) => d.code) }, 'Target did not converge before the deadline');
+    return done({
+      outcome: 'not-converged',
+      message: `not converged within ${Math.round(env.deadlineMs / 1000)} s${afterPatch}: ${why}`,
+      before,
+      after: last,
+      actions,
+      drift: lastDrift,
+      patched: patching,
+      patch,
+      attempts,
+    });
+  } finally {
+    release();
+  }
+}
