@@ -1,7 +1,7 @@
 // Owns GatewayKey status, pure: computed from a pass result (or the reason there was none), compared before writing.
 
-import type { TargetResult } from '../engine/target.ts';
 import type { PassResult } from '../engine/pass.ts';
+import type { TargetResult } from '../engine/target.ts';
 import { type Condition, type ConditionInput, rfc3339, setCondition } from './conditions.ts';
 import type { GatewayKeyStatus, TargetStatus } from './gateway-key.ts';
 
@@ -17,6 +17,20 @@ export type DegradedReason =
   | 'InvalidVersionLabel'
   | 'TokenNotFound'
   | 'SourceUnavailable';
+
+type ConditionSet = Array<Omit<ConditionInput, 'observedGeneration'>>;
+/** [status, reason, message] of one condition. */
+type Triple = readonly [ConditionInput['status'], string, string];
+
+/** Ready, Progressing and Degraded (by default False/AsExpected) as condition inputs. */
+function trio(
+  ready: Triple,
+  progressing: Triple,
+  degraded: Triple = ['False', 'AsExpected', ''],
+): ConditionSet {
+  const c = (type: string, [status, reason, message]: Triple) => ({ type, status, reason, message });
+  return [c('Ready', ready), c('Progressing', progressing), c('Degraded', degraded)];
+}
 
 function clip(s: string): string {
   return s.length > MAX_MESSAGE ? `${s.slice(0, MAX_MESSAGE - 1)}…` : s;
@@ -129,97 +143,56 @@ export function statusFromPass(
   const counts = countsOf(result.targets);
   const lastRotationTime = rotated ? rfc3339(now) : prev.lastRotationTime;
   const version = result.keyVersion;
-  let conditions: Array<Omit<ConditionInput, 'observedGeneration'>>;
+  const runs = `${counts.converged}/${counts.total} targets run key version ${version}`;
+  let conditions: ConditionSet;
   if (counts.total === 0) {
-    conditions = [
-      {
-        type: 'Ready',
-        status: 'False',
-        reason: 'NoTargets',
-        message: 'no ready pod matches spec.targets.selector',
-      },
-      { type: 'Progressing', status: 'False', reason: 'NoTargets', message: 'nothing to roll out' },
-      { type: 'Degraded', status: 'False', reason: 'AsExpected', message: '' },
-    ];
+    conditions = trio(
+      ['False', 'NoTargets', 'no ready pod matches spec.targets.selector'],
+      ['False', 'NoTargets', 'nothing to roll out'],
+    );
   } else if (counts.converged === counts.total) {
-    conditions = [
-      {
-        type: 'Ready',
-        status: 'True',
-        reason: 'Converged',
-        message: `${counts.converged}/${counts.total} targets run key version ${version}`,
-      },
-      { type: 'Progressing', status: 'False', reason: 'Converged', message: 'rollout complete' },
-      { type: 'Degraded', status: 'False', reason: 'AsExpected', message: '' },
-    ];
+    conditions = trio(['True', 'Converged', runs], ['False', 'Converged', 'rollout complete']);
   } else if (keyRejectedTargets(result.targets).length > 0) {
     // Before the other failures: a refused key is what a human must fix, and retrying the same
     // key cannot; the reconciler keeps observing, so a later accepted response clears it.
-    const message = keyRejectedMessage(version, result.targets);
-    conditions = [
-      {
-        type: 'Ready',
-        status: 'False',
-        reason: 'KeyRejected',
-        message: `${counts.converged}/${counts.total} targets run key version ${version}; the provider rejects it on ${keyRejectedTargets(result.targets).length} pod(s)`,
-      },
-      {
-        type: 'Progressing',
-        status: 'False',
-        reason: 'KeyRejected',
-        message:
-          'not re-delivering a key the provider rejects; waiting for an accepted response or a new key',
-      },
-      { type: 'Degraded', status: 'True', reason: 'KeyRejected', message },
-    ];
+    conditions = trio(
+      [
+        'False',
+        'KeyRejected',
+        `${runs}; the provider rejects it on ${keyRejectedTargets(result.targets).length} pod(s)`,
+      ],
+      [
+        'False',
+        'KeyRejected',
+        'not re-delivering a key the provider rejects; waiting for an accepted response or a new key',
+      ],
+      ['True', 'KeyRejected', keyRejectedMessage(version, result.targets)],
+    );
   } else if (counts.failed > 0) {
     const unreachable = result.targets.some((r) => r.outcome === 'unreachable');
     const reason = result.targets.some((r) => r.outcome === 'not-converged')
       ? 'DeliveryFailed'
       : 'TargetsUnreachable';
-    conditions = [
-      {
-        type: 'Ready',
-        status: 'False',
-        reason: 'TargetsNotConverged',
-        message: `${counts.converged}/${counts.total} targets run key version ${version}`,
-      },
-      {
-        type: 'Progressing',
-        status: 'False',
-        reason: 'RetryPending',
-        message: `${counts.failed} target(s) failed${unreachable ? ' or were unreachable' : ''}; retrying with backoff`,
-      },
-      { type: 'Degraded', status: 'True', reason, message: failedSummary(result.targets) },
-    ];
+    conditions = trio(
+      ['False', 'TargetsNotConverged', runs],
+      [
+        'False',
+        'RetryPending',
+        `${counts.failed} target(s) failed${unreachable ? ' or were unreachable' : ''}; retrying with backoff`,
+      ],
+      ['True', reason, failedSummary(result.targets)],
+    );
   } else if (result.paused || result.dryRun) {
-    conditions = [
-      {
-        type: 'Ready',
-        status: 'False',
-        reason: 'RolloutPaused',
-        message: `${counts.converged}/${counts.total} targets run key version ${version}; spec.rollout.paused is true`,
-      },
-      { type: 'Progressing', status: 'False', reason: 'RolloutPaused', message: 'rollout paused' },
-      { type: 'Degraded', status: 'False', reason: 'AsExpected', message: '' },
-    ];
+    conditions = trio(
+      ['False', 'RolloutPaused', `${runs}; spec.rollout.paused is true`],
+      ['False', 'RolloutPaused', 'rollout paused'],
+    );
   } else {
     // Skipped targets (failure budget) or gateways still coming up: more work on the next pass.
-    conditions = [
-      {
-        type: 'Ready',
-        status: 'False',
-        reason: 'RolloutInProgress',
-        message: `${counts.converged}/${counts.total} targets run key version ${version}`,
-      },
-      {
-        type: 'Progressing',
-        status: 'True',
-        reason: 'DeliveringKey',
-        message: `${counts.progressing} target(s) still to converge`,
-      },
-      { type: 'Degraded', status: 'False', reason: 'AsExpected', message: '' },
-    ];
+    conditions = trio(
+      ['False', 'RolloutInProgress', runs],
+      ['True', 'DeliveringKey', `${counts.progressing} target(s) still to converge`],
+    );
   }
   return {
     observedGeneration: generation,
@@ -285,11 +258,16 @@ export function statusDegraded(
   return {
     ...rest,
     observedGeneration: generation,
-    conditions: apply(prev.conditions, generation, now, [
-      { type: 'Ready', status: 'False', reason, message },
-      { type: 'Progressing', status: 'False', reason, message: 'blocked until the cause is fixed' },
-      { type: 'Degraded', status: 'True', reason, message },
-    ]),
+    conditions: apply(
+      prev.conditions,
+      generation,
+      now,
+      trio(
+        ['False', reason, message],
+        ['False', reason, 'blocked until the cause is fixed'],
+        ['True', reason, message],
+      ),
+    ),
   };
 }
 
