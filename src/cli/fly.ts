@@ -1,22 +1,22 @@
 // Owns the `keyroll fly` command: flags and environment → zod-parsed config → Fly client, key
 // source and controller token → the machines loop (or one pass) → report and exit code.
-import type { DestinationStream } from 'pino';
 import * as z from 'zod';
-import { DEFAULT_FLY_API_URL, FlyClient } from '../fly/client.ts';
+import { type Clock, systemClock } from '../clock.ts';
 import { runLoop } from '../engine/run-loop.ts';
+import { EXIT_NOT_DONE, EXIT_OK, EXIT_USAGE, errorMessage, UsageError } from '../errors.ts';
+import { countFlag, durationFlag, type FlagValues, parseFlagValues, portFlag } from '../flags.ts';
+import { DEFAULT_FLY_API_URL, FlyClient } from '../fly/client.ts';
 import { type FlyPassResult, runFlyPass } from '../fly/loop.ts';
 import { renderFlyDiff, renderFlyJson, renderFlyPass } from '../fly/loop-report.ts';
 import type { TargetOptions } from '../fly/targets.ts';
-import { createLogger, SecretRegistry } from '../log.ts';
-import { type Clock, systemClock } from '../clock.ts';
-import { parseDuration } from '../reconcile/duration.ts';
 import { DEFAULT_RETRY } from '../reconcile/retry.ts';
 import type { KeySource } from '../reconcile/sources/key-source.ts';
 import { ConfigError, resolveToken, type SourceConfig } from '../reconcile/targets.ts';
-import { buildKeySource, SOURCE_FLAG_OPTIONS, sourceFromFlags } from './source-flags.ts';
-import { EXIT_NOT_DONE, EXIT_OK, EXIT_USAGE, type Io, parseFlags, UsageError } from './usage.ts';
+import { type CommandContext, commandContext } from './shell.ts';
+import { buildKeySource, sourceFromFlags } from './source-flags.ts';
+import type { Io } from './usage.ts';
 
-const USAGE = `Usage: keyroll fly --app APP [--once | --dry-run] [source flags] [options]
+const USAGE = `Usage: keyroll fly -a APP [--once | --dry-run] [source flags] [options]
 
 Keeps every machine of a Fly app on the desired key. Each pass lists the app's machines (and
 skips the pass while a deploy is rolling), observes each started machine's controller
@@ -28,12 +28,12 @@ skips the pass while a deploy is rolling), observes each started machine's contr
 A started machine's config is never written (any Fly update reboots or stops it); it is written
 the next time the machine is seen stopped, and is reported as "deferred" until then.
 
-  --app APP                 Fly app (required)
+  -a, --app APP             Fly app (required) [FLY_APP]
   --once                    one pass, then exit
   --dry-run                 one pass that only reads (Fly API reads, controller GETs) and prints
                             the diff; writes nothing
-  --json                    print each pass as JSON
-  --interval DUR            between passes (default 5m), plus a random --jitter (default 60s)
+  --interval DUR            between passes (default 5m)
+  --jitter DUR              plus a random delay up to this (default 60s)
   --pass-deadline DUR       per pass (default 10m); unfinished work waits for the next pass
   --deadline DUR            per machine, live delivery plus verification (default 120s)
   --poll DUR                re-observe interval while verifying (default 500ms)
@@ -61,60 +61,16 @@ Key source (one is required):
   --mint-url URL            POSTed for a fresh key when expiresAt - now <= --refresh-before
   --refresh-before DUR      default 72h
 
-Environment: FLY_API_TOKEN (required), FLY_API_URL, KEYROLL_LOG_LEVEL (default warn).
+Environment: FLY_API_TOKEN (required), FLY_APP, FLY_API_URL, KEYROLL_LOG_LEVEL (default warn).
 Exit (--once, --dry-run): 0 every machine converged (dry run: no drift), 1 not (or mid-deploy),
 2 error (usage, source, Fly API). The loop runs until SIGINT/SIGTERM and exits with the last
 pass's code.
 `;
 
-const FLAGS = {
-  app: { type: 'string' },
-  once: { type: 'boolean' },
-  'dry-run': { type: 'boolean' },
-  json: { type: 'boolean' },
-  interval: { type: 'string' },
-  jitter: { type: 'string' },
-  'pass-deadline': { type: 'string' },
-  deadline: { type: 'string' },
-  poll: { type: 'string' },
-  'max-changes': { type: 'string' },
-  concurrency: { type: 'string' },
-  'max-unavailable': { type: 'string' },
-  'failure-budget': { type: 'string' },
-  retries: { type: 'string' },
-  'require-durable': { type: 'boolean' },
-  'env-var': { type: 'string' },
-  delivery: { type: 'string' },
-  'controller-port': { type: 'string' },
-  'controller-token-env': { type: 'string' },
-  'controller-token-file': { type: 'string' },
-  'request-timeout': { type: 'string' },
-  'fly-api-url': { type: 'string' },
-  ...SOURCE_FLAG_OPTIONS,
-  help: { type: 'boolean', short: 'h' },
-} as const;
-
-const Duration = z.string().transform((v, ctx) => {
-  try {
-    return parseDuration(v);
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message });
-    return z.NEVER;
-  }
-});
-
-const Count = (min: number) =>
-  z
-    .string()
-    .regex(/^\d+$/, 'expected a whole number')
-    .transform(Number)
-    .pipe(z.number().int().min(min, `expected at least ${min}`));
-
 /** Defaults, in the flags' own text form, so they pass the same parsing as given values. */
 const RAW_DEFAULTS: Record<string, string | boolean> = {
   once: false,
   'dry-run': false,
-  json: false,
   interval: '5m',
   jitter: '60s',
   'pass-deadline': '10m',
@@ -133,6 +89,9 @@ const RAW_DEFAULTS: Record<string, string | boolean> = {
   'fly-api-url': DEFAULT_FLY_API_URL,
 };
 
+/** Node's timers hold at most 2^31-1 ms (24.8 days); a longer delay would fire at once. */
+const MAX_TIMER_MS = 2_147_483_647;
+
 /** The command's configuration, keyed by flag name so every error names the flag. */
 export const FlyConfigSchema = z
   .object({
@@ -141,26 +100,25 @@ export const FlyConfigSchema = z
       .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'expected a Fly app name (lower-case letters, digits, "-")'),
     once: z.boolean(),
     'dry-run': z.boolean(),
-    json: z.boolean(),
-    interval: Duration.pipe(z.number().min(1000, 'expected at least 1s')),
-    jitter: Duration,
-    'pass-deadline': Duration.pipe(z.number().min(1000, 'expected at least 1s')),
-    deadline: Duration.pipe(z.number().min(100, 'expected at least 100ms')),
-    poll: Duration.pipe(z.number().min(10, 'expected at least 10ms')),
-    'max-changes': Count(1),
-    concurrency: Count(1),
-    'max-unavailable': Count(1),
-    'failure-budget': Count(1),
-    retries: Count(0),
+    interval: durationFlag(1000, MAX_TIMER_MS),
+    jitter: durationFlag(0, MAX_TIMER_MS),
+    'pass-deadline': durationFlag(1000, MAX_TIMER_MS),
+    deadline: durationFlag(100, MAX_TIMER_MS),
+    poll: durationFlag(10, MAX_TIMER_MS),
+    'max-changes': countFlag(1),
+    concurrency: countFlag(1),
+    'max-unavailable': countFlag(1),
+    'failure-budget': countFlag(1),
+    retries: countFlag(0),
     'require-durable': z.boolean(),
     'env-var': z
       .string()
       .regex(/^[A-Z_][A-Z0-9_]*$/, 'expected an environment variable name such as KILOCODE_API_KEY'),
     delivery: z.enum(['restart', 'file']),
-    'controller-port': Count(1).pipe(z.number().max(65_535, 'expected a port up to 65535')),
+    'controller-port': portFlag(),
     'controller-token-env': z.string().min(1).optional(),
     'controller-token-file': z.string().min(1).optional(),
-    'request-timeout': Duration,
+    'request-timeout': durationFlag(1, MAX_TIMER_MS),
     'fly-api-url': z.url({ protocol: /^https?$/ }),
     'fly-api-token': z.string({ error: 'is not set (a Fly API token)' }).min(1, 'is empty'),
   })
@@ -179,35 +137,16 @@ export interface FlyDeps {
   controllerClient?: TargetOptions['client'];
 }
 
-type Values = Record<string, string | boolean | undefined>;
-
-function parseConfig(values: Values, env: NodeJS.ProcessEnv): FlyConfig {
-  const raw: Record<string, unknown> = { ...RAW_DEFAULTS };
-  for (const [k, v] of Object.entries(values)) {
-    if (
-      v !== undefined &&
-      k !== 'help' &&
-      !k.startsWith('source-') &&
-      k !== 'mint-url' &&
-      k !== 'refresh-before'
-    )
-      raw[k] = v;
-  }
+function parseConfig(values: FlagValues, env: NodeJS.ProcessEnv): FlyConfig {
+  const given = Object.entries(values).filter(([, v]) => v !== undefined);
+  const raw: Record<string, unknown> = { ...RAW_DEFAULTS, ...Object.fromEntries(given) };
+  if (values.app === undefined && env.FLY_APP) raw.app = env.FLY_APP;
   if (values['fly-api-url'] === undefined && env.FLY_API_URL) raw['fly-api-url'] = env.FLY_API_URL;
   if (env.FLY_API_TOKEN !== undefined) raw['fly-api-token'] = env.FLY_API_TOKEN;
-  const parsed = FlyConfigSchema.safeParse(raw);
-  if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => {
-      const field = String(i.path[0] ?? '');
-      const name = field === 'fly-api-token' ? 'FLY_API_TOKEN' : field ? `--${field}` : 'flags';
-      return `${name}: ${i.message}`;
-    });
-    throw new UsageError(lines.join('; '));
-  }
-  return parsed.data;
+  return parseFlagValues(FlyConfigSchema, raw, (f) => (f === 'fly-api-token' ? 'FLY_API_TOKEN' : `--${f}`));
 }
 
-function sourceConfig(v: Values): SourceConfig {
+function sourceConfig(v: FlagValues): SourceConfig {
   const source = sourceFromFlags(v);
   if (!source) throw new UsageError('a key source is required: --source-file PATH or --source-url URL');
   return source;
@@ -218,28 +157,22 @@ function exitFor(p: FlyPassResult): number {
 }
 
 export async function runFly(argv: string[], io: Io, deps: FlyDeps = {}): Promise<number> {
-  const { values } = parseFlags(argv, FLAGS);
-  const v = values as Values;
-  if (v.help) {
-    io.stdout(USAGE);
-    return EXIT_OK;
+  const ctx = commandContext(argv, io, { name: 'fly', usage: USAGE });
+  try {
+    if (ctx.help) return EXIT_OK;
+    return await fly(ctx, io.env, deps);
+  } finally {
+    ctx.dispose();
   }
-  const cfg = parseConfig(v, io.env);
-  const source = sourceConfig(v);
+}
+
+async function fly(ctx: CommandContext, env: NodeJS.ProcessEnv, deps: FlyDeps): Promise<number> {
+  const cfg = parseConfig(ctx.values, env);
+  const source = sourceConfig(ctx.values);
   const clock = deps.clock ?? systemClock;
-  const secrets = new SecretRegistry();
+  const { secrets } = ctx;
   secrets.add(cfg['fly-api-token']);
-  // Every byte the command prints passes the registry: a key or token that slipped into a
-  // message is replaced before it leaves the process.
-  const out = {
-    stdout: (t: string) => io.stdout(secrets.scrub(t)),
-    stderr: (t: string) => io.stderr(secrets.scrub(t)),
-  };
-  const destination: DestinationStream = { write: (line: string) => out.stderr(line) };
-  const log = createLogger({ level: io.env.KEYROLL_LOG_LEVEL ?? 'warn', secrets, destination }).child({
-    command: 'fly',
-    app: cfg.app,
-  });
+  const log = ctx.log.child({ command: 'fly', app: cfg.app });
 
   let keySource: KeySource;
   let token: string;
@@ -247,19 +180,19 @@ export async function runFly(argv: string[], io: Io, deps: FlyDeps = {}): Promis
     token = cfg['controller-token-file']
       ? await resolveToken(
           { file: cfg['controller-token-file'] },
-          io.env,
+          env,
           process.cwd(),
           '--controller-token-file',
         )
       : await resolveToken(
           { env: cfg['controller-token-env'] ?? 'OPENCLAW_GATEWAY_TOKEN' },
-          io.env,
+          env,
           process.cwd(),
           '--controller-token-env',
         );
     secrets.add(token);
     keySource = await buildKeySource(source, {
-      env: io.env,
+      env,
       baseDir: process.cwd(),
       envVar: cfg['env-var'],
       clock,
@@ -268,77 +201,67 @@ export async function runFly(argv: string[], io: Io, deps: FlyDeps = {}): Promis
     });
   } catch (err) {
     if (err instanceof ConfigError) {
-      out.stderr(`keyroll fly: ${err.message}\n`);
+      ctx.stderr(`keyroll fly: ${err.message}\n`);
       return EXIT_USAGE;
     }
     throw err;
   }
 
-  const fly = new FlyClient({ token: cfg['fly-api-token'], baseUrl: cfg['fly-api-url'], log });
-  const abort = new AbortController();
-  const onSignal = () => abort.abort(new Error('interrupted'));
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  const signal = deps.signal ? AbortSignal.any([deps.signal, abort.signal]) : abort.signal;
+  const flyApi = new FlyClient({ token: cfg['fly-api-token'], baseUrl: cfg['fly-api-url'], log });
+  const signal = deps.signal ? AbortSignal.any([deps.signal, ctx.signal]) : ctx.signal;
   const dryRun = cfg['dry-run'];
-  const once = cfg.once || dryRun;
-  try {
-    const { last, error } = await runLoop({
-      once,
-      intervalMs: cfg.interval,
-      jitterMs: cfg.jitter,
-      clock,
-      signal,
-      ...(deps.random ? { random: deps.random } : {}),
-      log,
-      pass: async () => {
-        const key = await keySource.current(signal);
-        secrets.add(key.key, 'key');
-        return runFlyPass({
-          fly,
-          app: cfg.app,
-          key,
-          spec: { envVar: cfg['env-var'], delivery: cfg.delivery },
-          token,
-          controllerPort: cfg['controller-port'],
-          controllerTimeoutMs: cfg['request-timeout'],
-          rollout: {
-            concurrency: cfg.concurrency,
-            maxUnavailable: cfg['max-unavailable'],
-            failureBudget: cfg['failure-budget'],
-            paused: false,
-          },
-          maxChanges: cfg['max-changes'],
-          requireDurable: cfg['require-durable'],
-          dryRun,
-          env: {
-            clock,
-            log,
-            retry: { ...DEFAULT_RETRY, retries: cfg.retries },
-            deadlineMs: cfg.deadline,
-            pollIntervalMs: cfg.poll,
-            signal,
-          },
-          passDeadlineMs: cfg['pass-deadline'],
-          ...(deps.controllerClient ? { client: deps.controllerClient } : {}),
-        });
-      },
-      onPass: (p) => {
-        if (cfg.json) out.stdout(renderFlyJson(p));
-        else out.stdout(dryRun ? renderFlyDiff(p) : renderFlyPass(p));
-      },
-      onError: (err) => {
-        const msg = err instanceof Error ? err.message : 'unknown error';
-        out.stderr(`keyroll fly: pass failed: ${msg}\n`);
-        log.error({ error: msg }, 'Pass failed; retrying at the next interval');
-      },
-    });
-    if (error) return EXIT_USAGE;
-    return last ? exitFor(last) : EXIT_NOT_DONE;
-  } finally {
-    process.removeListener('SIGINT', onSignal);
-    process.removeListener('SIGTERM', onSignal);
-  }
+  const { last, error } = await runLoop({
+    once: cfg.once || dryRun,
+    intervalMs: cfg.interval,
+    jitterMs: cfg.jitter,
+    clock,
+    signal,
+    ...(deps.random ? { random: deps.random } : {}),
+    log,
+    pass: async () => {
+      const key = await keySource.current(signal);
+      secrets.add(key.key, 'key');
+      return runFlyPass({
+        fly: flyApi,
+        app: cfg.app,
+        key,
+        spec: { envVar: cfg['env-var'], delivery: cfg.delivery },
+        token,
+        controllerPort: cfg['controller-port'],
+        controllerTimeoutMs: cfg['request-timeout'],
+        rollout: {
+          concurrency: cfg.concurrency,
+          maxUnavailable: cfg['max-unavailable'],
+          failureBudget: cfg['failure-budget'],
+          paused: false,
+        },
+        maxChanges: cfg['max-changes'],
+        requireDurable: cfg['require-durable'],
+        dryRun,
+        env: {
+          clock,
+          log,
+          retry: { ...DEFAULT_RETRY, retries: cfg.retries },
+          deadlineMs: cfg.deadline,
+          pollIntervalMs: cfg.poll,
+          signal,
+        },
+        passDeadlineMs: cfg['pass-deadline'],
+        ...(deps.controllerClient ? { client: deps.controllerClient } : {}),
+      });
+    },
+    onPass: (p) => {
+      if (ctx.output === 'json') ctx.stdout(renderFlyJson(p));
+      else ctx.stdout(dryRun ? renderFlyDiff(p) : renderFlyPass(p));
+    },
+    onError: (err) => {
+      const msg = errorMessage(err);
+      ctx.stderr(`keyroll fly: pass failed: ${msg}\n`);
+      log.error({ error: msg }, 'Pass failed; retrying at the next interval');
+    },
+  });
+  if (error) return EXIT_USAGE;
+  return last ? exitFor(last) : EXIT_NOT_DONE;
 }
 
 export const run = runFly;

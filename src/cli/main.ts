@@ -1,5 +1,6 @@
 // Owns the `keyroll` command line: picks the subcommand and maps failures to exit codes.
-import { type Command, EXIT_USAGE, type Io, processIo, UsageError } from './usage.ts';
+import { EXIT_USAGE, errorMessage, TerminalError, UsageError } from '../errors.ts';
+import { type Command, type Io, processIo } from './usage.ts';
 
 const USAGE = `keyroll — make API-key rotation reach running AI gateways, and prove it did
 
@@ -14,8 +15,11 @@ Commands:
   fly          reconcile loop over the machines of a Fly app
 
 Flags of every command:
-  --log-level LEVEL   trace|debug|info|warn|error|fatal|silent [KEYROLL_LOG_LEVEL]
-                      (default info for controller and operator, warn for the others)
+  -o, --output text|json   report format (default text; --json is short for -o json)
+  --log-level LEVEL        trace|debug|info|warn|error|fatal|silent [KEYROLL_LOG_LEVEL]
+                           (default info for controller and operator, warn for the others)
+  -h, --help               the command's flags
+Where Kubernetes is used: -n/--namespace NS, --context NAME, --kubeconfig PATH.
 
 Run \`keyroll <command> --help\` for the flags of a command.
 `;
@@ -59,9 +63,13 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
 
 export async function main(argv: string[], io: Io = processIo()): Promise<number> {
   const [name, ...rest] = argv;
-  if (!name || name === '--help' || name === '-h' || name === 'help') {
+  if (!name) {
+    io.stderr(USAGE);
+    return EXIT_USAGE;
+  }
+  if (name === '--help' || name === '-h' || name === 'help') {
     io.stdout(USAGE);
-    return name ? 0 : EXIT_USAGE;
+    return 0;
   }
   if (name === '--version' || name === '-v') {
     io.stdout(`${(await import('../version.ts')).VERSION}\n`);
@@ -69,7 +77,7 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
   }
   const load = COMMANDS[name];
   if (!load) {
-    io.stderr(`keyroll: unknown command '${name}'\n\n${USAGE}`);
+    io.stderr(`keyroll: unknown command '${name}'\nRun \`keyroll --help\` for the commands.\n`);
     return EXIT_USAGE;
   }
   try {
@@ -83,7 +91,7 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
       io.stderr(`keyroll ${name}: ${err.message}\nRun \`keyroll ${name} --help\` for usage.\n`);
       return EXIT_USAGE;
     }
-    io.stderr(`keyroll ${name}: ${(err as Error).message}\n`);
-    return EXIT_USAGE;
+    io.stderr(`keyroll ${name}: ${errorMessage(err)}\n`);
+    return err instanceof TerminalError ? err.exitCode : EXIT_USAGE;
   }
 }

@@ -1,6 +1,8 @@
 // Owns `keyroll profiles scan|migrate`: flags in, a table or JSON report out, exit code from the outcome.
 import { isAbsolute, resolve } from 'node:path';
 import * as z from 'zod';
+import { EXIT_NOT_DONE, EXIT_OK, EXIT_USAGE, UsageError } from '../errors.ts';
+import { durationFlag, flagIssues, millisecondsFlag } from '../flags.ts';
 import {
   migrateProfiles,
   type ProfilesResult,
@@ -8,13 +10,14 @@ import {
   type StoreResult,
   scanProfiles,
 } from '../profiles/index.ts';
-import { EXIT_NOT_DONE, EXIT_OK, type Io, parseFlags, UsageError } from './usage.ts';
+import { type CommandContext, commandContext, fullUsage } from './shell.ts';
+import type { Io } from './usage.ts';
 
 const USAGE = `Usage:
-  keyroll profiles scan --state-dir DIR [--provider P] [--json]
+  keyroll profiles scan --state-dir DIR [--provider P] [-o text|json]
   keyroll profiles migrate --state-dir DIR [--provider P] [--to env|file] [--env-var NAME]
                            [--key-file PATH] [--provider-alias A] [--purge-plaintext-backups]
-                           [--dry-run] [--json]
+                           [--dry-run] [-o text|json]
 
 scan     classify every auth profile of the provider in every store (writes nothing)
 migrate  rewrite plaintext keys (and refs of the other source) to a keyRef
@@ -26,31 +29,18 @@ Flags:
   --env-var NAME         env var of an env ref (default: KILOCODE_API_KEY)
   --key-file PATH        absolute path of the key file, required with --to file
   --provider-alias A     secrets provider alias of a file ref (default: kilofile)
-  --busy-timeout-ms N    SQLite busy timeout (default: 2000)
+  --busy-timeout DUR     SQLite busy timeout (default: 2s)
   --purge-plaintext-backups
                          once every store is migrated and verified, zero and remove the
                          credential backups (*.bak) that hold a plaintext key of the provider
   --dry-run              report what would change, write nothing
-  --json                 machine-readable output
-  -h, --help             this help
+
+Deprecated (accepted with a warning; removed in the next release):
+  --busy-timeout-ms N    use --busy-timeout (N milliseconds = Nms)
 
 Exit codes: 0 done (also when nothing needed doing), 1 some store could not be read or
 migrated, 2 bad usage.
 `;
-
-const FLAGS = {
-  'state-dir': { type: 'string' },
-  provider: { type: 'string' },
-  to: { type: 'string' },
-  'env-var': { type: 'string' },
-  'key-file': { type: 'string' },
-  'provider-alias': { type: 'string' },
-  'busy-timeout-ms': { type: 'string' },
-  'purge-plaintext-backups': { type: 'boolean' },
-  'dry-run': { type: 'boolean' },
-  json: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
-} as const;
 
 const Flags = z.object({
   'state-dir': z.string({ error: '--state-dir DIR is required' }).min(1, '--state-dir DIR is required'),
@@ -68,63 +58,70 @@ const Flags = z.object({
     .string()
     .regex(/^[a-z][a-z0-9_-]{0,63}$/, '--provider-alias must match ^[a-z][a-z0-9_-]{0,63}$')
     .default('kilofile'),
-  'busy-timeout-ms': z.coerce
-    .number({ error: '--busy-timeout-ms must be a number' })
-    .int()
-    .min(0)
-    .max(600_000)
-    .default(2000),
+  'busy-timeout': durationFlag(0, 600_000).default(2000),
   'purge-plaintext-backups': z.boolean().default(false),
   'dry-run': z.boolean().default(false),
-  json: z.boolean().default(false),
 });
 type Flags = z.infer<typeof Flags>;
-
-function parse(argv: string[]): Flags {
-  const { values } = parseFlags(argv, FLAGS);
-  const parsed = Flags.safeParse(values);
-  if (!parsed.success) throw new UsageError(parsed.error.issues[0]?.message ?? 'invalid flags');
-  return parsed.data;
-}
 
 export async function run(argv: string[], io: Io): Promise<number> {
   const [sub, ...rest] = argv;
   if (!sub || sub === '--help' || sub === '-h' || sub === 'help') {
-    io.stdout(USAGE);
-    return sub ? EXIT_OK : 2;
+    (sub ? io.stdout : io.stderr)(fullUsage(SPEC));
+    return sub ? EXIT_OK : EXIT_USAGE;
   }
   if (sub !== 'scan' && sub !== 'migrate')
     throw new UsageError(`unknown subcommand '${sub}' (expected scan or migrate)`);
-  if (rest.includes('--help') || rest.includes('-h')) {
-    io.stdout(USAGE);
-    return EXIT_OK;
+  const ctx = commandContext(rest, io, { ...SPEC, name: `profiles ${sub}` });
+  try {
+    if (ctx.help) return EXIT_OK;
+    return await (sub === 'scan' ? scan(ctx, rest) : migrate(ctx));
+  } finally {
+    ctx.dispose();
   }
-  const flags = parse(rest);
-  const stateDir = resolve(flags['state-dir']);
-  if (sub === 'scan') {
-    for (const f of [
-      'to',
-      'env-var',
-      'key-file',
-      'provider-alias',
-      'dry-run',
-      'purge-plaintext-backups',
-    ] as const) {
-      if (rest.some((a) => a === `--${f}` || a.startsWith(`--${f}=`)))
-        throw new UsageError(`--${f} applies to migrate only`);
-    }
-    const result = await scanProfiles({
-      stateDir,
-      provider: flags.provider,
-      busyTimeoutMs: flags['busy-timeout-ms'],
-    });
-    io.stdout(
-      flags.json
-        ? `${JSON.stringify(toJson('scan', result, false), null, 2)}\n`
-        : renderText('scan', result, false),
-    );
-    return result.storesFailed > 0 ? EXIT_NOT_DONE : EXIT_OK;
+}
+
+const SPEC = {
+  name: 'profiles',
+  usage: USAGE,
+  deprecated: { 'busy-timeout-ms': millisecondsFlag('busy-timeout', 'busy-timeout-ms') },
+} as const;
+
+function parse(ctx: CommandContext): Flags {
+  const given = Object.entries(ctx.values).filter(([, v]) => v !== undefined);
+  const parsed = Flags.safeParse(Object.fromEntries(given));
+  if (!parsed.success) throw new UsageError(flagIssues(parsed.error, (f) => `--${f}`));
+  return parsed.data;
+}
+
+async function scan(ctx: CommandContext, rest: readonly string[]): Promise<number> {
+  const flags = parse(ctx);
+  for (const f of [
+    'to',
+    'env-var',
+    'key-file',
+    'provider-alias',
+    'dry-run',
+    'purge-plaintext-backups',
+  ] as const) {
+    if (rest.some((a) => a === `--${f}` || a.startsWith(`--${f}=`)))
+      throw new UsageError(`--${f} applies to migrate only`);
   }
+  const result = await scanProfiles({
+    stateDir: resolve(flags['state-dir']),
+    provider: flags.provider,
+    busyTimeoutMs: flags['busy-timeout'],
+  });
+  ctx.stdout(
+    ctx.output === 'json'
+      ? `${JSON.stringify(toJson('scan', result, false), null, 2)}\n`
+      : renderText('scan', result, false),
+  );
+  return result.storesFailed > 0 ? EXIT_NOT_DONE : EXIT_OK;
+}
+
+async function migrate(ctx: CommandContext): Promise<number> {
+  const flags = parse(ctx);
   let target: RefTarget;
   if (flags.to === 'file') {
     if (!flags['key-file']) throw new UsageError('--to file requires --key-file PATH (absolute)');
@@ -134,15 +131,15 @@ export async function run(argv: string[], io: Io): Promise<number> {
     target = { to: 'env', envVar: flags['env-var'] };
   }
   const result = await migrateProfiles({
-    stateDir,
+    stateDir: resolve(flags['state-dir']),
     provider: flags.provider,
     target,
     dryRun: flags['dry-run'],
-    busyTimeoutMs: flags['busy-timeout-ms'],
+    busyTimeoutMs: flags['busy-timeout'],
     purgePlaintextBackups: flags['purge-plaintext-backups'],
   });
-  io.stdout(
-    flags.json
+  ctx.stdout(
+    ctx.output === 'json'
       ? `${JSON.stringify(toJson('migrate', result, flags['dry-run']), null, 2)}\n`
       : renderText('migrate', result, flags['dry-run']),
   );

@@ -3,8 +3,8 @@ import { readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as z from 'zod';
-import { parseFlags, UsageError } from '../cli/usage.ts';
-import { parseDuration } from '../reconcile/duration.ts';
+import { UsageError } from '../errors.ts';
+import { durationFlag, millisecondsFlag, parseCommandLine } from '../flags.ts';
 
 export const CONTROLLER_USAGE = `keyroll controller — in-pod controller: the gateway's front door; bootstraps and supervises
 the gateway, serves /_kilo/*, and proxies every other request to it
@@ -39,8 +39,8 @@ Flags:
                             the first one is the provider key
   --provider-base-url URL   written to models.providers.<provider>.baseUrl in openclaw.json
   --enable-chat-completions enable the gateway's OpenAI-compatible /v1/chat/completions
-  --stop-timeout-ms N       SIGTERM → SIGKILL grace period (default 10000)
-  --ready-timeout-ms N      a child not ready after this long is restarted (default 300000)
+  --stop-timeout DUR        SIGTERM → SIGKILL grace period (default 10s)
+  --ready-timeout DUR       a child not ready after this long is restarted (default 5m)
   --purge-plaintext-backups once the stores are migrated and verified, zero and remove the
                             credential backups (*.bak) that hold a plaintext key of the provider
   --controller-token-file PATH
@@ -51,6 +51,11 @@ Flags:
                             root with SETUID, SETGID, KILL, CHOWN, DAC_OVERRIDE and FOWNER; the
                             state dir and key file are handed to that user)
   -h, --help                show this help
+Durations are Go's: 1h30m, 90s, 250ms.
+
+Deprecated (accepted with a warning; removed in the next release):
+  --stop-timeout-ms N       use --stop-timeout (N milliseconds = Nms)
+  --ready-timeout-ms N      use --ready-timeout
 
 Environment:
   KEYROLL_CONTROLLER_TOKEN  bearer token for /_kilo/* and key of the fingerprints; never passed
@@ -73,24 +78,12 @@ const port = (field: string, min = 1) =>
     .min(min, { error: `${field} must be a port number (${min}-65535)` })
     .max(65535, { error: `${field} must be a port number (${min}-65535)` });
 
-const millis = (field: string, min: number) =>
-  z.coerce
-    .number({ error: `${field} must be a whole number of milliseconds >= ${min}` })
-    .int({ error: `${field} must be a whole number of milliseconds >= ${min}` })
-    .min(min, { error: `${field} must be a whole number of milliseconds >= ${min}` });
-
+/** A duration flag; the message names the flag (these messages never quote a secret). */
 const duration = (field: string, min: number) =>
   z.string().transform((text, ctx) => {
-    try {
-      const ms = parseDuration(text);
-      if (ms >= min) return ms;
-    } catch {
-      // reported below
-    }
-    ctx.addIssue({
-      code: 'custom',
-      message: `${field} must be a duration such as 30s or 2m (at least ${min} ms)`,
-    });
+    const r = durationFlag(min).safeParse(text);
+    if (r.success) return r.data;
+    ctx.addIssue({ code: 'custom', message: `${field}: ${r.error.issues[0]?.message ?? 'invalid'}` });
     return z.NEVER;
   });
 
@@ -140,8 +133,8 @@ const ConfigSchema = z
       .min(1, { error: '--patchable must name at least one variable' }),
     providerBaseUrl: z.url({ error: '--provider-base-url must be an http(s) URL' }).nullable(),
     enableChatCompletions: z.boolean(),
-    stopTimeoutMs: millis('--stop-timeout-ms', 100),
-    readyTimeoutMs: millis('--ready-timeout-ms', 1000),
+    stopTimeoutMs: duration('--stop-timeout', 100),
+    readyTimeoutMs: duration('--ready-timeout', 1000),
     purgePlaintextBackups: z.boolean(),
     /** The controller token: /_kilo/* bearer and the key of every fingerprint. */
     token: z.string({ error: TOKEN_MISSING }).min(16, { error: TOKEN_MISSING }),
@@ -201,36 +194,11 @@ const ConfigSchema = z
 
 export type ControllerConfig = z.infer<typeof ConfigSchema>;
 
-const FLAGS = {
-  'state-dir': { type: 'string' },
-  port: { type: 'string' },
-  bind: { type: 'string' },
-  'gateway-port': { type: 'string' },
-  'admin-port': { type: 'string' },
-  'surge-port': { type: 'string' },
-  'restart-strategy': { type: 'string' },
-  'hold-timeout': { type: 'string' },
-  'hold-max': { type: 'string' },
-  'drain-timeout': { type: 'string' },
-  'idle-timeout': { type: 'string' },
-  'max-connections': { type: 'string' },
-  'require-proxy-token': { type: 'boolean' },
-  'gateway-cmd': { type: 'string' },
-  'openclaw-bin': { type: 'string' },
-  delivery: { type: 'string' },
-  'key-file': { type: 'string' },
-  provider: { type: 'string' },
-  patchable: { type: 'string' },
-  'provider-base-url': { type: 'string' },
-  'enable-chat-completions': { type: 'boolean' },
-  'stop-timeout-ms': { type: 'string' },
-  'ready-timeout-ms': { type: 'string' },
-  'purge-plaintext-backups': { type: 'boolean' },
-  'controller-token-file': { type: 'string' },
-  'gateway-uid': { type: 'string' },
-  'gateway-gid': { type: 'string' },
-  help: { type: 'boolean', short: 'h' },
-} as const;
+/** Millisecond flags of earlier releases, now durations. */
+const DEPRECATED = {
+  'stop-timeout-ms': millisecondsFlag('stop-timeout', 'stop-timeout-ms'),
+  'ready-timeout-ms': millisecondsFlag('ready-timeout', 'ready-timeout-ms'),
+};
 
 /** `--help` was asked for: the caller prints the usage and exits 0. */
 export class HelpRequested extends Error {
@@ -245,9 +213,17 @@ export function parseControllerConfig(
   argv: string[],
   env: NodeJS.ProcessEnv,
   readTokenFile: (path: string) => string = readControllerTokenFile,
+  warn: (text: string) => void = (t) => process.stderr.write(t),
 ): ControllerConfig {
-  const { values } = parseFlags(argv, FLAGS);
-  if (values.help) throw new HelpRequested();
+  const { values: v } = parseCommandLine(argv, CONTROLLER_USAGE, {
+    command: 'controller',
+    deprecated: DEPRECATED,
+    warn,
+  });
+  // Declared by the usage: `--name VALUE` flags are strings, bare `--name` ones booleans.
+  const values = v as Record<string, string | undefined>;
+  const flag = v as Record<string, boolean | undefined>;
+  if (flag.help) throw new HelpRequested();
   const stateDirFlag = values['state-dir'];
   // The controller migrates --state-dir; the gateway reads OPENCLAW_STATE_DIR when it is set.
   // Two different dirs would leave the one the gateway reads unmigrated.
@@ -285,7 +261,7 @@ export function parseControllerConfig(
     drainTimeoutMs: values['drain-timeout'] ?? '30s',
     idleTimeoutMs: values['idle-timeout'] ?? '300s',
     maxConnections: values['max-connections'] ?? '4096',
-    requireProxyToken: values['require-proxy-token'] ?? env.REQUIRE_PROXY_TOKEN === 'true',
+    requireProxyToken: flag['require-proxy-token'] ?? env.REQUIRE_PROXY_TOKEN === 'true',
     gatewayCmd: values['gateway-cmd'] === undefined ? null : splitCommand(values['gateway-cmd']),
     openclawBin: values['openclaw-bin'] ?? null,
     delivery: values.delivery ?? 'restart',
@@ -296,10 +272,10 @@ export function parseControllerConfig(
       .map((s) => s.trim())
       .filter(Boolean),
     providerBaseUrl: values['provider-base-url'] ?? null,
-    enableChatCompletions: values['enable-chat-completions'] ?? false,
-    stopTimeoutMs: values['stop-timeout-ms'] ?? '10000',
-    readyTimeoutMs: values['ready-timeout-ms'] ?? '300000',
-    purgePlaintextBackups: values['purge-plaintext-backups'] ?? false,
+    enableChatCompletions: flag['enable-chat-completions'] ?? false,
+    stopTimeoutMs: values['stop-timeout'] ?? '10s',
+    readyTimeoutMs: values['ready-timeout'] ?? '5m',
+    purgePlaintextBackups: flag['purge-plaintext-backups'] ?? false,
     token: fileToken ?? envToken ?? gatewayToken,
     tokenSource: fileToken !== undefined ? 'file' : envToken !== undefined ? 'env' : 'gateway-token',
     // Equal to the current one while a rotation is being prepared (docs/operator.md): no second token.

@@ -1,5 +1,6 @@
 // Owns durable delivery on Fly: comparing a machine config's key by fingerprint, and writing the
 // key into `config.env` of a machine that is not running, under its lease, with `skip_launch`.
+import { errorMessage } from '../errors.ts';
 import { constantTimeEqual, fingerprintEnv } from '../fingerprint.ts';
 import type { Logger } from '../log.ts';
 import type { FlyClient } from './client.ts';
@@ -71,11 +72,6 @@ export interface DurableWriteInput {
   log: Logger;
 }
 
-/** Describes a failure by its code; FlyApiError messages hold identifiers only. */
-function describe(err: unknown): string {
-  return err instanceof Error ? err.message : 'unknown error';
-}
-
 /** Asks Fly who holds the lease, for the report; best effort (one read). */
 export async function leaseOwner(
   fly: FlyClient,
@@ -102,7 +98,10 @@ export async function releaseQuietly(
     await fly.releaseLease(app, id, nonce, { signal: AbortSignal.timeout(15_000) });
   } catch (err) {
     // The lease expires on its own (its TTL is bounded); nothing else depends on the release.
-    log.warn({ machine: id, error: describe(err) }, 'Could not release the machine lease; it will expire');
+    log.warn(
+      { machine: id, error: errorMessage(err) },
+      'Could not release the machine lease; it will expire',
+    );
   }
 }
 
@@ -127,14 +126,14 @@ export async function writeDurable(i: DurableWriteInput): Promise<DurableWriteRe
       const owner = await leaseOwner(i.fly, i.app, i.machineId, i.signal);
       return { status: 'lease-held', message: `lease held by ${owner ?? 'another client'}`, owner };
     }
-    return { status: 'failed', message: describe(err) };
+    return { status: 'failed', message: errorMessage(err) };
   }
   try {
     let machine: Machine;
     try {
       machine = await i.fly.getMachine(i.app, i.machineId, { signal: i.signal });
     } catch (err) {
-      return { status: 'failed', message: describe(err) };
+      return { status: 'failed', message: errorMessage(err) };
     }
     if (!WRITABLE_STATES.has(machine.state)) {
       return { status: 'state-changed', message: `machine became ${machine.state}; not written` };
@@ -151,7 +150,7 @@ export async function writeDurable(i: DurableWriteInput): Promise<DurableWriteRe
       });
     } catch (err) {
       if (isLeaseHeld(err)) return { status: 'lease-held', message: 'lease taken over during the write' };
-      return { status: 'failed', message: describe(err) };
+      return { status: 'failed', message: errorMessage(err) };
     }
     log.info({ state: machine.state }, 'Wrote rotated key into machine config (skip_launch)');
     return { status: 'written', message: 'config written with skip_launch' };

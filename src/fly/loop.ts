@@ -11,6 +11,7 @@ import {
   type Target,
   type TargetResult,
 } from '../engine/target.ts';
+import { errorMessage } from '../errors.ts';
 import { type Delivery, type DesiredSpec, desired } from '../reconcile/desired.ts';
 import { mapLimit } from '../reconcile/limits.ts';
 import type { KeyMaterial } from '../reconcile/sources/key-source.ts';
@@ -134,10 +135,6 @@ function liveFixable(seen: Inspection | undefined): boolean {
   if (!seen) return true;
   const verdict = seen.assessment?.verdict;
   return verdict === 'deliverable' || verdict === 'waiting';
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : 'unknown error';
 }
 
 /** One pass over the app's machines. Throws only when the listing or the signal fails. */
@@ -331,7 +328,7 @@ export async function runFlyPass(o: FlyPassOptions): Promise<FlyPassResult> {
             return;
           }
           signal.throwIfAborted();
-          r.message = `could not take the machine lease: ${errorText(err)}; next pass`;
+          r.message = `could not take the machine lease: ${errorMessage(err)}; next pass`;
           return;
         }
         try {
@@ -348,7 +345,7 @@ export async function runFlyPass(o: FlyPassOptions): Promise<FlyPassResult> {
         } catch (err) {
           await releaseQuietly(o.fly, o.app, p.id, nonce, log);
           signal.throwIfAborted();
-          r.message = `could not re-read the machine: ${errorText(err)}; next pass`;
+          r.message = `could not re-read the machine: ${errorMessage(err)}; next pass`;
           return;
         }
         leased.push({ id: p.id, nonce, target: t.target });

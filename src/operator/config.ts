@@ -1,28 +1,11 @@
 // Owns the operator's configuration: parsed once, with zod, from flags and environment; errors name the field.
 import { hostname } from 'node:os';
 import * as z from 'zod';
-import { parseDuration } from '../reconcile/duration.ts';
+import { UsageError } from '../errors.ts';
+import { countFlag, durationFlag, flagIssues } from '../flags.ts';
 
-const Duration = z.string().transform((v, ctx) => {
-  try {
-    const ms = parseDuration(v);
-    if (ms <= 0) throw new Error('must be greater than zero');
-    return ms;
-  } catch (err) {
-    ctx.addIssue({
-      code: 'custom',
-      message: `expected a duration such as 30s or 5m (${(err as Error).message})`,
-    });
-    return z.NEVER;
-  }
-});
-
-const Int = (min: number, max: number) =>
-  z
-    .string()
-    .regex(/^\d+$/, 'expected a whole number')
-    .transform(Number)
-    .pipe(z.number().int().min(min).max(max));
+/** Every operator duration is a timer: more than zero, within Node's 2^31-1 ms. */
+const Duration = durationFlag(1, 2_147_483_647);
 
 export const OperatorConfigSchema = z
   .object({
@@ -37,9 +20,9 @@ export const OperatorConfigSchema = z
       .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'expected a DNS-1123 name')
       .default('keyroll-operator'),
     identity: z.string().min(1).max(128).optional(),
-    metricsPort: Int(0, 65535).default(8080),
+    metricsPort: countFlag(0, 65535).default(8080),
     metricsBind: z.string().min(1).default('0.0.0.0'),
-    concurrency: Int(1, 64).default(4),
+    concurrency: countFlag(1, 64).default(4),
     leaseDuration: Duration.default(15_000),
     renewDeadline: Duration.default(10_000),
     retryPeriod: Duration.default(2_000),
@@ -66,7 +49,8 @@ export const OperatorConfigSchema = z
 
 export type OperatorConfig = z.infer<typeof OperatorConfigSchema> & { identity: string };
 
-export class OperatorConfigError extends Error {
+/** A bad flag or variable: a UsageError (exit 2), named for the operator. */
+export class OperatorConfigError extends UsageError {
   override name = 'OperatorConfigError';
 }
 
@@ -107,12 +91,7 @@ export function parseOperatorConfig(
     Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined && v !== '')),
   );
   if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => {
-      const field = String(i.path[0] ?? '');
-      const flag = FLAG_OF[field] ?? `--${field}`;
-      return `${flag}: ${i.message}`;
-    });
-    throw new OperatorConfigError(lines.join('\n'));
+    throw new OperatorConfigError(flagIssues(parsed.error, (f) => FLAG_OF[f] ?? `--${f}`));
   }
   return { ...parsed.data, identity: parsed.data.identity ?? `${hostname()}-${process.pid}` };
 }

@@ -2,6 +2,7 @@
 import { promises as fs } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Logger } from '../log.ts';
+import { SecretRegistry } from '../secrets.ts';
 import { countBackups, finishPurges, hardenBackups, purgePlaintextBackups } from './backups.ts';
 import {
   AGENT_DB,
@@ -14,7 +15,6 @@ import {
 import { type JsonSnapshot, readJsonStore, writeJsonStore } from './json-store.ts';
 import { ensureKeyFile } from './key-file.ts';
 import { CONFIG_FILE, declaredProfiles, registerFileProvider } from './openclaw-config.ts';
-import { Scrubber } from './redact.ts';
 import { DEFAULT_BUSY_TIMEOUT_MS, readSqliteStore, updateSqliteStore } from './sqlite-store.ts';
 import {
   planStore,
@@ -52,7 +52,7 @@ interface Loaded {
   plaintextKeys: string[];
 }
 
-function message(err: unknown, secrets: Scrubber): string {
+function message(err: unknown, secrets: SecretRegistry): string {
   const text = err instanceof StoreError ? err.message : 'unexpected error while handling the store';
   return secrets.scrub(text);
 }
@@ -61,7 +61,7 @@ async function load(
   loc: StoreLocation,
   provider: string,
   busyTimeoutMs: number,
-  secrets: Scrubber,
+  secrets: SecretRegistry,
 ): Promise<Loaded | null> {
   const result: StoreResult = { ...loc, profiles: [], changed: false, error: null };
   try {
@@ -84,7 +84,7 @@ async function load(
   }
 }
 
-async function loadAll(stateDir: string, provider: string, busyTimeoutMs: number, secrets: Scrubber) {
+async function loadAll(stateDir: string, provider: string, busyTimeoutMs: number, secrets: SecretRegistry) {
   const loaded: Loaded[] = [];
   for (const loc of await discoverStores(stateDir)) {
     const l = await load(loc, provider, busyTimeoutMs, secrets);
@@ -170,7 +170,7 @@ function summarise(
 
 /** Reads and classifies every store; writes nothing. */
 export async function scanProfiles(opts: ScanOptions): Promise<ProfilesResult> {
-  const secrets = new Scrubber();
+  const secrets = new SecretRegistry();
   const warnings: string[] = [];
   const loaded = await loadAll(
     opts.stateDir,
@@ -200,7 +200,7 @@ export async function migrateProfiles(opts: MigrateOptions): Promise<ProfilesRes
   const dryRun = opts.dryRun ?? false;
   const layouts = new Set<StoreLayout>(opts.layouts ?? ['json', 'sqlite-agent', 'sqlite-state']);
   const busy = opts.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
-  const secrets = new Scrubber();
+  const secrets = new SecretRegistry();
   const warnings: string[] = [];
   const target = opts.target;
 
@@ -322,7 +322,7 @@ async function purgeIfVerified(
   warnings: string[],
 ): Promise<number> {
   const want = targetForm(target);
-  const verify = await loadAll(opts.stateDir, opts.provider, busy, new Scrubber());
+  const verify = await loadAll(opts.stateDir, opts.provider, busy, new SecretRegistry());
   const unverified =
     migrated.some((l) => l.result.error !== null) ||
     verify.some((l) => l.result.error !== null || l.result.profiles.some((p) => p.form !== want));
@@ -355,7 +355,7 @@ async function prepareFileTarget(
   loaded: Loaded[],
   needed: boolean,
   dryRun: boolean,
-  secrets: Scrubber,
+  secrets: SecretRegistry,
 ): Promise<{ out: Pick<ProfilesResult, 'keyFile' | 'config'>; error: string | null }> {
   // Only when some store will point at the file is it created; otherwise it is just inspected.
   const keys = needed ? loaded.flatMap((l) => l.plaintextKeys) : [];

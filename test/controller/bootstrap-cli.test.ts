@@ -43,12 +43,43 @@ describe('config', () => {
     [['--key-file', 'relative.key'], /--key-file must be an absolute path/],
     [['--patchable', 'lower'], /--patchable must be a comma-separated list of VAR names/],
     [['--provider-base-url', 'not a url'], /--provider-base-url must be an http\(s\) URL/],
-    [['--stop-timeout-ms', '5'], /--stop-timeout-ms must be a whole number of milliseconds >= 100/],
+    [['--stop-timeout', '5'], /--stop-timeout: expected a duration .*\(no unit: write 5s for seconds\)/],
+    [['--stop-timeout', '50ms'], /--stop-timeout: expected at least 100ms/],
+    [['--stop-timeout-ms', '5'], /--stop-timeout: expected at least 100ms/],
+    [['--stop-timeout-ms', '1s'], /--stop-timeout-ms: expected a whole number of milliseconds/],
+    [
+      ['--stop-timeout', '2s', '--stop-timeout-ms', '2000'],
+      /give --stop-timeout or --stop-timeout-ms, not both/,
+    ],
     [['--gateway-cmd', "node 'unterminated"], /--gateway-cmd has an unterminated quote/],
     [['--nope'], /Unknown option '--nope'/],
   ])('%j → a UsageError naming the field', (argv, message) => {
     expect(() => parseControllerConfig(argv, env)).toThrow(UsageError);
     expect(() => parseControllerConfig(argv, env)).toThrow(message);
+  });
+
+  it('takes Go durations, and the old millisecond flags with a warning naming the new flag', () => {
+    const warnings: string[] = [];
+    const warn = (t: string) => warnings.push(t);
+    const c = parseControllerConfig(
+      ['--stop-timeout', '1m30s', '--ready-timeout', '250s'],
+      env,
+      undefined,
+      warn,
+    );
+    expect([c.stopTimeoutMs, c.readyTimeoutMs]).toEqual([90_000, 250_000]);
+    expect(warnings).toEqual([]);
+    const old = parseControllerConfig(
+      ['--stop-timeout-ms', '2500', '--ready-timeout-ms', '60000'],
+      env,
+      undefined,
+      warn,
+    );
+    expect([old.stopTimeoutMs, old.readyTimeoutMs]).toEqual([2500, 60_000]);
+    expect(warnings).toEqual([
+      'keyroll controller: --stop-timeout-ms is deprecated and goes in the next release; use --stop-timeout 2500ms\n',
+      'keyroll controller: --ready-timeout-ms is deprecated and goes in the next release; use --ready-timeout 60000ms\n',
+    ]);
   });
 
   it('requires the token and never echoes it', () => {

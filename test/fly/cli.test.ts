@@ -20,7 +20,7 @@ describe('keyroll fly: flags and configuration', () => {
   it('--help prints the usage and exits 0', async () => {
     const r = await fleet.run(['--help']);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/Usage: keyroll fly --app APP/);
+    expect(r.stdout).toMatch(/Usage: keyroll fly -a APP/);
     for (const flag of [
       '--once',
       '--dry-run',
@@ -37,8 +37,11 @@ describe('keyroll fly: flags and configuration', () => {
     [['--app', 'Bad_App'], {}, /--app: expected a Fly app name/],
     [['--max-changes', '0'], {}, /--max-changes: expected at least 1/],
     [['--interval', 'soon'], {}, /--interval: expected a duration/],
+    [['--interval', '300'], {}, /--interval: expected a duration .*no unit: write 300s/],
+    [['--poll=-5s'], {}, /--poll: expected a duration .*cannot be negative/],
+    [['--deadline', '1x'], {}, /--deadline: expected a duration .*unknown unit 'x'/],
     [['--delivery', 'carrier-pigeon'], {}, /--delivery: /],
-    [['--controller-port', '70000'], {}, /--controller-port: expected a port up to 65535/],
+    [['--controller-port', '70000'], {}, /--controller-port: expected a port at most 65535/],
     [['--fly-api-url', 'ftp://x'], {}, /--fly-api-url: /],
     [[], { FLY_API_TOKEN: undefined }, /FLY_API_TOKEN: is not set \(a Fly API token\)/],
     [[], { OPENCLAW_GATEWAY_TOKEN: undefined }, /environment variable OPENCLAW_GATEWAY_TOKEN is not set/],
@@ -91,19 +94,31 @@ describe('keyroll fly --dry-run', () => {
     expect(r.stdout).toMatch(/dry run, nothing written: 0\/3 converged/);
   });
 
-  it('--json carries fingerprints and plans, never the key', async () => {
+  it.each([[['-o', 'json']], [['--output=json']], [['--json']]])(
+    '%j carries fingerprints and plans, never the key',
+    async (flags) => {
+      fleet.resetLogs();
+      const r = await fleet.run(['--dry-run', ...flags]);
+      expect(r.code).toBe(1);
+      const pass = JSON.parse(r.stdout);
+      expect(pass.dryRun).toBe(true);
+      expect(pass.desiredHash).toBe(envHash(KEYS.B));
+      expect(pass.machines.map((m: { id: string; planned: string }) => [m.id, m.planned])).toEqual([
+        ['m00', 'live'],
+        ['m01', 'live'],
+        ['s01', 'durable'],
+      ]);
+      expect(fleet.fly.writes()).toEqual([]);
+    },
+  );
+
+  it('-o yaml is a usage error on stderr, exit 2, before any Fly call', async () => {
     fleet.resetLogs();
-    const r = await fleet.run(['--dry-run', '--json']);
-    expect(r.code).toBe(1);
-    const pass = JSON.parse(r.stdout);
-    expect(pass.dryRun).toBe(true);
-    expect(pass.desiredHash).toBe(envHash(KEYS.B));
-    expect(pass.machines.map((m: { id: string; planned: string }) => [m.id, m.planned])).toEqual([
-      ['m00', 'live'],
-      ['m01', 'live'],
-      ['s01', 'durable'],
-    ]);
-    expect(fleet.fly.writes()).toEqual([]);
+    const r = await fleet.run(['--dry-run', '-o', 'yaml']);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/--output: expected text or json, got 'yaml'/);
+    expect(fleet.fly.requests).toEqual([]);
   });
 
   it('after a real pass the dry run finds no drift and exits 0', async () => {
