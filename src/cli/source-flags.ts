@@ -1,12 +1,12 @@
 // Owns the key-source flags shared by `reconcile`, `diff` and `fly`: their parseArgs options,
 // their validation into a SourceConfig, and building the KeySource from it.
-import type { SecretRegistry } from '../log.ts';
 import type { Clock } from '../clock.ts';
+import { UsageError } from '../errors.ts';
 import { fileKeySource } from '../reconcile/sources/file-source.ts';
 import { httpKeySource } from '../reconcile/sources/http-source.ts';
 import type { KeySource } from '../reconcile/sources/key-source.ts';
 import { resolvePath, resolveToken, type SourceConfig, SourceConfigSchema } from '../reconcile/targets.ts';
-import { UsageError } from './usage.ts';
+import type { SecretRegistry } from '../secrets.ts';
 
 export const SOURCE_FLAG_OPTIONS = {
   'source-file': { type: 'string' },
