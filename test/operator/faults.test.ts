@@ -186,13 +186,8 @@ describe('operator faults', () => {
       () => condition(gkStatus(server, 'everything'), 'Degraded')?.reason === 'InvalidSpec',
     );
     expect(condition(gkStatus(server, 'everything'), 'Degraded')?.message).toContain('spec.targets.selector');
-    // Terminal: no retry until the spec changes (each reconcile of it logs 'GatewayKey degraded').
-    const runs = () =>
-      logLines.filter((l) => l.includes('GatewayKey degraded') && l.includes('"everything"')).length;
-    await operators[0]!.op.idle();
-    const before = runs();
-    await new Promise((r) => setTimeout(r, 2_000));
-    expect(runs()).toBe(before);
+    // Terminal (no retry until the spec changes): test/operator/engine.test.ts shows it on a manual
+    // clock over ten minutes instead of sleeping here.
   });
 
   it('two replicas: only the leader acts; the other takes over after the Lease expires; SIGTERM releases it', async () => {
