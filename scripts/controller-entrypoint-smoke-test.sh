@@ -53,7 +53,7 @@ printf '{"version":1,"profiles":{"kilocode:default":{"type":"api_key","provider"
 PORT="$(free_port)"
 GW_PORT="$(free_port)"
 "$NODE" "$ROOT/bin/keyroll.mjs" controller --state-dir "$OPENCLAW_STATE_DIR" --port "$PORT" --bind 127.0.0.1 \
-  --gateway-port "$GW_PORT" --ready-timeout-ms $((READY_TIMEOUT_S * 1000)) > "$SANDBOX/controller.log" 2>&1 &
+  --gateway-port "$GW_PORT" --ready-timeout "${READY_TIMEOUT_S}s" > "$SANDBOX/controller.log" 2>&1 &
 CTL_PID=$!
 CTL="http://127.0.0.1:$PORT"
 

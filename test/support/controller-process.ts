@@ -89,8 +89,8 @@ export async function spawnControllerProcess(o: ControllerProcessOptions): Promi
       `'${node24()}' '${standInPath()}'`,
       '--provider-base-url',
       o.upstreamBaseUrl,
-      '--stop-timeout-ms',
-      '3000',
+      '--stop-timeout',
+      '3s',
       ...(o.flags ?? []),
     ],
     {
