@@ -61,6 +61,27 @@ describe('usage errors', () => {
     expect(lines.at(-1)).toBe(`Run \`keyroll ${argv[0]} --help\` for usage.`);
   });
 
+  it('operator --context must name a context of the kubeconfig', async () => {
+    const dir = tempDir();
+    const kubeconfig = join(dir, 'kubeconfig');
+    writeFileSync(
+      kubeconfig,
+      [
+        'apiVersion: v1',
+        'kind: Config',
+        'clusters: [{name: c1, cluster: {server: "http://127.0.0.1:9"}}]',
+        'users: [{name: u1, user: {}}]',
+        'contexts: [{name: ctx-a, context: {cluster: c1, user: u1, namespace: ns-a}}]',
+        'current-context: ctx-a',
+        '',
+      ].join('\n'),
+    );
+    const { io, out } = capture();
+    expect(await main(['operator', '--kubeconfig', kubeconfig, '--context', 'ctx-b'], io)).toBe(2);
+    expect(out.stderr).toMatch(/^keyroll operator: --context: no context 'ctx-b' in the kubeconfig\n/);
+    expect(out.stdout).toBe('');
+  });
+
   it('an unknown command and no command at all go to stderr with exit 2', async () => {
     const a = capture();
     expect(await main(['nope'], a.io)).toBe(2);
