@@ -24,6 +24,7 @@ import {
 } from '../operator/kube-port.ts';
 import { OperatorMetrics } from '../operator/metrics.ts';
 import { createGatewayKeyReconciler } from '../operator/reconciler.ts';
+import { takeRunLease } from '../operator/run-lease.ts';
 import { DEFAULT_RETRY, type RetryPolicy } from '../reconcile/retry.ts';
 import { VERSION } from '../version.ts';
 import { EXIT_NOT_DONE, EXIT_OK, EXIT_USAGE, type Io, UsageError } from './usage.ts';
@@ -247,7 +248,12 @@ export interface KubeSession {
  */
 export async function withKubeSession(
   command: 'reconcile' | 'diff',
-  opts: { namespace?: string | undefined; kubeconfig?: string | undefined; requestTimeoutMs?: number },
+  opts: {
+    namespace?: string | undefined;
+    kubeconfig?: string | undefined;
+    requestTimeoutMs?: number;
+    json?: boolean;
+  },
   io: Io,
   deps: KubeDeps,
   fn: (s: KubeSession) => Promise<number>,
@@ -257,7 +263,28 @@ export async function withKubeSession(
   const conn = connectKube(command, opts, io, err, deps.kube, opts.requestTimeoutMs ?? 10_000);
   if (typeof conn === 'number') return conn;
   const { kube, namespace } = conn;
-  const { signal, dispose } = interruptible(deps.signal);
+  const { signal: interrupted, dispose } = interruptible(deps.signal);
+  // reconcile acts only while it holds the operator's Lease (src/operator/run-lease.ts): exit 0
+  // "skipped" when the operator holds it. diff only reads.
+  const lease =
+    command === 'reconcile'
+      ? await takeRunLease({
+          kube,
+          namespace,
+          env: io.env,
+          log,
+          out,
+          err,
+          json: opts.json === true,
+          signal: interrupted,
+          ...(deps.clock ? { clock: deps.clock } : {}),
+        })
+      : null;
+  if (typeof lease === 'number') {
+    dispose();
+    return lease;
+  }
+  const signal = lease?.signal ?? interrupted;
   try {
     const snapshot = await listNamespace(command, kube, namespace, signal, log, err);
     if (typeof snapshot === 'number') return snapshot;
@@ -279,6 +306,7 @@ export async function withKubeSession(
     const clock = deps.clock ?? systemClock;
     return await fn({ out, log, secrets, kube, namespace, snapshot, caches, live, signal, clock });
   } finally {
+    await lease?.release();
     dispose();
   }
 }

@@ -1,6 +1,7 @@
 // Owns leader election on a coordination.k8s.io/v1 Lease: acquire, renew, take over after expiry, release.
-import type { Logger } from '../log.ts';
+
 import type { Clock } from '../clock.ts';
+import type { Logger } from '../log.ts';
 import { isKubeError, type KubeClient, type Lease, LeaseSchema } from './kube-port.ts';
 
 /**
@@ -35,6 +36,69 @@ export function decideLease(
   const durationMs = (lease.spec.leaseDurationSeconds ?? 0) * 1000 || defaultDurationMs;
   if (now >= observedChangeAt + durationMs) return { action: 'takeover', reason: 'expired' };
   return { action: 'wait', holder };
+}
+
+/** The fields of a Lease a holder writes; shared by the LeaderElector and the one-shot run Lease. */
+export interface LeaseWrite {
+  namespace: string;
+  name: string;
+  identity: string;
+  leaseDurationMs: number;
+  now: number;
+  /** The resourceVersion read last: the precondition of a replace (absent on create). */
+  resourceVersion?: string | undefined;
+  /** When this holder acquired it; `now` for a new acquisition. */
+  acquireTime?: string | null | undefined;
+  transitions: number;
+}
+
+/** Pure: the Lease object a holder creates or replaces (MicroTime timestamps). */
+export function leaseObject(w: LeaseWrite): Record<string, unknown> {
+  const now = microTime(w.now);
+  return {
+    apiVersion: 'coordination.k8s.io/v1',
+    kind: 'Lease',
+    metadata: {
+      name: w.name,
+      namespace: w.namespace,
+      ...(w.resourceVersion ? { resourceVersion: w.resourceVersion } : {}),
+    },
+    spec: {
+      holderIdentity: w.identity,
+      leaseDurationSeconds: Math.max(1, Math.round(w.leaseDurationMs / 1000)),
+      acquireTime: w.acquireTime ?? now,
+      renewTime: now,
+      leaseTransitions: w.transitions,
+    },
+  };
+}
+
+/** Pure: the Lease a holder writes to give it back (no holder, so the next one takes it at once). */
+export function releasedLeaseObject(
+  lease: Lease,
+  namespace: string,
+  name: string,
+  now: number,
+): Record<string, unknown> {
+  return {
+    apiVersion: 'coordination.k8s.io/v1',
+    kind: 'Lease',
+    metadata: { name, namespace, resourceVersion: lease.metadata.resourceVersion },
+    spec: {
+      holderIdentity: '',
+      leaseDurationSeconds: 1,
+      acquireTime: lease.spec.acquireTime ?? microTime(now),
+      renewTime: microTime(now),
+      leaseTransitions: lease.spec.leaseTransitions ?? 0,
+    },
+  };
+}
+
+/** What changes whenever a holder writes the Lease: expiry is judged from when this key last changed. */
+export function leaseChangeKey(lease: Lease | null): string {
+  return lease
+    ? `${lease.spec.holderIdentity ?? ''}|${lease.spec.renewTime ?? ''}|${lease.metadata.resourceVersion ?? ''}`
+    : '';
 }
 
 export interface LeaderElectorOptions {
@@ -110,23 +174,16 @@ export class LeaderElector {
   }
 
   #body(lease: Lease | null, transitions: number, acquire: boolean): Record<string, unknown> {
-    const now = microTime(this.#o.clock.now());
-    return {
-      apiVersion: 'coordination.k8s.io/v1',
-      kind: 'Lease',
-      metadata: {
-        name: this.#o.name,
-        namespace: this.#o.namespace,
-        ...(lease?.metadata.resourceVersion ? { resourceVersion: lease.metadata.resourceVersion } : {}),
-      },
-      spec: {
-        holderIdentity: this.#o.identity,
-        leaseDurationSeconds: Math.max(1, Math.round(this.#o.leaseDurationMs / 1000)),
-        acquireTime: acquire ? now : (lease?.spec.acquireTime ?? now),
-        renewTime: now,
-        leaseTransitions: transitions,
-      },
-    };
+    return leaseObject({
+      namespace: this.#o.namespace,
+      name: this.#o.name,
+      identity: this.#o.identity,
+      leaseDurationMs: this.#o.leaseDurationMs,
+      now: this.#o.clock.now(),
+      resourceVersion: lease?.metadata.resourceVersion,
+      acquireTime: acquire ? null : lease?.spec.acquireTime,
+      transitions,
+    });
   }
 
   async #attempt(): Promise<void> {
@@ -138,9 +195,7 @@ export class LeaderElector {
       const raw = await o.kube.getLease(o.namespace, o.name, signal);
       const lease = raw === null ? null : LeaseSchema.parse(raw);
       const now = o.clock.now();
-      const changeKey = lease
-        ? `${lease.spec.holderIdentity ?? ''}|${lease.spec.renewTime ?? ''}|${lease.metadata.resourceVersion ?? ''}`
-        : '';
+      const changeKey = leaseChangeKey(lease);
       if (!this.#observed || this.#observed.key !== changeKey) this.#observed = { key: changeKey, at: now };
       const decision = decideLease(lease, o.identity, now, this.#observed.at, o.leaseDurationMs);
       const transitions = lease?.spec.leaseTransitions ?? 0;
@@ -189,18 +244,7 @@ export class LeaderElector {
       await o.kube.replaceLease(
         o.namespace,
         o.name,
-        {
-          apiVersion: 'coordination.k8s.io/v1',
-          kind: 'Lease',
-          metadata: { name: o.name, namespace: o.namespace, resourceVersion: lease.metadata.resourceVersion },
-          spec: {
-            holderIdentity: '',
-            leaseDurationSeconds: 1,
-            acquireTime: lease.spec.acquireTime ?? microTime(o.clock.now()),
-            renewTime: microTime(o.clock.now()),
-            leaseTransitions: lease.spec.leaseTransitions ?? 0,
-          },
-        },
+        releasedLeaseObject(lease, o.namespace, o.name, o.clock.now()),
         signal,
       );
       o.log.info({ component: 'leader', lease: o.name }, 'Released the Lease');

@@ -24,7 +24,7 @@ interface DocumentedMetric {
 }
 
 /** The Metrics table of docs/operator.md: `| \`name\` | type | labels | counterpart |`. */
-export function documentedMetrics(markdown: string): Map<string, DocumentedMetric> {
+function documentedMetrics(markdown: string): Map<string, DocumentedMetric> {
   const out = new Map<string, DocumentedMetric>();
   for (const line of markdown.split('\n')) {
     const m = /^\| `(keyroll_[a-z0-9_]+)` \| (counter|gauge|histogram|summary) \|([^|]*)\|/.exec(line);
@@ -68,7 +68,7 @@ const PROMQL_WORDS = new Set([
   'quantile',
 ]);
 
-export interface Selector {
+interface Selector {
   metric: string;
   matchers: Array<{ label: string; op: string; value: string }>;
 }
@@ -78,7 +78,7 @@ export interface Selector {
  * call, or a label list of on()/by()/…, with its `{…}` matchers. Enough for the rules here; an
  * expression it cannot account for fails the test rather than passing unchecked.
  */
-export function selectors(expr: string): Selector[] {
+function selectors(expr: string): Selector[] {
   const out: Selector[] = [];
   // Label lists of on/ignoring/by/without/group_*: not metric names.
   const text = expr.replace(/\b(on|ignoring|by|without|group_left|group_right)\s*\([^)]*\)/g, ' $1 ');
