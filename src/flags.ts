@@ -3,8 +3,8 @@
 // types of flag values (Go-style durations, counts, ports) with one error format, `--flag: why`.
 import { type ParseArgsOptionsConfig, parseArgs } from 'node:util';
 import * as z from 'zod';
+import { formatDuration, parseDuration } from './duration.ts';
 import { errorMessage, UsageError } from './errors.ts';
-import { formatDuration, parseDuration } from './reconcile/duration.ts';
 
 /**
  * The flags a usage text declares. Every line whose first non-blank character is `-` declares

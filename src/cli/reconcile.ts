@@ -2,11 +2,11 @@
 import type { ParseArgsConfig } from 'node:util';
 import type { DestinationStream } from 'pino';
 import { type Clock, systemClock } from '../clock.ts';
+import { parseDuration } from '../duration.ts';
 import { type PassResult, runPass } from '../engine/pass.ts';
 import type { Target } from '../engine/target.ts';
 import { createLogger, SecretRegistry } from '../log.ts';
 import { httpControllerClient } from '../reconcile/controller-client.ts';
-import { parseDuration } from '../reconcile/duration.ts';
 import { createProgress } from '../reconcile/progress.ts';
 import { renderDiff, renderJson, renderReconcile } from '../reconcile/report.ts';
 import { DEFAULT_RETRY } from '../reconcile/retry.ts';

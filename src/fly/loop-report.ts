@@ -1,7 +1,8 @@
 // Owns rendering a Fly pass for people and programs: the per-machine table (durable and live side
 // by side), the dry-run diff, and JSON. Fingerprints only; the key never enters a result.
+
+import { formatDuration } from '../duration.ts';
 import { shortHash } from '../fingerprint.ts';
-import { formatDuration } from '../reconcile/duration.ts';
 import { renderTable, renderTargetDiff } from '../reconcile/report.ts';
 import type { FlyPassResult, MachineResult } from './loop.ts';
 

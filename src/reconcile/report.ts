@@ -1,9 +1,9 @@
 // Owns rendering a pass for people and programs: the diff report, the reconcile table, JSON.
 
+import { formatDuration } from '../duration.ts';
 import type { PassResult } from '../engine/pass.ts';
 import type { TargetResult } from '../engine/target.ts';
 import { type Desired, desiredFingerprint, fingerprintLabel, shortHash } from './desired.ts';
-import { formatDuration } from './duration.ts';
 import type { ObservedState, ObservedTraffic } from './observed.ts';
 import { requiredForm } from './observed.ts';
 import { type Action, needsPatch } from './plan.ts';

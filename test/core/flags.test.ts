@@ -2,6 +2,7 @@
 // by the usage text, deprecated aliases with a warning, and `--flag: why` errors.
 import { describe, expect, it } from 'vitest';
 import * as z from 'zod';
+import { DURATION_PATTERN, parseDuration } from '../../src/duration.ts';
 import { UsageError } from '../../src/errors.ts';
 import {
   countFlag,
@@ -12,7 +13,6 @@ import {
   parseFlagValues,
   portFlag,
 } from '../../src/flags.ts';
-import { DURATION_PATTERN, parseDuration } from '../../src/reconcile/duration.ts';
 
 describe('parseDuration: Go notation, as the CRD accepts it', () => {
   it.each([
