@@ -14,6 +14,8 @@ import { type CachedPod, type CachedSecret, decodeSecretValue } from '../operato
 import { type PodTarget, podTargets, selectorIsEmpty } from '../operator/pod-targets.ts';
 import {
   type DegradedReason,
+  type PassDigest,
+  passDigest,
   rotationCompleted,
   statusDegraded,
   statusFromPass,
@@ -156,8 +158,10 @@ export interface GatewayKeyResult extends ReconcileResult {
   /** The status to store; null when the GatewayKey is gone. */
   status: GatewayKeyStatus | null;
   events: EventSpec[];
-  /** The pass, when one ran. */
+  /** The pass, when one ran; its `targets` only with `keepResults` (default: dry runs). */
   pass: PassResult | null;
+  /** What status and Events were computed from, bounded whatever the fleet size. */
+  digest: PassDigest | null;
   /** Why no pass ran. */
   unresolved: Unresolved | null;
   /** The version rolled out and whether this pass completed its rotation (every target proves it, keyroll delivered it). */
@@ -172,6 +176,7 @@ function gone(): GatewayKeyResult {
     status: null,
     events: [],
     pass: null,
+    digest: null,
     unresolved: null,
     rotation: null,
     retry: false,
@@ -191,7 +196,7 @@ function scrubStatus(s: GatewayKeyStatus, secrets: SecretRegistry): GatewayKeySt
 export async function reconcileGatewayKey(
   key: string,
   deps: GatewayKeyDeps,
-  opts: { dryRun: boolean },
+  opts: { dryRun: boolean; keepResults?: boolean },
 ): Promise<GatewayKeyResult> {
   const { namespace, name } = splitKey(key);
   const gk = deps.gatewayKeys.get(namespace, name);
@@ -214,6 +219,7 @@ export async function reconcileGatewayKey(
       status,
       events: event ? [event] : [],
       pass: null,
+      digest: null,
       unresolved,
       rotation: null,
       retry: false,
@@ -240,11 +246,17 @@ export async function reconcileGatewayKey(
       yield { ...t, token, client: makeClient(t.url, token, deps.pass.requestTimeoutMs) };
   }
 
+  // Results stream into a bounded digest (status and Events read only that); the pass keeps every
+  // result only when asked (diff prints them all).
+  const digest = passDigest({
+    keyVersion: material.version,
+    dryRun: opts.dryRun,
+    paused: spec.rollout.paused,
+  });
   // Progress is reported once per pass, when the first delivery starts, so a reader sees
   // Progressing while gateways restart; the final status follows when the pass ends.
   let prev = gk.status;
   let progress: Promise<void> | null = null;
-  const done: TargetResult[] = [];
   const onProgress = deps.onProgress;
   const pass = await runPass(targets(), {
     key: material,
@@ -257,6 +269,8 @@ export async function reconcileGatewayKey(
     },
     dryRun: opts.dryRun,
     env: deps.env,
+    keepResults: opts.keepResults ?? opts.dryRun,
+    onResult: (r: TargetResult) => digest.add(r),
     ...(onProgress
       ? {
           onPhase: (_target: string, phase: Phase) => {
@@ -266,15 +280,12 @@ export async function reconcileGatewayKey(
               gk.generation,
               material.version,
               podList.length,
-              done,
+              digest.digest.summary,
               now(),
             );
             progress = onProgress(next).then((stored) => {
               prev = stored;
             });
-          },
-          onResult: (r: TargetResult) => {
-            done.push(r);
           },
         }
       : {}),
@@ -282,9 +293,10 @@ export async function reconcileGatewayKey(
   if (progress) await progress;
   deps.env.signal.throwIfAborted();
 
-  const completed = rotationCompleted(pass, rotation.delivered);
-  const status = scrubStatus(statusFromPass(prev, gk.generation, pass, now(), completed), deps.secretValues);
-  const events = eventsForPass(pass, prev, status);
+  const d = { ...digest.digest, dryRun: pass.dryRun };
+  const completed = rotationCompleted(d, rotation.delivered);
+  const status = scrubStatus(statusFromPass(prev, gk.generation, d, now(), completed), deps.secretValues);
+  const events = eventsForPass(d, prev, status);
   const s = pass.summary;
   if (!opts.dryRun) {
     if (s.patched > 0) rotation.delivered = true;
@@ -295,6 +307,7 @@ export async function reconcileGatewayKey(
     status,
     events,
     pass,
+    digest: d,
     unresolved: null,
     rotation: { ...rotation, completed: finished },
     retry: s.notConverged + s.unreachable + s.skipped > 0 && !pass.paused,

@@ -4,7 +4,7 @@ import type { PassResult } from '../engine/pass.ts';
 import { getCondition, rfc3339 } from './conditions.ts';
 import { API_VERSION, type CachedGatewayKey, type GatewayKeyStatus, KIND } from './gateway-key.ts';
 import { isKubeError, type KubeClient } from './kube-port.ts';
-import { podNames } from './status.ts';
+import { digestOf, failureSummary, type PassDigest, podNames } from './status.ts';
 
 export interface EventSpec {
   type: 'Normal' | 'Warning';
@@ -14,38 +14,34 @@ export interface EventSpec {
 
 /** Pure: the Events a finished pass deserves. A pass that changed nothing records nothing. */
 export function eventsForPass(
-  result: PassResult,
+  pass: PassResult | PassDigest,
   prev: GatewayKeyStatus,
   next: GatewayKeyStatus,
 ): EventSpec[] {
   const out: EventSpec[] = [];
-  const delivered = result.targets.filter((r) => r.patched && r.outcome === 'converged').map((r) => r.name);
-  if (delivered.length > 0) {
+  const result = digestOf(pass);
+  const delivered = result.delivered;
+  if (delivered.count > 0) {
     out.push({
       type: 'Normal',
       reason: 'KeyRotated',
-      message: `Delivered key version ${result.keyVersion} to ${delivered.length} target(s) and verified the running gateways: ${podNames(delivered)}`,
+      message: `Delivered key version ${result.keyVersion} to ${delivered.count} target(s) and verified the running gateways: ${podNames(delivered)}`,
     });
   }
   // Targets whose provider rejects the key get their own Warning (below), once per change.
-  const failed = result.targets.filter(
-    (r) => r.reason !== 'KeyRejected' && (r.outcome === 'not-converged' || r.outcome === 'unreachable'),
-  );
-  if (failed.length > 0) {
+  const failed = result.failedOthers;
+  if (failed.count > 0) {
     out.push({
       type: 'Warning',
-      reason: failed.some((r) => r.outcome === 'not-converged') ? 'DeliveryFailed' : 'TargetUnreachable',
-      message: `${failed.length} target(s) do not run key version ${result.keyVersion}: ${failed
-        .slice(0, 3)
-        .map((r) => `${r.name}: ${r.message}`)
-        .join('; ')}`,
+      reason: failed.notConverged > 0 ? 'DeliveryFailed' : 'TargetUnreachable',
+      message: `${failed.count} target(s) do not run key version ${result.keyVersion}: ${failureSummary({ count: failed.first.length, first: failed.first })}`,
     });
   }
   const rejected = eventForKeyRejected(prev, next);
   if (rejected) out.push(rejected);
   const wasReady = getCondition(prev.conditions, 'Ready')?.status === 'True';
   const isReady = getCondition(next.conditions, 'Ready')?.status === 'True';
-  if (!wasReady && isReady && delivered.length === 0) {
+  if (!wasReady && isReady && delivered.count === 0) {
     out.push({
       type: 'Normal',
       reason: 'Converged',

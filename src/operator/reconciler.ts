@@ -205,7 +205,7 @@ export function createGatewayKeyReconciler(deps: ReconcilerDeps): GatewayKeyReco
           converged: s.converged,
           patched: s.patched,
           failed: s.notConverged + s.unreachable,
-          keyRejected: pass.targets.filter((t) => t.reason === 'KeyRejected').length,
+          keyRejected: result.digest?.keyRejected.count ?? 0,
           durationMs: pass.durationMs,
         },
         'Reconciled GatewayKey',

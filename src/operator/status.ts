@@ -1,6 +1,6 @@
 // Owns GatewayKey status, pure: computed from a pass result (or the reason there was none), compared before writing.
 
-import type { PassResult } from '../engine/pass.ts';
+import { emptySummary, type PassResult, type PassSummary, tally } from '../engine/pass.ts';
 import type { TargetResult } from '../engine/target.ts';
 import { type Condition, type ConditionInput, rfc3339, setCondition } from './conditions.ts';
 import type { GatewayKeyStatus, TargetStatus } from './gateway-key.ts';
@@ -63,12 +63,14 @@ export function targetStatusOf(r: TargetResult): TargetStatus {
   };
 }
 
-/** Pure: not-converged targets first (they are what a reader needs), then by name; at most MAX. */
+/** Not-converged targets first (they are what a reader needs), then by name. */
+function byInterest(a: TargetStatus, b: TargetStatus): number {
+  return Number(a.converged) - Number(b.converged) || a.name.localeCompare(b.name);
+}
+
+/** Pure: not-converged targets first, then by name; at most MAX. */
 export function boundedTargetStatuses(results: readonly TargetResult[]): TargetStatus[] {
-  return results
-    .map(targetStatusOf)
-    .sort((a, b) => Number(a.converged) - Number(b.converged) || a.name.localeCompare(b.name))
-    .slice(0, MAX_TARGET_STATUSES);
+  return results.map(targetStatusOf).sort(byInterest).slice(0, MAX_TARGET_STATUSES);
 }
 
 export interface Counts {
@@ -79,43 +81,123 @@ export interface Counts {
 }
 
 /** Pure: drift and skipped targets still have work coming; unreachable and not-converged ones failed. */
-export function countsOf(results: readonly TargetResult[], total = results.length): Counts {
-  const converged = results.filter((r) => r.outcome === 'converged').length;
-  const failed = results.filter((r) => r.outcome === 'not-converged' || r.outcome === 'unreachable').length;
-  return { total, converged, failed, progressing: total - converged - failed };
+export function countsOf(s: PassSummary, total = s.total): Counts {
+  const failed = s.notConverged + s.unreachable;
+  return { total, converged: s.converged, failed, progressing: total - s.converged - failed };
 }
 
 /** "a, b, c and 2 more": pod names, bounded. */
-export function podNames(list: readonly string[], max = 5): string {
-  return list.slice(0, max).join(', ') + (list.length > max ? ` and ${list.length - max} more` : '');
+export function podNames(sample: Sample<string>, max = 5): string {
+  const more = sample.count - Math.min(max, sample.first.length);
+  return sample.first.slice(0, max).join(', ') + (more > 0 ? ` and ${more} more` : '');
 }
 
-/** Targets whose provider rejects the desired key they run (reason KeyRejected). */
-export function keyRejectedTargets(results: readonly TargetResult[]): TargetResult[] {
-  return results.filter((r) => r.reason === 'KeyRejected');
+/** How many, and the first few by name: what a message names of a large set. */
+export interface Sample<T> {
+  count: number;
+  first: T[];
+}
+
+const SAMPLE = 5;
+
+export interface Failure {
+  name: string;
+  message: string;
+}
+
+/**
+ * What status and Events need of a pass, bounded whatever the fleet size: counts, the first
+ * target lines, and a few names per category. Folded from results as they stream in
+ * (`passDigest().add`), so a pass over 10,000 targets never holds them all.
+ */
+export interface PassDigest {
+  keyVersion: string;
+  dryRun: boolean;
+  paused: boolean;
+  summary: PassSummary;
+  targetStatuses: TargetStatus[];
+  /** Patched this pass and proven. */
+  delivered: Sample<string>;
+  /** The provider rejects the desired key they run (reason KeyRejected). */
+  keyRejected: Sample<string>;
+  /** Not converged or unreachable, KeyRejected included. */
+  failed: Sample<Failure>;
+  /** The same without KeyRejected; `notConverged`: how many of them are not-converged (not unreachable). */
+  failedOthers: Sample<Failure> & { notConverged: number };
+}
+
+function addSample<T extends string | Failure>(s: Sample<T>, item: T, max = SAMPLE): void {
+  s.count++;
+  const name = (x: T) => (typeof x === 'string' ? x : x.name);
+  s.first.push(item);
+  s.first.sort((a, b) => name(a).localeCompare(name(b)));
+  if (s.first.length > max) s.first.pop();
+}
+
+/** A digest being folded: `add` every result, read `digest` at any time (also mid-pass). */
+export function passDigest(head: Pick<PassDigest, 'keyVersion' | 'dryRun' | 'paused'>): {
+  add(r: TargetResult): void;
+  readonly digest: PassDigest;
+} {
+  const digest: PassDigest = {
+    ...head,
+    summary: emptySummary(),
+    targetStatuses: [],
+    delivered: { count: 0, first: [] },
+    keyRejected: { count: 0, first: [] },
+    failed: { count: 0, first: [] },
+    failedOthers: { count: 0, first: [], notConverged: 0 },
+  };
+  return {
+    digest,
+    add(r) {
+      tally(digest.summary, r);
+      const line = targetStatusOf(r);
+      digest.targetStatuses.push(line);
+      digest.targetStatuses.sort(byInterest);
+      if (digest.targetStatuses.length > MAX_TARGET_STATUSES) digest.targetStatuses.pop();
+      if (r.patched && r.outcome === 'converged') addSample(digest.delivered, r.name);
+      if (r.reason === 'KeyRejected') addSample(digest.keyRejected, r.name);
+      if (r.outcome === 'not-converged' || r.outcome === 'unreachable') {
+        const f = { name: r.name, message: r.message };
+        addSample(digest.failed, f, 3);
+        if (r.reason !== 'KeyRejected') {
+          addSample(digest.failedOthers, f, 3);
+          if (r.outcome === 'not-converged') digest.failedOthers.notConverged++;
+        }
+      }
+    },
+  };
+}
+
+/** Pure: the digest of a pass that kept its results. */
+export function digestOf(pass: PassResult | PassDigest): PassDigest {
+  if ('targetStatuses' in pass) return pass;
+  const d = passDigest(pass);
+  for (const r of pass.targets) d.add(r);
+  return d.digest;
 }
 
 /**
  * The KeyRejected message: the key version and the pods, no counts, so it stays the same pass
  * after pass while the same pods are affected (the per-target counts are in targetStatuses).
  */
-export function keyRejectedMessage(version: string, results: readonly TargetResult[]): string {
-  const rejected = keyRejectedTargets(results);
-  const others = results.filter(
-    (r) => r.reason !== 'KeyRejected' && (r.outcome === 'not-converged' || r.outcome === 'unreachable'),
-  );
+export function keyRejectedMessage(d: PassDigest): string {
+  const others = d.failedOthers;
   return (
-    `the provider rejects key version ${version} on ${rejected.length} pod(s): ${podNames(rejected.map((r) => r.name))}` +
+    `the provider rejects key version ${d.keyVersion} on ${d.keyRejected.count} pod(s): ${podNames(d.keyRejected)}` +
     ' (the latest answers were 401 authentication_error, none accepted after); keyroll does not re-deliver a rejected key:' +
     ' put a key the provider accepts in the source Secret' +
-    (others.length > 0 ? `; also not converged: ${podNames(others.map((r) => r.name))}` : '')
+    (others.count > 0
+      ? `; also not converged: ${podNames({ count: others.count, first: others.first.map((f) => f.name) })}`
+      : '')
   );
 }
 
-function failedSummary(results: readonly TargetResult[]): string {
-  const bad = results.filter((r) => r.outcome === 'not-converged' || r.outcome === 'unreachable');
-  const shown = bad.slice(0, 3).map((r) => `${r.name}: ${r.message}`);
-  return shown.join('; ') + (bad.length > 3 ? `; and ${bad.length - 3} more` : '');
+/** "a: why; b: why; and 2 more". */
+export function failureSummary(s: Sample<Failure>): string {
+  const more = s.count - s.first.length;
+  return s.first.map((f) => `${f.name}: ${f.message}`).join('; ') + (more > 0 ? `; and ${more} more` : '');
 }
 
 /**
@@ -123,24 +205,21 @@ function failedSummary(results: readonly TargetResult[]): string {
  * delivered it — in this pass, or (`deliveredEarlier`, known to the reconciler) in an earlier pass
  * of the same version whose targets converged only now.
  */
-export function rotationCompleted(result: PassResult, deliveredEarlier = false): boolean {
-  const counts = countsOf(result.targets);
-  return (
-    counts.total > 0 &&
-    counts.converged === counts.total &&
-    (deliveredEarlier || result.targets.some((r) => r.patched))
-  );
+export function rotationCompleted(pass: PassResult | PassDigest, deliveredEarlier = false): boolean {
+  const s = pass.summary;
+  return s.total > 0 && s.converged === s.total && (deliveredEarlier || s.patched > 0);
 }
 
 /** Pure: the status after a completed pass. `rotated` sets lastRotationTime (see rotationCompleted). */
 export function statusFromPass(
   prev: GatewayKeyStatus,
   generation: number,
-  result: PassResult,
+  pass: PassResult | PassDigest,
   now: Date,
-  rotated = rotationCompleted(result),
+  rotated = rotationCompleted(pass),
 ): GatewayKeyStatus {
-  const counts = countsOf(result.targets);
+  const result = digestOf(pass);
+  const counts = countsOf(result.summary);
   const lastRotationTime = rotated ? rfc3339(now) : prev.lastRotationTime;
   const version = result.keyVersion;
   const runs = `${counts.converged}/${counts.total} targets run key version ${version}`;
@@ -152,27 +231,21 @@ export function statusFromPass(
     );
   } else if (counts.converged === counts.total) {
     conditions = trio(['True', 'Converged', runs], ['False', 'Converged', 'rollout complete']);
-  } else if (keyRejectedTargets(result.targets).length > 0) {
+  } else if (result.keyRejected.count > 0) {
     // Before the other failures: a refused key is what a human must fix, and retrying the same
     // key cannot; the reconciler keeps observing, so a later accepted response clears it.
     conditions = trio(
-      [
-        'False',
-        'KeyRejected',
-        `${runs}; the provider rejects it on ${keyRejectedTargets(result.targets).length} pod(s)`,
-      ],
+      ['False', 'KeyRejected', `${runs}; the provider rejects it on ${result.keyRejected.count} pod(s)`],
       [
         'False',
         'KeyRejected',
         'not re-delivering a key the provider rejects; waiting for an accepted response or a new key',
       ],
-      ['True', 'KeyRejected', keyRejectedMessage(version, result.targets)],
+      ['True', 'KeyRejected', keyRejectedMessage(result)],
     );
   } else if (counts.failed > 0) {
-    const unreachable = result.targets.some((r) => r.outcome === 'unreachable');
-    const reason = result.targets.some((r) => r.outcome === 'not-converged')
-      ? 'DeliveryFailed'
-      : 'TargetsUnreachable';
+    const unreachable = result.summary.unreachable > 0;
+    const reason = result.summary.notConverged > 0 ? 'DeliveryFailed' : 'TargetsUnreachable';
     conditions = trio(
       ['False', 'TargetsNotConverged', runs],
       [
@@ -180,7 +253,7 @@ export function statusFromPass(
         'RetryPending',
         `${counts.failed} target(s) failed${unreachable ? ' or were unreachable' : ''}; retrying with backoff`,
       ],
-      ['True', reason, failedSummary(result.targets)],
+      ['True', reason, failureSummary(result.failed)],
     );
   } else if (result.paused || result.dryRun) {
     conditions = trio(
@@ -199,7 +272,7 @@ export function statusFromPass(
     desiredVersion: version,
     ...(lastRotationTime ? { lastRotationTime } : {}),
     targets: counts,
-    targetStatuses: boundedTargetStatuses(result.targets),
+    targetStatuses: result.targetStatuses.map((t) => ({ ...t })),
     conditions: apply(prev.conditions, generation, now, conditions),
   };
 }
@@ -210,7 +283,7 @@ export function statusProgressing(
   generation: number,
   version: string,
   total: number,
-  done: readonly TargetResult[],
+  done: PassSummary,
   now: Date,
 ): GatewayKeyStatus {
   const counts = countsOf(done, total);

@@ -233,6 +233,12 @@ describe('reconcileGatewayKey()', () => {
       reason: 'Converged',
     });
     expect(first.events.map((e) => e.reason)).toEqual(['KeyRotated']);
+    // Streamed: a live pass keeps no per-target results; status and Events come from the digest.
+    expect(first.pass?.targets).toEqual([]);
+    expect(first.status?.targetStatuses?.map((t) => [t.name, t.pid, t.converged])).toEqual([
+      ['gw-0', 5000, true],
+      ['gw-1', 5000, true],
+    ]);
     expect(first.requeueAfterMs).toBe(300_000);
     c.calls.length = 0;
     const second = await reconcileGatewayKey(`${NS}/gk`, d, { dryRun: false });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { PassResult } from '../../src/engine/pass.ts';
+import { type PassResult, summarize } from '../../src/engine/pass.ts';
 import type { TargetResult } from '../../src/engine/target.ts';
 import { parseOperatorConfig } from '../../src/operator/config.ts';
 import { eventForDegraded, eventsForPass } from '../../src/operator/events.ts';
@@ -151,7 +151,9 @@ describe('status', () => {
     expect(late.lastRotationTime).toBe('2026-11-23T10:01:00Z');
     // Degraded and Progressing keep it.
     expect(statusDegraded(late, 2, 'InvalidSpec', 'bad', t1).lastRotationTime).toBe('2026-11-23T10:01:00Z');
-    expect(statusProgressing(late, 1, 'v3', 2, [], t1).lastRotationTime).toBe('2026-11-23T10:01:00Z');
+    expect(statusProgressing(late, 1, 'v3', 2, summarize([]), t1).lastRotationTime).toBe(
+      '2026-11-23T10:01:00Z',
+    );
     expect(rotationCompleted(pass([]))).toBe(false);
   });
 
@@ -182,7 +184,7 @@ describe('status', () => {
   });
 
   it('Progressing while delivering, then Ready; lastTransitionTime moves only on flips', () => {
-    const p = statusProgressing({}, 1, 'v2', 3, [result('a', 'converged')], t0);
+    const p = statusProgressing({}, 1, 'v2', 3, summarize([result('a', 'converged')]), t0);
     expect(p.conditions?.find((c) => c.type === 'Progressing')).toMatchObject({
       status: 'True',
       reason: 'DeliveringKey',
@@ -302,7 +304,7 @@ describe('KeyRejected', () => {
 
   it('keeps Degraded=KeyRejected while a later pass delivers, and clears once accepted later', () => {
     const rejected = statusFromPass({}, 1, pass([keyRejected('gw-1')]), t0);
-    const progressing = statusProgressing(rejected, 1, 'v3', 1, [], t1);
+    const progressing = statusProgressing(rejected, 1, 'v3', 1, summarize([]), t1);
     expect(cond(progressing, 'Degraded')?.reason).toBe('KeyRejected');
     const ok = statusFromPass(rejected, 1, pass([result('gw-1', 'converged')]), t1);
     expect(cond(ok, 'Ready')).toMatchObject({ status: 'True', reason: 'Converged' });
