@@ -112,6 +112,15 @@ export interface SupervisorOptions {
   user?: { uid: number; gid: number } | null;
   /** Truncation length for forwarded output lines. */
   maxLineLength?: number;
+  /**
+   * Niceness given to the old gateway once a surge has switched away from it (null: unchanged):
+   * its drain and shutdown then yield the CPU to the new gateway's first requests, the slowest it
+   * answers. Only raised (a process may always lower its own priority), never restored: the old
+   * gateway is stopped next.
+   */
+  drainingNice?: number | null;
+  /** Sets `pid`'s niceness; the default tries setpriority, then `renice` as the gateway user. */
+  setNice?: (pid: number, nice: number) => Promise<void>;
 }
 
 export class GatewayAlreadyRunningError extends Error {
@@ -145,7 +154,7 @@ const DEFAULTS = {
   stopTimeoutMs: 10_000,
   killTimeoutMs: 5_000,
   readyTimeoutMs: 120_000,
-  probeIntervalMs: 100,
+  probeIntervalMs: 50,
   probeTimeoutMs: 1_000,
   backoffInitialMs: 1_000,
   backoffMaxMs: 300_000,
@@ -153,6 +162,7 @@ const DEFAULTS = {
   maxLineLength: 8_192,
   drainTimeoutMs: 30_000,
   strategy: 'hold' as RestartStrategy,
+  drainingNice: 10 as number | null,
 };
 
 const realTimers: Timers = {
@@ -425,6 +435,16 @@ export class Supervisor extends EventEmitter {
     record.durationMs = Math.round(performance.now() - began);
     this.#countOutcome('surge', true);
     this.#o.log.info({ pid: next.pid, port, oldPid: old.pid }, 'Switched to the surge gateway');
+    const nice = this.#o.drainingNice;
+    if (nice !== null && !old.hasExited) {
+      const setNice =
+        this.#o.setNice ?? ((pid: number, n: number) => lowerPriority(pid, n, this.#o.user ?? null));
+      void setNice(old.pid, nice).then(
+        () => this.#o.log.info({ pid: old.pid, nice }, 'Old gateway yields the CPU while it drains'),
+        (err: unknown) =>
+          this.#o.log.info({ pid: old.pid, err: errInfo(err) }, 'Could not lower the old gateway priority'),
+      );
+    }
     await this.#o.frontDoor?.drain(old.port, this.#o.drainTimeoutMs);
     old.expectedExit = true;
     await this.#terminate(old);
@@ -649,6 +669,35 @@ export class Supervisor extends EventEmitter {
       this.#respawnTimer = null;
     }
   }
+}
+
+/**
+ * Raises `pid`'s niceness to `nice`. setpriority needs the same user or CAP_SYS_NICE (which the
+ * example pod does not grant); a gateway running as its own user is reniced by a `renice` run as
+ * that user, which may always lower its own processes' priority.
+ */
+async function lowerPriority(
+  pid: number,
+  nice: number,
+  user: { uid: number; gid: number } | null,
+): Promise<void> {
+  const os = process.getBuiltinModule('node:os');
+  try {
+    os.setPriority(pid, nice);
+    return;
+  } catch (err) {
+    if (!user) throw err;
+  }
+  await new Promise<void>((resolve, reject) => {
+    const p = spawn('renice', ['-n', String(nice), '-p', String(pid)], {
+      stdio: 'ignore',
+      uid: user.uid,
+      gid: user.gid,
+      env: { PATH: '/usr/bin:/bin' },
+    });
+    p.once('error', reject);
+    p.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`renice exited ${code}`))));
+  });
 }
 
 /** Signals a process group; falls back to the process when it is not a group leader. */

@@ -1,4 +1,5 @@
 // Supervisor faults with real processes: SIGKILL escalation, backoff, coalescing, env per spawn.
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Supervisor, type SupervisorOptions, type Timers } from '../../src/controller/supervisor.ts';
@@ -225,4 +226,55 @@ describe('supervisor', () => {
     const line = JSON.parse(lines.find((l) => l.includes('fixture child started'))!);
     expect(line).toMatchObject({ msg: 'Gateway output', stream: 'stdout' });
   });
+});
+
+describe('surge: the old gateway yields the CPU once switched away from', () => {
+  /** Niceness of a live process (field 19 of /proc/PID/stat). */
+  const niceOf = (pid: number) => {
+    const raw = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(raw.slice(raw.lastIndexOf(')') + 2).split(' ')[16]);
+  };
+
+  it('raises the old gateway niceness to drainingNice for its drain and stop; the new one keeps 0', async () => {
+    const { dir, cleanup } = tempDir('keyroll-sup-nice-');
+    const [port, surgePort] = [await freePort(), await freePort()];
+    const logFile = join(dir, 'starts.jsonl');
+    const { log, lines } = captureLogger();
+    // The first child ignores SIGTERM, so it is still alive (draining, then killed) to be looked at.
+    let ignoreTerm = '1';
+    const sup = new Supervisor({
+      command: process.execPath,
+      args: [FIXTURE],
+      env: (p) => ({
+        PATH: process.env.PATH ?? '',
+        OPENCLAW_GATEWAY_PORT: String(p),
+        FIX_LOG: logFile,
+        FIX_IGNORE_SIGTERM: ignoreTerm,
+      }),
+      gatewayPort: port,
+      surgePort,
+      strategy: 'surge',
+      log,
+      probeIntervalMs: 25,
+      stopTimeoutMs: 1_500,
+    });
+    cleanups.push(async () => {
+      await sup.shutdown().catch(() => {});
+      for (const s of readStarts(logFile)) if (pidAlive(s.pid)) process.kill(s.pid, 'SIGKILL');
+      cleanup();
+    });
+    await sup.start();
+    expect(await sup.waitForState('running', 10_000)).toBe(true);
+    const oldPid = sup.getStats().pid!;
+    expect(niceOf(oldPid)).toBe(0);
+    ignoreTerm = '0';
+    const restarting = sup.requestRestart();
+    await waitFor(() => sup.getStats().pid !== oldPid, 10_000, 'the switch');
+    const newPid = sup.getStats().pid!;
+    await waitFor(() => niceOf(oldPid) === 10, 1_000, 'the old gateway reniced');
+    expect(niceOf(newPid)).toBe(0);
+    await restarting;
+    expect(pidAlive(oldPid)).toBe(false);
+    expect(lines.join('\n')).toContain('Old gateway yields the CPU while it drains');
+  }, 30_000);
 });
