@@ -9,6 +9,8 @@
 //   BENCH_ONLY=rotation,overhead,memory        just these parts
 //   BENCH_RUNS=N                               rotations per strategy and bare restarts (default 3)
 //   BENCH_OVERHEAD_N=N                         sequential request pairs per request kind (default 2000)
+//   BENCH_SUBJECTS=bare,surge                  rotation subjects (default bare,hold,surge)
+//   BENCH_NODE_FLAGS='--flag …'                try other Node flags for the controller (not the image's)
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import * as z from 'zod';
@@ -32,6 +34,7 @@ import {
   type RequestOutcome,
   startTraffic,
 } from '../test/support/traffic.ts';
+import { MEMORY_SERIES, sampleControllerMetrics, scrapeMetrics } from './support/controller-metrics.ts';
 import {
   type BenchRequest,
   pairedLatency,
@@ -50,6 +53,7 @@ const KEY_B = 'bench-key-B-front-door-bbbbbbbb';
 const SECRETS = [TOKEN, KEY_A, KEY_B];
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const SUBJECTS = (process.env.BENCH_SUBJECTS ?? 'bare,hold,surge').split(',').map((x) => x.trim());
 const OVERHEAD_N = Number(process.env.BENCH_OVERHEAD_N ?? 2000);
 /** What the clients of the rotation part send, back to back (test/support/traffic.ts). */
 const ROTATION_CLIENTS: HttpClientKind[] = ['chat', 'chat-stream', 'healthz'];
@@ -94,7 +98,12 @@ function scrub(text: string): string {
 }
 
 const pkg = buildPackage('keyroll-bench-fd-dist-');
-const image = imageCommand('gateway', pkg.root);
+const shipped = imageCommand('gateway', pkg.root);
+/** For trying other Node flags (never for the recorded figures): BENCH_NODE_FLAGS replaces the
+ *  image's, and is printed on the first line. */
+const image = process.env.BENCH_NODE_FLAGS
+  ? { ...shipped, nodeFlags: process.env.BENCH_NODE_FLAGS.split(/\s+/).filter(Boolean) }
+  : shipped;
 /** Node argv up to the controller's flags: the gateway image's ENTRYPOINT, or the same bundle with
  *  Node's default flags (for comparison only). */
 const LAUNCH = {
@@ -314,6 +323,22 @@ function logEvent(
 
 const isChat = (r: UpstreamRequest) => r.path.endsWith('/chat/completions');
 
+/** Resolves with the first log line `msg` (at or after `after`) once the controller writes it. */
+async function waitLog(
+  ctl: Ctl,
+  msg: string,
+  after: number,
+  match: (f: Record<string, unknown>) => boolean,
+  timeoutMs: number,
+): Promise<{ t: number; f: Record<string, unknown> } | null> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const e = logEvent(ctl, msg, after, match);
+    if (e || Date.now() > deadline || ctl.proc.exitInfo()) return e;
+    await sleep(10);
+  }
+}
+
 function standInArgs(upstream: FakeUpstream): string[] {
   return ['--gateway-cmd', `'${NODE}' '${STAND_IN}'`, '--provider-base-url', upstream.baseUrl];
 }
@@ -443,6 +468,7 @@ async function controllerSubject(strategy: 'hold' | 'surge'): Promise<Subject> {
     });
     const mem = sampleMemory(ctl.pid, 100);
     let t0 = 0;
+    let probeSentAt = Number.NaN;
     let first: UpstreamRequest;
     let after: State;
     let oldExitAt: number;
@@ -452,6 +478,20 @@ async function controllerSubject(strategy: 'hold' | 'surge'): Promise<Subject> {
       const oldGone = waitForPidExit(oldPid, 120_000).then((gone) => (gone ? Date.now() : Number.NaN));
       const patch = await ctl.call('POST', '/_kilo/env/patch', { KILOCODE_API_KEY: key });
       if (patch.status !== 200) throw new Error(`${strategy}: patch answered ${patch.status}`);
+      // As for the bare gateway, which gets one chat of the benchmark's own the moment its
+      // /readyz is 200: one chat the moment the controller routes to the new gateway (its log
+      // line), so neither side waits for a client's next turn.
+      void waitLog(
+        ctl,
+        'Routing',
+        t0,
+        (f) => typeof f.pid === 'number' && f.pid !== oldPid,
+        READY_TIMEOUT_MS,
+      ).then((routed) => {
+        if (!routed) return;
+        probeSentAt = Date.now();
+        return chat(ctl.port, TOKEN).catch(() => null);
+      });
       first = await upstream.waitForRequest(
         (r) => r.at >= t0 && r.key === key && isChat(r),
         READY_TIMEOUT_MS,
@@ -477,20 +517,25 @@ async function controllerSubject(strategy: 'hold' | 'surge'): Promise<Subject> {
     const ready = logEvent(ctl, 'Gateway ready', t0, (f) => f.pid === newPid);
     const readyMs = ready ? Number(ready.f.readyMs) : Number.NaN;
     let parts: string;
+    const patched = logEvent(ctl, 'Env patched', t0);
+    const since = (t: number | undefined) => (t === undefined || Number.isNaN(t) ? 'n/a' : `${t - t0}`);
     if (lr.strategy === 'surge') {
       const switched = logEvent(ctl, 'Switched to the surge gateway', t0);
       parts =
         `patch → surge gateway spawned ${spawned ? spawned.t - t0 : 'n/a'} ms, its cold start ${readyMs} ms, ` +
         `switch at ${switched ? switched.t - t0 : 'n/a'} ms, switch → first call with the new key ` +
         `${switched ? first.at - switched.t : 'n/a'} ms; old gateway drained and stopped ` +
-        `${switched && !Number.isNaN(oldExitAt) ? oldExitAt - switched.t : 'n/a'} ms after the switch`;
+        `${switched && !Number.isNaN(oldExitAt) ? oldExitAt - switched.t : 'n/a'} ms after the switch; ` +
+        `timeline from the patch (ms): answered ${since(patched?.t)}, spawned ${since(spawned?.t)}, ready ${since(ready?.t)}, ` +
+        `switched ${since(switched?.t)}, probe chat sent ${since(probeSentAt)}, upstream saw the new key ${since(first.at)}, ` +
+        `old gateway exited ${since(oldExitAt)}`;
     } else {
       const stopped = logEvent(ctl, 'Gateway stopped', t0, (f) => f.pid === oldPid);
       const routed = logEvent(ctl, 'Routing', t0, (f) => f.pid === newPid);
       parts =
         `patch → old gateway drained and stopped ${stopped ? stopped.t - t0 : 'n/a'} ms, ` +
         `stopped → spawned ${stopped && spawned ? spawned.t - stopped.t : 'n/a'} ms, cold start ${readyMs} ms, ` +
-        `routed → first call with the new key ${routed ? first.at - routed.t : 'n/a'} ms; ` +
+        `routed → first call with the new key ${routed ? first.at - routed.t : 'n/a'} ms (probe chat sent ${since(probeSentAt)} ms after the patch); ` +
         `held ${after.proxy.lastHold?.heldRequests ?? 'n/a'} requests, longest wait ` +
         `${after.proxy.lastHold?.longestWaitMs ?? 'n/a'} ms, refused ${after.proxy.lastHold?.refused ?? 'n/a'}`;
     }
@@ -581,11 +626,14 @@ async function bareSubject(): Promise<Subject> {
 
 async function benchRotation(): Promise<void> {
   // The three bootstrap at once; a failed one leaves the others to be closed here.
-  const settled = await Promise.allSettled([
-    bareSubject(),
-    controllerSubject('hold'),
-    controllerSubject('surge'),
-  ]);
+  const make = {
+    bare: bareSubject,
+    hold: () => controllerSubject('hold'),
+    surge: () => controllerSubject('surge'),
+  };
+  const settled = await Promise.allSettled(
+    (['bare', 'hold', 'surge'] as const).filter((n) => SUBJECTS.includes(n)).map((n) => make[n]()),
+  );
   const subjects = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
   const problems: string[] = [];
   try {
@@ -617,6 +665,7 @@ async function benchRotation(): Promise<void> {
     const median = (xs: number[]) => quantile(xs, 0.5);
     for (const name of ['bare', 'hold', 'surge'] as const) {
       const ws = windows[name];
+      if (ws.length === 0) continue;
       const failedSum = ws.reduce((a, w) => a + w.failed, 0);
       record(
         `rotation ${name}: median of ${RUNS}`,
@@ -648,20 +697,31 @@ async function benchRotation(): Promise<void> {
         );
     }
     const bare = median(totals.bare);
-    const ratio = median(totals.surge) / bare;
-    const perRun = totals.surge.map((s, i) => (s / totals.bare[i]!).toFixed(2)).join(' / ');
-    record('rotation surge / bare (medians)', ratio, '', `per run ${perRun}`);
-    target('rotation surge / bare restart (medians)', ratio.toFixed(2), '< 1', ratio < 1);
-    const holdOver = median(totals.hold) - bare;
-    const holdPerRun = totals.hold.map((h, i) => round(h - totals.bare[i]!)).join(' / ');
-    record('rotation hold − bare (medians)', holdOver, 'ms', `per run ${holdPerRun} ms`);
-    target('rotation hold − bare restart (medians)', `${round(holdOver)} ms`, '< 1000 ms', holdOver < 1000);
+    if (totals.surge.length > 0 && totals.bare.length > 0) {
+      const ratio = median(totals.surge) / bare;
+      const perRun = totals.surge.map((s, i) => (s / totals.bare[i]!).toFixed(2)).join(' / ');
+      record('rotation surge / bare (medians)', ratio, '', `per run ${perRun}`);
+      target('rotation surge / bare restart (medians)', ratio.toFixed(2), '< 1', ratio < 1);
+      console.log(`\nSURGE / BARE (medians of ${RUNS}): ${ratio.toFixed(2)} (per run ${perRun}; target < 1)`);
+    }
+    if (totals.hold.length > 0 && totals.bare.length > 0) {
+      const holdOver = median(totals.hold) - bare;
+      const holdPerRun = totals.hold.map((h, i) => round(h - totals.bare[i]!)).join(' / ');
+      record('rotation hold − bare (medians)', holdOver, 'ms', `per run ${holdPerRun} ms`);
+      target('rotation hold − bare restart (medians)', `${round(holdOver)} ms`, '< 1000 ms', holdOver < 1000);
+      console.log(
+        `HOLD − BARE (medians of ${RUNS}): ${round(holdOver)} ms (per run ${holdPerRun}; target ≤ +1000 ms)`,
+      );
+    }
     for (const name of ['hold', 'surge'] as const) {
+      if (windows[name].length === 0) continue;
       const failedSum = windows[name].reduce((a, w) => a + w.failed, 0);
       target(`failed client requests during ${name} rotations`, String(failedSum), '0', failedSum === 0);
     }
-    const bareFailed = windows.bare.reduce((a, w) => a + w.failed, 0);
-    target('failed client requests during bare restarts (contrast)', String(bareFailed), '—', null);
+    if (windows.bare.length > 0) {
+      const bareFailed = windows.bare.reduce((a, w) => a + w.failed, 0);
+      target('failed client requests during bare restarts (contrast)', String(bareFailed), '—', null);
+    }
   } finally {
     for (const s of subjects) problems.push(...(await s.close().catch((e: Error) => [scrub(e.message)])));
     for (const p of problems) console.log(JSON.stringify({ problem: scrub(p) }));
@@ -769,6 +829,17 @@ async function benchMemory(): Promise<void> {
     const idleRss = rssMb(ctl.pid);
     record('controller RSS idle (stand-in gateway)', idleRss, 'MB');
     record('controller private memory idle', privateMb(ctl.pid), 'MB');
+    // The controller's own process.memoryUsage(), from its /metrics (scraped all along: the
+    // figures are with /metrics in use, as a Prometheus would scrape it).
+    const idleMetrics = await scrapeMetrics(ctl.adminPort, TOKEN);
+    const mb = (n: string, m: Map<string, number>) => fmt((m.get(n) ?? Number.NaN) / 1024 / 1024);
+    record(
+      'controller V8 heap used idle (its /metrics)',
+      (idleMetrics.get('nodejs_heap_size_used_bytes') ?? Number.NaN) / 1024 / 1024,
+      'MB',
+      `heap total ${mb('nodejs_heap_size_total_bytes', idleMetrics)}, external ${mb('nodejs_external_memory_bytes', idleMetrics)}, ` +
+        `array buffers ${mb('nodejs_array_buffers_bytes', idleMetrics)} MB`,
+    );
     target('controller RSS idle', `${fmt(idleRss)} MB`, '< 60 MB', idleRss < 60);
 
     const traffic = startTraffic({
@@ -787,11 +858,14 @@ async function benchMemory(): Promise<void> {
     const streams = startStreamClients(ctl.port, '/__standin/stream?n=40&ms=10', 5);
     // Half the time steady load; then one hold rotation under the same load.
     let mem = sampleMemory(ctl.pid, 50);
+    let scraper = sampleControllerMetrics(ctl.adminPort, TOKEN, 500);
     await sleep(10_000);
     const mid = await ctl.state();
     const openMid = sockets.open();
     const steady = mem.stop();
+    const steadyMetrics = await scraper.stop();
     mem = sampleMemory(ctl.pid, 50);
+    scraper = sampleControllerMetrics(ctl.adminPort, TOKEN, 500);
     const t0 = Date.now();
     const patch = await ctl.call('POST', '/_kilo/env/patch', { KILOCODE_API_KEY: KEY_B });
     if (patch.status !== 200) throw new Error(`memory: patch answered ${patch.status}`);
@@ -802,7 +876,10 @@ async function benchMemory(): Promise<void> {
     const ws = await sockets.stop();
     await traffic.stop();
     const rotating = mem.stop();
+    const rotatingMetrics = await scraper.stop();
     const fails = failures(traffic.outcomes);
+    const heapNote = (m: Awaited<ReturnType<typeof scraper.stop>>) =>
+      `${m.scrapes} scrapes of /metrics every 0.5 s; peaks: ${MEMORY_SERIES.map((n) => `${n.replace(/^(nodejs_|process_)/, '')} ${fmt(m.peaksMb[n])}`).join(', ')} MB`;
     const load =
       `${traffic.outcomes.length} HTTP requests (3 chat + 2 /healthz clients, failed ${fails.length}), ` +
       `${sse.streams} SSE streams of 40 events (5 clients, failed ${sse.failed}), ` +
@@ -811,12 +888,28 @@ async function benchMemory(): Promise<void> {
     record('controller RSS peak under load, steady 10 s', steady.peakRss, 'MB', load);
     record('controller private memory peak under load, steady 10 s', steady.peakPrivate, 'MB');
     record(
+      'controller V8 heap used peak under load, steady 10 s (its /metrics)',
+      steadyMetrics.peaksMb.nodejs_heap_size_used_bytes,
+      'MB',
+      heapNote(steadyMetrics),
+    );
+    record(
       'controller RSS peak under the same load across one hold rotation, 10 s',
       rotating.peakRss,
       'MB',
       `rotation patch → new gateway serving ${rotationMs} ms; held ${after.proxy.lastHold?.heldRequests ?? 'n/a'} requests`,
     );
     record('controller private memory peak across the rotation', rotating.peakPrivate, 'MB');
+    record(
+      'controller V8 heap used peak across the rotation (its /metrics)',
+      rotatingMetrics.peaksMb.nodejs_heap_size_used_bytes,
+      'MB',
+      heapNote(rotatingMetrics),
+    );
+    console.log(
+      `\nCONTROLLER RSS (MB, target < 60): idle ${fmt(idleRss)}, steady load peak ${fmt(steady.peakRss)}, ` +
+        `peak across a hold rotation under load ${fmt(rotating.peakRss)} [${LAUNCH_LABEL.image}]`,
+    );
     const peak = Math.max(steady.peakRss, rotating.peakRss);
     target('controller RSS peak while proxying', `${fmt(peak)} MB`, '< 60 MB', peak < 60);
     await sleep(2_000);
@@ -845,7 +938,7 @@ if (unknown.length > 0) {
 }
 console.log(
   JSON.stringify({
-    controller: `node ${image.nodeFlags.join(' ')} dist/keyroll.js ${image.args.join(' ')} (the gateway image's ENTRYPOINT)`,
+    controller: `node ${image.nodeFlags.join(' ')} dist/keyroll.js ${image.args.join(' ')} (${image === shipped ? "the gateway image's ENTRYPOINT" : 'BENCH_NODE_FLAGS, NOT the image flags'})`,
     node: process.version,
     loadavg: loadavg().map((l) => Number(l.toFixed(2))),
     at: new Date().toISOString(),
