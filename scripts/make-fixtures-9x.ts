@@ -1,7 +1,10 @@
 // Regenerates test/fixtures/profiles/openclaw-2026.9.6/: auth-profile stores written by the real
 // OpenClaw 2026.9.6 CLI in a sandbox, copied whole but for one large generated row.
 //
-//   PATH=$PWD/node_modules/.bin:$PATH node scripts/make-fixtures-9x.ts   (about 2 minutes)
+//   PATH=$PWD/node_modules/.bin:$PATH node scripts/make-fixtures-9x.ts [chain]   (about 2 minutes)
+//
+// Two chains, each in its own sandbox: `ref` (onboard-ref → paste-api-key → secrets-apply-env-ref)
+// and `plaintext` (onboard-plaintext); with no argument, both.
 //
 // It installs openclaw@2026.9.6 (npm run gateway:install -- 2026.9.6), then in one sandbox
 // (test/support/sandbox.ts: own HOME, OPENCLAW_STATE_DIR, TMPDIR, OPENCLAW_NO_RESPAWN=1) runs the
@@ -37,6 +40,8 @@ export const FAKE = {
   /** KILOCODE_API_KEY for `secrets apply`, which resolves the new ref before writing it. */
   envKey: 'test-key-A-fixture-9x-aaaa',
   gatewayToken: 'test-token-fixture-9x-gwtk',
+  /** The literal key of the plaintext onboarding (`--custom-api-key`): lands in openclaw.json. */
+  configKey: 'test-key-C-fixture-9x-cccc',
 };
 
 /** Where the sandbox's own paths are replaced in the copied openclaw.json. */
@@ -70,46 +75,63 @@ function secretsPlan(): string {
   });
 }
 
-function steps(sb: Sandbox): Step[] {
+/** Custom-provider onboarding; `keyArgs` say where the key comes from (ref or literal). */
+function onboardArgs(keyArgs: string[]): string[] {
+  return [
+    'onboard',
+    '--non-interactive',
+    '--accept-risk',
+    '--mode',
+    'local',
+    '--auth-choice',
+    'custom-api-key',
+    '--custom-provider-id',
+    'kilocode',
+    '--custom-base-url',
+    'http://127.0.0.1:9/api/gateway/',
+    '--custom-model-id',
+    'kilo/auto',
+    ...keyArgs,
+    '--gateway-port',
+    '18789',
+    '--gateway-bind',
+    'loopback',
+    '--gateway-auth',
+    'token',
+    '--gateway-token-ref-env',
+    'OPENCLAW_GATEWAY_TOKEN',
+    '--skip-daemon',
+    '--skip-channels',
+    '--skip-skills',
+    '--skip-search',
+    '--skip-health',
+    '--skip-ui',
+    '--skip-hooks',
+    '--skip-bootstrap',
+    '--json',
+  ];
+}
+
+type Chain = 'ref' | 'plaintext';
+
+function steps(sb: Sandbox, chain: Chain): Step[] {
+  if (chain === 'plaintext') {
+    return [
+      {
+        // The plaintext custom-provider onboarding: the literal key goes to openclaw.json
+        // models.providers.kilocode.apiKey (no auth profile); CUSTOM_API_KEY is not in the env.
+        name: 'onboard-plaintext',
+        args: onboardArgs(['--custom-api-key', FAKE.configKey]),
+        env: { OPENCLAW_GATEWAY_TOKEN: FAKE.gatewayToken },
+      },
+    ];
+  }
   return [
     {
       // The kilocode provider is an external plugin from 2026.6.9 on and cannot be installed
       // offline (reference §1), so "kilocode" is declared as a custom OpenAI-compatible provider.
       name: 'onboard-ref',
-      args: [
-        'onboard',
-        '--non-interactive',
-        '--accept-risk',
-        '--mode',
-        'local',
-        '--auth-choice',
-        'custom-api-key',
-        '--custom-provider-id',
-        'kilocode',
-        '--custom-base-url',
-        'http://127.0.0.1:9/api/gateway/',
-        '--custom-model-id',
-        'kilo/auto',
-        '--secret-input-mode',
-        'ref',
-        '--gateway-port',
-        '18789',
-        '--gateway-bind',
-        'loopback',
-        '--gateway-auth',
-        'token',
-        '--gateway-token-ref-env',
-        'OPENCLAW_GATEWAY_TOKEN',
-        '--skip-daemon',
-        '--skip-channels',
-        '--skip-skills',
-        '--skip-search',
-        '--skip-health',
-        '--skip-ui',
-        '--skip-hooks',
-        '--skip-bootstrap',
-        '--json',
-      ],
+      args: onboardArgs(['--secret-input-mode', 'ref']),
       env: BASE_ENV,
     },
     {
@@ -230,6 +252,13 @@ function snapshot(sb: Sandbox, name: string): void {
   for (const db of dbs) {
     if (existsSync(join(sb.stateDir, db))) copyDatabase(join(sb.stateDir, db), join(out, db));
   }
+  // OpenClaw's own config backups (kept: they hold what the config held, a literal key included).
+  for (const f of readdirSync(sb.stateDir)
+    .filter((n) => /^openclaw\.json\.bak/.test(n))
+    .sort()) {
+    const text = readFileSync(join(sb.stateDir, f), 'utf8').split(sb.dir).join(SANDBOX_PLACEHOLDER);
+    writeFileSync(join(out, f), text, { mode: 0o600 });
+  }
   // The project's formatter owns every committed JSON file; format now so a rerun is lint-clean.
   const fmt = spawnSync(join(REPO_ROOT, 'node_modules', '.bin', 'biome'), ['format', '--write', out], {
     stdio: 'ignore',
@@ -243,15 +272,19 @@ function main(): void {
     stdio: 'inherit',
   });
   if (install.status !== 0) throw new Error(`npm run gateway:install -- ${VERSION} failed`);
-  const sb = createSandbox('keyroll-fixtures-9x-');
-  try {
-    writeFileSync(join(sb.dir, 'plan.json'), secretsPlan(), { mode: 0o600 });
-    for (const step of steps(sb)) {
-      run(sb, step);
-      snapshot(sb, step.name);
+  const arg = process.argv[2];
+  const chains: Chain[] = arg === 'ref' || arg === 'plaintext' ? [arg] : ['ref', 'plaintext'];
+  for (const chain of chains) {
+    const sb = createSandbox('keyroll-fixtures-9x-');
+    try {
+      writeFileSync(join(sb.dir, 'plan.json'), secretsPlan(), { mode: 0o600 });
+      for (const step of steps(sb, chain)) {
+        run(sb, step);
+        snapshot(sb, step.name);
+      }
+    } finally {
+      sb.cleanup();
     }
-  } finally {
-    sb.cleanup();
   }
 }
 

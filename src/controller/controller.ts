@@ -15,12 +15,17 @@ import { FrontDoor, type FrontDoorStats, type TrafficStats } from './front-door.
 import { type GatewayUser, stateHandOver } from './gateway-user.ts';
 import {
   CONTROLLER_ONLY_VARS,
+  customOnboardArgs,
   DOCTOR_ARGS,
+  fileKeyResolution,
   gatewayRunArgs,
+  type KeyResolution,
+  KILO_GATEWAY_BASE_URL,
   type OpenclawCommand,
   onboardArgs,
   openclawEnv,
   openclawVersion,
+  providerPluginInstalled,
   resolveOpenclaw,
   runOpenclaw,
   SECRETS_RELOAD_ARGS,
@@ -34,7 +39,19 @@ import {
 } from './openclaw-config.ts';
 import type { BackupSummary, ProfileFormRow, ProfilePort, StoreLayout } from './profile-port.ts';
 import { createControllerHandler, type LifecycleState, listen, type ServerDeps } from './server.ts';
-import { errInfo, type RestartRecord, Supervisor, type SupervisorOptions } from './supervisor.ts';
+import {
+  type ChildEnv,
+  errInfo,
+  type RestartRecord,
+  Supervisor,
+  type SupervisorOptions,
+} from './supervisor.ts';
+
+/**
+ * Onboarding and doctor of OpenClaw >= 2026.6.9 (custom provider): 14 s idle, but 147 s for an
+ * onboarding and over 180 s for a doctor were measured on a 2-core host at load 9-17.
+ */
+const SLOW_CLI_TIMEOUT_MS = 600_000;
 
 /** The wire API this controller speaks (`/_kilo/version`), and what a caller can rely on. */
 export const API_VERSION = 'keyroll.dev/v1';
@@ -75,6 +92,14 @@ export interface ObservedState {
     restarts: number;
     ready: boolean;
     lastExit: { code: number | null; signal: string | null; at: string } | null;
+    /**
+     * The OpenClaw version installed where the controller runs it (its package.json), or null
+     * (a `--gateway-cmd` gateway, or a binary without one). Always sent; optional for readers
+     * of older controllers.
+     */
+    version?: string | null;
+    /** How the running gateway gets the key, and so how a rotation reaches it (always sent). */
+    keyResolution?: KeyResolution;
   };
   key: { envHash: string | null; fileHash: string | null; version: string | null };
   profiles: (Omit<ProfileFormRow, 'agentId'> & { agentId: string })[];
@@ -201,6 +226,23 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
   // One-shot OpenClaw commands (onboard, doctor, secrets reload) talk to the current gateway.
   const childEnv = () => envFor(currentPort());
 
+  const openclawVer = openclaw ? openclawVersion(openclaw) : null;
+  /**
+   * The provider needs the custom-provider path: OpenClaw >= 2026.6.9 without the provider's
+   * plugin (it is no longer bundled and cannot be installed offline).
+   */
+  const customProvider = openclaw !== null && !providerPluginInstalled(openclaw, config.provider);
+  const configRef = async () => {
+    const doc = await readConfig(cfgPath()).catch(() => null);
+    return doc ? hasConfigLevelRef(doc, config.provider) : false;
+  };
+  const keyResolution = async (): Promise<KeyResolution> => {
+    if (config.delivery === 'restart') return 'env-per-spawn';
+    // A custom gateway (--gateway-cmd) reads the key file itself; no OpenClaw CLI to reload with.
+    if (!openclaw) return 'file-per-request';
+    return fileKeyResolution(openclawVer, await configRef());
+  };
+
   const reloadSecrets = async (): Promise<boolean> => {
     if (!openclaw) return false;
     await handOver();
@@ -225,10 +267,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     profiles,
     secrets,
     log: log.child({ component: 'delivery' }),
-    hasConfigLevelRef: async () => {
-      const doc = await readConfig(cfgPath());
-      return doc ? hasConfigLevelRef(doc, config.provider) : false;
-    },
+    needsReload: async () => (await keyResolution()) === 'file-on-reload',
     reloadSecrets,
     // A new key in the file starts a new window of evidence from live traffic.
     onKeyReplaced: () => frontDoor.resetTraffic(),
@@ -269,6 +308,8 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
           restarts: stats.restarts,
           ready: live ? await probeReady() : false,
           lastExit: stats.lastExit,
+          version: openclawVer,
+          keyResolution: await keyResolution(),
         },
         key: { version: keyVersion },
         profiles: profileRows,
@@ -299,7 +340,6 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     return { ...raw.state, key: { envHash, fileHash, version: raw.state.key.version } };
   };
 
-  const openclawVer = openclaw ? openclawVersion(openclaw) : null;
   const version = () => ({
     version: VERSION,
     commit: process.env.KEYROLL_COMMIT ?? null,
@@ -362,10 +402,16 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
   );
 
   const oclog = log.child({ component: 'openclaw' });
-  const runStep = async (args: string[], label: string, timeoutMs: number) => {
+  const runStep = async (args: string[], label: string, timeoutMs: number, extraEnv: ChildEnv = {}) => {
     if (!openclaw) throw new Error('OpenClaw not found: pass --openclaw-bin or run npm run gateway:install');
     await handOver(); // onboard and doctor run as the gateway user, on what the controller wrote
-    const r = await runOpenclaw(openclaw, args, { env: childEnv(), timeoutMs, log: oclog, label, user });
+    const r = await runOpenclaw(openclaw, args, {
+      env: { ...childEnv(), ...extraEnv },
+      timeoutMs,
+      log: oclog,
+      label,
+      user,
+    });
     if (r.code !== 0) {
       throw new Error(
         `openclaw ${label} failed (exit ${r.code ?? r.signal}${r.timedOut ? ', timed out' : ''})`,
@@ -390,8 +436,32 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     isFresh: async () => (await readConfig(cfgPath()).catch(() => ({}))) === null,
     onboard: config.gatewayCmd
       ? null
-      : () => runStep(onboardArgs(config.gatewayPort), 'onboard', deps.onboardTimeoutMs ?? 180_000),
-    doctor: config.gatewayCmd ? null : () => runStep(DOCTOR_ARGS, 'doctor', deps.doctorTimeoutMs ?? 180_000),
+      : customProvider
+        ? () => {
+            // The key reaches the onboarding as CUSTOM_API_KEY (its ref); the migration after it
+            // points the ref at the delivery's (the key variable, or the key file).
+            const key = env.get(keyVar);
+            log.info({ version: openclawVer }, 'Onboarding with the provider as a custom provider');
+            return runStep(
+              customOnboardArgs(
+                config.gatewayPort,
+                config.provider,
+                config.providerBaseUrl ?? KILO_GATEWAY_BASE_URL,
+              ),
+              'onboard',
+              deps.onboardTimeoutMs ?? SLOW_CLI_TIMEOUT_MS,
+              key ? { CUSTOM_API_KEY: key } : {},
+            );
+          }
+        : () => runStep(onboardArgs(config.gatewayPort), 'onboard', deps.onboardTimeoutMs ?? 180_000),
+    doctor: config.gatewayCmd
+      ? null
+      : () =>
+          runStep(
+            DOCTOR_ARGS,
+            'doctor',
+            deps.doctorTimeoutMs ?? (customProvider ? SLOW_CLI_TIMEOUT_MS : 180_000),
+          ),
     configure: async () => {
       const path = cfgPath();
       // A custom gateway without a config and nothing to set gets no config file.
@@ -408,6 +478,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
         providerBaseUrl: config.providerBaseUrl,
         enableChatCompletions: config.enableChatCompletions,
         keyFile: config.delivery === 'file' ? config.keyFile : null,
+        disableProviderPlugin: customProvider,
       });
       log.info(
         { changed, fileProvider: config.delivery === 'file' ? FILE_PROVIDER_ALIAS : null },

@@ -29,8 +29,11 @@ export interface DeliveryDeps {
   profiles: ProfilePort;
   secrets: SecretRegistry;
   log: Logger;
-  /** True when openclaw.json holds a config-level ref for the provider key. */
-  hasConfigLevelRef: () => Promise<boolean>;
+  /**
+   * File mode: true when the gateway reads the key file only at start and on `secrets reload`
+   * (a config-level ref; any file ref on OpenClaw after 2026.6.8), so a replace needs a reload.
+   */
+  needsReload: () => Promise<boolean>;
   /** The gateway's `secrets.reload`; resolves true on success, never throws. */
   reloadSecrets: () => Promise<boolean>;
   /** Called once the key file holds a new key (file mode). */
@@ -79,9 +82,9 @@ export class Delivery {
       d.log.info({ keyHash }, 'Replaced key file');
       d.onKeyReplaced?.();
       const migratedProfiles = await this.#migrateNow();
-      if (await d.hasConfigLevelRef().catch(() => false)) {
+      if (d.supervisor.hasLiveChild() && (await d.needsReload().catch(() => true))) {
         const ok = await d.reloadSecrets();
-        d.log.info({ ok }, 'Asked the gateway to reload config-level secrets');
+        d.log.info({ ok }, 'Asked the gateway to reload its secrets');
       }
       // Variables other than the key reach the gateway only through its env.
       const others = Object.keys(vars).filter((k) => k !== d.keyVar);

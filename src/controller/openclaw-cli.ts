@@ -199,6 +199,85 @@ export function onboardArgs(gatewayPort: number): string[] {
   ];
 }
 
+/**
+ * Onboarding with the provider declared as a custom OpenAI-compatible one: OpenClaw >= 2026.6.9
+ * no longer bundles the Kilo Gateway provider, and its plugin cannot be installed offline. Ref
+ * mode: the key is `models.providers.<provider>.apiKey = {source:"env",id:"CUSTOM_API_KEY"}`
+ * (read from CUSTOM_API_KEY in the onboarding's env), which the migration that follows re-points
+ * at the delivery's ref (the key variable, or the key file).
+ */
+export function customOnboardArgs(gatewayPort: number, provider: string, baseUrl: string): string[] {
+  const args = onboardArgs(gatewayPort);
+  const at = args.indexOf('kilocode-api-key');
+  args.splice(
+    at,
+    1,
+    'custom-api-key',
+    '--custom-provider-id',
+    provider,
+    '--custom-base-url',
+    baseUrl,
+    '--custom-model-id',
+    'kilo/auto',
+  );
+  return args;
+}
+
+/** The Kilo Gateway's OpenAI-compatible base URL (reference/openclaw.md §5). */
+export const KILO_GATEWAY_BASE_URL = 'https://api.kilo.ai/api/gateway/';
+
+/** True when the OpenClaw install carries the provider's plugin (bundled, or installed beside it). */
+export function providerPluginInstalled(cmd: OpenclawCommand, provider: string): boolean {
+  const entry = cmd.prefix[0] ?? cmd.command;
+  try {
+    const pkgDir = dirname(realpathSync(entry));
+    return (
+      existsSync(join(pkgDir, 'dist', 'extensions', provider)) ||
+      existsSync(join(pkgDir, 'node_modules', '@openclaw', `${provider}-provider`)) ||
+      existsSync(join(pkgDir, '..', '@openclaw', `${provider}-provider`))
+    );
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * How the running gateway gets the key: `env-per-spawn` (an env ref, read from the env the
+ * gateway was spawned with; a new key needs a new process), `file-per-request` (a profile's file
+ * ref, read again on every request: measured on 2026.6.8), `file-on-reload` (a file ref read into
+ * the secrets snapshot at start and on `secrets reload`: every config-level ref, and every file
+ * ref on 2026.9.6).
+ */
+export type KeyResolution = 'env-per-spawn' | 'file-per-request' | 'file-on-reload';
+
+/** The last OpenClaw version measured to re-read a profile's file ref on every request. */
+export const LAST_PER_REQUEST_FILE_REF = '2026.6.8';
+
+/** Compares OpenClaw's calendar versions (`2026.6.8`, `2026.9.6-beta.1`) by their numbers. */
+export function compareOpenclawVersions(a: string, b: string): number {
+  const nums = (v: string) => (v.split('-')[0] ?? '').split('.').map((n) => Number.parseInt(n, 10) || 0);
+  const x = nums(a);
+  const y = nums(b);
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    const d = (x[i] ?? 0) - (y[i] ?? 0);
+    if (d !== 0) return Math.sign(d);
+  }
+  return 0;
+}
+
+/**
+ * File delivery: whether the gateway needs `secrets reload` after a key file replace. Only a
+ * profile-level file ref on a version known to re-read it per request (2026.6.8 and older) does
+ * not; an unknown version gets the reload (harmless where the file is re-read anyway).
+ */
+export function fileKeyResolution(version: string | null, configLevelRef: boolean): KeyResolution {
+  if (configLevelRef) return 'file-on-reload';
+  if (version !== null && compareOpenclawVersions(version, LAST_PER_REQUEST_FILE_REF) <= 0) {
+    return 'file-per-request';
+  }
+  return 'file-on-reload';
+}
+
 export const DOCTOR_ARGS = ['doctor', '--fix', '--non-interactive'];
 
 /** `--allow-unconfigured`: an existing volume may lack gateway.mode (KiloClaw passes it too). */

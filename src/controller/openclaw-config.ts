@@ -1,9 +1,17 @@
-// Owns the controller's edits of openclaw.json: base URL, log file, update check, file provider.
-import { promises as fs } from 'node:fs';
+// Owns the controller's settings in openclaw.json (base URL, log file, update check, file
+// provider, the custom provider's plugin switch); reading and writing are src/profiles/openclaw-config.ts's.
 import { join } from 'node:path';
-import * as z from 'zod';
-import { writeFileAtomic } from '../adapters/atomic-file.ts';
-import { configText, parseConfigText } from '../profiles/openclaw-config.ts';
+import {
+  childObject,
+  hasConfigLevelRef as hasRef,
+  type JsonObject,
+  readConfigFile,
+  setFileProvider,
+  setOwn,
+  updateConfigFile,
+} from '../profiles/openclaw-config.ts';
+
+export { configPath } from '../profiles/openclaw-config.ts';
 
 export const FILE_PROVIDER_ALIAS = 'kilofile';
 
@@ -14,69 +22,48 @@ export interface ConfigEdits {
   enableChatCompletions: boolean;
   /** File delivery: register `secrets.providers.<alias>` for the key file. */
   keyFile: string | null;
-}
-
-const JsonObject = z.record(z.string(), z.unknown());
-type Obj = z.infer<typeof JsonObject>;
-
-export function configPath(stateDir: string, env: Readonly<Record<string, string | undefined>>): string {
-  return env.OPENCLAW_CONFIG_PATH ?? join(stateDir, 'openclaw.json');
-}
-
-function child(obj: Obj, key: string): Obj {
-  const parsed = JsonObject.safeParse(obj[key]);
-  const next = parsed.success ? parsed.data : {};
-  obj[key] = next;
-  return next;
+  /**
+   * The provider is a custom provider in models.providers (OpenClaw >= 2026.6.9 without its
+   * plugin installed): `plugins.entries.<provider>.enabled = false` unless the config says
+   * otherwise, so the gateway does not try to install the plugin on every start (it cannot
+   * offline, and the attempt costs about a minute).
+   */
+  disableProviderPlugin?: boolean;
 }
 
 /** Pure: the config with the controller's settings applied; other fields are kept as they are. */
-export function applyConfigEdits(doc: Obj, edits: ConfigEdits): Obj {
+export function applyConfigEdits(doc: JsonObject, edits: ConfigEdits): JsonObject {
   const out = structuredClone(doc);
   if (edits.providerBaseUrl) {
-    const p = child(child(child(out, 'models'), 'providers'), edits.provider);
+    const p = childObject(childObject(childObject(out, 'models'), 'providers'), edits.provider);
     p.baseUrl = edits.providerBaseUrl;
   }
-  const logging = child(out, 'logging');
+  const logging = childObject(out, 'logging');
   // OpenClaw's default log path is a shared /tmp file; keep the gateway's log with its state.
   if (typeof logging.file !== 'string') logging.file = join(edits.stateDir, 'logs', 'openclaw.log');
-  child(out, 'update').checkOnStart = false;
+  childObject(out, 'update').checkOnStart = false;
   if (edits.enableChatCompletions) {
-    child(child(child(child(out, 'gateway'), 'http'), 'endpoints'), 'chatCompletions').enabled = true;
+    childObject(
+      childObject(childObject(childObject(out, 'gateway'), 'http'), 'endpoints'),
+      'chatCompletions',
+    ).enabled = true;
   }
-  if (edits.keyFile) {
-    child(child(out, 'secrets'), 'providers')[FILE_PROVIDER_ALIAS] = {
-      source: 'file',
-      path: edits.keyFile,
-      mode: 'singleValue',
-    };
+  if (edits.keyFile) setFileProvider(out, FILE_PROVIDER_ALIAS, edits.keyFile);
+  if (edits.disableProviderPlugin) {
+    const entry = childObject(childObject(childObject(out, 'plugins'), 'entries'), edits.provider);
+    if (typeof entry.enabled !== 'boolean') setOwn(entry, 'enabled', false);
   }
   return out;
 }
 
 /** True when `models.providers.<provider>.apiKey` is a ref object (needs `secrets.reload`). */
-export function hasConfigLevelRef(doc: Obj, provider: string): boolean {
-  const models = JsonObject.safeParse(doc.models);
-  const providers = models.success ? JsonObject.safeParse(models.data.providers) : null;
-  const p = providers?.success ? JsonObject.safeParse(providers.data[provider]) : null;
-  const apiKey = p?.success ? p.data.apiKey : undefined;
-  return z.object({ source: z.string() }).safeParse(apiKey).success;
+export function hasConfigLevelRef(doc: JsonObject, provider: string): boolean {
+  return hasRef(doc, provider);
 }
 
-export async function readConfig(path: string): Promise<Obj | null> {
-  let text: string;
-  try {
-    text = await fs.readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw err;
-  }
-  // JSON5, as OpenClaw reads it; an error names the position, never the text.
-  const read = parseConfigText(text);
-  if (!read.ok) throw new Error(read.error);
-  const parsed = JsonObject.safeParse(read.root);
-  if (!parsed.success) throw new Error('openclaw.json is not a JSON object');
-  return parsed.data;
+/** The config, or null when there is none; a file keyroll cannot read is an error. */
+export async function readConfig(path: string): Promise<JsonObject | null> {
+  return (await readConfigFile(path)).root;
 }
 
 /**
@@ -84,9 +71,9 @@ export async function readConfig(path: string): Promise<Obj | null> {
  * written as plain JSON (comments of a JSON5 file are not kept), and only when a setting changed.
  */
 export async function writeConfigEdits(path: string, edits: ConfigEdits): Promise<boolean> {
-  const doc = (await readConfig(path)) ?? {};
-  const next = applyConfigEdits(doc, edits);
-  if (JSON.stringify(next) === JSON.stringify(doc)) return false;
-  await writeFileAtomic(path, configText(next), { mode: 0o600 });
-  return true;
+  return updateConfigFile(path, (root) => {
+    const next = applyConfigEdits(root, edits);
+    for (const k of Object.keys(root)) delete root[k];
+    for (const [k, v] of Object.entries(next)) setOwn(root, k, v);
+  });
 }

@@ -40,7 +40,8 @@ export interface ProfilePortOptions {
 
 /** JSON stores may be rewritten while the gateway runs; SQLite stores only while it is stopped. */
 export const LAYOUTS_WHILE_RUNNING: StoreLayout[] = ['json'];
-export const ALL_STORE_LAYOUTS: StoreLayout[] = ['json', 'sqlite-agent', 'sqlite-state'];
+/** `config` (openclaw.json's provider key) too only while it is stopped: the gateway watches that file. */
+export const ALL_STORE_LAYOUTS: StoreLayout[] = ['json', 'sqlite-agent', 'sqlite-state', 'config'];
 
 /** A port that finds nothing to do, for `--gateway-cmd` setups without stores and for tests. */
 export function noopProfilePort(): ProfilePort {

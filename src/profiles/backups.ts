@@ -3,7 +3,11 @@
 import { promises as fs } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { BACKUP_PATTERN, listMatching, storeDirs } from './discover.ts';
+import { configPlaintextKey, isPlainObject, parseConfigText } from './openclaw-config.ts';
 import { MAX_STORE_BYTES, parseStoreText, planStore, profileEntries } from './store-doc.ts';
+
+/** OpenClaw's own backups of openclaw.json (`openclaw.json.bak`, `.bak.1` …), in the state dir. */
+export const CONFIG_BACKUP_PATTERN = /^openclaw\.json\.bak(\.\d+)?$/;
 
 /**
  * Sets every credential backup next to a store to 0600 and returns how many there are.
@@ -23,7 +27,12 @@ export async function hardenBackups(stateDir: string, dryRun = false): Promise<n
 async function backupFiles(stateDir: string): Promise<string[]> {
   const out: string[] = [];
   for (const dir of await storeDirs(stateDir)) out.push(...(await listMatching(dir, BACKUP_PATTERN)));
+  out.push(...(await listMatching(stateDir, CONFIG_BACKUP_PATTERN)));
   return out;
+}
+
+function isConfigBackup(path: string): boolean {
+  return CONFIG_BACKUP_PATTERN.test(basename(path));
 }
 
 /** What a backup holds, as far as keyroll can tell (doctor's backups are copies of JSON stores). */
@@ -40,6 +49,12 @@ async function inspectBackup(path: string, provider: string): Promise<BackupCont
   if (!st?.isFile() || st.size > MAX_STORE_BYTES) return null;
   const text = await fs.readFile(path, 'utf8').catch(() => null);
   if (text === null) return null;
+  if (isConfigBackup(path)) {
+    // A config backup: plaintext when it holds a literal models.providers.<provider>.apiKey.
+    const read = parseConfigText(text);
+    if (!read.ok || !isPlainObject(read.root)) return null;
+    return { plaintext: configPlaintextKey(read.root, provider) !== null, profileIds: [] };
+  }
   const parsed = parseStoreText(text);
   if (!parsed.ok) return null;
   return {
@@ -91,6 +106,11 @@ export async function purgePlaintextBackups(
   for (const path of await backupFiles(stateDir)) {
     const content = await inspectBackup(path, provider);
     if (!content?.plaintext) continue;
+    if (isConfigBackup(path)) {
+      // Every other setting of an earlier config is in it too: hardened and counted, not deleted.
+      result.kept.push(`${path}: kept, it is OpenClaw's backup of the whole config (0600)`);
+      continue;
+    }
     const missing = content.profileIds.filter((id) => !liveProfileIds.has(id));
     if (missing.length > 0) {
       result.kept.push(`${path}: kept, it holds ${missing.length} profile(s) no store has`);

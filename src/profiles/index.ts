@@ -14,7 +14,18 @@ import {
 } from './discover.ts';
 import { type JsonSnapshot, readJsonStore, writeJsonStore } from './json-store.ts';
 import { ensureKeyFile } from './key-file.ts';
-import { CONFIG_FILE, declaredProfiles, registerFileProvider } from './openclaw-config.ts';
+import {
+  applyConfigKey,
+  configKeyId,
+  configPath,
+  configPlaintextKey,
+  declaredProfiles,
+  type JsonObject,
+  planConfigKey,
+  readConfigFile,
+  registerFileProvider,
+  updateConfigFile,
+} from './openclaw-config.ts';
 import { DEFAULT_BUSY_TIMEOUT_MS, readSqliteStore, updateSqliteStore } from './sqlite-store.ts';
 import {
   planStore,
@@ -40,6 +51,8 @@ export { isBusyStoreError } from './sqlite-store.ts';
 export type * from './types.ts';
 export { ALL_LAYOUTS } from './types.ts';
 
+import { ALL_LAYOUTS } from './types.ts';
+
 // A no-op logger, so that importing this module does not load pino (the crash test spawns it often).
 const NO_LOG: Pick<Logger, 'info' | 'warn'> = { info: () => {}, warn: () => {} };
 
@@ -50,6 +63,8 @@ interface Loaded {
   doc: StoreDoc | null;
   json: JsonSnapshot | null;
   plaintextKeys: string[];
+  /** Layout `config`: the openclaw.json document as read. */
+  config?: JsonObject;
 }
 
 function message(err: unknown, secrets: SecretRegistry): string {
@@ -84,12 +99,55 @@ async function load(
   }
 }
 
-async function loadAll(stateDir: string, provider: string, busyTimeoutMs: number, secrets: SecretRegistry) {
+/**
+ * The provider's config-level key in openclaw.json as one more store (layout `config`), or null
+ * when the config has none. An unreadable config is not reported here: `annotate` warns about it.
+ */
+async function loadConfigKey(
+  path: string,
+  provider: string,
+  secrets: SecretRegistry,
+): Promise<Loaded | null> {
+  let root: JsonObject | null;
+  try {
+    root = (await readConfigFile(path)).root;
+  } catch {
+    return null;
+  }
+  const plan = root ? planConfigKey(root, provider, { to: 'env', envVar: 'X' }) : null;
+  if (!root || !plan) return null;
+  const plaintext = configPlaintextKey(root, provider);
+  for (const s of secretStrings(root)) secrets.add(s);
+  const loc: StoreLocation = { path, layout: 'config', agentId: null };
+  return {
+    loc,
+    result: {
+      ...loc,
+      profiles: [{ profileId: configKeyId(provider), form: plan.form, formAfter: plan.form }],
+      changed: false,
+      error: null,
+    },
+    doc: null,
+    json: null,
+    plaintextKeys: plaintext ? [plaintext] : [],
+    config: root,
+  };
+}
+
+async function loadAll(
+  stateDir: string,
+  provider: string,
+  busyTimeoutMs: number,
+  secrets: SecretRegistry,
+  cfgPath: string = configPath(stateDir),
+) {
   const loaded: Loaded[] = [];
   for (const loc of await discoverStores(stateDir)) {
     const l = await load(loc, provider, busyTimeoutMs, secrets);
     if (l) loaded.push(l);
   }
+  const cfg = await loadConfigKey(cfgPath, provider, secrets);
+  if (cfg) loaded.push(cfg);
   return loaded;
 }
 
@@ -103,16 +161,17 @@ async function annotate(
   provider: string,
   loaded: Loaded[],
   warnings: string[],
+  cfgPath: string = configPath(stateDir),
 ): Promise<void> {
   let declared: string[] = [];
   try {
-    declared = await declaredProfiles(stateDir, provider);
+    declared = await declaredProfiles(cfgPath, provider);
   } catch (err) {
-    warnings.push(err instanceof StoreError ? err.message : `cannot read ${CONFIG_FILE}`);
+    warnings.push(err instanceof StoreError ? err.message : 'cannot read openclaw.json');
   }
   const unreadableIds = declared.length > 0 ? declared : [`${provider}:default`];
   for (const l of loaded) {
-    if (l.result.error !== null) {
+    if (l.result.error !== null && l.loc.layout !== 'config') {
       l.result.profiles = unreadableIds.map((profileId) => ({
         profileId,
         form: 'unreadable',
@@ -130,7 +189,7 @@ async function annotate(
     formAfter: 'missing',
   }));
   const home =
-    loaded.find((l) => l.loc.layout === 'sqlite-state') ??
+    loaded.find((l) => l.loc.layout === 'sqlite-state' && l.result.error === null) ??
     loaded.find((l) => l.loc.agentId === 'main' && l.loc.layout === 'sqlite-agent') ??
     loaded.find((l) => l.loc.agentId === 'main');
   if (home) {
@@ -172,13 +231,15 @@ function summarise(
 export async function scanProfiles(opts: ScanOptions): Promise<ProfilesResult> {
   const secrets = new SecretRegistry();
   const warnings: string[] = [];
+  const cfgPath = opts.configPath ?? configPath(opts.stateDir);
   const loaded = await loadAll(
     opts.stateDir,
     opts.provider,
     opts.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS,
     secrets,
+    cfgPath,
   );
-  await annotate(opts.stateDir, opts.provider, loaded, warnings);
+  await annotate(opts.stateDir, opts.provider, loaded, warnings, cfgPath);
   const backups = await countBackups(opts.stateDir, opts.provider);
   return summarise(loaded, backups.total, backups.plaintext, warnings);
 }
@@ -198,7 +259,8 @@ async function removeStaleTemps(dirs: string[]): Promise<void> {
 export async function migrateProfiles(opts: MigrateOptions): Promise<ProfilesResult> {
   const log: Pick<Logger, 'info' | 'warn'> = opts.log ?? NO_LOG;
   const dryRun = opts.dryRun ?? false;
-  const layouts = new Set<StoreLayout>(opts.layouts ?? ['json', 'sqlite-agent', 'sqlite-state']);
+  const layouts = new Set<StoreLayout>(opts.layouts ?? ALL_LAYOUTS);
+  const cfgPath = opts.configPath ?? configPath(opts.stateDir);
   const busy = opts.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
   const secrets = new SecretRegistry();
   const warnings: string[] = [];
@@ -214,9 +276,17 @@ export async function migrateProfiles(opts: MigrateOptions): Promise<ProfilesRes
     });
   }
 
-  const loaded = await loadAll(opts.stateDir, opts.provider, busy, secrets);
-  const plans = new Map<Loaded, StoreDoc>();
+  const loaded = await loadAll(opts.stateDir, opts.provider, busy, secrets, cfgPath);
+  const plans = new Map<Loaded, StoreDoc | 'config'>();
   for (const l of loaded) {
+    if (l.config) {
+      const plan = layouts.has('config') ? planConfigKey(l.config, opts.provider, target) : null;
+      if (!plan?.changes) continue;
+      l.result.profiles = l.result.profiles.map((p) => ({ ...p, formAfter: plan.formAfter }));
+      l.result.changed = true;
+      plans.set(l, 'config');
+      continue;
+    }
     if (!l.doc || !layouts.has(l.loc.layout)) continue;
     const plan = planStore(l.doc, opts.provider, target);
     if (!plan.next) continue;
@@ -227,7 +297,7 @@ export async function migrateProfiles(opts: MigrateOptions): Promise<ProfilesRes
 
   let out: Pick<ProfilesResult, 'keyFile' | 'config'> = {};
   if (target.to === 'file') {
-    const setup = await prepareFileTarget(opts.stateDir, target, loaded, plans.size > 0, dryRun, secrets);
+    const setup = await prepareFileTarget(cfgPath, target, loaded, plans.size > 0, dryRun, secrets);
     out = setup.out;
     if (plans.size > 0 && setup.out.keyFile?.status === 'missing') {
       warnings.push(
@@ -243,7 +313,14 @@ export async function migrateProfiles(opts: MigrateOptions): Promise<ProfilesRes
   for (const [l, next] of plans) {
     if (dryRun) continue;
     try {
-      if (l.loc.layout === 'json' && l.json) {
+      if (next === 'config') {
+        // Re-plan on a fresh read: the file may have changed (the file provider was just added).
+        const written = await updateConfigFile(l.loc.path, (root) => {
+          if (planConfigKey(root, opts.provider, target)?.changes)
+            applyConfigKey(root, opts.provider, target);
+        });
+        if (!written) l.result.changed = false;
+      } else if (l.loc.layout === 'json' && l.json) {
         await writeJsonStore(l.loc.path, l.json, next);
       } else {
         // Re-plan inside the transaction: the database may have moved on since it was read.
@@ -274,7 +351,7 @@ export async function migrateProfiles(opts: MigrateOptions): Promise<ProfilesRes
     }
   }
 
-  await annotate(opts.stateDir, opts.provider, loaded, warnings);
+  await annotate(opts.stateDir, opts.provider, loaded, warnings, cfgPath);
   let backupsPurged: number | undefined;
   if (opts.purgePlaintextBackups && !dryRun) {
     backupsPurged = await purgeIfVerified(opts, target, busy, loaded, warnings);
@@ -322,7 +399,13 @@ async function purgeIfVerified(
   warnings: string[],
 ): Promise<number> {
   const want = targetForm(target);
-  const verify = await loadAll(opts.stateDir, opts.provider, busy, new SecretRegistry());
+  const verify = await loadAll(
+    opts.stateDir,
+    opts.provider,
+    busy,
+    new SecretRegistry(),
+    opts.configPath ?? configPath(opts.stateDir),
+  );
   const unverified =
     migrated.some((l) => l.result.error !== null) ||
     verify.some((l) => l.result.error !== null || l.result.profiles.some((p) => p.form !== want));
@@ -350,7 +433,7 @@ function failStore(l: Loaded, error: string): void {
 }
 
 async function prepareFileTarget(
-  stateDir: string,
+  cfgPath: string,
   target: Extract<RefTarget, { to: 'file' }>,
   loaded: Loaded[],
   needed: boolean,
@@ -361,11 +444,11 @@ async function prepareFileTarget(
   const keys = needed ? loaded.flatMap((l) => l.plaintextKeys) : [];
   const keyFile = await ensureKeyFile(target.keyFile, keys, dryRun || !needed);
   keyFile.error = keyFile.error && secrets.scrub(keyFile.error);
-  const config = { path: join(stateDir, CONFIG_FILE), changed: false, error: null as string | null };
+  const config = { path: cfgPath, changed: false, error: null as string | null };
   if (keyFile.status === 'failed') return { out: { keyFile, config }, error: `key file: ${keyFile.error}` };
   if (!needed) return { out: { keyFile, config }, error: null };
   try {
-    const reg = await registerFileProvider(stateDir, target.providerAlias, target.keyFile, dryRun);
+    const reg = await registerFileProvider(cfgPath, target.providerAlias, target.keyFile, dryRun);
     config.changed = reg.changed;
   } catch (err) {
     config.error = message(err, secrets);

@@ -4,10 +4,14 @@ import type { Logger } from '../log.ts';
 /** How the managed provider's credential is held by one profile. */
 export type ProfileForm = 'keyRef-env' | 'keyRef-file' | 'plaintext' | 'missing' | 'unreadable';
 
-/** Where a store lives: legacy JSON, 2026.6.x per-agent SQLite, 2026.9.x shared state SQLite. */
-export type StoreLayout = 'json' | 'sqlite-agent' | 'sqlite-state';
+/**
+ * Where a store lives: legacy JSON, 2026.6.x per-agent SQLite, 2026.9.x shared state SQLite, or
+ * `config`: the provider's config-level key in openclaw.json (`models.providers.<p>.apiKey`, which
+ * 2026.9.x custom-provider onboarding writes; one row, profileId `models.providers.<p>.apiKey`).
+ */
+export type StoreLayout = 'json' | 'sqlite-agent' | 'sqlite-state' | 'config';
 
-export const ALL_LAYOUTS: readonly StoreLayout[] = ['json', 'sqlite-agent', 'sqlite-state'];
+export const ALL_LAYOUTS: readonly StoreLayout[] = ['json', 'sqlite-agent', 'sqlite-state', 'config'];
 
 /** What a migrated profile's `keyRef` points at. */
 export type RefTarget =
@@ -84,6 +88,8 @@ export interface ProfilesResult {
 
 export interface ScanOptions {
   stateDir: string;
+  /** openclaw.json when it is not `<stateDir>/openclaw.json` (OPENCLAW_CONFIG_PATH). */
+  configPath?: string;
   provider: string;
   busyTimeoutMs?: number;
   log?: Logger;
@@ -91,6 +97,8 @@ export interface ScanOptions {
 
 export interface MigrateOptions {
   stateDir: string;
+  /** openclaw.json when it is not `<stateDir>/openclaw.json` (OPENCLAW_CONFIG_PATH). */
+  configPath?: string;
   provider: string;
   target: RefTarget;
   dryRun?: boolean;

@@ -13,7 +13,7 @@ afterEach(() => {
   for (const c of cleanups.splice(0)) c();
 });
 
-function make(mode: 'restart' | 'file', live: boolean, configRef = true) {
+function make(mode: 'restart' | 'file', live: boolean, reload = true) {
   const { dir, cleanup } = tempDir('keyroll-deliv-');
   cleanups.push(cleanup);
   const calls: string[] = [];
@@ -43,7 +43,7 @@ function make(mode: 'restart' | 'file', live: boolean, configRef = true) {
     },
     secrets,
     log: silentLogger(),
-    hasConfigLevelRef: async () => configRef,
+    needsReload: async () => reload,
     reloadSecrets: async () => {
       calls.push('reload');
       return true;
@@ -71,10 +71,10 @@ describe('delivery', () => {
       migratedProfiles: 1,
     });
     expect(calls).toEqual([]);
-    expect(layouts).toEqual([['json', 'sqlite-agent', 'sqlite-state']]);
+    expect(layouts).toEqual([['json', 'sqlite-agent', 'sqlite-state', 'config']]);
   });
 
-  it('file mode: the key file is replaced (0600) before the answer; reload only for a config-level ref', async () => {
+  it('file mode: the key file is replaced (0600) before the answer; reloaded only when the gateway needs it', async () => {
     const { delivery, calls, keyFile } = make('file', true, true);
     expect((await delivery.deliver({ KILOCODE_API_KEY: 'test-key-new-333333' })).signaled).toBe(true);
     expect(readFileSync(keyFile, 'utf8')).toBe('test-key-new-333333');
@@ -83,5 +83,10 @@ describe('delivery', () => {
     const noRef = make('file', true, false);
     await noRef.delivery.deliver({ KILOCODE_API_KEY: 'test-key-new-444444' });
     expect(noRef.calls).toEqual([]); // no restart, no reload: the profile ref is re-read per request
+    // No gateway running: nothing to reload (the next start reads the file).
+    const stopped = make('file', false, true);
+    await stopped.delivery.deliver({ KILOCODE_API_KEY: 'test-key-new-555555' });
+    expect(stopped.calls).toEqual([]);
+    expect(readFileSync(stopped.keyFile, 'utf8')).toBe('test-key-new-555555');
   });
 });

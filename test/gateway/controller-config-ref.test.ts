@@ -96,7 +96,7 @@ describe('keyroll controller, file mode with a config-level ref (real OpenClaw)'
     upstream.setKeys([KEY_B]);
     const patch = await call('POST', '/_kilo/env/patch', { KILOCODE_API_KEY: KEY_B });
     expect(patch.status).toBe(200);
-    const reload = proc.lines.find((l) => l.includes('Asked the gateway to reload config-level secrets'));
+    const reload = proc.lines.find((l) => l.includes('Asked the gateway to reload its secrets'));
     expect(reload, proc.lines.slice(-30).join('\n')).toBeDefined();
     expect(JSON.parse(reload!).ok).toBe(true);
     const r = await chat(gatewayPort, TOKEN);

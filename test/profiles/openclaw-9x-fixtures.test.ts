@@ -13,7 +13,19 @@ import { filesContaining, listFiles, REPO_ROOT } from '../support/sandbox.ts';
 const FIXTURES = join(REPO_ROOT, 'test', 'fixtures', 'profiles', 'openclaw-2026.9.6');
 /** The fake keys scripts/make-fixtures-9x.ts gave OpenClaw. */
 const PLAINTEXT_KEY = 'test-key-P-fixture-9x-pppp';
+/** The literal key the plaintext onboarding wrote to openclaw.json. */
+const CONFIG_KEY = 'test-key-C-fixture-9x-cccc';
 const ENV_REF = { source: 'env', provider: 'default', id: 'KILOCODE_API_KEY' };
+
+/** The config-level key row `keyroll profiles` reports for openclaw.json. */
+const CONFIG_ROW = (dir: string, before: string, after: string) => ({
+  path: join(dir, 'openclaw.json'),
+  layout: 'config',
+  agentId: null,
+  changed: false,
+  error: null,
+  profiles: [{ profileId: 'models.providers.kilocode.apiKey', before, after }],
+});
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -47,6 +59,7 @@ async function cli(...argv: string[]) {
   };
   const code = await main(['profiles', ...argv], io);
   expect(`${io.out}${io.err}`).not.toContain(PLAINTEXT_KEY);
+  expect(`${io.out}${io.err}`).not.toContain(CONFIG_KEY);
   return { code, report: JSON.parse(io.out) };
 }
 
@@ -74,7 +87,7 @@ function integrity(db: string): unknown {
 }
 
 describe('stores written by OpenClaw 2026.9.6', () => {
-  it('onboarding in ref mode writes no auth profile: the key is a config-level env ref, and scan reports no store', async () => {
+  it('onboarding in ref mode writes no auth profile: the key is a config-level env ref, and scan reports it as the config store', async () => {
     const dir = copyFixture('onboard-ref');
     const config = JSON.parse(readFileSync(join(dir, 'openclaw.json'), 'utf8'));
     expect(config.models.providers.kilocode.apiKey).toEqual({
@@ -87,7 +100,46 @@ describe('stores written by OpenClaw 2026.9.6', () => {
 
     const { code, report } = await cli('scan', '--state-dir', dir, '--json');
     expect(code).toBe(0);
-    expect(report).toMatchObject({ ok: true, stores: [], storesFailed: 0, warnings: [] });
+    expect(report).toMatchObject({ ok: true, storesFailed: 0, warnings: [] });
+    expect(report.stores).toEqual([CONFIG_ROW(dir, 'keyRef-env', 'keyRef-env')]);
+
+    // migrate points the ref at the variable keyroll delivers (CUSTOM_API_KEY is onboarding's).
+    const m = await cli('migrate', '--state-dir', dir, '--json');
+    expect(m.code).toBe(0);
+    expect(m.report.stores).toEqual([{ ...CONFIG_ROW(dir, 'keyRef-env', 'keyRef-env'), changed: true }]);
+    const after = JSON.parse(readFileSync(join(dir, 'openclaw.json'), 'utf8'));
+    expect(after.models.providers.kilocode.apiKey).toEqual(ENV_REF);
+    expect({ ...after, models: undefined }).toEqual({ ...config, models: undefined });
+    expect(statSync(join(dir, 'openclaw.json')).mode & 0o777).toBe(0o600);
+    const again = await cli('migrate', '--state-dir', dir, '--json');
+    expect(again.report.stores[0].changed).toBe(false);
+  });
+
+  it('onboarding in plaintext mode puts the literal key in openclaw.json: scan reports it, migrate replaces it with the env ref', async () => {
+    const dir = copyFixture('onboard-plaintext');
+    const cfgPath = join(dir, 'openclaw.json');
+    const config = JSON.parse(readFileSync(cfgPath, 'utf8'));
+    // What OpenClaw wrote, read without keyroll: the literal key, no auth profile, no store row.
+    expect(config.models.providers.kilocode.apiKey).toBe(CONFIG_KEY);
+    expect(config.auth).toBeUndefined();
+    expect(stateRow(dir, 'authProfiles.store')).toBeUndefined();
+    expect(filesContaining(dir, CONFIG_KEY)).toEqual([cfgPath]);
+
+    const scan = await cli('scan', '--state-dir', dir, '--json');
+    expect(scan.code).toBe(0);
+    expect(scan.report).toMatchObject({ ok: true, storesFailed: 0, warnings: [] });
+    expect(scan.report.stores).toEqual([CONFIG_ROW(dir, 'plaintext', 'plaintext')]);
+
+    const m = await cli('migrate', '--state-dir', dir, '--json');
+    expect(m.code).toBe(0);
+    expect(m.report).toMatchObject({ ok: true, profilesMigrated: 1, storesFailed: 0 });
+    expect(m.report.stores).toEqual([{ ...CONFIG_ROW(dir, 'plaintext', 'keyRef-env'), changed: true }]);
+    const after = JSON.parse(readFileSync(cfgPath, 'utf8'));
+    expect(after.models.providers.kilocode.apiKey).toEqual(ENV_REF);
+    expect({ ...after, models: undefined }).toEqual({ ...config, models: undefined });
+    expect(filesContaining(dir, CONFIG_KEY)).toEqual([]);
+    const rescan = await cli('scan', '--state-dir', dir, '--json');
+    expect(rescan.report.stores).toEqual([CONFIG_ROW(dir, 'keyRef-env', 'keyRef-env')]);
   });
 
   it('paste-api-key: scan reports the plaintext profile of the gateway-wide state database', async () => {
@@ -110,6 +162,7 @@ describe('stores written by OpenClaw 2026.9.6', () => {
         error: null,
         profiles: [{ profileId: 'kilocode:default', before: 'plaintext', after: 'plaintext' }],
       },
+      CONFIG_ROW(dir, 'keyRef-env', 'keyRef-env'),
     ]);
   });
 
@@ -131,6 +184,7 @@ describe('stores written by OpenClaw 2026.9.6', () => {
         error: null,
         profiles: [{ profileId: 'kilocode:default', before: 'plaintext', after: 'keyRef-env' }],
       }),
+      { ...CONFIG_ROW(dir, 'keyRef-env', 'keyRef-env'), changed: true },
     ]);
 
     // The exact document `openclaw secrets apply` wrote for the same profile (other fixture).
@@ -186,6 +240,11 @@ describe('stores written by OpenClaw 2026.9.6', () => {
         [{ profileId: 'kilocode:default', before: 'keyRef-env', after: 'keyRef-env' }],
       ],
       ['sqlite-state', null, [{ profileId: 'kilocode:default', before: 'plaintext', after: 'plaintext' }]],
+      [
+        'config',
+        null,
+        [{ profileId: 'models.providers.kilocode.apiKey', before: 'keyRef-env', after: 'keyRef-env' }],
+      ],
     ]);
 
     const agentBytes = readFileSync(agentDb);
@@ -197,6 +256,7 @@ describe('stores written by OpenClaw 2026.9.6', () => {
     ).toEqual([
       ['sqlite-agent', false],
       ['sqlite-state', true],
+      ['config', true],
     ]);
     expect(readFileSync(agentDb).equals(agentBytes)).toBe(true);
     expect(JSON.parse(String(stateRow(dir, 'authProfiles.store')?.value_json))).toEqual(
