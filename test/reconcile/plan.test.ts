@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ObservedStateSchema } from '../../src/reconcile/observed.ts';
-import { plan } from '../../src/reconcile/plan.ts';
+import { classify, plan } from '../../src/reconcile/plan.ts';
 import { keyRejection, reasonOf, status } from '../../src/reconcile/status.ts';
 import { KEY_NEW, KEY_OLD, observed, TOKEN, traffic, want } from './support/fixtures.ts';
 
@@ -105,6 +105,36 @@ describe('plan()', () => {
   ];
   it.each(cases)('$name → $actions', ({ delivery, obs, actions }) => {
     expect(plan(want(delivery), obs).map((a) => a.type)).toEqual(actions);
+  });
+
+  // The verdict every driver acts on, and its agreement with the convergence rule: in-sync exactly
+  // when status() finds no drift, whatever the observation.
+  const verdicts: Record<string, string> = {
+    'in sync': 'in-sync',
+    'old key, restart mode': 'deliverable',
+    'old key and plaintext profile': 'deliverable',
+    'right key, plaintext profile': 'deliverable',
+    'no profiles at all': 'in-sync',
+    'right key, gateway not ready': 'waiting',
+    'right key, gateway crash-looping': 'waiting',
+    'unreadable profile cannot be fixed by a patch': 'unfixable',
+    'delivery mismatch plans nothing': 'unfixable',
+    'file mode, old key: no restart': 'deliverable',
+    'file mode in sync': 'in-sync',
+    'no key yet (envHash null)': 'deliverable',
+    'right key, traffic all accepted': 'in-sync',
+    'right key rejected, nothing ever accepted: no re-delivery': 'unfixable',
+    'right key rejected after the last accepted response: no re-delivery': 'unfixable',
+    'right key, accepted after the last rejection': 'in-sync',
+    'old key rejected: deliver the desired one': 'deliverable',
+    'right key rejected, plaintext profile: migrate only': 'deliverable',
+    'right key rejected, gateway not ready': 'unfixable',
+    'file mode, right key rejected: no re-delivery': 'unfixable',
+  };
+  it.each(cases)('classify: $name', ({ name, delivery, obs }) => {
+    const verdict = classify(plan(want(delivery), obs));
+    expect(verdict).toBe(verdicts[name]);
+    expect(verdict === 'in-sync').toBe(status(want(delivery), obs).converged);
   });
 
   it('gives a reason for every action, with short hashes and never the key', () => {
