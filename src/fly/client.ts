@@ -6,13 +6,10 @@ import type { z } from 'zod';
 import { systemClock } from '../clock.ts';
 import { type Logger, SecretRegistry, silentLogger } from '../log.ts';
 import { FlyApiError, type FlyErrorCode } from './errors.ts';
+import { type Budgets, type FlyAction, type PaceClock, TokenBucketLimiter } from './rate-limit.ts';
 import {
-  type Budgets,
-  type FlyAction,
-  type PaceClock,
-  TokenBucketLimiter,
-} from './rate-limit.ts';
-import {
+  type AppSecret,
+  AppSecretListSchema,
   describeSchemaError,
   ErrorBodySchema,
   type Lease,
@@ -21,6 +18,8 @@ import {
   type MachineConfig,
   MachineListSchema,
   MachineSchema,
+  type SetAppSecretResponse,
+  SetAppSecretResponseSchema,
   toLease,
 } from './schemas.ts';
 
@@ -90,7 +89,10 @@ export interface AcquireLeaseOptions extends CallOptions {
 }
 
 interface CallSpec<S extends z.ZodType | null> {
+  /** The pacing key (rate-limit.ts) and, unless `label` is set, the name in errors. */
   action: FlyAction;
+  /** The name in errors when it differs from the pacing action (the secrets calls). */
+  label?: string;
   app: string;
   machineId: string | null;
   method: 'GET' | 'POST' | 'DELETE';
@@ -254,6 +256,50 @@ export class FlyClient {
     });
   }
 
+  /**
+   * GET /v1/apps/{app}/secrets: names and digests, never values (from outside the app's machines).
+   * Paced as a per-app `list`.
+   */
+  async listAppSecrets(app: string, opts: CallOptions = {}): Promise<AppSecret[]> {
+    const body = await this.#call({
+      action: 'list',
+      label: 'secrets_list',
+      app,
+      machineId: null,
+      method: 'GET',
+      path: `/v1/apps/${seg(app, 'app')}/secrets`,
+      schema: AppSecretListSchema,
+      ...opts,
+    });
+    return body.secrets ?? [];
+  }
+
+  /**
+   * POST /v1/apps/{app}/secrets/{name} `{value}`: sets one app secret and returns the app's new
+   * secrets `version`. Staged: no machine restarts (that is flyctl's deploy step, which
+   * `fly secrets set --stage` skips); machines see it at their next boot. The value is never in
+   * an error. Paced as a per-app `update`; not retried on a timeout (the next pass sets it again).
+   */
+  async setAppSecret(
+    app: string,
+    name: string,
+    value: string,
+    opts: CallOptions = {},
+  ): Promise<SetAppSecretResponse> {
+    return this.#call({
+      action: 'update',
+      label: 'secret_set',
+      app,
+      machineId: null,
+      method: 'POST',
+      path: `/v1/apps/${seg(app, 'app')}/secrets/${seg(name, 'secret name')}`,
+      body: { value },
+      schema: SetAppSecretResponseSchema,
+      secrets: [value],
+      ...opts,
+    });
+  }
+
   #machinePath(app: string, machineId: string): string {
     return `/v1/apps/${seg(app, 'app')}/machines/${seg(machineId, 'machine id')}`;
   }
@@ -310,7 +356,7 @@ export class FlyClient {
       throw new FlyApiError({
         code: spec.signal?.aborted ? 'aborted' : 'timeout',
         status: null,
-        action: spec.action,
+        action: spec.label ?? spec.action,
         app: spec.app,
         machineId: spec.machineId,
       });
@@ -388,7 +434,7 @@ export class FlyClient {
     return new FlyApiError({
       code,
       status,
-      action: spec.action,
+      action: spec.label ?? spec.action,
       app: spec.app,
       machineId: spec.machineId,
       ...extra,

@@ -117,3 +117,30 @@ export function describeSchemaError(error: z.ZodError): string {
     .map((i) => `${i.path.length > 0 ? i.path.join('.') : '(root)'}: ${i.code}`)
     .join('; ');
 }
+
+/**
+ * One app secret as listed: never a value from outside the app's machines (fly-go `AppSecret`:
+ * name, digest, value omitted). `digest` is opaque: it changes when the value does, and cannot be
+ * computed from a value on our side.
+ */
+export const AppSecretSchema = z.looseObject({
+  name: z.string().min(1),
+  digest: z.string().optional(),
+  created_at: z.string().optional(),
+  updated_at: z.string().optional(),
+});
+export type AppSecret = z.infer<typeof AppSecretSchema>;
+
+/** `GET /v1/apps/{app}/secrets` → `{secrets: [...]}` (fly-go `ListAppSecretsResp`). */
+export const AppSecretListSchema = z.looseObject({ secrets: z.array(AppSecretSchema).nullish() });
+
+/**
+ * `POST /v1/apps/{app}/secrets/{name}` → the secret plus the app's new secrets `version` (fly-go
+ * `SetAppSecretResp`), the number a machine's `min_secrets_version` refers to.
+ */
+export const SetAppSecretResponseSchema = z.looseObject({
+  name: z.string().optional(),
+  digest: z.string().optional(),
+  version: z.number().int().min(0),
+});
+export type SetAppSecretResponse = z.infer<typeof SetAppSecretResponseSchema>;

@@ -9,17 +9,42 @@
 //   …; expect(fly.storedEnv('app', id)).toEqual(…); expect(fly.totals().rateLimited).toBe(0);
 //   await fly.close();
 //
+// App secrets (`/v1/apps/{app}/secrets`, fly-go flaps_secrets.go): list (names and opaque digests,
+// never values), set one (`POST …/secrets/{name}` `{value}` → `{name, digest, version}`), set/unset
+// many (`POST …/secrets` `{values: {NAME: value|null}}`), delete one. Every change bumps the app's
+// secrets version and restarts nothing; a machine gets the secrets at its next boot (its booted env
+// is the app secrets overlaid by `config.env`: a name in the config shadows the secret).
+// `deploy(app, base)` simulates `fly deploy`: every machine's config is rebuilt from a fly.toml-like
+// base (its `[env]`, no secrets) and the machine reboots.
+//
 // How a deploy shows: `startDeploy(app)` moves one machine to state `replacing` and leases it to
 // "flyctl deploy" (as flyctl does while it replaces a machine), and stamps a new
 // `config.metadata.fly_release_version` on the machines already rolled; `finishDeploy(app)` rolls
 // the rest, releases the lease and returns every machine to `started`.
 //
 // Nothing here logs; env values live in memory only and are returned only by `storedEnv`/`bootedEnv`.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-export type FakeFlyAction = 'list' | 'get' | 'update' | 'lease_acquire' | 'lease_get' | 'lease_release';
+export type FakeFlyAction =
+  | 'list'
+  | 'get'
+  | 'update'
+  | 'lease_acquire'
+  | 'lease_get'
+  | 'lease_release'
+  | 'secrets_list'
+  | 'secrets_update'
+  | 'secret_set'
+  | 'secret_delete';
+
+interface FakeSecret {
+  value: string;
+  digest: string;
+  createdAt: string;
+  updatedAt: string;
+}
 
 export interface FakeBudget {
   ratePerSec: number;
@@ -64,7 +89,16 @@ interface FakeApp {
   name: string;
   machines: Map<string, FakeMachine>;
   secretsVersion: number;
+  secrets: Map<string, FakeSecret>;
   release: number;
+}
+
+/** A fly.toml-like base `fly deploy` rebuilds every machine's config from. */
+export interface DeployBase {
+  /** fly.toml `[env]`. */
+  env?: Record<string, string>;
+  /** Other config fields (image, services, …). */
+  config?: Record<string, unknown>;
 }
 
 export interface FailureRule {
@@ -153,6 +187,16 @@ export interface FakeFlyApi {
   /** The env the running instance booted with (what a restart-less update did not change). */
   bootedEnv(app: string, id: string): Record<string, string>;
   setSecretsVersion(app: string, version: number): void;
+  /** The app's secrets version (bumped by every secret change). */
+  secretsVersion(app: string): number;
+  /** Secret names, sorted. */
+  secretNames(app: string): string[];
+  /** A secret's value (tests only: the API never returns it). */
+  secretValue(app: string, name: string): string | undefined;
+  /** Set a secret as `fly secrets set --stage` would (an outside writer). */
+  putSecret(app: string, name: string, value: string): void;
+  /** `fly deploy`: every machine's config rebuilt from `base` (no secrets in it), rebooted. */
+  deploy(app: string, base: DeployBase): void;
   /** Someone else takes the machine's lease; returns its nonce. */
   holdLease(
     app: string,
@@ -204,7 +248,14 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** Environment-variable names: what a secret becomes inside a machine. */
+const SECRET_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
 export async function startFakeFlyApi(opts: FakeFlyOptions = {}): Promise<FakeFlyApi> {
+  // Digests are opaque, as Fly's: keyed with a per-server salt, so no test can compute one from a value.
+  const digestSalt = randomBytes(16);
+  const digestOf = (value: string) =>
+    createHash('sha256').update(digestSalt).update(value, 'utf8').digest('hex').slice(0, 16);
   const token = opts.token ?? 'test-fly-token-0000';
   const now = opts.now ?? (() => Date.now());
   const rateLimit = opts.rateLimit ?? true;
@@ -227,6 +278,22 @@ export async function startFakeFlyApi(opts: FakeFlyOptions = {}): Promise<FakeFl
     const m = app(appName).machines.get(id);
     if (!m) throw new Error(`fake fly: no machine ${appName}/${id}`);
     return m;
+  }
+  /** What a machine boots with: the app secrets, then its config env (a config name shadows a secret). */
+  function bootEnv(a: FakeApp, m: FakeMachine): Record<string, string> {
+    const env: Record<string, string> = {};
+    for (const [name, secret] of a.secrets) env[name] = secret.value;
+    return { ...env, ...(m.config.env ?? {}) };
+  }
+  function setSecret(a: FakeApp, name: string, value: string): FakeSecret {
+    const at = new Date(now()).toISOString();
+    const prev = a.secrets.get(name);
+    const secret = { value, digest: digestOf(value), createdAt: prev?.createdAt ?? at, updatedAt: at };
+    a.secrets.set(name, secret);
+    return secret;
+  }
+  function publicSecret(name: string, s: FakeSecret): Record<string, unknown> {
+    return { name, digest: s.digest, created_at: s.createdAt, updated_at: s.updatedAt };
   }
   function liveLease(appName: string, id: string): FakeLease | null {
     const key = `${appName}/${id}`;
@@ -300,7 +367,20 @@ export async function startFakeFlyApi(opts: FakeFlyOptions = {}): Promise<FakeFl
   function route(
     method: string,
     path: string,
-  ): { action: FakeFlyAction; app: string; machineId: string | null } | null {
+  ): { action: FakeFlyAction; app: string; machineId: string | null; secret?: string } | null {
+    const sec = /^\/v1\/apps\/([^/]+)\/secrets(?:\/([^/]+))?\/?$/.exec(path);
+    if (sec) {
+      const appName = decodeURIComponent(sec[1]!);
+      if (!sec[2]) {
+        if (method === 'GET') return { action: 'secrets_list', app: appName, machineId: null };
+        if (method === 'POST') return { action: 'secrets_update', app: appName, machineId: null };
+        return null;
+      }
+      const secret = decodeURIComponent(sec[2]);
+      if (method === 'POST') return { action: 'secret_set', app: appName, machineId: null, secret };
+      if (method === 'DELETE') return { action: 'secret_delete', app: appName, machineId: null, secret };
+      return null;
+    }
     const m = /^\/v1\/apps\/([^/]+)\/machines(?:\/([^/]+)(\/lease)?)?\/?$/.exec(path);
     if (!m) return null;
     const appName = decodeURIComponent(m[1]!);
@@ -393,6 +473,54 @@ export async function startFakeFlyApi(opts: FakeFlyOptions = {}): Promise<FakeFl
       const list = [...a.machines.values()].filter((m) => !region || m.region === region).map(publicMachine);
       return send(200, list);
     }
+    if (r.action === 'secrets_list') {
+      // Values only ever reach the app's own machines: never in an API answer to a client outside.
+      const secrets = [...a.secrets].sort(([x], [y]) => (x < y ? -1 : 1)).map(([n, v]) => publicSecret(n, v));
+      return send(200, { secrets });
+    }
+    if (r.action === 'secret_set' || r.action === 'secret_delete' || r.action === 'secrets_update') {
+      if (r.action === 'secret_delete') {
+        const name = r.secret!;
+        if (!a.secrets.has(name)) return send(404, { error: `secret ${name} not found` });
+        a.secrets.delete(name);
+        a.secretsVersion += 1;
+        return send(200, { version: a.secretsVersion });
+      }
+      let body: unknown;
+      try {
+        body = JSON.parse(await readBody(req));
+      } catch {
+        return send(400, { error: 'invalid JSON body' });
+      }
+      if (!isObject(body)) return send(400, { error: 'body must be an object' });
+      if (r.action === 'secret_set') {
+        const name = r.secret!;
+        if (!SECRET_NAME.test(name))
+          return send(400, { error: `invalid secret name ${JSON.stringify(name)}` });
+        if (typeof body.value !== 'string') return send(400, { error: 'value must be a string' });
+        const secret = setSecret(a, name, body.value);
+        a.secretsVersion += 1;
+        return send(200, { ...publicSecret(name, secret), version: a.secretsVersion });
+      }
+      const values = body.values;
+      if (!isObject(values) || Object.keys(values).length === 0) {
+        return send(400, { error: 'values must map secret names to values' });
+      }
+      for (const [name, v] of Object.entries(values)) {
+        if (!SECRET_NAME.test(name))
+          return send(400, { error: `invalid secret name ${JSON.stringify(name)}` });
+        if (v !== null && typeof v !== 'string')
+          return send(400, { error: `value of ${name} must be a string or null` });
+      }
+      // All or nothing: validated above, applied together, one new version.
+      for (const [name, v] of Object.entries(values)) {
+        if (v === null) a.secrets.delete(name);
+        else setSecret(a, name, v as string);
+      }
+      a.secretsVersion += 1;
+      const secrets = [...a.secrets].map(([n, v]) => publicSecret(n, v));
+      return send(200, { secrets, version: a.secretsVersion });
+    }
     const m = r.machineId ? a.machines.get(r.machineId) : undefined;
     if (!m) return send(404, { error: 'machine not found' });
 
@@ -479,7 +607,7 @@ export async function startFakeFlyApi(opts: FakeFlyOptions = {}): Promise<FakeFl
         // running machine reboots into the new env); with it the new version is not launched, so a
         // running machine ends up stopped — flyctl waits for "stop" after `update --skip-launch`.
         if (!skipLaunch) {
-          m.bootedEnv = { ...(m.config.env ?? {}) };
+          m.bootedEnv = bootEnv(a, m);
           m.restarts += 1;
           m.state = 'started';
           m.events.unshift({ type: 'start', status: 'started', source: 'flyd', timestamp: now() });
@@ -517,7 +645,9 @@ export async function startFakeFlyApi(opts: FakeFlyOptions = {}): Promise<FakeFl
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
     addApp(name) {
-      if (!apps.has(name)) apps.set(name, { name, machines: new Map(), secretsVersion: 0, release: 1 });
+      if (!apps.has(name)) {
+        apps.set(name, { name, machines: new Map(), secretsVersion: 0, secrets: new Map(), release: 1 });
+      }
     },
     addMachine(appName, init = {}) {
       api.addApp(appName);
@@ -548,10 +678,12 @@ export async function startFakeFlyApi(opts: FakeFlyOptions = {}): Promise<FakeFl
         updated_at: createdAt,
         events: [{ type: 'launch', status: 'created', source: 'user', timestamp: now() }],
         version: 1,
-        bootedEnv: { ...env },
+        bootedEnv: {},
         restarts: 0,
         minSecretsVersion: null,
       };
+      // As if it had booted once (a stopped machine keeps what it last ran with).
+      m.bootedEnv = bootEnv(a, m);
       a.machines.set(id, m);
       return structuredClone(m);
     },
@@ -565,8 +697,8 @@ export async function startFakeFlyApi(opts: FakeFlyOptions = {}): Promise<FakeFl
       const m = machineOf(appName, id);
       m.state = state;
       m.updated_at = new Date(now()).toISOString();
-      // A machine that boots again picks up its stored config.
-      if (state === 'started') m.bootedEnv = { ...(m.config.env ?? {}) };
+      // A machine that boots again picks up its stored config and the app's current secrets.
+      if (state === 'started') m.bootedEnv = bootEnv(app(appName), m);
     },
     setMachineConfig(appName, id, config) {
       const m = machineOf(appName, id);
@@ -583,6 +715,42 @@ export async function startFakeFlyApi(opts: FakeFlyOptions = {}): Promise<FakeFl
     setSecretsVersion(appName, version) {
       api.addApp(appName);
       app(appName).secretsVersion = version;
+    },
+    secretsVersion(appName) {
+      return app(appName).secretsVersion;
+    },
+    secretNames(appName) {
+      return [...app(appName).secrets.keys()].sort();
+    },
+    secretValue(appName, name) {
+      return app(appName).secrets.get(name)?.value;
+    },
+    putSecret(appName, name, value) {
+      api.addApp(appName);
+      const a = app(appName);
+      setSecret(a, name, value);
+      a.secretsVersion += 1;
+    },
+    deploy(appName, base) {
+      const a = app(appName);
+      a.release += 1;
+      for (const m of a.machines.values()) {
+        const group = m.config.metadata?.fly_process_group ?? 'app';
+        m.config = {
+          image: 'registry.fly.io/keyroll-fake:latest',
+          guest: { cpu_kind: 'shared', cpus: 1, memory_mb: 1024 },
+          ...structuredClone(base.config ?? {}),
+          env: { ...(base.env ?? {}) },
+          metadata: { fly_process_group: group, fly_release_version: String(a.release) },
+        };
+        m.version += 1;
+        m.instance_id = newInstanceId();
+        m.updated_at = new Date(now()).toISOString();
+        m.events.unshift({ type: 'update', status: 'replaced', source: 'user', timestamp: now() });
+        m.state = 'started';
+        m.bootedEnv = bootEnv(a, m);
+        m.restarts += 1;
+      }
     },
     holdLease(appName, id, o = {}) {
       machineOf(appName, id);
