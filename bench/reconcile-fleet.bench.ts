@@ -1,94 +1,168 @@
-// Reconcile fleet benchmark: 500 simulated targets on loopback (one simulator process), one
-// rotation pass per concurrency level with keyroll's own reconciler (`runPass`, as
-// `keyroll reconcile --once` runs it), then a converged pass. Prints time to converge, keyroll's
-// CPU per target per pass, and keyroll's peak RSS. The simulator's CPU and memory are not counted.
+// Reconcile fleet benchmark: BENCH_TARGETS simulated targets (default 500) on loopback, served by
+// one simulator process; per concurrency level one rotation pass (every target gets a new key, is
+// restarted and verified) and then a converged pass (one GET /_kilo/state per target, nothing to
+// do). Each pass runs in a fresh keyroll process (bench/support/fleet-pass.ts) started with the
+// operator image's Node flags, as the reconcile CronJob runs one pass per Job, so keyroll's
+// time, CPU and peak RSS are its own: the simulator's are measured apart and printed beside them.
+//   BENCH_TARGETS=10000 npm run bench -- reconcile-fleet
+//   BENCH_LEVELS=250,1000             concurrency levels (= maxUnavailable); default 10,50,100,250,
+//                                     or 250,1000 above 1,000 targets
+//   BENCH_KEYROLL_NODE_FLAGS="…"      Node flags instead of the image's (experiments)
+//   BENCH_CLIENT_MODULE=path          bundle this controller-client module instead of src's (an
+//                                     older copy, for a before/after comparison on the same tree)
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { builtinModules } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { silentLogger } from '../src/log.ts';
-import { systemClock } from '../src/clock.ts';
-import { runPass } from '../src/engine/pass.ts';
-import type { Target } from '../src/engine/target.ts';
-import { httpControllerClient } from '../src/reconcile/controller-client.ts';
-import { DEFAULT_RETRY } from '../src/reconcile/retry.ts';
+import { build } from 'esbuild';
+import { imageCommand } from '../test/support/image-command.ts';
 
 const TARGETS = Number(process.env.BENCH_TARGETS ?? 500);
 const RESTART_MS = 200;
-const LEVELS = [10, 50, 100, 250];
+const LEVELS = (process.env.BENCH_LEVELS ?? (TARGETS > 1000 ? '250,1000' : '10,50,100,250'))
+  .split(',')
+  .map(Number);
 const TOKEN = 'bench-token-fleet-0123456789abcdef';
+const NODE_FLAGS =
+  process.env.BENCH_KEYROLL_NODE_FLAGS?.split(' ').filter(Boolean) ??
+  imageCommand('operator', '/app').nodeFlags;
+
+// The pass as the image runs code: one esbuild bundle, builtins taken with getBuiltinModule (as
+// scripts/build.mjs does, so node:http does not load undici), no type stripping at run time.
+const bundleDir = mkdtempSync(join(tmpdir(), 'keyroll-fleet-pass-'));
+process.on('exit', () => rmSync(bundleDir, { recursive: true, force: true }));
+const passScript = join(bundleDir, 'fleet-pass.mjs');
+const clientModule = process.env.BENCH_CLIENT_MODULE ? resolve(process.env.BENCH_CLIENT_MODULE) : null;
+const builtins = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
+await build({
+  entryPoints: [new URL('./support/fleet-pass.ts', import.meta.url).pathname],
+  outfile: passScript,
+  bundle: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node22.19',
+  minifyWhitespace: true,
+  minifySyntax: true,
+  banner: {
+    js: "import { createRequire as __keyrollRequire } from 'node:module';\nconst require = __keyrollRequire(import.meta.url);",
+  },
+  logLevel: 'warning',
+  plugins: [
+    {
+      name: 'bench-pass',
+      setup(b) {
+        b.onResolve({ filter: /controller-client\.ts$/ }, (args) =>
+          clientModule && !args.importer.startsWith(resolve(clientModule, '..'))
+            ? { path: clientModule }
+            : undefined,
+        );
+        b.onResolve({ filter: /^[a-z_:/]+$/ }, (args) =>
+          builtins.has(args.path) && args.kind === 'import-statement'
+            ? { path: args.path.replace(/^node:/, ''), namespace: 'node-builtin' }
+            : undefined,
+        );
+        b.onLoad({ filter: /.*/, namespace: 'node-builtin' }, (args) => ({
+          contents: `module.exports = process.getBuiltinModule(${JSON.stringify(`node:${args.path}`)});`,
+          loader: 'js',
+        }));
+      },
+    },
+  ],
+});
 
 const sim = spawn(
   process.execPath,
   [new URL('./support/simulated-fleet.ts', import.meta.url).pathname, String(TARGETS)],
   {
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, FLEET_TOKEN: TOKEN, FLEET_KEY: 'bench-key-0', RESTART_MS: String(RESTART_MS) },
   },
 );
-const first = await new Promise<string>((resolve, reject) => {
-  const rl = createInterface({ input: sim.stdout! });
-  rl.once('line', resolve);
-  sim.once('exit', (code) => reject(new Error(`simulator exited ${code}`)));
-  setTimeout(() => reject(new Error('simulator did not start within 120 s')), 120_000).unref();
-});
-const { urls } = JSON.parse(first) as { urls: string[] };
-
-const targets: Target[] = urls.map((url, i) => ({
-  name: `sim-${i}`,
-  url,
-  labels: {},
-  token: TOKEN,
-  client: httpControllerClient({ url, token: TOKEN, timeoutMs: 10_000 }),
-}));
-
-let peakRss = 0;
-const sampler = setInterval(() => {
-  peakRss = Math.max(peakRss, process.memoryUsage().rss);
-}, 20);
-
-async function pass(version: number, concurrency: number) {
-  const cpu = process.cpuUsage();
-  const started = performance.now();
-  const result = await runPass(targets, {
-    key: { key: `bench-key-${version}`, version: `v${version}` },
-    spec: { envVar: 'KILOCODE_API_KEY', delivery: 'restart' },
-    rollout: { concurrency, maxUnavailable: concurrency, failureBudget: 1, paused: false },
-    dryRun: false,
-    env: {
-      clock: systemClock,
-      log: silentLogger(),
-      retry: DEFAULT_RETRY,
-      deadlineMs: 60_000,
-      pollIntervalMs: 50,
-      signal: AbortSignal.timeout(600_000),
-    },
+process.on('exit', () => sim.kill('SIGKILL'));
+const simLines = createInterface({ input: sim.stdout! });
+const nextSimLine = () =>
+  new Promise<string>((resolve, reject) => {
+    simLines.once('line', resolve);
+    sim.once('exit', (code) => reject(new Error(`simulator exited ${code}`)));
+    setTimeout(() => reject(new Error('simulator did not answer within 300 s')), 300_000).unref();
   });
-  const ms = performance.now() - started;
-  const used = process.cpuUsage(cpu);
-  return { ms, cpuMsPerTarget: (used.user + used.system) / 1000 / TARGETS, summary: result.summary };
+const { urls } = JSON.parse(await nextSimLine()) as { urls: string[] };
+
+interface SimStats {
+  get: number;
+  post: number;
+  cpuMs: number;
+  rssMb: number;
+}
+async function simStats(): Promise<SimStats> {
+  const line = nextSimLine();
+  sim.stdin!.write('stats\n');
+  return JSON.parse(await line) as SimStats;
 }
 
-const rows: string[] = [];
+interface PassOut {
+  ms: number;
+  cpuMs: number;
+  peakRssMb: number;
+  summary: { total: number; converged: number; patched: number };
+}
+
+async function pass(version: number, concurrency: number): Promise<PassOut & { sim: SimStats }> {
+  await simStats(); // resets the request counts
+  const child = spawn(process.execPath, [...NODE_FLAGS, passScript], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.on('data', (c: Buffer) => {
+    out += c.toString('utf8');
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  child.stdin!.end(
+    JSON.stringify({ urls, token: TOKEN, key: `bench-key-${version}`, version: `v${version}`, concurrency }),
+  );
+  const code = await exited;
+  if (code !== 0) throw new Error(`keyroll pass exited ${code}: ${out.slice(0, 2000)}`);
+  const r = JSON.parse(out) as PassOut;
+  return { ...r, sim: await simStats() };
+}
+
+const simBefore = await simStats();
 console.log(
-  `reconcile fleet: ${TARGETS} simulated targets (restart ${RESTART_MS} ms each), Node ${process.version}`,
+  `reconcile fleet: ${TARGETS} simulated targets (restart ${RESTART_MS} ms each), Node ${process.version}, ` +
+    `keyroll flags: ${NODE_FLAGS.join(' ') || '(none)'}${clientModule ? `, client ${clientModule}` : ''}; simulator RSS ${simBefore.rssMb.toFixed(0)} MB`,
 );
+const rows: string[] = [];
+let peak = 0;
 let version = 1;
 for (const c of LEVELS) {
   const rotate = await pass(version++, c);
   const again = await pass(version - 1, c);
+  peak = Math.max(peak, rotate.peakRssMb, again.peakRssMb);
+  const bound = (Math.ceil(TARGETS / c) * RESTART_MS) / 1000;
+  const perTarget = (ms: number) => `${(ms / TARGETS).toFixed(3)} ms`;
   const line =
-    `| ${c} | ${(rotate.ms / 1000).toFixed(2)} s | ${rotate.summary.converged}/${rotate.summary.total} ` +
-    `| ${rotate.cpuMsPerTarget.toFixed(2)} ms | ${(again.ms / 1000).toFixed(2)} s, ${again.summary.patched} patched ` +
-    `| ${again.cpuMsPerTarget.toFixed(2)} ms |`;
+    `| ${c} | ${(rotate.ms / 1000).toFixed(2)} s (bound ${bound.toFixed(1)} s, ×${(rotate.ms / 1000 / bound).toFixed(2)}) ` +
+    `| ${rotate.summary.converged}/${rotate.summary.total}, ${rotate.summary.patched} patched ` +
+    `| ${perTarget(rotate.cpuMs)} | ${rotate.peakRssMb.toFixed(1)} MB | ${perTarget(rotate.sim.cpuMs)} ` +
+    `| ${(again.ms / 1000).toFixed(2)} s, ${again.summary.patched} patched, ${again.sim.get} GETs ` +
+    `| ${perTarget(again.cpuMs)} | ${again.peakRssMb.toFixed(1)} MB | ${perTarget(again.sim.cpuMs)} |`;
   console.log(line);
   rows.push(line);
-  if (rotate.summary.converged !== TARGETS || again.summary.patched !== 0) process.exitCode = 1;
+  if (
+    rotate.summary.converged !== TARGETS ||
+    rotate.sim.post !== TARGETS ||
+    again.summary.patched !== 0 ||
+    again.sim.post !== 0 ||
+    again.sim.get !== TARGETS
+  )
+    process.exitCode = 1;
 }
-clearInterval(sampler);
 console.log(
-  '\n| concurrency (= maxUnavailable) | rotation pass | converged | keyroll CPU / target | converged pass | CPU / target |',
+  '\n| concurrency (= maxUnavailable) | rotation pass | converged | keyroll CPU / target | keyroll peak RSS | simulator CPU / target ' +
+    '| converged pass | keyroll CPU / target | keyroll peak RSS | simulator CPU / target |',
 );
-console.log('|---|---|---|---|---|---|');
+console.log('|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) console.log(r);
-console.log(`\nkeyroll peak RSS during all passes: ${(peakRss / 1e6).toFixed(1)} MB`);
+console.log(`\nkeyroll peak RSS, highest of all passes: ${peak.toFixed(1)} MB`);
 sim.kill('SIGTERM');
 await new Promise((r) => sim.once('exit', r));

@@ -1,0 +1,100 @@
+// One reconcile pass over the simulated fleet in a fresh process, as the reconcile CronJob runs
+// one pass per Job: the benchmark bundles this file as `npm run build` bundles the CLI (no
+// TypeScript stripping at run time) and starts it with the operator image's Node flags. It runs
+// keyroll's own pass (`runPass`, what `keyroll reconcile --once` runs) with the CLI's logger
+// (warn level, secret scrub) and prints one JSON line: pass time, this process's CPU during the
+// pass, and its peak RSS over its whole life (module loading included: the CronJob pays it too).
+//   stdin: {"urls": [...], "token": "...", "key": "...", "version": "...", "concurrency": N}
+import { readFileSync } from 'node:fs';
+import { systemClock } from '../../src/clock.ts';
+import { runPass } from '../../src/engine/pass.ts';
+import type { Target } from '../../src/engine/target.ts';
+import { createLogger, SecretRegistry } from '../../src/log.ts';
+import { httpControllerClient } from '../../src/reconcile/controller-client.ts';
+import { DEFAULT_RETRY } from '../../src/reconcile/retry.ts';
+
+interface Input {
+  urls: string[];
+  token: string;
+  key: string;
+  version: string;
+  concurrency: number;
+}
+const input = JSON.parse(readFileSync(0, 'utf8')) as Input;
+const secrets = new SecretRegistry();
+secrets.add(input.token);
+secrets.add(input.key);
+let logBytes = 0;
+const log = createLogger({
+  level: 'warn',
+  secrets,
+  destination: {
+    write: (line: string) => {
+      logBytes += line.length;
+      if (process.env.BENCH_DEBUG) process.stderr.write(line);
+    },
+  },
+});
+
+// Clients are made as the pass reaches each target, as the GatewayKey engine makes them.
+function* targets(): Generator<Target> {
+  for (const [i, url] of input.urls.entries()) {
+    yield {
+      name: `sim-${i}`,
+      url,
+      labels: {},
+      token: input.token,
+      client: httpControllerClient({ url, token: input.token, timeoutMs: 10_000 }),
+    };
+  }
+}
+
+// Where the resident memory goes: the heap's peaks, sampled (RSS comes from the kernel's maximum).
+const heap = { used: 0, total: 0, external: 0 };
+const sampler = setInterval(() => {
+  const m = process.memoryUsage();
+  heap.used = Math.max(heap.used, m.heapUsed);
+  heap.total = Math.max(heap.total, m.heapTotal);
+  heap.external = Math.max(heap.external, m.external);
+}, 100);
+const keepResults = process.env.BENCH_KEEP_RESULTS !== '0';
+const cpu = process.cpuUsage();
+const started = performance.now();
+const result = await runPass(targets(), {
+  key: { key: input.key, version: input.version },
+  spec: { envVar: 'KILOCODE_API_KEY', delivery: 'restart' },
+  rollout: {
+    concurrency: input.concurrency,
+    maxUnavailable: input.concurrency,
+    failureBudget: 1,
+    paused: false,
+  },
+  dryRun: false,
+  keepResults,
+  env: {
+    clock: systemClock,
+    log,
+    retry: DEFAULT_RETRY,
+    deadlineMs: 60_000,
+    pollIntervalMs: 50,
+    signal: AbortSignal.timeout(600_000),
+  },
+});
+const ms = performance.now() - started;
+clearInterval(sampler);
+const used = process.cpuUsage(cpu);
+const ru = process.resourceUsage();
+process.stdout.write(
+  `${JSON.stringify({
+    ms,
+    cpuMs: (used.user + used.system) / 1000,
+    userMs: used.user / 1000,
+    peakRssMb: (ru.maxRSS * 1024) / 1e6,
+    peakHeapUsedMb: heap.used / 1e6,
+    peakHeapTotalMb: heap.total / 1e6,
+    peakExternalMb: heap.external / 1e6,
+    summary: result.summary,
+    logBytes,
+  })}\n`,
+);
+process.exit(0);
