@@ -52,6 +52,8 @@ async function setup(
     STANDIN_READY_DELAY_MS: '300',
     ...extraEnv,
   };
+  // Two different ports: freePort() may hand out the same port twice (each is closed at once).
+  const [gatewayPort, surgePort] = await twoPorts();
   const config = parseControllerConfig(
     [
       '--port',
@@ -59,9 +61,9 @@ async function setup(
       '--bind',
       '127.0.0.1',
       '--gateway-port',
-      String(await freePort()),
+      String(gatewayPort),
       '--surge-port',
-      String(await freePort()),
+      String(surgePort),
       '--gateway-cmd',
       `'${process.execPath}' '${standInPath()}'`,
       '--provider-base-url',
@@ -409,3 +411,11 @@ describe('front door (stand-in gateway)', () => {
     expect((await fetch(`${pub}/healthz`)).status).toBe(200);
   });
 });
+
+async function twoPorts(): Promise<[number, number]> {
+  const a = await freePort();
+  for (;;) {
+    const b = await freePort();
+    if (b !== a) return [a, b];
+  }
+}

@@ -237,7 +237,9 @@ describe('surge: the old gateway yields the CPU once switched away from', () => 
 
   it('raises the old gateway niceness to drainingNice for its drain and stop; the new one keeps 0', async () => {
     const { dir, cleanup } = tempDir('keyroll-sup-nice-');
-    const [port, surgePort] = [await freePort(), await freePort()];
+    const port = await freePort();
+    let surgePort = await freePort();
+    while (surgePort === port) surgePort = await freePort(); // freePort() may repeat itself
     const logFile = join(dir, 'starts.jsonl');
     const { log, lines } = captureLogger();
     // The first child ignores SIGTERM, so it is still alive (draining, then killed) to be looked at.
