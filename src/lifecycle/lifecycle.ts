@@ -59,13 +59,48 @@ export interface TargetProof {
   proves: boolean;
 }
 
+/** Targets that hold retirement back: how many, and the first few names. */
+export interface Holdouts {
+  count: number;
+  names: string[];
+}
+
+/**
+ * One pass's proof, as counts and a few names (a pass over 10,000 targets keeps no per-target
+ * list): `summarize` builds it from a list, a streaming pass folds it as results arrive.
+ */
 export interface ProofObservation {
   /** The desired version this pass delivered. */
   version: string;
   /** Every target the key has: every pod the selector matches, Ready or not. */
-  targets: readonly TargetProof[];
+  total: number;
+  /** Targets the pass could not observe. */
+  unobserved: Holdouts;
+  /** Targets observed but not (yet) proving the current version. */
+  unproven: Holdouts;
   /** A delivery was started and not yet verified, or the pass stopped early. */
   pending: boolean;
+}
+
+export const MAX_NAMES = 10;
+
+/** Pure: the observation of a target list. */
+export function summarize(
+  version: string,
+  targets: readonly TargetProof[],
+  pending: boolean,
+): ProofObservation {
+  const pick = (list: TargetProof[]): Holdouts => ({
+    count: list.length,
+    names: list.slice(0, MAX_NAMES).map((t) => t.name),
+  });
+  return {
+    version,
+    total: targets.length,
+    unobserved: pick(targets.filter((t) => !t.observed)),
+    unproven: pick(targets.filter((t) => t.observed && !t.proves)),
+    pending,
+  };
 }
 
 export interface LifecyclePolicy {
@@ -122,10 +157,8 @@ export function advance(
     current = { version: obs.version, firstSeen: iso(now), provenAt: null };
   }
 
-  const unobserved = obs.targets.filter((t) => !t.observed).map((t) => t.name);
-  const unproven = obs.targets.filter((t) => t.observed && !t.proves).map((t) => t.name);
-  const allProven =
-    obs.targets.length > 0 && unobserved.length === 0 && unproven.length === 0 && !obs.pending;
+  const { unobserved, unproven } = obs;
+  const allProven = obs.total > 0 && unobserved.count === 0 && unproven.count === 0 && !obs.pending;
   if (allProven && current.provenAt === null) {
     current = { ...current, provenAt: iso(now) };
     events.push({ type: 'Proven', version: current.version });
@@ -140,31 +173,31 @@ export function advance(
     const was = p.state;
     const { blockedBy: _b, reason: _r, message: _m, retirableAt: _a, ...base } = p;
     let next: PreviousKey;
-    if (obs.targets.length === 0) {
+    if (obs.total === 0) {
       next = {
         ...base,
         state: 'Blocked',
         reason: 'NoTargets',
         message: 'no target matches: nothing proved the current version',
       };
-    } else if (unobserved.length > 0) {
+    } else if (unobserved.count > 0) {
       next = {
         ...base,
         state: 'Blocked',
         reason: 'TargetUnobserved',
         message: `cannot observe ${names(unobserved)}`,
-        blockedBy: unobserved,
+        blockedBy: unobserved.names,
       };
-    } else if (unproven.length > 0 || obs.pending) {
+    } else if (unproven.count > 0 || obs.pending) {
       next = {
         ...base,
         state: 'Pending',
         reason: 'AwaitingProof',
         message:
-          unproven.length > 0
+          unproven.count > 0
             ? `not yet proving ${current.version}: ${names(unproven)}`
             : 'a delivery is pending',
-        ...(unproven.length > 0 ? { blockedBy: unproven } : {}),
+        ...(unproven.count > 0 ? { blockedBy: unproven.names } : {}),
       };
     } else if (retirableAtMs !== null && now < retirableAtMs) {
       next = {
@@ -199,8 +232,11 @@ export function advance(
   return { lifecycle: { current, previous }, next, events };
 }
 
-function names(list: readonly string[]): string {
-  return list.length <= 5 ? list.join(', ') : `${list.slice(0, 5).join(', ')} and ${list.length - 5} more`;
+function names(h: Holdouts): string {
+  const shown = h.names.slice(0, 5);
+  return h.count <= shown.length
+    ? shown.join(', ')
+    : `${shown.join(', ')} and ${h.count - shown.length} more`;
 }
 
 function trimRetired(previous: PreviousKey[], keep: number): PreviousKey[] {

@@ -8,6 +8,7 @@ import {
   KeyLifecycleSchema,
   markRetired,
   markRetiring,
+  summarize,
   type TargetProof,
 } from '../../src/lifecycle/lifecycle.ts';
 
@@ -17,18 +18,13 @@ const proving = (...names: string[]): TargetProof[] =>
 
 /** The lifecycle after the key went A → B with three targets, each given. */
 function rotated(targets: TargetProof[], now = 1_000_000, pending = false) {
-  const a = advance(
-    EMPTY_LIFECYCLE,
-    { version: 'A', targets: proving('p1', 'p2', 'p3'), pending: false },
-    now - 500_000,
-    policy,
-  );
-  return advance(a.lifecycle, { version: 'B', targets, pending }, now, policy);
+  const a = advance(EMPTY_LIFECYCLE, summarize('A', proving('p1', 'p2', 'p3'), false), now - 500_000, policy);
+  return advance(a.lifecycle, summarize('B', targets, pending), now, policy);
 }
 
 describe('advance', () => {
   it('a first version has nothing to retire, and is proven once every target shows it', () => {
-    const r = advance(EMPTY_LIFECYCLE, { version: 'A', targets: proving('p1'), pending: false }, 0, policy);
+    const r = advance(EMPTY_LIFECYCLE, summarize('A', proving('p1'), false), 0, policy);
     expect(r.lifecycle.current).toMatchObject({ version: 'A', provenAt: new Date(0).toISOString() });
     expect(r.lifecycle.previous).toEqual([]);
     expect(r.next).toBeNull();
@@ -60,6 +56,13 @@ describe('advance', () => {
     expect(r.next).toBeNull();
   });
 
+  it('a large fleet is summarised: counts, ten names kept, five shown', () => {
+    const many = Array.from({ length: 30 }, (_, i) => ({ name: `t${i}`, observed: false, proves: false }));
+    const r = rotated([...proving('p1'), ...many]);
+    expect(r.lifecycle.previous[0]?.blockedBy).toHaveLength(10);
+    expect(r.lifecycle.previous[0]?.message).toBe('cannot observe t0, t1, t2, t3, t4 and 25 more');
+  });
+
   it('no target at all blocks retirement: nothing proved the new key', () => {
     const r = rotated([]);
     expect(r.lifecycle.previous[0]).toMatchObject({ state: 'Blocked', reason: 'NoTargets' });
@@ -81,17 +84,12 @@ describe('advance', () => {
     });
     const early = advance(
       r.lifecycle,
-      { version: 'B', targets: proving('p1', 'p2', 'p3'), pending: false },
+      summarize('B', proving('p1', 'p2', 'p3'), false),
       now + 59_999,
       policy,
     );
     expect(early.next).toBeNull();
-    const due = advance(
-      r.lifecycle,
-      { version: 'B', targets: proving('p1', 'p2', 'p3'), pending: false },
-      now + 60_000,
-      policy,
-    );
+    const due = advance(r.lifecycle, summarize('B', proving('p1', 'p2', 'p3'), false), now + 60_000, policy);
     expect(due.next).toMatchObject({ version: 'A', state: 'Retirable' });
     expect(due.events).toContainEqual({ type: 'Retirable', version: 'A', current: 'B' });
   });
@@ -101,18 +99,14 @@ describe('advance', () => {
     const r = rotated(proving('p1', 'p2', 'p3'), now);
     const lost = advance(
       r.lifecycle,
-      {
-        version: 'B',
-        targets: [...proving('p1', 'p2'), { name: 'p3', observed: false, proves: false }],
-        pending: false,
-      },
+      summarize('B', [...proving('p1', 'p2'), { name: 'p3', observed: false, proves: false }], false),
       now + 30_000,
       policy,
     );
     expect(lost.lifecycle.current?.provenAt).toBeNull();
     const back = advance(
       lost.lifecycle,
-      { version: 'B', targets: proving('p1', 'p2', 'p3'), pending: false },
+      summarize('B', proving('p1', 'p2', 'p3'), false),
       now + 61_000,
       policy,
     );
@@ -125,7 +119,7 @@ describe('advance', () => {
     const b = rotated(proving('p1'), t0);
     const c = advance(
       b.lifecycle,
-      { version: 'C', targets: [{ name: 'p1', observed: true, proves: false }], pending: false },
+      summarize('C', [{ name: 'p1', observed: true, proves: false }], false),
       t0 + 10_000,
       policy,
     );
@@ -133,53 +127,28 @@ describe('advance', () => {
       ['A', 'Pending'],
       ['B', 'Pending'],
     ]);
-    const proven = advance(
-      c.lifecycle,
-      { version: 'C', targets: proving('p1'), pending: false },
-      t0 + 20_000,
-      policy,
-    );
-    const due = advance(
-      proven.lifecycle,
-      { version: 'C', targets: proving('p1'), pending: false },
-      t0 + 80_000,
-      policy,
-    );
+    const proven = advance(c.lifecycle, summarize('C', proving('p1'), false), t0 + 20_000, policy);
+    const due = advance(proven.lifecycle, summarize('C', proving('p1'), false), t0 + 80_000, policy);
     expect(due.next?.version).toBe('A');
     const afterA = markRetired(markRetiring(due.lifecycle, 'A'), 'A', t0 + 81_000);
-    const again = advance(
-      afterA,
-      { version: 'C', targets: proving('p1'), pending: false },
-      t0 + 82_000,
-      policy,
-    );
+    const again = advance(afterA, summarize('C', proving('p1'), false), t0 + 82_000, policy);
     expect(again.next?.version).toBe('B');
   });
 
   it('a retirement under way (Retiring) stays next across a rotation, and a rollback never queues the current version', () => {
     const t0 = 1_000_000;
     const b = rotated(proving('p1'), t0);
-    const due = advance(
-      b.lifecycle,
-      { version: 'B', targets: proving('p1'), pending: false },
-      t0 + 60_000,
-      policy,
-    );
+    const due = advance(b.lifecycle, summarize('B', proving('p1'), false), t0 + 60_000, policy);
     const retiringA = markRetiring(due.lifecycle, 'A');
     const toC = advance(
       retiringA,
-      { version: 'C', targets: [{ name: 'p1', observed: true, proves: false }], pending: false },
+      summarize('C', [{ name: 'p1', observed: true, proves: false }], false),
       t0 + 61_000,
       policy,
     );
     expect(toC.next).toMatchObject({ version: 'A', state: 'Retiring' });
     // Back to B while A is being retired: B leaves the queue (it is current again).
-    const backToB = advance(
-      toC.lifecycle,
-      { version: 'B', targets: proving('p1'), pending: false },
-      t0 + 62_000,
-      policy,
-    );
+    const backToB = advance(toC.lifecycle, summarize('B', proving('p1'), false), t0 + 62_000, policy);
     expect(backToB.lifecycle.previous.map((p) => p.version)).toEqual(['A', 'C']);
     expect(backToB.lifecycle.current?.version).toBe('B');
   });
@@ -188,7 +157,7 @@ describe('advance', () => {
     const t0 = 1_000_000;
     const b = rotated(proving('p1'), t0);
     const retired = markRetired(markRetiring(b.lifecycle, 'A'), 'A', t0 + 1);
-    const back = advance(retired, { version: 'A', targets: proving('p1'), pending: false }, t0 + 2, policy);
+    const back = advance(retired, summarize('A', proving('p1'), false), t0 + 2, policy);
     expect(back.events).toContainEqual({ type: 'CurrentWasRetired', version: 'A' });
   });
 
@@ -200,11 +169,11 @@ describe('advance', () => {
   it('keeps only the newest retired entries', () => {
     let lc: KeyLifecycle = EMPTY_LIFECYCLE;
     for (const [i, v] of ['A', 'B', 'C', 'D', 'E'].entries()) {
-      lc = advance(lc, { version: v, targets: proving('p1'), pending: false }, i * 1_000, policy).lifecycle;
+      lc = advance(lc, summarize(v, proving('p1'), false), i * 1_000, policy).lifecycle;
       for (const p of lc.previous.filter((p) => p.state !== 'Retired'))
         lc = markRetired(lc, p.version, i * 1_000);
     }
-    lc = advance(lc, { version: 'E', targets: proving('p1'), pending: false }, 10_000, policy).lifecycle;
+    lc = advance(lc, summarize('E', proving('p1'), false), 10_000, policy).lifecycle;
     expect(lc.previous.map((p) => p.version)).toEqual(['C', 'D']);
     expect(KeyLifecycleSchema.safeParse(lc).success).toBe(true);
   });

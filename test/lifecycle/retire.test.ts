@@ -9,6 +9,7 @@ import {
   advance,
   EMPTY_LIFECYCLE,
   type KeyLifecycle,
+  summarize,
   type TargetProof,
 } from '../../src/lifecycle/lifecycle.ts';
 import {
@@ -42,14 +43,9 @@ function retirableUpTo(versions: string[]): KeyLifecycle {
   let t = 0;
   for (const v of versions) {
     t += 1_000;
-    lc = advance(lc, { version: v, targets: proving('p1', 'p2'), pending: false }, t, policy).lifecycle;
+    lc = advance(lc, summarize(v, proving('p1', 'p2'), false), t, policy).lifecycle;
   }
-  return advance(
-    lc,
-    { version: versions.at(-1)!, targets: proving('p1', 'p2'), pending: false },
-    t + 61_000,
-    policy,
-  ).lifecycle;
+  return advance(lc, summarize(versions.at(-1)!, proving('p1', 'p2'), false), t + 61_000, policy).lifecycle;
 }
 
 class Crash extends Error {}
@@ -165,7 +161,7 @@ describe('retire with a revoke URL', () => {
     const c = api.mint();
     api.failNext('revoke', 1, 400);
     const s2 = store(
-      advance(s.get(), { version: c.version, targets: proving('p1'), pending: false }, 9_000_000, {
+      advance(s.get(), summarize(c.version, proving('p1'), false), 9_000_000, {
         ...policy,
         retireAfterMs: 0,
       }).lifecycle,
@@ -193,9 +189,8 @@ describe('retire with a revoke URL', () => {
   it('never revokes what advance did not make retirable', async () => {
     const [a, b] = [api.current(), api.mint()];
     const lc = advance(
-      advance(EMPTY_LIFECYCLE, { version: a.version, targets: proving('p1'), pending: false }, 0, policy)
-        .lifecycle,
-      { version: b.version, targets: [{ name: 'p1', observed: false, proves: false }], pending: false },
+      advance(EMPTY_LIFECYCLE, summarize(a.version, proving('p1'), false), 0, policy).lifecycle,
+      summarize(b.version, [{ name: 'p1', observed: false, proves: false }], false),
       100_000,
       policy,
     ).lifecycle;
