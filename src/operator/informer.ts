@@ -1,6 +1,7 @@
 // Owns one watched resource's cache: list, then watch; relist on 410; restart on any error with capped backoff.
-import type { Logger } from '../log.ts';
+
 import type { Clock } from '../clock.ts';
+import type { Logger } from '../log.ts';
 import { isKubeError, type KubeClient, type WatchedResource } from './kube-port.ts';
 
 export interface Cached {
@@ -112,13 +113,8 @@ export class Informer<T extends Cached> {
       let events = 0;
       try {
         if (this.#rv === null) {
-          const listed = await this.#o.kube.list(
-            this.#o.resource,
-            this.#o.namespace,
-            this.#labelOpts(),
-            signal,
-          );
-          this.#replace(listed.items);
+          const listed = await this.#list(signal);
+          this.#replace(listed.next);
           this.#rv = listed.resourceVersion;
           if (!this.#synced) {
             this.#synced = true;
@@ -222,13 +218,28 @@ export class Informer<T extends Cached> {
     this.#o.onChange(previous, obj);
   }
 
-  /** A relist: replace the cache and report the difference as changes. */
-  #replace(items: unknown[]): void {
+  /**
+   * Lists and reduces every object as its page arrives (`listEach`), so only one page of raw
+   * objects is alive at a time rather than the whole namespace's.
+   */
+  async #list(signal: AbortSignal): Promise<{ next: Map<string, T>; resourceVersion: string }> {
     const next = new Map<string, T>();
-    for (const raw of items) {
+    const keep = (raw: unknown) => {
       const obj = this.#o.parse(raw);
       if (obj) next.set(`${obj.namespace}/${obj.name}`, obj);
+    };
+    const { kube, resource, namespace } = this.#o;
+    if (kube.listEach) {
+      const { resourceVersion } = await kube.listEach(resource, namespace, this.#labelOpts(), keep, signal);
+      return { next, resourceVersion };
     }
+    const listed = await kube.list(resource, namespace, this.#labelOpts(), signal);
+    for (const raw of listed.items) keep(raw);
+    return { next, resourceVersion: listed.resourceVersion };
+  }
+
+  /** A relist: replace the cache and report the difference as changes. */
+  #replace(next: Map<string, T>): void {
     for (const [key, previous] of [...this.#store]) {
       if (!next.has(key)) {
         this.#remove(key, previous);

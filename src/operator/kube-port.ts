@@ -33,6 +33,18 @@ export interface KubeClient {
     signal: AbortSignal,
   ): Promise<ListResult>;
   /**
+   * `list`, handing each item to `each` as its page arrives instead of collecting them, so a
+   * cache that keeps a reduced copy never holds every raw object at once. Optional: the informer
+   * falls back to `list`.
+   */
+  listEach?(
+    resource: WatchedResource,
+    namespace: string,
+    opts: ListOptions,
+    each: (item: unknown) => void,
+    signal: AbortSignal,
+  ): Promise<{ resourceVersion: string }>;
+  /**
    * Streams events after `resourceVersion`. Resolves when the server ends the stream normally;
    * rejects with a KubeError (code 410 when the version is too old, from the HTTP status or an
    * ERROR event) or when `signal` aborts.
@@ -105,6 +117,7 @@ export interface CachedSecret {
   namespace: string;
   name: string;
   resourceVersion: string;
+  /** keyroll's own annotations (`keyroll.dev/…`) only; see parseSecret. */
   annotations: Record<string, string>;
   /** base64 values, as the API returns them. */
   data: Record<string, string>;
@@ -122,10 +135,25 @@ export function parseSecret(raw: unknown): CachedSecret | null {
     namespace: p.data.metadata.namespace,
     name: p.data.metadata.name,
     resourceVersion: p.data.metadata.resourceVersion,
-    annotations: p.data.metadata.annotations ?? {},
+    annotations: keyrollAnnotations(p.data.metadata.annotations),
     data: p.data.data ?? {},
   };
 }
+
+/**
+ * A Secret's `keyroll.dev/…` annotations. The others are dropped from the cache: a key source
+ * reads only `keyroll.dev/version`, and `kubectl apply` leaves the whole manifest, data included,
+ * in `kubectl.kubernetes.io/last-applied-configuration`, a second copy of every key for each
+ * cached Secret (memory, and one more place a key would sit for nothing).
+ */
+function keyrollAnnotations(all: Record<string, string> | null | undefined): Record<string, string> {
+  const kept: Record<string, string> = {};
+  if (!all) return kept;
+  for (const [k, v] of Object.entries(all)) if (k.startsWith(KEYROLL_ANNOTATION_PREFIX)) kept[k] = v;
+  return kept;
+}
+
+const KEYROLL_ANNOTATION_PREFIX = 'keyroll.dev/';
 
 /** A Pod as cached: only what target discovery reads. */
 /** A Secret's value as keyroll reads it: base64-decoded, trailing whitespace dropped, empty = absent. */

@@ -145,30 +145,44 @@ export function kubeAdapter(kc: KubeConfig, opts: KubeAdapterOptions): KubeClien
     }
   }
 
+  // Paged, so a namespace with 10,000 Secrets is never one giant response, and each page can be
+  // dropped once its items are handed on.
+  async function listEach(
+    resource: WatchedResource,
+    namespace: string,
+    listOpts: ListOptions,
+    each: (item: unknown) => void,
+    signal: AbortSignal,
+  ): Promise<{ resourceVersion: string }> {
+    let cont: string | undefined;
+    let resourceVersion = '';
+    for (let page = 0; page < 10_000; page++) {
+      const { json } = await request(
+        'GET',
+        collectionPath(resource, namespace),
+        { labelSelector: listOpts.labelSelector, limit: String(PAGE_SIZE), continue: cont },
+        undefined,
+        `list ${resource}`,
+        signal,
+      );
+      const body = ListBodySchema.safeParse(json);
+      if (!body.success) throw new KubeError(0, 'InvalidResponse', `list ${resource}: unexpected response`);
+      for (const item of body.data.items) each(item);
+      resourceVersion = body.data.metadata.resourceVersion ?? '';
+      cont = body.data.metadata.continue || undefined;
+      if (!cont) break;
+    }
+    return { resourceVersion };
+  }
+
   return {
     async list(resource, namespace, listOpts: ListOptions, signal): Promise<ListResult> {
       const items: unknown[] = [];
-      let cont: string | undefined;
-      let resourceVersion = '';
-      // Paged, so a namespace with 10,000 Secrets is never one giant response.
-      for (let page = 0; page < 10_000; page++) {
-        const { json } = await request(
-          'GET',
-          collectionPath(resource, namespace),
-          { labelSelector: listOpts.labelSelector, limit: String(PAGE_SIZE), continue: cont },
-          undefined,
-          `list ${resource}`,
-          signal,
-        );
-        const body = ListBodySchema.safeParse(json);
-        if (!body.success) throw new KubeError(0, 'InvalidResponse', `list ${resource}: unexpected response`);
-        items.push(...body.data.items);
-        resourceVersion = body.data.metadata.resourceVersion ?? '';
-        cont = body.data.metadata.continue || undefined;
-        if (!cont) break;
-      }
+      const { resourceVersion } = await listEach(resource, namespace, listOpts, (i) => items.push(i), signal);
       return { items, resourceVersion };
     },
+
+    listEach,
 
     watch(resource, namespace, watchOpts, handlers: WatchHandlers, signal): Promise<void> {
       return new Promise<void>((resolve, reject) => {
