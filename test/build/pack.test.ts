@@ -4,16 +4,18 @@
 // Node 24 the package depends on when the system's is older).
 import { execFile } from 'node:child_process';
 import {
+  chmodSync,
   cpSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
+  symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -33,6 +35,7 @@ const TOKEN = 'pack-controller-token-0123456789';
 let tmp = '';
 let app = '';
 let packed: string[] = [];
+let installMode = '';
 
 /** The npm on PATH (the system's); it runs under the system's Node, as a user's would. */
 async function npm(args: string[], cwd: string): Promise<string> {
@@ -76,7 +79,7 @@ async function keyroll(args: string[], env: Record<string, string> = {}): Promis
  * An empty project that depends on the tarball, with a lockfile: keyroll from `spec`, its runtime
  * dependencies at the versions and integrity of this checkout's lockfile (dev ones left out).
  */
-function writeAppProject(dir: string, spec: string): void {
+function writeAppProject(dir: string, spec: string): { path: string; integrity?: string }[] {
   const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as {
     packages: Record<string, { dev?: boolean } & Record<string, unknown>>;
   };
@@ -91,8 +94,11 @@ function writeAppProject(dir: string, spec: string): void {
       bin: PKG.bin,
     },
   };
+  const runtime: { path: string; integrity?: string }[] = [];
   for (const [path, entry] of Object.entries(lock.packages)) {
-    if (path !== '' && !entry.dev) packages[path] = entry;
+    if (path === '' || entry.dev) continue;
+    packages[path] = entry;
+    runtime.push({ path, ...(typeof entry.integrity === 'string' ? { integrity: entry.integrity } : {}) });
   }
   writeFileSync(
     join(dir, 'package.json'),
@@ -101,6 +107,17 @@ function writeAppProject(dir: string, spec: string): void {
   writeFileSync(
     join(dir, 'package-lock.json'),
     JSON.stringify({ name: 'app', version: '1.0.0', lockfileVersion: 3, requires: true, packages }),
+  );
+  return runtime;
+}
+
+/** Whether npm's cache (content-addressed by integrity) holds a tarball. */
+function inNpmCache(integrity: string): boolean {
+  const [algo, b64] = integrity.split('-', 2) as [string, string];
+  const hex = Buffer.from(b64, 'base64').toString('hex');
+  const cache = process.env.npm_config_cache ?? join(homedir(), '.npm');
+  return existsSync(
+    join(cache, '_cacache', 'content-v2', algo, hex.slice(0, 2), hex.slice(2, 4), hex.slice(4)),
   );
 }
 
@@ -117,23 +134,41 @@ beforeAll(async () => {
   await run(process.execPath, [join(ROOT, 'scripts', 'build.mjs'), '--outdir', join(stage, 'dist')], {
     cwd: ROOT,
   });
-  const out = await npm(['pack', '--ignore-scripts', '--json', '--pack-destination', tmp], stage);
+  const out = await npm(
+    ['pack', '--offline', '--ignore-scripts', '--json', '--pack-destination', tmp],
+    stage,
+  );
   const report = JSON.parse(out) as { filename: string; files: { path: string }[] }[];
   packed = report[0]!.files.map((f) => f.path);
   app = join(tmp, 'app');
   mkdirSync(app);
   const tarball = join(tmp, report[0]!.filename);
-  writeAppProject(app, `file:${tarball}`);
-  try {
-    // Offline: every dependency's tarball is in the npm cache since this checkout was installed;
-    // the lockfile says which (npm would otherwise ask the registry for each package's metadata).
+  const runtime = writeAppProject(app, `file:${tarball}`);
+  const missing = runtime.filter((p) => !p.integrity || !inNpmCache(p.integrity));
+  if (missing.length === 0) {
+    // Offline: the lockfile names every dependency, and the npm cache holds each tarball.
+    installMode = 'npm ci --offline';
     await npm(['ci', '--offline', '--no-audit', '--no-fund'], app);
-  } catch (err) {
-    process.stderr.write(
-      `pack test: offline install failed, installing from the registry: ${String(err).split('\n')[0]}\n`,
-    );
-    await npm(['install', '--no-audit', '--no-fund', tarball], app);
+  } else {
+    // The cache lacks some tarball (this checkout was installed another way): lay the package out
+    // as npm does — the tarball under node_modules/keyroll, its runtime dependencies (the lockfile's
+    // non-dev packages) beside it, taken from this checkout, and the bin link — without a network.
+    installMode = `from the checkout (${missing.length} of ${runtime.length} tarballs not in the npm cache)`;
+    const into = join(app, 'node_modules', PKG.name);
+    mkdirSync(into, { recursive: true });
+    await run('tar', ['-xzf', tarball, '-C', into, '--strip-components=1']);
+    for (const p of runtime) {
+      if (p.path.split('/node_modules/').length > 1) continue; // nested: inside its parent's link
+      mkdirSync(dirname(join(app, p.path)), { recursive: true });
+      symlinkSync(join(ROOT, p.path), join(app, p.path));
+    }
+    for (const [name, target] of Object.entries(PKG.bin)) {
+      chmodSync(join(into, target), 0o755);
+      mkdirSync(join(app, 'node_modules', '.bin'), { recursive: true });
+      symlinkSync(join('..', PKG.name, target), join(app, 'node_modules', '.bin', name));
+    }
   }
+  process.stdout.write(`pack test: installed ${installMode}\n`);
 }, 180_000);
 
 afterAll(async () => {
