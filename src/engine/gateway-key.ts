@@ -49,6 +49,11 @@ export interface GatewayKeyInputs {
   material: KeyMaterial;
   /** Ready pods the selector matches, sorted by name. */
   targets: PodTarget[];
+  /**
+   * Pods the selector matches that cannot be observed (not ready, no IP). The key lifecycle needs
+   * them: a previous key is retirable only when every matching pod, ready or not, proves the current one.
+   */
+  notReady: number;
 }
 
 /** Why no pass can run, as the Degraded reason and message; `requeue` when the cause may appear by itself. */
@@ -109,8 +114,8 @@ export function resolveGatewayKey(
     // KeyNotFound, InvalidKey or InvalidVersionLabel: a fixed Secret wakes the key at once.
     return fail(err.reason, `spec.source.secretRef: ${err.message}`);
   }
-  const { targets } = podTargets(caches.pods.list(), ns, spec.targets.selector, spec.targets.port);
-  return { ok: true, spec, token, material, targets };
+  const { targets, notReady } = podTargets(caches.pods.list(), ns, spec.targets.selector, spec.targets.port);
+  return { ok: true, spec, token, material, targets, notReady };
 }
 
 /** How a GatewayKey's passes run (per driver: the operator's config, a CLI's flags). */
@@ -124,7 +129,9 @@ export interface PassSettings {
 /**
  * The engine's memory of a GatewayKey between passes (operator: for its lifetime; one-shot
  * commands: one pass): the version being rolled out, since when, and whether keyroll delivered
- * it. The seam for the key lifecycle (current/previous version, Pending → Retirable → Retired).
+ * it. The seam for the key lifecycle (issue 12: current/previous version, Pending → Retirable →
+ * Retired): its state joins this record, is advanced in reconcileGatewayKey from the digest and
+ * `notReady`, and is reported in GatewayKeyResult.rotation and the status.
  */
 export interface Rotation {
   version: string;

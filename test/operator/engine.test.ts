@@ -123,6 +123,7 @@ describe('resolveGatewayKey()', () => {
       ['gw-0', 'http://10.0.0.1:1'],
       ['gw-1', 'http://10.0.0.2:1'],
     ]);
+    expect(r.notReady).toBe(1); // gw-down: matched, not observable
   });
 
   it('names the first missing input with its Degraded reason; only a bad spec is terminal', () => {
