@@ -335,6 +335,36 @@ describe.skipIf(!kubectl)('manifests', () => {
     ]);
   });
 
+  it("the README's `images:` override moves every container (Components included) to your registry", async () => {
+    const k = await userKustomization(['example-gateway', 'reconcile-cronjob']);
+    try {
+      const path = join(k.dir, 'kustomization.yaml');
+      const text = await readFile(path, 'utf8');
+      await writeFile(
+        path,
+        `${text}images:\n` +
+          '  - name: ghcr.io/keyroll/keyroll-operator\n' +
+          '    newName: registry.example.com/platform/keyroll-operator\n' +
+          '    newTag: 0.1.0\n' +
+          '  - name: ghcr.io/keyroll/keyroll-gateway\n' +
+          '    newName: registry.example.com/platform/keyroll-gateway\n' +
+          '    newTag: 0.1.0\n',
+      );
+      const objects = await render(k.dir);
+      const images = objects
+        .filter((o) => ['Deployment', 'StatefulSet', 'CronJob'].includes(o.kind))
+        .flatMap((o) => podTemplate(o).spec.containers.map((c) => c.image))
+        .sort();
+      expect(images).toEqual([
+        'registry.example.com/platform/keyroll-gateway:0.1.0',
+        'registry.example.com/platform/keyroll-operator:0.1.0',
+        'registry.example.com/platform/keyroll-operator:0.1.0',
+      ]);
+    } finally {
+      await k.cleanup();
+    }
+  });
+
   it('reference images built by the Dockerfile targets', async () => {
     const dockerfile = await readFile(join(root, 'Dockerfile'), 'utf8');
     expect(dockerfile).toMatch(/^FROM .* AS operator$/m);
