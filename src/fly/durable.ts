@@ -24,17 +24,6 @@ export function configFingerprint(
   return value === undefined ? null : fingerprintEnv(token, { [envVar]: value });
 }
 
-/** Pure: whether the config holds the desired key (fingerprints compared in constant time). */
-export function configMatches(
-  config: MachineConfig | undefined,
-  envVar: string,
-  token: string,
-  desiredHash: string,
-): boolean {
-  const have = configFingerprint(config, envVar, token);
-  return have !== null && constantTimeEqual(have, desiredHash);
-}
-
 /**
  * Pure: whether the machine config is durable-correct, i.e. does not hold the key at all: the
  * app secret supplies it at every boot and a `fly deploy` (which rebuilds the config from
@@ -43,6 +32,20 @@ export function configMatches(
  */
 export function configHoldsNoKey(config: MachineConfig | undefined, envVar: string): boolean {
   return config?.env?.[envVar] === undefined;
+}
+
+/**
+ * Pure: the loop's durable check of one machine config: `configHoldsNoKey`. `token` and
+ * `desiredHash` are not needed for it any more (the config never holds the key); they stay so the
+ * loop keeps one call.
+ */
+export function configMatches(
+  config: MachineConfig | undefined,
+  envVar: string,
+  _token?: string,
+  _desiredHash?: string,
+): boolean {
+  return configHoldsNoKey(config, envVar);
 }
 
 /**
@@ -108,14 +111,20 @@ export interface AppSecretInput {
   key: string;
   /** The desired fingerprint (the controller's `envHash` scale). */
   desiredHash: string;
+  /**
+   * The fleet already runs the key: some started machine proves it and none needs a delivery.
+   * Then an existing secret is taken as current even by a process that did not write it (a fresh
+   * `--once` run): every delivery keyroll makes is preceded by this write.
+   */
+  provenLive?: boolean;
   signal: AbortSignal;
   log: Logger;
 }
 
 export interface AppSecretResult {
   status: 'written' | 'current';
-  /** The app's secrets version holding the key. */
-  version: number;
+  /** The app's secrets version holding the key (null: not written by this process). */
+  version: number | null;
   /** Identifiers only. */
   message: string;
 }
@@ -140,6 +149,13 @@ export async function writeAppSecret(i: AppSecretInput): Promise<AppSecretResult
     listed.digest === last.digest
   ) {
     return { status: 'current', version: last.version, message: 'app secret holds the key' };
+  }
+  if (!last && listed && i.provenLive === true) {
+    return {
+      status: 'current',
+      version: null,
+      message: 'app secret set and the running fleet proves the key',
+    };
   }
   const set = await i.fly.setAppSecret(i.app, i.envVar, i.key, { signal: i.signal });
   // The digest to compare with next time: Fly's answer, else what the listing shows now.
@@ -290,57 +306,5 @@ export async function takeKeyOut(i: DurableWriteInput): Promise<DurableWriteResu
   }
 }
 
-/**
- * The previous durable write (the key into `config.env` of a stopped machine). The loop still
- * calls it until it switches to the app secret (`writeAppSecret` + `takeKeyOut`).
- */
-export async function writeDurable(
-  i: DurableWriteInput & { key: string; token: string },
-): Promise<DurableWriteResult> {
-  const log = i.log.child({ component: 'fly-durable', machine: i.machineId });
-  let nonce: string;
-  try {
-    nonce = (
-      await i.fly.acquireLease(i.app, i.machineId, {
-        ttlSeconds: i.leaseTtlSeconds,
-        description: 'keyroll: write rotated key into machine config',
-        signal: i.signal,
-      })
-    ).nonce;
-  } catch (err) {
-    if (isLeaseHeld(err)) {
-      const owner = await leaseOwner(i.fly, i.app, i.machineId, i.signal);
-      return { status: 'lease-held', message: `lease held by ${owner ?? 'another client'}`, owner };
-    }
-    return { status: 'failed', message: errorMessage(err) };
-  }
-  try {
-    let machine: Machine;
-    try {
-      machine = await i.fly.getMachine(i.app, i.machineId, { signal: i.signal });
-    } catch (err) {
-      return { status: 'failed', message: errorMessage(err) };
-    }
-    if (!WRITABLE_STATES.has(machine.state)) {
-      return { status: 'state-changed', message: `machine became ${machine.state}; not written` };
-    }
-    if (configMatches(machine.config, i.envVar, i.token, i.desiredHash)) {
-      return { status: 'already', message: 'config already holds the key' };
-    }
-    try {
-      await i.fly.updateMachine(i.app, i.machineId, withKey(machine.config, i.envVar, i.key), {
-        skipLaunch: true,
-        leaseNonce: nonce,
-        ...(machine.instance_id ? { currentVersion: machine.instance_id } : {}),
-        signal: i.signal,
-      });
-    } catch (err) {
-      if (isLeaseHeld(err)) return { status: 'lease-held', message: 'lease taken over during the write' };
-      return { status: 'failed', message: errorMessage(err) };
-    }
-    log.info({ state: machine.state }, 'Wrote rotated key into machine config (skip_launch)');
-    return { status: 'written', message: 'config written with skip_launch' };
-  } finally {
-    await releaseQuietly(i.fly, i.app, i.machineId, nonce, log);
-  }
-}
+/** The loop's durable write of a machine that is not running: `takeKeyOut`. */
+export const writeDurable = takeKeyOut;

@@ -18,7 +18,14 @@ import type { KeyMaterial } from '../reconcile/sources/key-source.ts';
 import type { Rollout } from '../reconcile/targets.ts';
 import type { FlyClient } from './client.ts';
 import { type DeployState, detectDeploy } from './deploy.ts';
-import { configFingerprint, configMatches, leaseOwner, releaseQuietly, writeDurable } from './durable.ts';
+import {
+  configFingerprint,
+  configMatches,
+  leaseOwner,
+  releaseQuietly,
+  writeAppSecret,
+  writeDurable,
+} from './durable.ts';
 import { isLeaseHeld } from './errors.ts';
 import {
   type ActionKind,
@@ -270,6 +277,18 @@ export async function runFlyPass(o: FlyPassOptions): Promise<FlyPassResult> {
     };
   };
   if (o.dryRun) return finish('done');
+  // The key's durable copy is the app secret (staged: no machine restarts), set before any config
+  // write or live delivery (docs/fly.md); no machine config holds the key.
+  await writeAppSecret({
+    fly: o.fly,
+    app: o.app,
+    envVar,
+    key: o.key.key,
+    desiredHash: want.envHash,
+    provenLive: plans.some((p) => p.live === 'ok') && !plans.some((p) => p.live === 'stale'),
+    signal,
+    log,
+  });
 
   try {
     // Durable writes: machines that are not running, `skip_launch`, under their lease.

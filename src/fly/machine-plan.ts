@@ -5,11 +5,14 @@
 export const WRITABLE_STATES: ReadonlySet<string> = new Set(['stopped', 'created']);
 
 /**
- * durable: the machine config's `env[envVar]` fingerprint.
- * - ok: equals the desired fingerprint, so a future boot gets the key;
- * - stale: differs, and the machine is not running, so a `skip_launch` write fixes it restart-free;
- * - deferred: differs on a started machine. Fly has no restart-free config update of a running
- *   machine (docs/fly.md), so the write waits until the machine is seen stopped.
+ * durable: whether a future boot gets the desired key. The key's durable copy is the app secret
+ * (written once per pass before anything else, staged); a machine config must not hold the key
+ * (it would shadow the secret, and `fly deploy` rebuilds configs without it).
+ * - ok: the config holds no key, so a boot (or a deploy) gets the app secret;
+ * - stale: the config holds a key and the machine is not running: a `skip_launch` write takes it
+ *   out restart-free;
+ * - deferred: the config holds a key on a started machine. Fly has no restart-free config update
+ *   of a running machine (docs/fly.md), so the write waits until the machine is seen stopped.
  */
 export type DurableState = 'ok' | 'stale' | 'deferred';
 
@@ -106,7 +109,7 @@ function wanted(m: MachineInput): {
           action: 'durable',
           durable,
           live: 'not-running',
-          reason: `machine is ${m.state}: write the key into its config with skip_launch`,
+          reason: `machine is ${m.state}: take the key out of its config (the app secret holds it) with skip_launch`,
         }
       : { action: 'none', durable, live: 'not-running', reason: 'in sync (not running)' };
   }
@@ -121,7 +124,8 @@ function wanted(m: MachineInput): {
 /**
  * Pure. One class of action per machine per pass, never both: a started machine whose gateway
  * lacks the key gets a live delivery (the controller restarts the gateway, not the VM); a stopped
- * machine whose config lacks the key gets a `skip_launch` config write (nothing boots). Live
+ * machine whose config still holds a key gets a `skip_launch` config write taking it out (nothing
+ * boots; the app secret supplies the key). Live
  * deliveries go first, then config writes, each in machine-id order, up to `maxChanges`.
  */
 export function planMachines(machines: readonly MachineInput[], opts: PlanOptions): MachinePlan[] {

@@ -114,15 +114,17 @@ describe('convergence', () => {
 });
 
 describe('config fingerprints', () => {
-  it('compares by HMAC with the controller token, like the controller envHash', () => {
+  it('compares by HMAC with the controller token, like the controller envHash; durable = no key in the config', () => {
     const config = { env: { KILOCODE_API_KEY: KEY, OTHER: 'x' }, image: 'img' };
     expect(configFingerprint(config, 'KILOCODE_API_KEY', TOKEN)).toBe(WANT);
-    expect(configMatches(config, 'KILOCODE_API_KEY', TOKEN, WANT)).toBe(true);
+    // The app secret holds the key: a config holding it, even the desired one, must lose it.
+    expect(configMatches(config, 'KILOCODE_API_KEY', TOKEN, WANT)).toBe(false);
     expect(
       configMatches({ env: { KILOCODE_API_KEY: 'test-key-A-old' } }, 'KILOCODE_API_KEY', TOKEN, WANT),
     ).toBe(false);
     expect(configFingerprint({}, 'KILOCODE_API_KEY', TOKEN)).toBeNull();
-    expect(configMatches(undefined, 'KILOCODE_API_KEY', TOKEN, WANT)).toBe(false);
+    expect(configMatches(undefined, 'KILOCODE_API_KEY', TOKEN, WANT)).toBe(true);
+    expect(configMatches({ env: { OTHER: 'x' } }, 'KILOCODE_API_KEY', TOKEN, WANT)).toBe(true);
   });
 
   it('withKey copies the whole config and changes only the one variable', () => {

@@ -38,13 +38,14 @@ describe('keyroll fly: 10 machines, real controllers', () => {
       expect(pid).not.toBeNull();
       expect(pid).not.toBe(pidsBefore[i]);
     });
-    // Durable: the stopped machines hold B in their config, written with skip_launch (still
-    // stopped, never booted); the rest of their config is kept.
+    // Durable: the app secret holds B (staged); the stopped machines' configs lost their old key,
+    // written with skip_launch (still stopped, never booted); the rest of their config is kept.
+    expect(fleet.fly.secretValue(APP, 'KILOCODE_API_KEY')).toBe(KEYS.B);
     for (const id of ['s01', 's02']) {
       const m = fleet.fly.machine(APP, id);
       expect(m.state).toBe('stopped');
       expect(m.restarts).toBe(0);
-      expect(fleet.fly.storedEnv(APP, id)).toEqual({ KILOCODE_API_KEY: KEYS.B });
+      expect(fleet.fly.storedEnv(APP, id)).toEqual({});
       expect(m.config.guest).toEqual({ cpu_kind: 'shared', cpus: 1, memory_mb: 1024 });
     }
     // Started machines: no Fly update at all (it would reboot or stop them); their config write
@@ -75,10 +76,7 @@ describe('keyroll fly: 10 machines, real controllers', () => {
     const r = await fleet.run(['--once']);
     expect(r.code, r.stdout).toBe(0);
     const m = fleet.fly.machine(APP, 'm00');
-    expect(fleet.fly.storedEnv(APP, 'm00')).toEqual({
-      KILOCODE_API_KEY: KEYS.B,
-      OTHER_SETTING: 'kept-as-is',
-    });
+    expect(fleet.fly.storedEnv(APP, 'm00')).toEqual({ OTHER_SETTING: 'kept-as-is' });
     expect(m.state).toBe('stopped');
     expect(m.restarts).toBe(0);
     expect(fleet.fly.writes().map((w) => `${w.action}:${w.machineId}`)).toEqual([
@@ -87,7 +85,7 @@ describe('keyroll fly: 10 machines, real controllers', () => {
       'lease_release:m00',
     ]);
     expect(fleet.machine('m00').proxy.requests).toEqual([]);
-    // It boots with the key in its config; the next pass finds nothing to do.
+    // It boots with the key from the app secret; the next pass finds nothing to do.
     fleet.fly.setMachineState(APP, 'm00', 'started');
     expect(fleet.fly.bootedEnv(APP, 'm00').KILOCODE_API_KEY).toBe(KEYS.B);
     fleet.resetLogs();
@@ -99,6 +97,9 @@ describe('keyroll fly: 10 machines, real controllers', () => {
 
   it('429 from Fly: backs off (Retry-After honoured) and never exceeds the limits', async () => {
     fleet.setKey(KEYS.C);
+    // s01 gets a stale key back into its config (a hand edit), so this pass has a config write too.
+    const s01 = fleet.fly.machine(APP, 's01');
+    fleet.fly.setMachineConfig(APP, 's01', { ...s01.config, env: { KILOCODE_API_KEY: KEYS.B } });
     fleet.resetLogs();
     fleet.fly.inject({ action: 'list', status: 429, retryAfterSec: 1, count: 1 });
     fleet.fly.inject({ action: 'lease_acquire', scope: 'm02', status: 429, retryAfterSec: 1, count: 2 });
@@ -167,16 +168,18 @@ describe('keyroll fly: 10 machines, real controllers', () => {
 
     const next = await fleet.run(['--once']);
     expect(next.code, next.stdout).toBe(0);
-    expect(fleet.fly.storedEnv(APP, 'm05').KILOCODE_API_KEY).toBe(KEYS.E);
+    expect(fleet.fly.storedEnv(APP, 'm05').KILOCODE_API_KEY).toBeUndefined();
+    expect(fleet.fly.secretValue(APP, 'KILOCODE_API_KEY')).toBe(KEYS.E);
     expect(fleet.fly.machine(APP, 'm05').state).toBe('stopped');
   }, 60_000);
 
   it('durable write succeeds but the live push fails: not converged, retried each pass until proven', async () => {
-    // m05 is stopped with E in its config. Rotate to F: the config write succeeds.
+    // m05 is stopped, no key in its config. Rotate to F: the app secret gets F.
     fleet.setKey(KEYS.F);
     const first = await fleet.run(['--once', '--max-changes', '12', '--max-unavailable', '4']);
     expect(first.code, first.stdout).toBe(0);
-    expect(fleet.fly.storedEnv(APP, 'm05').KILOCODE_API_KEY).toBe(KEYS.F);
+    expect(fleet.fly.storedEnv(APP, 'm05').KILOCODE_API_KEY).toBeUndefined();
+    expect(fleet.fly.secretValue(APP, 'KILOCODE_API_KEY')).toBe(KEYS.F);
     // The machine comes back, but its running gateway still has E (the fake Fly's boot does not
     // reach the loopback controller — exactly the "config says F, process runs E" gap), and its
     // controller refuses the first two pushes.
