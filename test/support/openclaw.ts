@@ -12,6 +12,17 @@ import { waitForReady } from './stand-in-gateway.ts';
 export { chat, freePort };
 
 export const OPENCLAW_VERSION = '2026.6.8';
+/** KEYROLL_TEST_OPENCLAW_9X=1: the gateway project also runs test/gateway/front-door-e2e-9x.test.ts. */
+export const OPENCLAW_9X_TESTS = process.env.KEYROLL_TEST_OPENCLAW_9X === '1';
+
+/**
+ * Every OpenClaw version the gateway project runs against (the global setup installs each):
+ * 2026.6.8, the last with the Kilo Gateway provider bundled, and with KEYROLL_TEST_OPENCLAW_9X=1
+ * 2026.9.6 (custom provider).
+ */
+export const OPENCLAW_VERSIONS_TESTED: readonly string[] = OPENCLAW_9X_TESTS
+  ? ['2026.6.8', '2026.9.6']
+  : ['2026.6.8'];
 export const PROFILE_ID = 'kilocode:default';
 
 /**
