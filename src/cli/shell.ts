@@ -17,7 +17,7 @@
 // Long-running servers end with `return ctx.untilSignalled(() => server.stop())`.
 import type { DestinationStream } from 'pino';
 import { EXIT_OK, errorMessage } from '../errors.ts';
-import { type DeprecatedFlag, type FlagValues, parseCommandLine } from '../flags.ts';
+import { type DeprecatedFlag, type FlagValues, optionsFromUsage, parseCommandLine } from '../flags.ts';
 import { createLogger, type Logger } from '../log.ts';
 import { createProgress, type Progress } from '../reconcile/progress.ts';
 import { SecretRegistry } from '../secrets.ts';
@@ -79,13 +79,16 @@ const KUBE_FLAGS = `  -n, --namespace NS       namespace [KEYROLL_NAMESPACE] (de
 const COMMON_FLAGS = `  --log-level LEVEL        trace|debug|info|warn|error|fatal|silent [KEYROLL_LOG_LEVEL]
   -h, --help               show this help`;
 
-/** The usage with the common flags the spec asks for appended. */
+/** The usage with the common flags the spec asks for appended (those it does not list itself). */
 export function fullUsage(spec: CommandSpec): string {
-  const parts = [spec.usage.trimEnd(), '', 'Common flags:'];
-  if (spec.output !== false) parts.push(OUTPUT_FLAGS);
-  if (spec.kube) parts.push(KUBE_FLAGS);
-  parts.push(COMMON_FLAGS);
-  return `${parts.join('\n')}\n`;
+  const own = optionsFromUsage(spec.usage);
+  const common = [COMMON_FLAGS];
+  if (spec.kube) common.unshift(KUBE_FLAGS);
+  if (spec.output !== false) common.unshift(OUTPUT_FLAGS);
+  // A flag line with its continuation lines (indented deeper, not starting with `-`).
+  const entries = common.join('\n').split(/\n(?= {2}-)/);
+  const fresh = entries.filter((e) => Object.keys(optionsFromUsage(e)).some((name) => !(name in own)));
+  return `${spec.usage.trimEnd()}\n\nCommon flags:\n${fresh.join('\n')}\n`;
 }
 
 /** Cuts a `\r`-redrawn status line to `columns - 1` characters (no wrap, so `\r` redraws it). */
