@@ -741,7 +741,12 @@ export async function startFakeFlyApi(opts: FakeFlyOptions = {}): Promise<FakeFl
           guest: { cpu_kind: 'shared', cpus: 1, memory_mb: 1024 },
           ...structuredClone(base.config ?? {}),
           env: { ...(base.env ?? {}) },
-          metadata: { fly_process_group: group, fly_release_version: String(a.release) },
+          // Machine metadata survives (flyctl carries it over); the release is the new one.
+          metadata: {
+            ...(m.config.metadata ?? {}),
+            fly_process_group: group,
+            fly_release_version: String(a.release),
+          },
         };
         m.version += 1;
         m.instance_id = newInstanceId();
