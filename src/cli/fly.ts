@@ -20,13 +20,15 @@ const USAGE = `Usage: keyroll fly -a APP [--once | --dry-run] [source flags] [op
 
 Keeps every machine of a Fly app on the desired key. Each pass lists the app's machines (and
 skips the pass while a deploy is rolling), observes each started machine's controller
-(GET /_kilo/state on its private address), then takes at most one action per machine:
+(GET /_kilo/state on its private address), sets the key as the app's Fly secret (staged: no
+machine restarts; the key's durable copy, never in a machine's config.env), then takes at most
+one action per machine:
   live     started machine whose running gateway lacks the key: POST /_kilo/env/patch through its
            controller under the machine lease, then verify until the running process proves it;
-  durable  stopped machine whose config lacks the key: write it into config.env under the lease
-           with skip_launch (nothing boots).
-A started machine's config is never written (any Fly update reboots or stops it); it is written
-the next time the machine is seen stopped, and is reported as "deferred" until then.
+  durable  stopped machine whose config.env still holds a key: take it out under the lease with
+           skip_launch and min_secrets_version (nothing boots; the app secret supplies the key).
+A started machine's config is never written (any Fly update reboots or stops it); a key in it is
+taken out the next time the machine is seen stopped, and is reported as "deferred" until then.
 
   -a, --app APP             Fly app (required) [FLY_APP]
   --once                    one pass, then exit
