@@ -339,40 +339,58 @@ export class FrontDoor {
       finished = true;
       this.#release(up);
     };
-    const preq = http.request({
-      host: '127.0.0.1',
-      port: target.port,
-      method: req.method,
-      path: req.url,
-      headers: forwardHeaders(req.headers, target.port, false),
-      agent: this.#agent,
-    });
-    preq.on('response', (pres) => {
-      const status = pres.statusCode ?? 502;
-      res.writeHead(status, pres.statusMessage, responseHeaders(pres.headers));
-      const sniff = this.#sniffer(req.method ?? 'GET', status, pres.headers['content-type'], target.pid);
-      if (sniff) pres.on('data', sniff.feed);
-      pres.pipe(res);
-      pres.on('end', () => {
-        sniff?.end();
-        finish();
+    // A keep-alive connection the gateway closed just as it was reused fails before any answer
+    // (ECONNRESET): a request without a body that cannot change anything is sent once more, on a
+    // new connection, instead of answering 502 (as browsers and client-go do).
+    const retriable =
+      (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') &&
+      (req.headers['content-length'] === undefined || req.headers['content-length'] === '0') &&
+      req.headers['transfer-encoding'] === undefined;
+    let preq: Http.ClientRequest;
+    const send = (fresh: boolean) => {
+      preq = http.request({
+        host: '127.0.0.1',
+        port: target.port,
+        method: req.method,
+        path: req.url,
+        headers: forwardHeaders(req.headers, target.port, false),
+        agent: fresh ? false : this.#agent,
       });
-      pres.on('error', () => {
-        res.destroy();
-        finish();
+      const sent = preq;
+      sent.on('response', (pres) => {
+        const status = pres.statusCode ?? 502;
+        res.writeHead(status, pres.statusMessage, responseHeaders(pres.headers));
+        const sniff = this.#sniffer(req.method ?? 'GET', status, pres.headers['content-type'], target.pid);
+        if (sniff) pres.on('data', sniff.feed);
+        pres.pipe(res);
+        pres.on('end', () => {
+          sniff?.end();
+          finish();
+        });
+        pres.on('error', () => {
+          res.destroy();
+          finish();
+        });
       });
-    });
-    preq.on('error', () => {
-      finish();
-      if (!res.headersSent) sendJson(res, 502, { error: 'Bad Gateway' });
-      else res.destroy();
-    });
+      sent.on('error', () => {
+        if (!fresh && retriable && sent.reusedSocket && !res.headersSent && !res.destroyed) {
+          send(true);
+          sent.destroy();
+          return;
+        }
+        finish();
+        if (!res.headersSent) sendJson(res, 502, { error: 'Bad Gateway' });
+        else res.destroy();
+      });
+      if (fresh) sent.end();
+      else req.pipe(sent);
+    };
     res.on('close', () => {
       // The client left before the answer ended: stop the gateway's work for it.
       if (!res.writableFinished) preq.destroy();
       finish();
     });
-    req.pipe(preq);
+    send(false);
   }
 
   /** Counts one answer of the current gateway; inspects the body only where a refusal can be. */

@@ -1,14 +1,17 @@
 // The controller as the gateway's front door (stand-in gateway, fake upstream): proxying, the
 // admin port split, hold and surge restarts under continuous traffic, and evidence from traffic.
 import { mkdirSync } from 'node:fs';
-import { request } from 'node:http';
+import { createServer as createHttpServer, request } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { parseControllerConfig } from '../../src/controller/config.ts';
 import { type RunningController, startController } from '../../src/controller/controller.ts';
 import { EnvStore } from '../../src/controller/env-store.ts';
+import { FrontDoor } from '../../src/controller/front-door.ts';
 import { noopProfilePort } from '../../src/controller/profile-port.ts';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
+import { silentLogger } from '../../src/log.ts';
 import { ObservedStateSchema } from '../../src/reconcile/observed.ts';
 import { startFakeUpstream } from '../support/fake-upstream.ts';
 import { freePort } from '../support/http.ts';
@@ -419,3 +422,58 @@ async function twoPorts(): Promise<[number, number]> {
     if (b !== a) return [a, b];
   }
 }
+
+describe('front door: a keep-alive connection the gateway closes as it is reused', () => {
+  it('a GET is sent again on a new connection (200); a POST is not (502)', async () => {
+    // A gateway that answers the first request of each connection (keep-alive) and resets the
+    // connection when a second one arrives on it: the race of a keep-alive timeout, made certain.
+    const gateway = createNetServer((socket) => {
+      let seen = 0;
+      let buf = '';
+      socket.on('error', () => {});
+      socket.on('data', (chunk) => {
+        buf += chunk.toString('latin1');
+        while (buf.includes('\r\n\r\n')) {
+          const head = buf.slice(0, buf.indexOf('\r\n\r\n'));
+          const len = Number(/content-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+          buf = buf.slice(head.length + 4 + len);
+          seen++;
+          if (seen > 1) {
+            socket.resetAndDestroy();
+            return;
+          }
+          socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok');
+        }
+      });
+    });
+    await new Promise<void>((r) => gateway.listen(0, '127.0.0.1', r));
+    const gatewayPort = (gateway.address() as { port: number }).port;
+    const door = new FrontDoor({
+      log: silentLogger(),
+      holdTimeoutMs: 1_000,
+      holdMax: 10,
+      proxyToken: null,
+      tokenEquals: (a, b) => a === b,
+    });
+    door.route({ port: gatewayPort, pid: 1 });
+    const front = createHttpServer((req, res) => door.handleRequest(req, res));
+    await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+    const frontPort = (front.address() as { port: number }).port;
+    cleanups.push(async () => {
+      door.close();
+      await new Promise((r) => front.close(r));
+      await new Promise((r) => gateway.close(r));
+    });
+    const call = (method: string) =>
+      fetch(`http://127.0.0.1:${frontPort}/x`, {
+        method,
+        ...(method === 'POST' ? { body: '{}' } : {}),
+      }).then(async (r) => ({ status: r.status, text: await r.text() }));
+    expect(await call('GET')).toEqual({ status: 200, text: 'ok' });
+    // The front door's agent reuses the connection: the gateway resets it; the GET goes again.
+    expect(await call('GET')).toEqual({ status: 200, text: 'ok' });
+    expect(await call('GET')).toEqual({ status: 200, text: 'ok' });
+    // A POST may have changed something: never sent twice.
+    expect((await call('POST')).status).toBe(502);
+  });
+});
