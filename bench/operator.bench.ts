@@ -190,6 +190,14 @@ async function rss(SECRETS: number, KEYS: number): Promise<void> {
         .filter((l) => l.startsWith(name))
         .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
     };
+    // Leading starts once every cache has synced: before that the process may not even have
+    // loaded the Kubernetes client, and an empty namespace's figure would be a start-up figure.
+    await waitFor(
+      'caches synced and leading',
+      async () => (await metric('keyroll_leader_election_master_status')) >= 1,
+      180_000,
+      200,
+    );
     await waitFor(
       'all GatewayKeys reconciled',
       async () => (await metric('keyroll_reconcile_total{')) >= KEYS,

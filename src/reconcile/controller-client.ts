@@ -173,7 +173,10 @@ function abortReason(signal: AbortSignal): unknown {
   return signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
 }
 
-/** Retried at once, not through the retry policy: an idle socket the server closed as we reused it. */
+/**
+ * Retried at once (a GET only), not through the retry policy: an idle socket the server closed
+ * as we reused it. A POST goes through the retry policy like any network error.
+ */
 function staleSocket(err: NodeJS.ErrnoException, req: Http.ClientRequest): boolean {
   return req.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE');
 }
@@ -231,7 +234,7 @@ export function httpControllerClient(opts: HttpControllerOptions): ControllerCli
       }, opts.timeoutMs);
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (settled) return;
-        if (firstTry && staleSocket(err, req)) {
+        if (firstTry && method === 'GET' && staleSocket(err, req)) {
           settled = true;
           clearTimeout(timer);
           stopListening();
