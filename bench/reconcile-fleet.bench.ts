@@ -142,7 +142,7 @@ for (const c of LEVELS) {
   const perTarget = (ms: number) => `${(ms / TARGETS).toFixed(3)} ms`;
   const line =
     `| ${c} | ${(rotate.ms / 1000).toFixed(2)} s (bound ${bound.toFixed(1)} s, ×${(rotate.ms / 1000 / bound).toFixed(2)}) ` +
-    `| ${rotate.summary.converged}/${rotate.summary.total}, ${rotate.summary.patched} patched ` +
+    `| ${rotate.summary.converged}/${rotate.summary.total}, ${rotate.summary.patched} patched, ${rotate.sim.get} GETs ` +
     `| ${perTarget(rotate.cpuMs)} | ${rotate.peakRssMb.toFixed(1)} MB | ${perTarget(rotate.sim.cpuMs)} ` +
     `| ${(again.ms / 1000).toFixed(2)} s, ${again.summary.patched} patched, ${again.sim.get} GETs ` +
     `| ${perTarget(again.cpuMs)} | ${again.peakRssMb.toFixed(1)} MB | ${perTarget(again.sim.cpuMs)} |`;
