@@ -133,7 +133,7 @@ function summarize(machines: readonly MachineResult[]): FlyPassSummary {
 }
 
 function liveFromObservation(seen: Inspection | undefined): Exclude<LiveState, 'not-running'> {
-  if (!seen || !seen.assessment) return 'unreachable';
+  if (!seen?.assessment) return 'unreachable';
   return seen.assessment.verdict === 'in-sync' ? 'ok' : 'stale';
 }
 
