@@ -1,10 +1,10 @@
 // Owns retiring previous key versions: the revoke call (API sources) and the webhook (any source),
 // each recorded in the lifecycle before and after the call so that a crash at any point leads to
 // exactly one successful revoke, never an early one. The key itself is never sent: only versions.
-import pRetry, { AbortError } from 'p-retry';
 import type { Clock } from '../clock.ts';
 import { errorMessage } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { type RetryPolicy, retrying } from '../reconcile/retry.ts';
 import {
   type KeyLifecycle,
   markAnnounced,
@@ -14,10 +14,7 @@ import {
   type PreviousKey,
 } from './lifecycle.ts';
 
-export interface CallPolicy {
-  retries: number;
-  minTimeoutMs: number;
-  maxTimeoutMs: number;
+export interface CallPolicy extends RetryPolicy {
   timeoutMs: number;
 }
 
@@ -64,7 +61,7 @@ export async function postJson(
   signal: AbortSignal,
 ): Promise<PostResult> {
   const shown = showUrl(url);
-  return pRetry(
+  return retrying(
     async () => {
       let res: Response;
       try {
@@ -79,7 +76,7 @@ export async function postJson(
           signal: AbortSignal.any([signal, AbortSignal.timeout(policy.timeoutMs)]),
         });
       } catch (err) {
-        if (signal.aborted) throw new AbortError(`${what} ${shown}: aborted`);
+        if (signal.aborted) throw new RetireCallError(`${what} ${shown}: aborted`, false);
         const name = (err as Error).name;
         const why =
           name === 'TimeoutError' ? `timed out after ${policy.timeoutMs} ms` : `request failed (${name})`;
@@ -89,17 +86,11 @@ export async function postJson(
       if (res.ok) return 'done' as const;
       if (res.status === 409 || res.status === 410) return 'already' as const;
       const retryable = res.status === 429 || res.status >= 500;
-      const err = new RetireCallError(`${what} ${shown}: HTTP ${res.status}`, retryable);
-      throw retryable ? err : new AbortError(err);
+      throw new RetireCallError(`${what} ${shown}: HTTP ${res.status}`, retryable);
     },
-    {
-      retries: policy.retries,
-      factor: 2,
-      minTimeout: policy.minTimeoutMs,
-      maxTimeout: policy.maxTimeoutMs,
-      randomize: true,
-      signal,
-    },
+    policy,
+    signal,
+    (err) => err instanceof RetireCallError && err.retryable,
   );
 }
 

@@ -15,10 +15,22 @@ export function isRetryable(err: unknown): boolean {
   return err instanceof ControllerError && err.retryable;
 }
 
-export async function withRetry<T>(
+/** Controller calls under `policy`, retrying only what `isRetryable` allows. */
+export function withRetry<T>(
   fn: (attempt: number) => Promise<T>,
   policy: RetryPolicy,
   signal: AbortSignal,
+  onRetry?: (err: Error, attempt: number) => void,
+): Promise<T> {
+  return retrying(fn, policy, signal, isRetryable, onRetry);
+}
+
+/** Any call under `policy` (capped, jittered, doubling), retrying the errors `retryable` accepts. */
+export async function retrying<T>(
+  fn: (attempt: number) => Promise<T>,
+  policy: RetryPolicy,
+  signal: AbortSignal,
+  retryable: (err: unknown) => boolean,
   onRetry?: (err: Error, attempt: number) => void,
 ): Promise<T> {
   return pRetry(fn, {
@@ -28,9 +40,9 @@ export async function withRetry<T>(
     maxTimeout: policy.maxTimeoutMs,
     randomize: true,
     signal,
-    shouldRetry: ({ error }) => isRetryable(error),
+    shouldRetry: ({ error }) => retryable(error),
     onFailedAttempt: ({ error, attemptNumber, retriesLeft }) => {
-      if (retriesLeft > 0 && isRetryable(error)) onRetry?.(error, attemptNumber);
+      if (retriesLeft > 0 && retryable(error)) onRetry?.(error, attemptNumber);
     },
   });
 }
