@@ -1,4 +1,4 @@
-// Owns the convergence rule (DESIGN.md): when a target counts as done, and why not otherwise.
+// Owns the convergence rule (docs/design.md, "Convergence"): when a target counts as done, and why not otherwise.
 import { type Desired, desiredFingerprint, fingerprintLabel, shortHash } from './desired.ts';
 import { describeLastExit, type ObservedState, requiredForm } from './observed.ts';
 

@@ -3,7 +3,7 @@
 // A plain digest of the key (session 1 used `sha256:` + 16 hex digits) lets anyone who can read a
 // GatewayKey status or a report test a guessed key offline. Keyed with the controller token, the
 // label is stable for as long as the key and the token are, and testing a guess needs the token,
-// which already opens every controller (DESIGN.md: "a fingerprint is never usable to recover or
+// which already opens every controller (docs/design.md: "a fingerprint is never usable to recover or
 // test a key without the controller token").
 import { createHash, createHmac } from 'node:crypto';
 
