@@ -1,11 +1,12 @@
 // Owns `keyroll diff --kube`: one snapshot of the namespace → a dry-run pass per GatewayKey → diff report and exit code; writes nothing.
 import { type Rotation, reconcileGatewayKey } from '../engine/gateway-key.ts';
 import type { PassResult } from '../engine/pass.ts';
+import { errorMessage } from '../errors.ts';
 import { objectKey } from '../operator/gateway-key.ts';
 import { decodeSecretValue } from '../operator/kube-port.ts';
 import { renderDiff } from '../reconcile/report.ts';
 import { DEFAULT_RETRY } from '../reconcile/retry.ts';
-import { type KubeDeps, message, withKubeSession } from './reconcile-kube.ts';
+import { type KubeDeps, withKubeSession } from './reconcile-kube.ts';
 import { EXIT_NOT_DONE, EXIT_OK, EXIT_USAGE, type Io } from './usage.ts';
 
 export interface KubeDiffOptions {
@@ -95,7 +96,7 @@ export async function runKubeDiff(opts: KubeDiffOptions, io: Io, deps: KubeDeps 
         }
       } catch (e) {
         if (k.signal.aborted) throw k.signal.reason ?? e;
-        const error = k.secrets.scrub(message(e));
+        const error = k.secrets.scrub(errorMessage(e));
         k.log.error({ gatewayKey: gk.name, namespace: k.namespace, error }, 'Diff failed');
         diffs.push({ name: gk.name, drift: true, error });
       }

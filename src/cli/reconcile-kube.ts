@@ -2,6 +2,7 @@
 import { hostname } from 'node:os';
 import { type Clock, systemClock } from '../clock.ts';
 import type { GatewayKeyCaches } from '../engine/gateway-key.ts';
+import { errorMessage } from '../errors.ts';
 import { createLogger, type Logger, SecretRegistry } from '../log.ts';
 import {
   type CachedGatewayKey,
@@ -27,6 +28,7 @@ import { createGatewayKeyReconciler } from '../operator/reconciler.ts';
 import { takeRunLease } from '../operator/run-lease.ts';
 import { DEFAULT_RETRY, type RetryPolicy } from '../reconcile/retry.ts';
 import { VERSION } from '../version.ts';
+import { interruptible } from './shell.ts';
 import { EXIT_NOT_DONE, EXIT_OK, EXIT_USAGE, type Io, UsageError } from './usage.ts';
 
 const NAMESPACE_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
@@ -146,25 +148,6 @@ export function scrubbedOutput(command: string, io: Io, secrets: SecretRegistry)
   return { out, err, log };
 }
 
-/** A signal aborted by SIGINT/SIGTERM (or by `outer`); `dispose()` removes the listeners. */
-export function interruptible(outer?: AbortSignal): { signal: AbortSignal; dispose: () => void } {
-  const abort = new AbortController();
-  const onSignal = (sig: NodeJS.Signals) => abort.abort(new Error(`interrupted by ${sig}`));
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  return {
-    signal: outer ? AbortSignal.any([outer, abort.signal]) : abort.signal,
-    dispose: () => {
-      process.removeListener('SIGINT', onSignal);
-      process.removeListener('SIGTERM', onSignal);
-    },
-  };
-}
-
-export function message(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
 /** The client and namespace a `--kube` command works on; an exit code when the kubeconfig is unusable. */
 export function connectKube(
   command: 'reconcile' | 'diff',
@@ -182,7 +165,7 @@ export function connectKube(
     try {
       kc = loadKubeConfig(path || undefined);
     } catch (e) {
-      err(`keyroll ${command}: cannot load the kubeconfig${path ? ` ${path}` : ''}: ${message(e)}\n`);
+      err(`keyroll ${command}: cannot load the kubeconfig${path ? ` ${path}` : ''}: ${errorMessage(e)}\n`);
       return EXIT_USAGE;
     }
     namespace ??= defaultNamespace(kc, io.env);
@@ -222,7 +205,7 @@ export async function listNamespace(
     return { gatewayKeys, secrets, pods };
   } catch (e) {
     const hint = isKubeError(e, 403) ? ' (check the keyroll-reconcile Role in manifests/base/rbac.yaml)' : '';
-    err(`keyroll ${command}: namespace ${namespace}: ${message(e)}${hint}\n`);
+    err(`keyroll ${command}: namespace ${namespace}: ${errorMessage(e)}${hint}\n`);
     return EXIT_USAGE;
   }
 }
@@ -354,7 +337,7 @@ export async function runKubeReconcile(
         status = (await reconcile(objectKey(gk.namespace, gk.name))).status ?? status;
       } catch (e) {
         if (k.signal.aborted) throw k.signal.reason ?? e;
-        error = k.secrets.scrub(message(e));
+        error = k.secrets.scrub(errorMessage(e));
       }
       const outcome = outcomeOf(gk.name, status);
       if (error !== undefined) {

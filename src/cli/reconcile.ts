@@ -13,6 +13,7 @@ import { DEFAULT_RETRY } from '../reconcile/retry.ts';
 import { versionKeyOf } from '../reconcile/sources/content-version.ts';
 import { type KeySource, KeySourceError } from '../reconcile/sources/key-source.ts';
 import { ConfigError, loadTargetsFile, resolveToken, type TargetsFile } from '../reconcile/targets.ts';
+import { interruptible } from './shell.ts';
 import { buildKeySource, SOURCE_FLAG_OPTIONS, type SourceFlags, sourceFromFlags } from './source-flags.ts';
 import { EXIT_NOT_DONE, EXIT_OK, EXIT_USAGE, type Io, parseFlags, UsageError } from './usage.ts';
 
@@ -265,10 +266,9 @@ async function runCommand(
     destination: logDestination(io, secrets),
   }).child({ command: kind });
 
-  const abort = new AbortController();
-  const onSigint = () => abort.abort(new Error('interrupted'));
-  process.once('SIGINT', onSigint);
-  const signal = deps.signal ? AbortSignal.any([deps.signal, abort.signal]) : abort.signal;
+  // SIGINT and SIGTERM (a Job's stop) both end the pass cleanly, as in --kube.
+  const interrupt = interruptible(deps.signal);
+  const signal = interrupt.signal;
   try {
     let key: Awaited<ReturnType<KeySource['current']>>;
     try {
@@ -310,7 +310,7 @@ async function runCommand(
     const s = pass.summary;
     return s.converged === s.total ? EXIT_OK : EXIT_NOT_DONE;
   } finally {
-    process.removeListener('SIGINT', onSigint);
+    interrupt.dispose();
   }
 }
 

@@ -71,6 +71,24 @@ describe('keyroll reconcile --once', () => {
     expect(json.targets.every((t: { attempts: number }) => t.attempts === 0)).toBe(true);
   });
 
+  it.each(['SIGTERM', 'SIGINT'] as const)(
+    '%s ends a pass that waits on a silent controller at once, not at its deadline',
+    async (sig) => {
+      const [t] = await fleet(1);
+      t!.fake.setFaults({ hang: 'GET' });
+      ws.write('key', `${KEY_B}\n`);
+      const run = ws.run('reconcile', ['--once', '--targets', ws.targets([t!]), '--deadline', '120s']);
+      // Once the pass waits on the controller (its first GET hangs), the signal arrives.
+      while (t!.fake.requests.length === 0) await new Promise((r) => setTimeout(r, 20));
+      const signalledAt = Date.now();
+      process.emit(sig, sig);
+      const r = await run;
+      expect(Date.now() - signalledAt).toBeLessThan(3_000);
+      expect(r.code).not.toBe(0);
+      expect(t!.fake.patches).toEqual([]);
+    },
+  );
+
   it('migrates a plaintext profile even when the key is already right', async () => {
     const [t] = await fleet(1, {
       key: KEY_B,
