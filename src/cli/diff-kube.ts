@@ -12,6 +12,7 @@ import { EXIT_NOT_DONE, EXIT_OK, EXIT_USAGE, type Io } from './usage.ts';
 export interface KubeDiffOptions {
   namespace?: string | undefined;
   kubeconfig?: string | undefined;
+  context?: string | undefined;
   json: boolean;
   retries?: number | undefined;
   /** Per Kubernetes API request. */

@@ -38,6 +38,8 @@ const LIST_TIMEOUT_MS = 60_000;
 export interface KubeReconcileOptions {
   namespace?: string | undefined;
   kubeconfig?: string | undefined;
+  /** A kubeconfig context other than the current one. */
+  context?: string | undefined;
   json: boolean;
   /** Per target: delivery plus verification. */
   deadlineMs: number;
@@ -151,7 +153,7 @@ export function scrubbedOutput(command: string, io: Io, secrets: SecretRegistry)
 /** The client and namespace a `--kube` command works on; an exit code when the kubeconfig is unusable. */
 export function connectKube(
   command: 'reconcile' | 'diff',
-  opts: { namespace?: string | undefined; kubeconfig?: string | undefined },
+  opts: { namespace?: string | undefined; kubeconfig?: string | undefined; context?: string | undefined },
   io: Io,
   err: (text: string) => void,
   injected: KubeClient | undefined,
@@ -167,6 +169,11 @@ export function connectKube(
     } catch (e) {
       err(`keyroll ${command}: cannot load the kubeconfig${path ? ` ${path}` : ''}: ${errorMessage(e)}\n`);
       return EXIT_USAGE;
+    }
+    if (opts.context !== undefined) {
+      if (!kc.getContextObject(opts.context))
+        throw new UsageError(`--context: no context '${opts.context}' in the kubeconfig`);
+      kc.setCurrentContext(opts.context);
     }
     namespace ??= defaultNamespace(kc, io.env);
     kube ??= kubeAdapter(kc, {
@@ -234,6 +241,7 @@ export async function withKubeSession(
   opts: {
     namespace?: string | undefined;
     kubeconfig?: string | undefined;
+    context?: string | undefined;
     requestTimeoutMs?: number;
     json?: boolean;
   },

@@ -26,8 +26,8 @@ const SOURCE_HELP = `Key source (overrides the targets file's \`source:\`):
   --mint-url URL            POSTed for a fresh key when expiresAt - now <= --refresh-before
   --refresh-before DUR      default 72h`;
 
-const RECONCILE_USAGE = `Usage: keyroll reconcile --once --targets FILE [source flags] [--json] [--deadline 120s]
-       keyroll reconcile --once --kube [--namespace NS] [--kubeconfig PATH] [--json] [--deadline 120s]
+const RECONCILE_USAGE = `Usage: keyroll reconcile --once --targets FILE [source flags] [-o text|json] [--deadline 120s]
+       keyroll reconcile --once --kube [-n NS] [--context NAME] [--kubeconfig PATH] [-o text|json]
 
 One level-triggered pass: observe every target, deliver the desired key where it differs, and
 verify until the running gateway shows it (fingerprint, profile forms, readiness, new PID in
@@ -38,10 +38,11 @@ restart mode). A converged target gets no request beyond GET /_kilo/state.
   --kube                    instead of a targets file: every GatewayKey in the namespace, once,
                             exactly as the operator would (key from its Secret, targets from its
                             pod selector, rollout from its spec; writes its status and Events)
-  --namespace NS            with --kube [KEYROLL_NAMESPACE] (default: the kubeconfig context's,
+  -n, --namespace NS        with --kube [KEYROLL_NAMESPACE] (default: the kubeconfig context's,
                             else the pod's own, else default)
+  --context NAME            with --kube: a kubeconfig context other than the current one
   --kubeconfig PATH         with --kube [KUBECONFIG] (default: in-cluster service account)
-  --json                    print the pass as JSON instead of a table
+  -o, --output text|json    the pass as a table (default) or JSON; --json is short for -o json
   --deadline DUR            per target, delivery plus verification (default 120s)
   --poll DUR                re-observe interval while verifying (default 500ms)
   --retries N               retries per controller call (default ${DEFAULT_RETRY.retries})
@@ -56,8 +57,8 @@ Exit: 0 all converged, 1 some not converged (or paused with drift, or a GatewayK
 2 error (usage, targets, source, Kubernetes API).
 `;
 
-const DIFF_USAGE = `Usage: keyroll diff --targets FILE [source flags] [--output text|json]
-       keyroll diff --kube [--namespace NS] [--kubeconfig PATH] [--output text|json]
+const DIFF_USAGE = `Usage: keyroll diff --targets FILE [source flags] [-o text|json]
+       keyroll diff --kube [-n NS] [--context NAME] [--kubeconfig PATH] [-o text|json]
 
 Dry run of the same pipeline: observes every target (GET /_kilo/state only, never a change) and
 prints observed vs desired per target like a unified diff, with the actions a reconcile would take.
@@ -66,9 +67,10 @@ prints observed vs desired per target like a unified diff, with the actions a re
   --kube                    instead of a targets file: every GatewayKey in the namespace (key from
                             its Secret, targets from its pod selector); lists only, writes no status
                             or Event; a missing Secret, key or token or an invalid spec is drift
-  --namespace NS            with --kube [KEYROLL_NAMESPACE] (default as for reconcile --kube)
+  -n, --namespace NS        with --kube [KEYROLL_NAMESPACE] (default as for reconcile --kube)
+  --context NAME            with --kube: a kubeconfig context other than the current one
   --kubeconfig PATH         with --kube [KUBECONFIG] (default: in-cluster service account)
-  --output text|json        default text
+  -o, --output text|json    default text; --json is short for -o json
   --retries N               retries per GET (default ${DEFAULT_RETRY.retries})
 
 ${SOURCE_HELP}
@@ -176,6 +178,7 @@ async function runCommand(
       ? {
           once: { type: 'boolean' },
           json: { type: 'boolean' },
+          output: { type: 'string', short: 'o' },
           deadline: { type: 'string' },
           poll: { type: 'string' },
           retries: { type: 'string' },
@@ -184,14 +187,17 @@ async function runCommand(
           'failure-budget': { type: 'string' },
           paused: { type: 'boolean' },
           kube: { type: 'boolean' },
-          namespace: { type: 'string' },
+          namespace: { type: 'string', short: 'n' },
+          context: { type: 'string' },
           kubeconfig: { type: 'string' },
         }
       : {
-          output: { type: 'string' },
+          output: { type: 'string', short: 'o' },
+          json: { type: 'boolean' },
           retries: { type: 'string' },
           kube: { type: 'boolean' },
-          namespace: { type: 'string' },
+          namespace: { type: 'string', short: 'n' },
+          context: { type: 'string' },
           kubeconfig: { type: 'string' },
         };
   const { values: v } = parseFlags(argv, { ...SOURCE_FLAGS, ...extra });
@@ -204,9 +210,11 @@ async function runCommand(
   if (kind === 'reconcile' && !values.once) {
     throw new UsageError('--once is required (continuous reconciling is the operator’s job)');
   }
-  const output = kind === 'diff' ? (str('output') ?? 'text') : values.json ? 'json' : 'text';
+  // -o/--output text|json on both commands, --json short for -o json (as on every command).
+  const output = str('output') ?? (values.json ? 'json' : 'text');
   if (output !== 'text' && output !== 'json')
     throw new UsageError(`--output: expected text or json, got '${output}'`);
+  if (values.json && str('output') === 'text') throw new UsageError('give --json or --output text, not both');
   const clock = deps.clock ?? systemClock;
   const deadlineMs = duration('deadline', str('deadline'), 120_000);
   const pollIntervalMs = duration('poll', str('poll'), 500);
@@ -226,7 +234,13 @@ async function runCommand(
     if (kind === 'diff') {
       const { runKubeDiff } = await import('./diff-kube.ts');
       return runKubeDiff(
-        { namespace: str('namespace'), kubeconfig: str('kubeconfig'), json: output === 'json', retries },
+        {
+          namespace: str('namespace'),
+          kubeconfig: str('kubeconfig'),
+          context: str('context'),
+          json: output === 'json',
+          retries,
+        },
         io,
         deps.signal ? { signal: deps.signal } : {},
       );
@@ -236,6 +250,7 @@ async function runCommand(
       {
         namespace: str('namespace'),
         kubeconfig: str('kubeconfig'),
+        context: str('context'),
         json: output === 'json',
         deadlineMs,
         pollIntervalMs,
@@ -246,8 +261,8 @@ async function runCommand(
       deps.signal ? { signal: deps.signal } : {},
     );
   }
-  if (values.namespace !== undefined || values.kubeconfig !== undefined)
-    throw new UsageError('--namespace and --kubeconfig need --kube');
+  if (values.namespace !== undefined || values.kubeconfig !== undefined || values.context !== undefined)
+    throw new UsageError('--namespace, --context and --kubeconfig need --kube');
 
   let prepared: Prepared;
   try {

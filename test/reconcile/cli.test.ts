@@ -188,6 +188,12 @@ describe('usage and configuration errors exit 2', () => {
     [['reconcile', '--once'], /--targets FILE is required/],
     [['reconcile', '--once', '--targets', 'missing.yaml'], /missing\.yaml: cannot read \(ENOENT\)/],
     [['diff', '--targets', 'x.yaml', '--output', 'yaml'], /--output: expected text or json/],
+    [['reconcile', '--once', '--targets', 'x.yaml', '-o', 'yaml'], /--output: expected text or json/],
+    [['diff', '--targets', 'x.yaml', '--json', '-o', 'text'], /give --json or --output text, not both/],
+    [
+      ['reconcile', '--once', '--targets', 'x.yaml', '--context', 'prod'],
+      /--context and --kubeconfig need --kube/,
+    ],
     [['reconcile', '--once', '--targets', 'x.yaml', '--deadline', 'soon'], /--deadline: expected a duration/],
   ])('%j', async (argv, message) => {
     const [cmd, ...rest] = argv as ['reconcile' | 'diff', ...string[]];
@@ -217,6 +223,43 @@ describe('usage and configuration errors exit 2', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/key source file .*key: cannot read \(ENOENT\)/);
     expect(t!.fake.requests).toHaveLength(0);
+  });
+
+  it('--context naming a context the kubeconfig lacks is a usage error, before any request', async () => {
+    const kubeconfig = ws.write(
+      'kubeconfig.yaml',
+      [
+        'apiVersion: v1',
+        'kind: Config',
+        'clusters: [{name: c, cluster: {server: "http://127.0.0.1:9"}}]',
+        'users: [{name: u, user: {token: test-token-kubeconfig-000000}}]',
+        'contexts: [{name: here, context: {cluster: c, user: u, namespace: gateways}}]',
+        'current-context: here',
+        '',
+      ].join('\n'),
+    );
+    for (const cmd of ['reconcile', 'diff'] as const) {
+      const once = cmd === 'reconcile' ? ['--once'] : [];
+      const r = await ws.run(cmd, [...once, '--kube', '--kubeconfig', kubeconfig, '--context', 'nope']);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/--context: no context 'nope' in the kubeconfig/);
+    }
+  });
+
+  it('-o json and --json print the same JSON report for reconcile and diff', async () => {
+    const [t] = await fleet(1, { key: KEY_B });
+    ws.write('key', `${KEY_B}\n`);
+    const file = ws.targets([t!]);
+    for (const [cmd, flags] of [
+      ['reconcile', ['--once', '-o', 'json']],
+      ['reconcile', ['--once', '--json']],
+      ['diff', ['-o', 'json']],
+      ['diff', ['--json']],
+    ] as const) {
+      const r = await ws.run(cmd, ['--targets', file, ...flags]);
+      expect(r.code, `${cmd} ${flags.join(' ')}: ${r.stderr}`).toBe(0);
+      expect(JSON.parse(r.stdout).summary).toMatchObject({ total: 1, converged: 1 });
+    }
   });
 
   it('prints help for both commands', async () => {
