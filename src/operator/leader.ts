@@ -101,19 +101,25 @@ export function leaseChangeKey(lease: Lease | null): string {
     : '';
 }
 
-export interface LeaderElectorOptions {
+/** Who holds which Lease and on what timing: the operator's election and the Job's run Lease alike. */
+export interface LeaseParams {
   kube: KubeClient;
   namespace: string;
   name: string;
   identity: string;
+  /** Written into the Lease; how long others wait after the holder's last renewal before taking it. */
   leaseDurationMs: number;
-  /** The leader steps down if it could not renew for this long (must be < leaseDurationMs). */
+  /** The holder gives up if it could not renew for this long (must be < leaseDurationMs). */
   renewDeadlineMs: number;
+  /** Renew period, and the period of re-reads while another holder is watched for expiry. */
   retryPeriodMs: number;
   /** Upper bound of each Lease call. */
   timeoutMs: number;
   clock: Clock;
   log: Logger;
+}
+
+export interface LeaderElectorOptions extends LeaseParams {
   onStartedLeading: () => void;
   onStoppedLeading: () => void;
 }
@@ -236,20 +242,28 @@ export class LeaderElector {
   async #release(): Promise<void> {
     const o = this.#o;
     try {
-      const signal = AbortSignal.timeout(o.timeoutMs);
-      const raw = await o.kube.getLease(o.namespace, o.name, signal);
-      if (raw === null) return;
-      const lease = LeaseSchema.parse(raw);
-      if (lease.spec.holderIdentity !== o.identity) return;
-      await o.kube.replaceLease(
-        o.namespace,
-        o.name,
-        releasedLeaseObject(lease, o.namespace, o.name, o.clock.now()),
-        signal,
-      );
-      o.log.info({ component: 'leader', lease: o.name }, 'Released the Lease');
+      if (await releaseLease(o)) o.log.info({ component: 'leader', lease: o.name }, 'Released the Lease');
     } catch (err) {
       o.log.warn({ component: 'leader', error: (err as Error).message }, 'Could not release the Lease');
     }
   }
+}
+
+/**
+ * Hands the Lease back (holder cleared, so the next candidate need not wait for expiry) when we
+ * still hold it; false when it is gone or someone else's. Throws on an API error.
+ */
+export async function releaseLease(o: LeaseParams): Promise<boolean> {
+  const signal = AbortSignal.timeout(o.timeoutMs);
+  const raw = await o.kube.getLease(o.namespace, o.name, signal);
+  if (raw === null) return false;
+  const lease = LeaseSchema.parse(raw);
+  if (lease.spec.holderIdentity !== o.identity) return false;
+  await o.kube.replaceLease(
+    o.namespace,
+    o.name,
+    releasedLeaseObject(lease, o.namespace, o.name, o.clock.now()),
+    signal,
+  );
+  return true;
 }

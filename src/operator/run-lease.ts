@@ -6,7 +6,7 @@ import { hostname } from 'node:os';
 import { type Clock, systemClock } from '../clock.ts';
 import type { Logger } from '../log.ts';
 import { isKubeError, type KubeClient, type Lease, LeaseSchema } from './kube-port.ts';
-import { decideLease, leaseChangeKey, leaseObject, releasedLeaseObject } from './leader.ts';
+import { decideLease, type LeaseParams, leaseChangeKey, leaseObject, releaseLease } from './leader.ts';
 
 /** Reads of the Lease tried before the run gives up (a 403 is not retried). */
 const ACQUIRE_ATTEMPTS = 3;
@@ -14,22 +14,7 @@ const ACQUIRE_ATTEMPTS = 3;
 /** The operator's default `--lease-name`; the CronJob's Role names the same Lease. */
 export const DEFAULT_LEASE_NAME = 'keyroll-operator';
 
-export interface RunLeaseOptions {
-  kube: KubeClient;
-  namespace: string;
-  name: string;
-  identity: string;
-  /** Written into the Lease; how long others wait after our last renewal before taking it. */
-  leaseDurationMs: number;
-  /** The run is aborted when it could not renew for this long (< leaseDurationMs). */
-  renewDeadlineMs: number;
-  /** Renew period, and the period of re-reads while a holder is being watched for expiry. */
-  retryPeriodMs: number;
-  /** Upper bound of each Lease call. */
-  timeoutMs: number;
-  clock: Clock;
-  log: Logger;
-}
+export type RunLeaseOptions = LeaseParams;
 
 /** A Lease this run holds. */
 export interface RunLease {
@@ -195,18 +180,7 @@ function holdRunLease(o: RunLeaseOptions, written: unknown, takenAt: number): Ru
       await tick;
       if (lost.signal.aborted) return;
       try {
-        const signal = AbortSignal.timeout(o.timeoutMs);
-        const raw = await o.kube.getLease(o.namespace, o.name, signal);
-        if (raw === null) return;
-        const lease = LeaseSchema.parse(raw);
-        if (lease.spec.holderIdentity !== o.identity) return;
-        await o.kube.replaceLease(
-          o.namespace,
-          o.name,
-          releasedLeaseObject(lease, o.namespace, o.name, o.clock.now()),
-          signal,
-        );
-        log.info({}, 'Released the Lease');
+        if (await releaseLease(o)) log.info({}, 'Released the Lease');
       } catch (err) {
         // It expires on its own after leaseDurationSeconds.
         log.warn({ error: (err as Error).message }, 'Could not release the Lease; it will expire');
