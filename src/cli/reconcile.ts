@@ -1,10 +1,15 @@
 // Owns the `reconcile` and `diff` commands: flags → key source and targets → one pass → report and exit code.
+import { existsSync } from 'node:fs';
 import type { ParseArgsConfig } from 'node:util';
 import type { DestinationStream } from 'pino';
 import { type Clock, systemClock } from '../clock.ts';
 import { parseDuration } from '../duration.ts';
 import { type PassResult, runPass } from '../engine/pass.ts';
 import type { Target } from '../engine/target.ts';
+import { DEFAULT_POLICY } from '../lifecycle/lifecycle.ts';
+import { DEFAULT_CALL_POLICY, httpAnnouncer, httpRevoker } from '../lifecycle/retire.ts';
+import { StateFileError, stateFileFor } from '../lifecycle/state-file.ts';
+import { renderLifecycle, targetsLifecycle } from '../lifecycle/targets-file.ts';
 import { createLogger, SecretRegistry } from '../log.ts';
 import { httpControllerClient } from '../reconcile/controller-client.ts';
 import { createProgress } from '../reconcile/progress.ts';
@@ -46,6 +51,15 @@ restart mode). A converged target gets no request beyond GET /_kilo/state.
   --deadline DUR            per target, delivery plus verification (default 120s)
   --poll DUR                re-observe interval while verifying (default 500ms)
   --retries N               retries per controller call (default ${DEFAULT_RETRY.retries})
+  --retire-after DUR        key lifecycle: grace between every target proving the new key and
+                            the previous key becoming retirable (default 60s). Any of these four
+                            flags turns the lifecycle on; it is kept in --state-file
+  --state-file PATH         the lifecycle's record (default FILE.state.json beside --targets)
+  --revoke-url URL          POST {"version"} here to revoke a retirable previous key, oldest
+                            first, once (2xx, or 409/410 = already revoked); never the current one
+  --revoke-token-env NAME   bearer token for --revoke-url (default: --source-token-env's variable)
+  --retire-webhook URL      POST {gatewayKey, previousVersion, currentVersion, provenTargets} once
+                            per retirable version (no key, no token)
   --concurrency N, --max-unavailable N, --failure-budget N, --paused
                             override the targets file's defaults.rollout (with --kube only
                             --concurrency applies; the rest comes from each GatewayKey's spec)
@@ -71,6 +85,8 @@ prints observed vs desired per target like a unified diff, with the actions a re
   --context NAME            with --kube: a kubeconfig context other than the current one
   --kubeconfig PATH         with --kube [KUBECONFIG] (default: in-cluster service account)
   -o, --output text|json    default text; --json is short for -o json
+  --state-file PATH         show the key lifecycle recorded there by reconcile (default
+                            FILE.state.json beside --targets, when it exists); never written
   --retries N               retries per GET (default ${DEFAULT_RETRY.retries})
 
 ${SOURCE_HELP}
@@ -186,6 +202,11 @@ async function runCommand(
           'max-unavailable': { type: 'string' },
           'failure-budget': { type: 'string' },
           paused: { type: 'boolean' },
+          'retire-after': { type: 'string' },
+          'revoke-url': { type: 'string' },
+          'revoke-token-env': { type: 'string' },
+          'retire-webhook': { type: 'string' },
+          'state-file': { type: 'string' },
           kube: { type: 'boolean' },
           namespace: { type: 'string', short: 'n' },
           context: { type: 'string' },
@@ -194,6 +215,7 @@ async function runCommand(
       : {
           output: { type: 'string', short: 'o' },
           json: { type: 'boolean' },
+          'state-file': { type: 'string' },
           retries: { type: 'string' },
           kube: { type: 'boolean' },
           namespace: { type: 'string', short: 'n' },
@@ -219,6 +241,13 @@ async function runCommand(
   const deadlineMs = duration('deadline', str('deadline'), 120_000);
   const pollIntervalMs = duration('poll', str('poll'), 500);
   const retries = positiveInt('retries', str('retries'));
+  const retireAfterMs = duration('retire-after', str('retire-after'), DEFAULT_POLICY.retireAfterMs);
+  const revokeUrl = httpUrl('revoke-url', str('revoke-url'));
+  const webhookUrl = httpUrl('retire-webhook', str('retire-webhook'));
+  if (kind === 'reconcile' && revokeUrl && !str('revoke-token-env') && !str('source-token-env'))
+    throw new UsageError(
+      '--revoke-url needs --revoke-token-env NAME (or an HTTP source with --source-token-env)',
+    );
   const overrides = {
     concurrency: positiveInt('concurrency', str('concurrency')),
     maxUnavailable: positiveInt('max-unavailable', str('max-unavailable')),
@@ -226,9 +255,17 @@ async function runCommand(
   };
   if (values.kube) {
     if (values.targets) throw new UsageError('give --targets FILE or --kube, not both');
-    const spec = ['max-unavailable', 'failure-budget', 'paused', ...Object.keys(SOURCE_FLAGS)].filter(
-      (k) => k !== 'targets' && k !== 'help' && values[k] !== undefined,
-    );
+    const spec = [
+      'max-unavailable',
+      'failure-budget',
+      'paused',
+      'retire-after',
+      'revoke-url',
+      'revoke-token-env',
+      'retire-webhook',
+      'state-file',
+      ...Object.keys(SOURCE_FLAGS),
+    ].filter((k) => k !== 'targets' && k !== 'help' && values[k] !== undefined);
     if (spec.length > 0)
       throw new UsageError(`--${spec[0]}: not with --kube (each GatewayKey's spec says it)`);
     if (kind === 'diff') {
@@ -320,13 +357,63 @@ async function runCommand(
       ...(kind === 'reconcile' ? { onPhase: progress.phase, onResult: progress.result } : {}),
     });
     progress.finish();
-    if (output === 'json') out.stdout(renderJson(pass));
-    else out.stdout(kind === 'diff' ? renderDiff(pass) : renderReconcile(pass));
+    const stateFile = str('state-file') ?? stateFileFor(values.targets as string);
+    const lifecycleOn =
+      kind === 'reconcile'
+        ? ['retire-after', 'revoke-url', 'retire-webhook', 'state-file'].some((f) => values[f] !== undefined)
+        : str('state-file') !== undefined || existsSync(stateFile);
+    const lifecycle = !lifecycleOn
+      ? null
+      : await targetsLifecycle(pass, {
+          targetsPath: values.targets as string,
+          stateFile,
+          policy: { ...DEFAULT_POLICY, retireAfterMs },
+          act: kind === 'reconcile',
+          revoker: revokeUrl
+            ? httpRevoker(revokeUrl, revokeToken(io, values), DEFAULT_CALL_POLICY)
+            : undefined,
+          announcer: webhookUrl ? httpAnnouncer(webhookUrl, DEFAULT_CALL_POLICY) : undefined,
+          clock,
+          log,
+          signal,
+        }).catch((err: unknown) => {
+          if (!(err instanceof StateFileError)) throw err;
+          out.stderr(`keyroll ${kind}: ${err.message}\n`);
+          return null;
+        });
+    if (output === 'json') out.stdout(renderJson(pass, lifecycle ? { lifecycle: lifecycle.lifecycle } : {}));
+    else {
+      out.stdout(kind === 'diff' ? renderDiff(pass) : renderReconcile(pass));
+      if (lifecycle) out.stdout(renderLifecycle(lifecycle));
+    }
+    if (lifecycle?.error) out.stderr(`keyroll ${kind}: ${lifecycle.error}\n`);
     const s = pass.summary;
     return s.converged === s.total ? EXIT_OK : EXIT_NOT_DONE;
   } finally {
     interrupt.dispose();
   }
+}
+
+/** An http(s) URL flag, or undefined; a usage error otherwise. */
+function httpUrl(flag: string, raw: string | undefined): string | undefined {
+  if (raw === undefined) return undefined;
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    throw new UsageError(`--${flag}: expected an http(s) URL`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:')
+    throw new UsageError(`--${flag}: expected an http(s) URL`);
+  return raw;
+}
+
+/** The revoke call's bearer token, from --revoke-token-env or the HTTP source's token variable. */
+function revokeToken(io: Io, values: Record<string, string | boolean | undefined>): string {
+  const name = (values['revoke-token-env'] ?? values['source-token-env']) as string;
+  const token = io.env[name];
+  if (!token) throw new UsageError(`--revoke-token-env: ${name} is not set`);
+  return token;
 }
 
 export async function runReconcile(argv: string[], io: Io, deps: ReconcileDeps = {}): Promise<number> {

@@ -197,6 +197,7 @@ export function renderResultLine(r: TargetResult): string {
 }
 
 /** JSON for programs: the whole pass, fingerprints only (the key never enters a result). */
-export function renderJson(p: PassResult): string {
-  return `${JSON.stringify(p, null, 2)}\n`;
+/** The pass as JSON; `extra` adds top-level fields (the key lifecycle). */
+export function renderJson(p: PassResult, extra: Record<string, unknown> = {}): string {
+  return `${JSON.stringify({ ...p, ...extra }, null, 2)}\n`;
 }

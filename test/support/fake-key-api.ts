@@ -47,6 +47,8 @@ export interface FakeKeyApi {
   expireIn(ms: number): void;
   /** Every request body and header seen, for secret greps (keys appear only in mint/current answers). */
   requestLog: string[];
+  /** Called at the moment a version is revoked (before the answer is sent). */
+  onRevoked: ((version: string) => void) | null;
   close(): Promise<void>;
 }
 
@@ -135,6 +137,7 @@ export async function startFakeKeyApi(opts: FakeKeyApiOptions): Promise<FakeKeyA
       if (k === current()) return record(422, { error: 'the current key cannot be revoked' });
       k.revokedAt = at;
       changed();
+      api.onRevoked?.(k.version);
       return record(200, { ok: true, version });
     }
     send(res, 404, { error: 'not found' });
@@ -146,7 +149,7 @@ export async function startFakeKeyApi(opts: FakeKeyApiOptions): Promise<FakeKeyA
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
-  return {
+  const api: FakeKeyApi = {
     url,
     currentUrl: `${url}/keys/current`,
     mintUrl: `${url}/keys/mint`,
@@ -164,10 +167,12 @@ export async function startFakeKeyApi(opts: FakeKeyApiOptions): Promise<FakeKeyA
       current().expiresAt = Date.now() + ms;
     },
     requestLog,
+    onRevoked: null,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());
       }),
   };
+  return api;
 }
