@@ -333,8 +333,8 @@ async function benchRestartReal(): Promise<void> {
       join(dir, '.openclaw'),
       '--provider-base-url',
       upstream.baseUrl,
-      '--ready-timeout-ms',
-      '400000',
+      '--ready-timeout',
+      '400000ms',
     ],
   });
   try {
@@ -400,8 +400,8 @@ async function benchFileReal(): Promise<void> {
       'file',
       '--key-file',
       join(dir, 'keys', 'kilocode.key'),
-      '--ready-timeout-ms',
-      '400000',
+      '--ready-timeout',
+      '400000ms',
     ],
   });
   try {

@@ -416,8 +416,8 @@ async function controllerSubject(strategy: 'hold' | 'surge'): Promise<Subject> {
       '--provider-base-url',
       upstream.baseUrl,
       '--enable-chat-completions',
-      '--ready-timeout-ms',
-      String(READY_TIMEOUT_MS),
+      '--ready-timeout',
+      `${READY_TIMEOUT_MS}ms`,
     ],
   });
   const close = async () => {

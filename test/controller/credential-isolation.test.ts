@@ -148,8 +148,8 @@ async function run(variant: 'env' | 'file') {
     String(GATEWAY_UID),
     '--gateway-gid',
     String(GATEWAY_GID),
-    '--stop-timeout-ms',
-    '3000',
+    '--stop-timeout',
+    '3000ms',
     ...(variant === 'file'
       ? ['--controller-token-file', tokenFile, '--delivery', 'file', '--key-file', keyFile]
       : []),

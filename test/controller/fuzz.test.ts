@@ -464,8 +464,8 @@ describe('controller fuzz', () => {
         String(gatewayPort),
         '--gateway-cmd',
         `'${node24()}' '${FIXTURE}'`,
-        '--stop-timeout-ms',
-        '2000',
+        '--stop-timeout',
+        '2000ms',
       ],
       {
         name: 'controller-fuzz',

@@ -99,8 +99,8 @@ describe('envHash covers the key variable only', () => {
         `'${process.execPath}' '${FIXTURE}'`,
         '--patchable',
         'KILOCODE_API_KEY,KILO_EXTRA_SETTING',
-        '--stop-timeout-ms',
-        '3000',
+        '--stop-timeout',
+        '3000ms',
       ],
       env,
     );

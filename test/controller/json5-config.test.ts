@@ -57,8 +57,8 @@ describe('controller with a JSON5 openclaw.json', () => {
           `'${node24()}' '${standInPath()}'`,
           '--provider-base-url',
           upstream.baseUrl,
-          '--stop-timeout-ms',
-          '3000',
+          '--stop-timeout',
+          '3000ms',
         ],
         {
           name: 'controller-json5',

@@ -61,8 +61,8 @@ describe('controller: /_kilo/state with a locked SQLite store', () => {
         String(await freePort()),
         '--gateway-cmd',
         `'${process.execPath}' '${standInPath()}'`,
-        '--stop-timeout-ms',
-        '3000',
+        '--stop-timeout',
+        '3000ms',
       ],
       env,
     );

@@ -114,8 +114,8 @@ async function restartMany(init: 'tini' | 'node', mode: 'pidns' | 'subreaper') {
     String(gatewayPort),
     '--gateway-cmd',
     `'${node24()}' '${ORPHANING}'`,
-    '--stop-timeout-ms',
-    '3000',
+    '--stop-timeout',
+    '3000ms',
   ];
   // The image's init, as the Dockerfile names it (`tini --`), here with the path found.
   const [initProgram, ...initArgs] = dockerEntrypoint('gateway').slice(0, 2);

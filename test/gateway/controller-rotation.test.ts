@@ -89,8 +89,8 @@ async function startController(sb: Sandbox, extra: string[]) {
       upstream.baseUrl,
       '--enable-chat-completions',
       // CI machines run several gateways at once; a cold start was seen taking over 70 s.
-      '--ready-timeout-ms',
-      '400000',
+      '--ready-timeout',
+      '400000ms',
       ...extra,
     ],
     {

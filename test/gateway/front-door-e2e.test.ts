@@ -51,8 +51,8 @@ async function startController(strategy: 'hold' | 'surge', upstream: FakeUpstrea
       '--provider-base-url',
       upstream.baseUrl,
       '--enable-chat-completions',
-      '--ready-timeout-ms',
-      '400000',
+      '--ready-timeout',
+      '400000ms',
       // A loaded CI host was seen taking over 60 s for a cold start; nothing here may give up first.
       '--hold-timeout',
       '300s',

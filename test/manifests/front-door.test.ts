@@ -104,8 +104,8 @@ describe.skipIf(!kubectl)('The shipped manifests route a client to the gateway',
       '127.0.0.1',
       '--gateway-cmd',
       `${node24()} ${standInPath()}`,
-      '--stop-timeout-ms',
-      '3000',
+      '--stop-timeout',
+      '3000ms',
     ];
     // surge's second gateway defaults to --gateway-port + 1, which may not be free here.
     if (flagValue(args, '--restart-strategy') === 'surge' && flagValue(args, '--surge-port') === undefined) {

@@ -117,8 +117,8 @@ export async function startStandInMember(o: StartOptions): Promise<FleetMember> 
       String(gatewayPort),
       '--gateway-cmd',
       `${node24()} ${standInPath()}`,
-      '--stop-timeout-ms',
-      '3000',
+      '--stop-timeout',
+      '3000ms',
     ],
     {
       name: `controller-${o.name}`,
