@@ -153,6 +153,14 @@ async function eachClientServedSince(outcomes: readonly RequestOutcome[], since:
 const chats = (list: readonly RequestOutcome[], from: number) =>
   list.filter((o) => o.kind !== 'healthz' && o.startedAt > from);
 
+if (!OPENCLAW_9X_TESTS) {
+  // Said loudly, not only counted: this file is issue 15's acceptance on 2026.9.6.
+  console.warn(
+    `\n*** SKIPPED: the front-door end-to-end on the real OpenClaw ${V} (set KEYROLL_TEST_OPENCLAW_9X=1 to run it;\n` +
+      '*** it has not yet been seen passing: see docs/controller.md, "Supported OpenClaw versions") ***\n',
+  );
+}
+
 describe.skipIf(!OPENCLAW_9X_TESTS)(`controller and front door on the real OpenClaw ${V}`, () => {
   it('a volume onboarded with a plaintext key: migrated, the gateway starts on the env key, never the plaintext; a hold rotation with zero failed requests', async () => {
     const sb = createSandbox('keyroll-9x-plain-');
