@@ -1,7 +1,8 @@
 // Owns turning a Fly machine listing into reconciler targets: which machines count, and how each
 // started machine's in-pod controller is reached (private address + controller port).
-import { type ControllerClient, httpControllerClient } from '../reconcile/controller-client.ts';
+
 import type { Target } from '../engine/target.ts';
+import { type ControllerClient, httpControllerClient } from '../reconcile/controller-client.ts';
 import { controllerUrl } from './address.ts';
 import { MachineAddressError } from './errors.ts';
 import type { Machine } from './schemas.ts';

@@ -1,8 +1,8 @@
 // Owns the running operator: informers → handlers that enqueue keys → leader-gated work queue → reconciler; health and metrics.
 import { createServer, type Server } from 'node:http';
+import type { Clock } from '../clock.ts';
 import type { Logger, SecretRegistry } from '../log.ts';
 import { DEFAULT_RETRY } from '../reconcile/retry.ts';
-import type { Clock } from '../clock.ts';
 import type { OperatorConfig } from './config.ts';
 import { type CachedGatewayKey, objectKey, parseGatewayKey, parseSpec } from './gateway-key.ts';
 import { Informer } from './informer.ts';

@@ -215,9 +215,18 @@ describe('signals', () => {
       const keyFile = join(dir, 'key');
       writeFileSync(keyFile, 'sk-test-shell-key-0123456789\n');
       let lists = 0;
+      // An app with no machines: the machine list, and the app secrets the pass lists and sets.
       flyApi = createServer((req, res) => {
-        if (req.method === 'GET' && req.url === '/v1/apps/shell-app/machines') lists++;
-        res.writeHead(200, { 'content-type': 'application/json' }).end('[]');
+        req.resume();
+        const json = (body: unknown) =>
+          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+        if (req.method === 'GET' && req.url === '/v1/apps/shell-app/machines') {
+          lists++;
+          json([]);
+        } else if (req.method === 'GET' && req.url === '/v1/apps/shell-app/secrets') json({ secrets: [] });
+        else if (req.method === 'POST' && req.url?.startsWith('/v1/apps/shell-app/secrets/'))
+          json({ name: req.url.split('/').at(-1), digest: 'd1', version: 1 });
+        else res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not found"}');
       });
       await new Promise<void>((r) => flyApi!.listen(0, '127.0.0.1', r));
       const port = (flyApi.address() as AddressInfo).port;

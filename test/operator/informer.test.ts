@@ -1,8 +1,8 @@
 // The informer against the Kubernetes API test server: one 410 Expired relists at once; a watch
 // that answers 410 again and again backs off instead of relisting in a hot loop, and recovers.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { silentLogger } from '../../src/log.ts';
 import { systemClock } from '../../src/clock.ts';
+import { silentLogger } from '../../src/log.ts';
 import { Informer } from '../../src/operator/informer.ts';
 import { kubeAdapter, loadKubeConfig } from '../../src/operator/kube.ts';
 import { type CachedSecret, parseSecret } from '../../src/operator/kube-port.ts';

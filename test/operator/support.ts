@@ -1,9 +1,9 @@
 // Owns what the operator's integration tests share: a kube test server seeded with Secrets, Pods and
 // GatewayKeys pointing at real controllers, in-process operators with captured logs, and waits.
 import { Writable } from 'node:stream';
+import { systemClock } from '../../src/clock.ts';
 import type { Logger } from '../../src/log.ts';
 import { createLogger, SecretRegistry } from '../../src/log.ts';
-import { systemClock } from '../../src/clock.ts';
 import { parseOperatorConfig } from '../../src/operator/config.ts';
 import { kubeAdapter, loadKubeConfig } from '../../src/operator/kube.ts';
 import { type RunningOperator, startOperator } from '../../src/operator/operator.ts';
