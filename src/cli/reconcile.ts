@@ -248,6 +248,8 @@ async function runCommand(
     throw new UsageError(
       '--revoke-url needs --revoke-token-env NAME (or an HTTP source with --source-token-env)',
     );
+  // Resolved before any work: a missing token is a usage error that changes nothing.
+  const revokeBearer = kind === 'reconcile' && revokeUrl ? revokeToken(io, values) : undefined;
   const overrides = {
     concurrency: positiveInt('concurrency', str('concurrency')),
     maxUnavailable: positiveInt('max-unavailable', str('max-unavailable')),
@@ -312,6 +314,7 @@ async function runCommand(
     throw err;
   }
   const { file, source, targets, secrets, out } = prepared;
+  if (revokeBearer) secrets.add(revokeBearer);
   const log = createLogger({
     level: io.env.KEYROLL_LOG_LEVEL ?? 'warn',
     secrets,
@@ -369,9 +372,8 @@ async function runCommand(
           stateFile,
           policy: { ...DEFAULT_POLICY, retireAfterMs },
           act: kind === 'reconcile',
-          revoker: revokeUrl
-            ? httpRevoker(revokeUrl, revokeToken(io, values), DEFAULT_CALL_POLICY)
-            : undefined,
+          revoker:
+            revokeUrl && revokeBearer ? httpRevoker(revokeUrl, revokeBearer, DEFAULT_CALL_POLICY) : undefined,
           announcer: webhookUrl ? httpAnnouncer(webhookUrl, DEFAULT_CALL_POLICY) : undefined,
           clock,
           log,

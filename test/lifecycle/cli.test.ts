@@ -189,6 +189,23 @@ describe('reconcile --once --targets with a key lifecycle', () => {
     expect(readFileSync(state, 'utf8')).toBe('{"apiVersion":"keyroll.dev/v1","kind":"nope"}');
   });
 
+  it('a revoke token that is not set is a usage error before any target is contacted', async () => {
+    const targets = await fleet(1, api.current().key);
+    const file = ws.targets(targets, {}, source());
+    const r = await ws.run('reconcile', [
+      '--once',
+      '--targets',
+      file,
+      '--revoke-url',
+      api.revokeUrl,
+      '--revoke-token-env',
+      'NOT_SET',
+    ]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--revoke-token-env: NOT_SET is not set/);
+    expect(fakes[0]!.requests).toEqual([]);
+  });
+
   it('without a lifecycle flag nothing is written beside the targets file', async () => {
     const targets = await fleet(1, api.current().key);
     const file = ws.targets(targets, {}, source());
