@@ -1,17 +1,38 @@
 // Owns the small HTTP helpers tests share: a free loopback port and a bounded chat request.
 import { createServer } from 'node:net';
 
-/** A TCP port that was free on 127.0.0.1 a moment ago (for programs that need a fixed --port). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * Ports for servers a test starts itself on a port it must name up front (a gateway's
+ * `--gateway-port`, a surge port). They come from 20000–31999, below Linux's ephemeral range
+ * (32768+), so no `listen(0)` anywhere can take one between this call and its use; each vitest
+ * worker (VITEST_POOL_ID; the pid outside vitest) draws from its own slice and never hands out a
+ * port twice, so parallel test files cannot collide either. Each candidate is bound once to check
+ * it is free right now.
+ */
+const PORT_BASE = 20_000;
+const SLICES = 16;
+const SLICE_SIZE = 750;
+const slice = (Number(process.env.VITEST_POOL_ID ?? process.pid) || 0) % SLICES;
+let cursor = Math.floor(Math.random() * SLICE_SIZE);
+let handedOut = 0;
+
+function bindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = addr && typeof addr === 'object' ? addr.port : 0;
-      srv.close(() => (port > 0 ? resolve(port) : reject(new Error('freePort: no port'))));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
+}
+
+export async function freePort(): Promise<number> {
+  for (let tries = 0; tries < SLICE_SIZE; tries++) {
+    if (handedOut >= SLICE_SIZE) break;
+    const port = PORT_BASE + slice * SLICE_SIZE + (cursor % SLICE_SIZE);
+    cursor++;
+    handedOut++;
+    if (await bindable(port)) return port;
+  }
+  throw new Error(`freePort: no free port left in this worker's slice (${SLICE_SIZE} ports)`);
 }
 
 export interface ChatResult {
