@@ -270,34 +270,24 @@ async function runCommand(
     ].filter((k) => k !== 'targets' && k !== 'help' && values[k] !== undefined);
     if (spec.length > 0)
       throw new UsageError(`--${spec[0]}: not with --kube (each GatewayKey's spec says it)`);
+    // What both --kube commands take: where to connect, how to print, how often to retry.
+    const kubeOpts = {
+      namespace: str('namespace'),
+      kubeconfig: str('kubeconfig'),
+      context: str('context'),
+      json: output === 'json',
+      retries,
+    };
+    const kubeDeps = deps.signal ? { signal: deps.signal } : {};
     if (kind === 'diff') {
       const { runKubeDiff } = await import('./diff-kube.ts');
-      return runKubeDiff(
-        {
-          namespace: str('namespace'),
-          kubeconfig: str('kubeconfig'),
-          context: str('context'),
-          json: output === 'json',
-          retries,
-        },
-        io,
-        deps.signal ? { signal: deps.signal } : {},
-      );
+      return runKubeDiff(kubeOpts, io, kubeDeps);
     }
     const { runKubeReconcile } = await import('./reconcile-kube.ts');
     return runKubeReconcile(
-      {
-        namespace: str('namespace'),
-        kubeconfig: str('kubeconfig'),
-        context: str('context'),
-        json: output === 'json',
-        deadlineMs,
-        pollIntervalMs,
-        retries,
-        concurrency: overrides.concurrency,
-      },
+      { ...kubeOpts, deadlineMs, pollIntervalMs, concurrency: overrides.concurrency },
       io,
-      deps.signal ? { signal: deps.signal } : {},
+      kubeDeps,
     );
   }
   if (values.namespace !== undefined || values.kubeconfig !== undefined || values.context !== undefined)
