@@ -18,7 +18,7 @@ import { DEFAULT_RETRY } from '../reconcile/retry.ts';
 import { versionKeyOf } from '../reconcile/sources/content-version.ts';
 import { type KeySource, KeySourceError } from '../reconcile/sources/key-source.ts';
 import { ConfigError, loadTargetsFile, resolveToken, type TargetsFile } from '../reconcile/targets.ts';
-import { interruptible } from './shell.ts';
+import { fitToWidth, interruptible } from './shell.ts';
 import { buildKeySource, SOURCE_FLAG_OPTIONS, type SourceFlags, sourceFromFlags } from './source-flags.ts';
 import { EXIT_NOT_DONE, EXIT_OK, EXIT_USAGE, type Io, parseFlags, UsageError } from './usage.ts';
 
@@ -333,7 +333,7 @@ async function runCommand(
       ...(overrides.failureBudget ? { failureBudget: overrides.failureBudget } : {}),
       ...(values.paused ? { paused: true } : {}),
     };
-    const progress = createProgress(targets.length, out.stderr, io.isTty);
+    const progress = createProgress(targets.length, (t) => out.stderr(fitToWidth(t, io.columns)), io.isTty);
     const pass: PassResult = await runPass(targets, {
       key,
       spec: { envVar: file.defaults.envVar, delivery: file.defaults.delivery },
