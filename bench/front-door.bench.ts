@@ -164,11 +164,13 @@ async function startController(opts: {
   args: string[];
   launch?: keyof typeof LAUNCH;
 }): Promise<Ctl> {
-  // Four different ports: freePort() may hand out a port it handed out before (each is closed
-  // again at once), and a gateway port equal to the controller's own never listens.
-  const ports = new Set<number>();
-  while (ports.size < 4) ports.add(await freePort());
-  const [port, adminPort, gatewayPort, surgePort] = [...ports] as [number, number, number, number];
+  // Four different ports: freePort() never hands out a port twice in one process.
+  const [port, adminPort, gatewayPort, surgePort] = [
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+  ];
   const proc = spawnTracked(
     NODE,
     [

@@ -55,8 +55,8 @@ async function setup(
     STANDIN_READY_DELAY_MS: '300',
     ...extraEnv,
   };
-  // Two different ports: freePort() may hand out the same port twice (each is closed at once).
-  const [gatewayPort, surgePort] = await twoPorts();
+  const gatewayPort = await freePort();
+  const surgePort = await freePort();
   const config = parseControllerConfig(
     [
       '--port',
@@ -414,14 +414,6 @@ describe('front door (stand-in gateway)', () => {
     expect((await fetch(`${pub}/healthz`)).status).toBe(200);
   });
 });
-
-async function twoPorts(): Promise<[number, number]> {
-  const a = await freePort();
-  for (;;) {
-    const b = await freePort();
-    if (b !== a) return [a, b];
-  }
-}
 
 describe('front door: a keep-alive connection the gateway closes as it is reused', () => {
   it('a GET is sent again on a new connection (200); a POST is not (502)', async () => {

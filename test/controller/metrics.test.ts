@@ -246,8 +246,8 @@ async function setup(strategy: 'hold' | 'surge', readyDelayMs = 300) {
     OPENCLAW_STATE_DIR: stateDir,
     STANDIN_READY_DELAY_MS: String(readyDelayMs),
   };
-  // Two different ports: freePort() may hand out the same port twice (each is closed at once).
-  const [gatewayPort, surgePort] = await twoPorts();
+  const gatewayPort = await freePort();
+  const surgePort = await freePort();
   const config = parseControllerConfig(
     [
       '--port',
@@ -429,11 +429,3 @@ describe('GET /metrics on the admin port (stand-in gateway)', () => {
     }, 180_000);
   }
 });
-
-async function twoPorts(): Promise<[number, number]> {
-  const a = await freePort();
-  for (;;) {
-    const b = await freePort();
-    if (b !== a) return [a, b];
-  }
-}

@@ -94,10 +94,8 @@ async function restartMany(init: 'tini' | 'node', mode: 'pidns' | 'subreaper') {
   const { dir, cleanup } = tempDir('keyroll-zombies-');
   const stateDir = join(dir, 'state');
   mkdirSync(stateDir);
-  // Three different ports: freePort() may hand out the same port twice (each is closed at once).
-  const ports = new Set<number>();
-  while (ports.size < 3) ports.add(await freePort());
-  const [port, adminPort, gatewayPort] = [...ports] as [number, number, number];
+  // freePort() never hands out a port twice in one process.
+  const [port, adminPort, gatewayPort] = [await freePort(), await freePort(), await freePort()];
   const controller = [
     node24(),
     join(REPO_ROOT, 'bin', 'keyroll.mjs'),

@@ -62,8 +62,7 @@ export async function spawnControllerProcess(o: ControllerProcessOptions): Promi
   const sandbox = createSandbox(`keyroll-ctl-${o.name}-`);
   mkdirSync(sandbox.stateDir, { recursive: true, mode: 0o700 });
   const gatewayPort = await freePort();
-  let surgePort = await freePort();
-  while (surgePort === gatewayPort) surgePort = await freePort();
+  const surgePort = await freePort();
   if (o.seedProfile) {
     seedStandInState(sandbox.stateDir, { baseUrl: o.upstreamBaseUrl, profile: { key: o.key }, gatewayPort });
   }
