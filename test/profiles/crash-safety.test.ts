@@ -42,6 +42,11 @@ let backupText = '';
 
 const children = new Set<ChildProcess>();
 const dirs: string[] = [];
+/**
+ * One V8 compile cache for all the children: each loads the same sources, and compiling them is
+ * most of a child's CPU (0.6 s user cold, 0.2 s warm, measured on the 2-core host).
+ */
+let compileCache = '';
 let template = '';
 /** For each store (relative path), the complete versions it may legitimately hold. */
 const versions = new Map<string, Set<string>>();
@@ -81,6 +86,8 @@ function record(dir: string): void {
 beforeAll(async () => {
   template = makeStateDir('keyroll-crash-template-');
   dirs.push(template);
+  compileCache = makeStateDir('keyroll-crash-compile-cache-');
+  dirs.push(compileCache);
   writeOpenclawJson(template);
   const shapes = [versionedStore(), flatStore(), aliasStore(), versionedStore(), aliasStore()];
   for (const [i, id] of JSON_AGENTS.entries()) writeJsonStore(template, id, shapes[i]);
@@ -112,7 +119,7 @@ function runChild(
   return new Promise((resolve, reject) => {
     const child = spawn(NODE, [CHILD, dir, join(dir, 'keys', 'kilocode.key')], {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, CRASH_AT: String(crashAt) },
+      env: { ...process.env, CRASH_AT: String(crashAt), NODE_COMPILE_CACHE: compileCache },
     });
     children.add(child);
     let stderr = '';
