@@ -1,4 +1,16 @@
-// Owns one GatewayKey end to end for every driver: resolveGatewayKey (pure: spec, token, key, targets) → runPass → status and Events.
+// Owns one GatewayKey end to end for every driver: resolveGatewayKey (pure: spec, token, key, targets) → the API
+// source's key (I/O) → runPass → the key lifecycle (src/lifecycle advance()) → status and Events.
+import { parseDuration } from '../duration.ts';
+import {
+  type Advanced,
+  advance,
+  EMPTY_LIFECYCLE,
+  type Holdouts,
+  type KeyLifecycle,
+  type LifecycleEvent,
+  MAX_NAMES,
+  type ProofObservation,
+} from '../lifecycle/lifecycle.ts';
 import type { SecretRegistry } from '../log.ts';
 import { type EventSpec, eventForDegraded, eventsForPass } from '../operator/events.ts';
 import {
@@ -20,9 +32,12 @@ import {
   statusDegraded,
   statusFromPass,
   statusProgressing,
+  statusWithLifecycle,
+  statusWithUnobserved,
 } from '../operator/status.ts';
 import { type ControllerClient, httpControllerClient } from '../reconcile/controller-client.ts';
-import { type KeyMaterial, KeySourceError } from '../reconcile/sources/key-source.ts';
+import { httpKeySource } from '../reconcile/sources/http-source.ts';
+import { type KeyMaterial, type KeySource, KeySourceError } from '../reconcile/sources/key-source.ts';
 import { secretMaterial } from '../reconcile/sources/secret-source.ts';
 import type { PassEnv, Phase } from './env.ts';
 import { type PassResult, runPass } from './pass.ts';
@@ -46,7 +61,10 @@ export interface GatewayKeyInputs {
   spec: GatewayKeySpec;
   /** The controller token: the targets' bearer token and every fingerprint's HMAC key. */
   token: string;
-  material: KeyMaterial;
+  /** The key, read from the Secret; null for an API source (read by reconcileGatewayKey, it is I/O). */
+  material: KeyMaterial | null;
+  /** `spec.source.api` with its token resolved from the Secret; null for a Secret source. */
+  api: ApiSourceInputs | null;
   /** Ready pods the selector matches, sorted by name. */
   targets: PodTarget[];
   /**
@@ -54,6 +72,17 @@ export interface GatewayKeyInputs {
    * them: a previous key is retirable only when every matching pod, ready or not, proves the current one.
    */
   notReady: number;
+  /** The first of them by name. */
+  notReadyNames: string[];
+}
+
+/** An API key source as the spec names it, its token read from the referenced Secret. */
+export interface ApiSourceInputs {
+  url: string;
+  mintUrl?: string;
+  /** The source token: GET, mint and revoke carry it; never written anywhere. */
+  token: string;
+  refreshBeforeMs?: number;
 }
 
 /** Why no pass can run, as the Degraded reason and message; `requeue` when the cause may appear by itself. */
@@ -89,8 +118,7 @@ export function resolveGatewayKey(
   const spec = parsed.spec;
   if (selectorIsEmpty(spec.targets.selector))
     return fail('InvalidSpec', 'spec.targets.selector: must not be empty (it would select every pod)', false);
-  const secretRef = spec.source.secretRef;
-  if (!secretRef) return fail('InvalidSpec', 'spec.source.secretRef: required', false);
+  const { secretRef, api } = spec.source;
 
   const tokenRef = spec.controllerTokenSecretRef;
   const tokenSecret = caches.secrets.get(ns, tokenRef.name);
@@ -103,19 +131,48 @@ export function resolveGatewayKey(
       `spec.controllerTokenSecretRef: Secret ${ns}/${tokenRef.name} has no non-empty key ${tokenRef.key}`,
     );
 
-  const keySecret = caches.secrets.get(ns, secretRef.name);
-  if (!keySecret)
-    return fail('SecretNotFound', `spec.source.secretRef: ${missingSecret(ns, secretRef.name)}`);
-  let material: KeyMaterial;
-  try {
-    material = secretMaterial(keySecret, { namespace: ns, name: secretRef.name, key: secretRef.key }, token);
-  } catch (err) {
-    if (!(err instanceof KeySourceError)) throw err;
-    // KeyNotFound, InvalidKey or InvalidVersionLabel: a fixed Secret wakes the key at once.
-    return fail(err.reason, `spec.source.secretRef: ${err.message}`);
+  let material: KeyMaterial | null = null;
+  let apiInputs: ApiSourceInputs | null = null;
+  if (api) {
+    const ref = api.tokenSecretRef;
+    const sourceSecret = caches.secrets.get(ns, ref.name);
+    if (!sourceSecret)
+      return fail('SecretNotFound', `spec.source.api.tokenSecretRef: ${missingSecret(ns, ref.name)}`);
+    const sourceToken = decodeSecretValue(sourceSecret, ref.key);
+    if (sourceToken === null)
+      return fail(
+        'TokenNotFound',
+        `spec.source.api.tokenSecretRef: Secret ${ns}/${ref.name} has no non-empty key ${ref.key}`,
+      );
+    apiInputs = {
+      url: api.url,
+      token: sourceToken,
+      ...(api.mintUrl ? { mintUrl: api.mintUrl } : {}),
+      ...(api.refreshBefore ? { refreshBeforeMs: parseDuration(api.refreshBefore) } : {}),
+    };
+  } else if (secretRef) {
+    const keySecret = caches.secrets.get(ns, secretRef.name);
+    if (!keySecret)
+      return fail('SecretNotFound', `spec.source.secretRef: ${missingSecret(ns, secretRef.name)}`);
+    try {
+      material = secretMaterial(
+        keySecret,
+        { namespace: ns, name: secretRef.name, key: secretRef.key },
+        token,
+      );
+    } catch (err) {
+      if (!(err instanceof KeySourceError)) throw err;
+      // KeyNotFound, InvalidKey or InvalidVersionLabel: a fixed Secret wakes the key at once.
+      return fail(err.reason, `spec.source.secretRef: ${err.message}`);
+    }
   }
-  const { targets, notReady } = podTargets(caches.pods.list(), ns, spec.targets.selector, spec.targets.port);
-  return { ok: true, spec, token, material, targets, notReady };
+  const { targets, notReady, notReadyNames } = podTargets(
+    caches.pods.list(),
+    ns,
+    spec.targets.selector,
+    spec.targets.port,
+  );
+  return { ok: true, spec, token, material, api: apiInputs, targets, notReady, notReadyNames };
 }
 
 /** How a GatewayKey's passes run (per driver: the operator's config, a CLI's flags). */
@@ -129,9 +186,8 @@ export interface PassSettings {
 /**
  * The engine's memory of a GatewayKey between passes (operator: for its lifetime; one-shot
  * commands: one pass): the version being rolled out, since when, and whether keyroll delivered
- * it. The seam for the key lifecycle (issue 12: current/previous version, Pending → Retirable →
- * Retired): its state joins this record, is advanced in reconcileGatewayKey from the digest and
- * `notReady`, and is reported in GatewayKeyResult.rotation and the status.
+ * it. The key lifecycle (current/previous versions, Pending → Retirable → Retiring → Retired) is
+ * not kept here but in the status (`status.lifecycle`), advanced by reconcileGatewayKey.
  */
 export interface Rotation {
   version: string;
@@ -150,6 +206,13 @@ export interface GatewayKeyDeps extends GatewayKeyCaches {
   secretValues: SecretRegistry;
   /** Rotation memory per GatewayKey key (`namespace/name`). */
   rotations: Map<string, Rotation>;
+  /**
+   * The lifecycle this driver last stored per GatewayKey (uid and record), newer than a cache that
+   * has not seen the write yet; absent: the stored status is the only record.
+   */
+  lifecycles?: Map<string, { uid: string; lifecycle: KeyLifecycle }>;
+  /** Replaces the HTTP key source of `spec.source.api` (tests). */
+  apiSource?: (api: ApiSourceInputs, versionKey: string) => KeySource;
   controllerClient?: (url: string, token: string, timeoutMs: number) => ControllerClient;
   /**
    * Called once per pass when the first delivery starts, with the Progressing status; resolves to
@@ -175,7 +238,26 @@ export interface GatewayKeyResult extends ReconcileResult {
   rotation: (Rotation & { completed: boolean }) | null;
   /** Targets failed, were unreachable or skipped (and the rollout is not paused): retry with backoff. */
   retry: boolean;
+  /** The key lifecycle after this pass (also in `status.lifecycle`); null when no pass ran. */
+  lifecycle: Advanced | null;
+  /** What retiring needs beyond the lifecycle (the driver makes the calls); null on a dry run. */
+  retirement: Retirement | null;
+  /** Set by the driver when a revoke or webhook call failed (recorded in the lifecycle; retried). */
+  retireError?: string;
 }
+
+/** How a driver retires a previous version of this GatewayKey: `spec.retire` with the source token. */
+export interface Retirement {
+  revokeUrl?: string;
+  webhook?: string;
+  /** The API source's token, for the revoke call only. */
+  sourceToken?: string;
+  /** Targets that proved the current version (bounded), for the webhook. */
+  provenTargets: string[];
+}
+
+/** Proven targets named in the webhook, at most. */
+export const MAX_PROVEN_NAMES = 100;
 
 function gone(): GatewayKeyResult {
   return {
@@ -187,6 +269,80 @@ function gone(): GatewayKeyResult {
     unresolved: null,
     rotation: null,
     retry: false,
+    lifecycle: null,
+    retirement: null,
+  };
+}
+
+function degradedResult(
+  gk: CachedGatewayKey,
+  u: Unresolved,
+  deps: GatewayKeyDeps,
+  now: Date,
+): GatewayKeyResult {
+  const unresolved: Unresolved = { ...u, message: deps.secretValues.scrub(u.message) };
+  const status = statusDegraded(gk.status, gk.generation, unresolved.reason, unresolved.message, now);
+  const event = eventForDegraded(gk.status, status);
+  return {
+    gatewayKey: gk,
+    status,
+    events: event ? [event] : [],
+    pass: null,
+    digest: null,
+    unresolved,
+    rotation: null,
+    retry: false,
+    lifecycle: null,
+    retirement: null,
+    ...(unresolved.requeue ? { requeueAfterMs: deps.missingSourceRequeueMs } : {}),
+  };
+}
+
+/** Pure: the Events a lifecycle step deserves (a version became retirable, retirement blocked). */
+export function eventsForLifecycle(events: readonly LifecycleEvent[]): EventSpec[] {
+  const out: EventSpec[] = [];
+  for (const e of events) {
+    if (e.type === 'Retirable')
+      out.push({
+        type: 'Normal',
+        reason: 'PreviousKeyRetirable',
+        message: `Key version ${e.version} may be retired: every target proved ${e.current}`,
+      });
+    else if (e.type === 'Blocked')
+      out.push({
+        type: 'Warning',
+        reason: 'RetirementBlocked',
+        message: `Key version ${e.version} cannot be retired yet (${e.reason})${e.targets.length > 0 ? `: ${e.targets.join(', ')}` : ''}`,
+      });
+    else if (e.type === 'CurrentWasRetired')
+      out.push({
+        type: 'Warning',
+        reason: 'CurrentKeyRetired',
+        message: `Key version ${e.version} is desired again but was already retired at the source`,
+      });
+  }
+  return out;
+}
+
+/** Folds per-target results into what the lifecycle reads: who could not be observed, who does not prove the version. */
+function proofFold() {
+  const hold = (): Holdouts => ({ count: 0, names: [] });
+  const add = (h: Holdouts, name: string, max: number) => {
+    h.count++;
+    if (h.names.length < max) h.names.push(name);
+  };
+  const unobserved = hold();
+  const unproven = hold();
+  const proven = hold();
+  return {
+    unobserved,
+    unproven,
+    proven,
+    add(r: TargetResult) {
+      if (r.after === null) add(unobserved, r.name, MAX_NAMES);
+      else if (r.outcome !== 'converged') add(unproven, r.name, MAX_NAMES);
+      else add(proven, r.name, MAX_PROVEN_NAMES);
+    },
   };
 }
 
@@ -213,34 +369,47 @@ export async function reconcileGatewayKey(
   }
   const now = () => new Date(deps.env.clock.now());
   const resolved = resolveGatewayKey(gk, deps);
-  if (!resolved.ok) {
-    const unresolved: Unresolved = {
-      reason: resolved.reason,
-      message: deps.secretValues.scrub(resolved.message),
-      requeue: resolved.requeue,
-    };
-    const status = statusDegraded(gk.status, gk.generation, unresolved.reason, unresolved.message, now());
-    const event = eventForDegraded(gk.status, status);
-    return {
-      gatewayKey: gk,
-      status,
-      events: event ? [event] : [],
-      pass: null,
-      digest: null,
-      unresolved,
-      rotation: null,
-      retry: false,
-      ...(unresolved.requeue ? { requeueAfterMs: deps.missingSourceRequeueMs } : {}),
-    };
-  }
-  const { spec, token, material, targets: podList } = resolved;
+  if (!resolved.ok) return degradedResult(gk, resolved, deps, now());
+  const { spec, token, api, targets: podList } = resolved;
   // Slots per GatewayKey: a long-running process keeps the current and previous value only.
   deps.secretValues.add(token, `controller-token:${key}`);
+  let material = resolved.material;
+  if (api) {
+    deps.secretValues.add(api.token, `source-token:${key}`);
+    const source =
+      deps.apiSource?.(api, token) ??
+      httpKeySource({
+        url: api.url,
+        token: api.token,
+        ...(api.mintUrl ? { mintUrl: api.mintUrl } : {}),
+        ...(api.refreshBeforeMs !== undefined ? { refreshBeforeMs: api.refreshBeforeMs } : {}),
+        timeoutMs: deps.pass.requestTimeoutMs,
+        clock: deps.env.clock,
+        versionKey: token,
+      });
+    try {
+      material = await source.current(deps.env.signal);
+    } catch (err) {
+      if (!(err instanceof KeySourceError)) throw err;
+      deps.env.signal.throwIfAborted();
+      // Unreachable, refused or a failed mint: nothing is delivered, the targets keep the key they
+      // run, and the next pass (the key is still near expiry) tries again.
+      const reason: DegradedReason = err.reason === 'KeyNotFound' ? 'SourceUnavailable' : err.reason;
+      return degradedResult(
+        gk,
+        { reason, message: `spec.source.api: ${err.message}`, requeue: true },
+        deps,
+        now(),
+      );
+    }
+  }
+  if (!material) throw new Error(`${key}: no key source resolved`);
   deps.secretValues.add(material.key, `key:${key}`);
+  const desired: KeyMaterial = material;
 
   let rotation = deps.rotations.get(key);
-  if (!rotation || rotation.version !== material.version) {
-    rotation = { version: material.version, since: deps.env.clock.now(), delivered: false };
+  if (!rotation || rotation.version !== desired.version) {
+    rotation = { version: desired.version, since: deps.env.clock.now(), delivered: false };
     deps.rotations.set(key, rotation);
   }
 
@@ -256,7 +425,7 @@ export async function reconcileGatewayKey(
   // Results stream into a bounded digest (status and Events read only that); the pass keeps every
   // result only when asked (diff prints them all).
   const digest = passDigest({
-    keyVersion: material.version,
+    keyVersion: desired.version,
     dryRun: opts.dryRun,
     paused: spec.rollout.paused,
   });
@@ -265,8 +434,9 @@ export async function reconcileGatewayKey(
   let prev = gk.status;
   let progress: Promise<void> | null = null;
   const onProgress = deps.onProgress;
+  const proof = proofFold();
   const pass = await runPass(targets(), {
-    key: material,
+    key: desired,
     spec: { envVar: spec.envVar, delivery: spec.delivery },
     rollout: {
       concurrency: deps.pass.concurrency,
@@ -277,7 +447,10 @@ export async function reconcileGatewayKey(
     dryRun: opts.dryRun,
     env: deps.env,
     keepResults: opts.keepResults ?? opts.dryRun,
-    onResult: (r: TargetResult) => digest.add(r),
+    onResult: (r: TargetResult) => {
+      digest.add(r);
+      proof.add(r);
+    },
     ...(onProgress
       ? {
           onPhase: (_target: string, phase: Phase) => {
@@ -285,7 +458,7 @@ export async function reconcileGatewayKey(
             const next = statusProgressing(
               prev,
               gk.generation,
-              material.version,
+              desired.version,
               podList.length,
               digest.digest.summary,
               now(),
@@ -301,14 +474,44 @@ export async function reconcileGatewayKey(
   deps.env.signal.throwIfAborted();
 
   const d = { ...digest.digest, dryRun: pass.dryRun };
-  const completed = rotationCompleted(d, rotation.delivered);
-  const status = scrubStatus(statusFromPass(prev, gk.generation, d, now(), completed), deps.secretValues);
-  const events = eventsForPass(d, prev, status);
   const s = pass.summary;
+  const completed = rotationCompleted(d, rotation.delivered);
+
+  // The key lifecycle: every pod the selector matches counts, Ready or not (issue 12).
+  const notReady = { count: resolved.notReady, names: resolved.notReadyNames };
+  const observation: ProofObservation = {
+    version: desired.version,
+    total: s.total + notReady.count,
+    unobserved: {
+      count: proof.unobserved.count + notReady.count,
+      names: [...notReady.names, ...proof.unobserved.names].slice(0, MAX_NAMES),
+    },
+    unproven: proof.unproven,
+    pending: pass.paused || pass.dryRun || s.skipped > 0,
+  };
+  const remembered = deps.lifecycles?.get(key);
+  const before =
+    (remembered && remembered.uid === gk.uid ? remembered.lifecycle : undefined) ??
+    gk.status.lifecycle ??
+    EMPTY_LIFECYCLE;
+  const retireAfterMs = parseDuration(spec.retire.after);
+  const lifecycle = advance(before, observation, deps.env.clock.now(), { retireAfterMs, keepRetired: 3 });
+
+  let status = scrubStatus(statusFromPass(prev, gk.generation, d, now(), completed), deps.secretValues);
+  status = statusWithUnobserved(status, notReady, gk.generation, now());
+  status = statusWithLifecycle(status, lifecycle.lifecycle, gk.generation, now());
+  const events = [...eventsForPass(d, prev, status), ...eventsForLifecycle(lifecycle.events)];
   if (!opts.dryRun) {
     if (s.patched > 0) rotation.delivered = true;
   }
   const finished = rotation.delivered && s.total > 0 && s.converged === s.total;
+  // A grace running out is a planned wake-up: come back when the previous key becomes retirable.
+  let requeueAfterMs = deps.resyncMs;
+  for (const p of lifecycle.lifecycle.previous) {
+    if (p.state !== 'Pending' || !p.retirableAt) continue;
+    const due = Date.parse(p.retirableAt) - deps.env.clock.now() + 10;
+    requeueAfterMs = Math.min(requeueAfterMs, Math.max(due, 10));
+  }
   const result: GatewayKeyResult = {
     gatewayKey: gk,
     status,
@@ -318,7 +521,16 @@ export async function reconcileGatewayKey(
     unresolved: null,
     rotation: { ...rotation, completed: finished },
     retry: s.notConverged + s.unreachable + s.skipped > 0 && !pass.paused,
-    requeueAfterMs: deps.resyncMs,
+    requeueAfterMs,
+    lifecycle,
+    retirement: opts.dryRun
+      ? null
+      : {
+          ...(spec.retire.revokeUrl ? { revokeUrl: spec.retire.revokeUrl } : {}),
+          ...(spec.retire.webhook ? { webhook: spec.retire.webhook } : {}),
+          ...(api ? { sourceToken: api.token } : {}),
+          provenTargets: [...proof.proven.names].sort(),
+        },
   };
   if (finished) rotation.delivered = false;
   return result;

@@ -1,5 +1,6 @@
 // Owns the GatewayKey resource as the operator reads it: zod schemas of spec and status, pure.
 import * as z from 'zod';
+import { KeyLifecycleSchema } from '../lifecycle/lifecycle.ts';
 
 export const GROUP = 'keyroll.dev';
 export const VERSION = 'v1alpha1';
@@ -63,58 +64,71 @@ export const LabelSelectorSchema = z
   });
 export type LabelSelector = z.infer<typeof LabelSelectorSchema>;
 
-export const GatewayKeySpecSchema = z.object({
-  source: z
-    .object({
-      secretRef: SecretKeyRefSchema.optional(),
-      api: z
-        .object({
-          url: z
-            .string()
-            .max(2048)
-            .regex(/^https?:\/\//, 'expected an http(s) URL'),
-          tokenSecretRef: SecretKeyRefSchema,
-          refreshBefore: z
-            .string()
-            .regex(/^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$/, 'expected a Go duration')
-            .optional(),
-        })
-        .optional(),
-    })
-    .superRefine((s, ctx) => {
-      const n = Number(s.secretRef !== undefined) + Number(s.api !== undefined);
-      if (n !== 1) ctx.addIssue({ code: 'custom', message: 'expected exactly one of secretRef or api' });
-      if (s.api !== undefined) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['api'],
-          message: 'the api source is not supported by the operator yet; use secretRef',
-        });
-      }
+const GoDuration = z.string().regex(/^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$/, 'expected a Go duration');
+const HttpUrl = z
+  .string()
+  .max(2048)
+  .regex(/^https?:\/\//, 'expected an http(s) URL');
+
+export const GatewayKeySpecSchema = z
+  .object({
+    source: z
+      .object({
+        secretRef: SecretKeyRefSchema.optional(),
+        api: z
+          .object({
+            url: HttpUrl,
+            /** POSTed when the current key is within `refreshBefore` of its expiry; its answer is the new key. */
+            mintUrl: HttpUrl.optional(),
+            tokenSecretRef: SecretKeyRefSchema,
+            refreshBefore: GoDuration.optional(),
+          })
+          .optional(),
+      })
+      .superRefine((s, ctx) => {
+        const n = Number(s.secretRef !== undefined) + Number(s.api !== undefined);
+        if (n !== 1) ctx.addIssue({ code: 'custom', message: 'expected exactly one of secretRef or api' });
+      }),
+    /** Retiring the previous key once every target proved the current one (docs/operator.md). */
+    retire: z
+      .object({
+        after: GoDuration.default('60s'),
+        revokeUrl: HttpUrl.optional(),
+        webhook: HttpUrl.optional(),
+      })
+      .default({ after: '60s' }),
+    envVar: z
+      .string()
+      .max(128)
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name')
+      .default('KILOCODE_API_KEY'),
+    provider: z.string().min(1).max(128).default('kilocode'),
+    delivery: z.enum(['restart', 'file']).default('restart'),
+    targets: z.object({
+      selector: LabelSelectorSchema.refine(
+        (s) => Object.keys(s.matchLabels ?? {}).length > 0 || (s.matchExpressions ?? []).length > 0,
+        'must not be empty (it would select every pod)',
+      ),
+      port: z.number().int().min(1).max(65535).default(18789),
     }),
-  envVar: z
-    .string()
-    .max(128)
-    .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name')
-    .default('KILOCODE_API_KEY'),
-  provider: z.string().min(1).max(128).default('kilocode'),
-  delivery: z.enum(['restart', 'file']).default('restart'),
-  targets: z.object({
-    selector: LabelSelectorSchema.refine(
-      (s) => Object.keys(s.matchLabels ?? {}).length > 0 || (s.matchExpressions ?? []).length > 0,
-      'must not be empty (it would select every pod)',
-    ),
-    port: z.number().int().min(1).max(65535).default(18789),
-  }),
-  controllerTokenSecretRef: SecretKeyRefSchema,
-  rollout: z
-    .object({
-      maxUnavailable: z.number().int().min(1).default(1),
-      paused: z.boolean().default(false),
-      failureBudget: z.number().int().min(1).default(1),
-    })
-    .default({ maxUnavailable: 1, paused: false, failureBudget: 1 }),
-});
+    controllerTokenSecretRef: SecretKeyRefSchema,
+    rollout: z
+      .object({
+        maxUnavailable: z.number().int().min(1).default(1),
+        paused: z.boolean().default(false),
+        failureBudget: z.number().int().min(1).default(1),
+      })
+      .default({ maxUnavailable: 1, paused: false, failureBudget: 1 }),
+  })
+  .superRefine((s, ctx) => {
+    if (s.retire.revokeUrl !== undefined && s.source.api === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['retire', 'revokeUrl'],
+        message: 'needs source.api (the revoke call carries the source token)',
+      });
+    }
+  });
 export type GatewayKeySpec = z.infer<typeof GatewayKeySpecSchema>;
 
 export const ConditionSchema = z.object({
@@ -146,10 +160,14 @@ export const GatewayKeyStatusSchema = z.object({
       converged: z.number().int(),
       progressing: z.number().int(),
       failed: z.number().int(),
+      /** Pods the selector matches that could not be observed (not ready, no IP, unreachable). */
+      unobserved: z.number().int().optional(),
     })
     .optional(),
   targetStatuses: z.array(TargetStatusSchema).optional(),
   conditions: z.array(ConditionSchema).optional(),
+  /** The key lifecycle (src/lifecycle): current version and previous ones until retired. */
+  lifecycle: KeyLifecycleSchema.optional(),
 });
 export type GatewayKeyStatus = z.infer<typeof GatewayKeyStatusSchema>;
 
@@ -199,12 +217,18 @@ export function referencedSecrets(raw: unknown): string[] {
   const names = new Set<string>();
   const spec = z
     .object({
-      source: z.object({ secretRef: z.object({ name: z.string() }).optional() }).optional(),
+      source: z
+        .object({
+          secretRef: z.object({ name: z.string() }).optional(),
+          api: z.object({ tokenSecretRef: z.object({ name: z.string() }).optional() }).optional(),
+        })
+        .optional(),
       controllerTokenSecretRef: z.object({ name: z.string() }).optional(),
     })
     .safeParse(raw);
   if (!spec.success) return [];
   if (spec.data.source?.secretRef?.name) names.add(spec.data.source.secretRef.name);
+  if (spec.data.source?.api?.tokenSecretRef?.name) names.add(spec.data.source.api.tokenSecretRef.name);
   if (spec.data.controllerTokenSecretRef?.name) names.add(spec.data.controllerTokenSecretRef.name);
   return [...names];
 }

@@ -34,6 +34,9 @@ export function selectorIsEmpty(selector: LabelSelector): boolean {
   );
 }
 
+/** Names of pods not ready kept for status and messages (the count is exact). */
+export const MAX_NOT_READY_NAMES = 10;
+
 export interface PodTarget {
   name: string;
   url: string;
@@ -46,21 +49,24 @@ function hostPort(ip: string, port: number): string {
 
 /**
  * Pure: the ready pods the selector matches, sorted by name, each at its pod IP and the
- * `keyroll.dev/port` annotation (else the spec's port). Pods not ready or without an IP are
- * left out: they are not running a gateway that could prove anything.
+ * `keyroll.dev/port` annotation (else the spec's port). Pods not ready or without an IP are no
+ * targets (nothing can be observed there) but are counted and named: they hold the key
+ * lifecycle back and keep Ready False.
  */
 export function podTargets(
   pods: readonly CachedPod[],
   namespace: string,
   selector: LabelSelector,
   defaultPort: number,
-): { targets: PodTarget[]; notReady: number } {
+): { targets: PodTarget[]; notReady: number; notReadyNames: string[] } {
   const targets: PodTarget[] = [];
   let notReady = 0;
+  const notReadyNames: string[] = [];
   for (const pod of pods) {
     if (pod.namespace !== namespace || !selectorMatches(selector, pod.labels)) continue;
     if (!pod.ready || !pod.podIP) {
       notReady++;
+      notReadyNames.push(pod.name);
       continue;
     }
     targets.push({
@@ -70,5 +76,6 @@ export function podTargets(
     });
   }
   targets.sort((a, b) => a.name.localeCompare(b.name));
-  return { targets, notReady };
+  notReadyNames.sort();
+  return { targets, notReady, notReadyNames: notReadyNames.slice(0, MAX_NOT_READY_NAMES) };
 }

@@ -7,6 +7,16 @@ import {
   type Rotation,
   reconcileGatewayKey,
 } from '../engine/gateway-key.ts';
+import type { KeyLifecycle } from '../lifecycle/lifecycle.ts';
+import {
+  type Announcer,
+  type CallPolicy,
+  DEFAULT_CALL_POLICY,
+  httpAnnouncer,
+  httpRevoker,
+  type Revoker,
+  retire,
+} from '../lifecycle/retire.ts';
 import type { Logger, SecretRegistry } from '../log.ts';
 import type { ControllerClient } from '../reconcile/controller-client.ts';
 import type { RetryPolicy } from '../reconcile/retry.ts';
@@ -14,7 +24,7 @@ import { EventRecorder, type EventSpec } from './events.ts';
 import { type CachedGatewayKey, type GatewayKeyStatus, parseGatewayKey, splitKey } from './gateway-key.ts';
 import { isKubeError, type KubeClient } from './kube-port.ts';
 import type { OperatorMetrics } from './metrics.ts';
-import { statusChanged } from './status.ts';
+import { statusChanged, statusWithLifecycle } from './status.ts';
 
 export interface PassSettings {
   retry: RetryPolicy;
@@ -46,6 +56,13 @@ export interface ReconcilerDeps extends GatewayKeyCaches {
   /** Every key and token the operator reads is registered here, so no log line can carry it. */
   secretValues: SecretRegistry;
   controllerClient?: (url: string, token: string, timeoutMs: number) => ControllerClient;
+  /** Revoke and webhook calls: retries with capped backoff, per-call timeout. */
+  retireCalls?: CallPolicy;
+}
+
+/** Thrown after status is written when a revoke or the webhook failed: the queue retries with capped backoff. */
+export class RetirementFailedError extends Error {
+  override name = 'RetirementFailedError';
 }
 
 /** Thrown after status is written when targets failed: the queue retries with capped backoff. */
@@ -63,6 +80,9 @@ export type GatewayKeyReconciler = (key: string) => Promise<GatewayKeyResult>;
 
 export function createGatewayKeyReconciler(deps: ReconcilerDeps): GatewayKeyReconciler {
   const rotations = new Map<string, Rotation>();
+  // The lifecycle as this reconciler last stored it: a cache that has not yet seen a write must not
+  // take a retirement back (one reconciler per leadership term, so no other writer meanwhile).
+  const lifecycles = new Map<string, { uid: string; lifecycle: KeyLifecycle }>();
   const recorder = new EventRecorder({
     kube: deps.kube,
     now: () => deps.clock.now(),
@@ -151,6 +171,7 @@ export function createGatewayKeyReconciler(deps: ReconcilerDeps): GatewayKeyReco
         missingSourceRequeueMs: deps.missingSourceRequeueMs,
         secretValues: deps.secretValues,
         rotations,
+        lifecycles,
         ...(deps.controllerClient ? { controllerClient: deps.controllerClient } : {}),
         onProgress: async (next) => {
           const from = current ?? deps.gatewayKeys.get(namespace, name);
@@ -170,8 +191,53 @@ export function createGatewayKeyReconciler(deps: ReconcilerDeps): GatewayKeyReco
       deps.metrics.forget(namespace, name);
       return result;
     }
-    await writeStatus(current ?? gk, result.status);
+    let stored = await writeStatus(current ?? gk, result.status);
+    if (result.lifecycle) lifecycles.set(key, { uid: gk.uid, lifecycle: result.lifecycle.lifecycle });
     await record(gk, result.events);
+
+    // Retiring: every durable step is a status write (Retiring before the revoke call, Retired after).
+    const lc = result.lifecycle?.lifecycle;
+    const plan = result.retirement;
+    if (lc && plan && lc.previous.some((p) => p.state === 'Retirable' || p.state === 'Retiring')) {
+      const policy = deps.retireCalls ?? DEFAULT_CALL_POLICY;
+      const revoker: Revoker | undefined =
+        plan.revokeUrl && plan.sourceToken
+          ? httpRevoker(plan.revokeUrl, plan.sourceToken, policy)
+          : undefined;
+      const announcer: Announcer | undefined = plan.webhook ? httpAnnouncer(plan.webhook, policy) : undefined;
+      let status = result.status;
+      const done = await retire(
+        lc,
+        { gatewayKey: name, namespace, provenTargets: plan.provenTargets },
+        {
+          async persist(next) {
+            status = statusWithLifecycle(status, next, gk.generation, new Date(deps.clock.now()));
+            stored = await writeStatus(stored, status);
+            if (stored.uid !== gk.uid || statusChanged(stored.rawStatus, status))
+              throw new Error(`status of ${key}: the lifecycle could not be stored (GatewayKey gone?)`);
+            lifecycles.set(key, { uid: gk.uid, lifecycle: next });
+          },
+          ...(revoker ? { revoker } : {}),
+          ...(announcer ? { announcer } : {}),
+          clock: deps.clock,
+          log,
+          signal: deps.signal,
+        },
+      );
+      result.status = status;
+      result.lifecycle = { ...result.lifecycle!, lifecycle: done.lifecycle };
+      await record(gk, [
+        ...done.revoked.map((v) => ({
+          type: 'Normal' as const,
+          reason: 'PreviousKeyRevoked',
+          message: `Revoked key version ${v} at the source: every target proved ${lc.current?.version}`,
+        })),
+        ...(done.error
+          ? [{ type: 'Warning' as const, reason: 'RetirementFailed', message: done.error }]
+          : []),
+      ]);
+      if (done.error) result.retireError = deps.secretValues.scrub(done.error);
+    }
     deps.metrics.reportStatus(namespace, name, result.status);
 
     if (result.unresolved) {
@@ -225,6 +291,7 @@ export function createReconciler(
   const reconcile = createGatewayKeyReconciler(deps);
   return async (key) => {
     const r = await reconcile(key);
+    if (r.retireError) throw new RetirementFailedError(`retiring a previous key of ${key}: ${r.retireError}`);
     if (r.retry && r.pass) {
       const s = r.pass.summary;
       throw new TargetsNotConvergedError(

@@ -2,7 +2,8 @@
 
 import { emptySummary, type PassResult, type PassSummary, tally } from '../engine/pass.ts';
 import type { TargetResult } from '../engine/target.ts';
-import { type Condition, type ConditionInput, rfc3339, setCondition } from './conditions.ts';
+import type { KeyLifecycle } from '../lifecycle/lifecycle.ts';
+import { type Condition, type ConditionInput, getCondition, rfc3339, setCondition } from './conditions.ts';
 import type { GatewayKeyStatus, TargetStatus } from './gateway-key.ts';
 
 /** The per-target list is a report, not an inventory: bounded so status stays small at any fleet size. */
@@ -17,6 +18,12 @@ export type DegradedReason =
   | 'InvalidVersionLabel'
   | 'TokenNotFound'
   | 'SourceUnavailable';
+
+/** Pods the selector matches that no pass could observe (not ready, no IP): how many, the first names. */
+export interface Unobserved {
+  count: number;
+  names: string[];
+}
 
 type ConditionSet = Array<Omit<ConditionInput, 'observedGeneration'>>;
 /** [status, reason, message] of one condition. */
@@ -361,4 +368,80 @@ export function canonical(value: unknown): string {
 /** Pure: true when writing `next` would change what the server stores. */
 export function statusChanged(stored: unknown, next: GatewayKeyStatus): boolean {
   return canonical(stored ?? {}) !== canonical(next);
+}
+
+/**
+ * Pure: the status with the pods that could not be observed counted (issue 12): `targets.total`
+ * is every pod the selector matches, Ready or not, and Ready cannot be True while one of them is
+ * unobserved — `kubectl wait --for=condition=Ready` means "every consumer proved it".
+ */
+export function statusWithUnobserved(
+  status: GatewayKeyStatus,
+  unobserved: Unobserved,
+  generation: number,
+  now: Date,
+): GatewayKeyStatus {
+  if (unobserved.count === 0 || !status.targets) return status;
+  const targets = {
+    ...status.targets,
+    total: status.targets.total + unobserved.count,
+    unobserved: unobserved.count,
+  };
+  const ready = getCondition(status.conditions, 'Ready');
+  const blocks = ready?.status === 'True' || ready?.reason === 'NoTargets';
+  if (!blocks) return { ...status, targets };
+  const names = podNames({ count: unobserved.count, first: unobserved.names });
+  const message =
+    `${targets.converged}/${targets.total} targets run key version ${status.desiredVersion ?? '?'}; ` +
+    `${unobserved.count} pod(s) matched but not observable (not ready or no IP): ${names}`;
+  return {
+    ...status,
+    targets,
+    conditions: apply(status.conditions, generation, now, [
+      { type: 'Ready', status: 'False', reason: 'TargetsUnobserved', message },
+    ]),
+  };
+}
+
+/**
+ * Pure: the status carrying the key lifecycle and its condition `PreviousKeyRetirable` — True
+ * while the oldest previous version not yet retired may be (or is being) retired, else False
+ * with the reason it is held back (or `Retired` / `NoPreviousKey`).
+ */
+export function statusWithLifecycle(
+  status: GatewayKeyStatus,
+  lc: KeyLifecycle,
+  generation: number,
+  now: Date,
+): GatewayKeyStatus {
+  if (!lc.current) return status;
+  const current = lc.current.version;
+  const open = lc.previous.find((p) => p.state !== 'Retired');
+  const last = lc.previous.filter((p) => p.state === 'Retired').at(-1);
+  let c: Omit<ConditionInput, 'observedGeneration'>;
+  if (open && (open.state === 'Retirable' || open.state === 'Retiring')) {
+    c = {
+      type: 'PreviousKeyRetirable',
+      status: 'True',
+      reason: open.state,
+      message: `key version ${open.version} may be retired: every target proved ${current}`,
+    };
+  } else if (open) {
+    c = {
+      type: 'PreviousKeyRetirable',
+      status: 'False',
+      reason: open.reason ?? open.state,
+      message: `key version ${open.version}: ${open.message ?? open.state}`,
+    };
+  } else if (last) {
+    c = {
+      type: 'PreviousKeyRetirable',
+      status: 'False',
+      reason: 'Retired',
+      message: `key version ${last.version} retired at ${last.retiredAt ?? '?'}`,
+    };
+  } else {
+    c = { type: 'PreviousKeyRetirable', status: 'False', reason: 'NoPreviousKey', message: '' };
+  }
+  return { ...status, lifecycle: lc, conditions: apply(status.conditions, generation, now, [c]) };
 }

@@ -32,7 +32,10 @@ const nonEmpty = (v: Json | undefined): boolean =>
 
 /** One JS predicate per CEL rule of the CRD, keyed by the rule text (`self` is the node's value). */
 const CEL: Record<string, (self: JsonObject) => boolean> = {
-  'has(self.secretRef)': (self) => self.secretRef !== undefined,
+  '!has(self.retire) || !has(self.retire.revokeUrl) || has(self.source.api)': (self) =>
+    !isObject(self.retire) ||
+    self.retire.revokeUrl === undefined ||
+    (isObject(self.source) && self.source.api !== undefined),
   '(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)':
     (self) => nonEmpty(self.matchLabels) || nonEmpty(self.matchExpressions),
   "self.operator in ['In', 'NotIn'] ? (has(self.values) && size(self.values) > 0) : (!has(self.values) || size(self.values) == 0)":
@@ -142,7 +145,28 @@ const SAMPLES: Array<[string, boolean, unknown]> = [
   ['empty expression key', false, sel({ matchExpressions: [{ key: '', operator: 'Exists' }] })],
   ['no source', false, { ...valid, source: {} }],
   ['both secretRef and api', false, { ...valid, source: { ...valid.source, api } }],
-  ['api source (not supported by the operator yet)', false, { ...valid, source: { api } }],
+  ['api source', true, { ...valid, source: { api } }],
+  [
+    'api source with mint, refresh and every retire field',
+    true,
+    {
+      ...valid,
+      source: { api: { ...api, mintUrl: 'https://keys.example/mint', refreshBefore: '72h' } },
+      retire: { after: '90s', revokeUrl: 'https://keys.example/revoke', webhook: 'http://hook.example/x' },
+    },
+  ],
+  ['retire.after alone (revokeUrl and webhook optional)', true, { ...valid, retire: { after: '1h30m' } }],
+  ['retire webhook with a Secret source', true, { ...valid, retire: { webhook: 'https://hook.example/' } }],
+  [
+    'retire.revokeUrl with a Secret source (no token to revoke with)',
+    false,
+    { ...valid, retire: { revokeUrl: 'https://keys.example/revoke' } },
+  ],
+  ['retire.after without a unit', false, { ...valid, retire: { after: '60' } }],
+  ['retire.after negative', false, { ...valid, retire: { after: '-1s' } }],
+  ['retire.webhook not http(s)', false, { ...valid, retire: { webhook: 'ftp://hook.example/' } }],
+  ['api mintUrl not http(s)', false, { ...valid, source: { api: { ...api, mintUrl: 'keys.example/mint' } } }],
+  ['api without tokenSecretRef', false, { ...valid, source: { api: { url: api.url } } }],
   ['unknown delivery', false, { ...valid, delivery: 'teleport' }],
   ['port 0', false, { ...valid, targets: { ...valid.targets, port: 0 } }],
   ['port 65536', false, { ...valid, targets: { ...valid.targets, port: 65536 } }],

@@ -229,10 +229,21 @@ describe('reconcileGatewayKey()', () => {
     const first = await reconcileGatewayKey(`${NS}/gk`, d, { dryRun: false });
     expect(first.pass?.summary).toMatchObject({ total: 2, converged: 2, patched: 2 });
     expect(first.rotation).toMatchObject({ version: 'v2', completed: true });
+    // gw-down matches the selector but is not ready: it cannot prove anything, so Ready stays
+    // False and names it (issue 12: Ready counts every pod the selector matches).
     expect(first.status?.conditions?.find((x) => x.type === 'Ready')).toMatchObject({
-      status: 'True',
-      reason: 'Converged',
+      status: 'False',
+      reason: 'TargetsUnobserved',
+      message: expect.stringContaining('gw-down'),
     });
+    expect(first.status?.targets).toEqual({
+      total: 3,
+      converged: 2,
+      progressing: 0,
+      failed: 0,
+      unobserved: 1,
+    });
+    expect(first.status?.lifecycle?.current).toMatchObject({ version: 'v2', provenAt: null });
     expect(first.events.map((e) => e.reason)).toEqual(['KeyRotated']);
     // Streamed: a live pass keeps no per-target results; status and Events come from the digest.
     expect(first.pass?.targets).toEqual([]);

@@ -67,8 +67,6 @@ beforeAll(async () => {
   members.forEach((m, i) => {
     putPod(server, `gw-${i}`, { app: APP }, Number(new URL(m.url).port));
   });
-  // A pod that is not Ready is no target.
-  putPod(server, 'gw-unready', { app: APP }, 1, false);
   await createGatewayKey(server, 'rotation', gatewayKeySpec({ app: APP }));
 }, 60_000);
 

@@ -47,8 +47,13 @@ export interface FakeKeyApi {
   expireIn(ms: number): void;
   /** Every request body and header seen, for secret greps (keys appear only in mint/current answers). */
   requestLog: string[];
-  /** Called at the moment a version is revoked (before the answer is sent). */
-  onRevoked: ((version: string) => void) | null;
+  /** Called at the moment a version is revoked; the answer waits for what it returns (crash tests hold it). */
+  onRevoked: ((version: string) => void | Promise<void>) | null;
+  /**
+   * Awaited when a revoke request arrives, before anything is done: a crash test kills the caller
+   * meanwhile. A request whose caller is gone by then is dropped unacted (recorded as status 499).
+   */
+  holdRevoke: ((version: string) => Promise<void>) | null;
   close(): Promise<void>;
 }
 
@@ -128,6 +133,13 @@ export async function startFakeKeyApi(opts: FakeKeyApiOptions): Promise<FakeKeyA
         revokeCalls.push({ version: typeof version === 'string' ? version : '', status, at });
         send(res, status, body);
       };
+      if (api.holdRevoke) {
+        await api.holdRevoke(typeof version === 'string' ? version : '');
+        if (req.socket.destroyed || res.destroyed) {
+          revokeCalls.push({ version: typeof version === 'string' ? version : '', status: 499, at });
+          return;
+        }
+      }
       const f = fault('revoke');
       if (f) return record(f, { error: 'injected' });
       if (typeof version !== 'string') return record(400, { error: 'version required' });
@@ -135,9 +147,9 @@ export async function startFakeKeyApi(opts: FakeKeyApiOptions): Promise<FakeKeyA
       if (!k) return record(404, { error: 'unknown version' });
       if (k.revokedAt !== null) return record(409, { error: 'already revoked' });
       if (k === current()) return record(422, { error: 'the current key cannot be revoked' });
-      k.revokedAt = at;
+      k.revokedAt = Date.now();
       changed();
-      api.onRevoked?.(k.version);
+      await api.onRevoked?.(k.version);
       return record(200, { ok: true, version });
     }
     send(res, 404, { error: 'not found' });
@@ -168,6 +180,7 @@ export async function startFakeKeyApi(opts: FakeKeyApiOptions): Promise<FakeKeyA
     },
     requestLog,
     onRevoked: null,
+    holdRevoke: null,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
