@@ -3,15 +3,17 @@
 // loaded chunk per command, so `keyroll controller` loads the controller and nothing else.
 //
 //   npm run build                 → dist/
-//   node scripts/build.mjs --outdir DIR
+//   node scripts/build.mjs --outdir DIR [--metafile FILE]   (FILE: esbuild's metafile, JSON)
 //
 // Why a bundle (BENCHMARKS.md, controller RSS): running the sources costs Node's TypeScript
 // stripping (≈20 MB resident) and loads every module of every dependency the controller touches;
-// bundled and tree-shaken, zod shrinks to the schemas the controller uses. The bundle sits one
+// bundled, the controller loads only its own code and json5: no zod and no pino (its config and
+// the profile-store checks are hand-written, src/log.ts writes the log lines itself), which
+// test/build/controller-chunk.test.ts checks on this build's metafile. The bundle sits one
 // folder below the package root, as src/ does, so src/version.ts finds package.json and the
 // OpenClaw cache from either place. @kubernetes/client-node stays an ordinary import from
 // node_modules: only the operator commands load it, and the tests run that exact package.
-import { rmSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,7 +21,7 @@ import { parseArgs } from 'node:util';
 import { build } from 'esbuild';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const { values } = parseArgs({ options: { outdir: { type: 'string' } } });
+const { values } = parseArgs({ options: { outdir: { type: 'string' }, metafile: { type: 'string' } } });
 const outdir = values.outdir ?? join(root, 'dist');
 
 /**
@@ -60,7 +62,7 @@ const result = await build({
   // Whitespace and syntax only: stack traces keep their function names.
   minifyWhitespace: true,
   minifySyntax: true,
-  // pino and its helpers are CommonJS and call require(); give every chunk one.
+  // CommonJS dependencies (json5, yaml, prom-client) call require(); give every chunk one.
   banner: {
     js: "import { createRequire as __keyrollRequire } from 'node:module';\nconst require = __keyrollRequire(import.meta.url);",
   },
@@ -69,6 +71,7 @@ const result = await build({
   logLevel: 'warning',
 });
 
+if (values.metafile) writeFileSync(values.metafile, JSON.stringify(result.metafile));
 const outputs = Object.values(result.metafile.outputs);
 const total = outputs.reduce((sum, out) => sum + out.bytes, 0);
 process.stderr.write(

@@ -15,11 +15,10 @@
 //   }
 // Throw UsageError (exit 2, hint to --help) or TerminalError (its exit code); main() prints them.
 // Long-running servers end with `return ctx.untilSignalled(() => server.stop())`.
-import type { DestinationStream } from 'pino';
+import { type DeprecatedFlag, type FlagValues, optionsFromUsage, parseCommandLine } from '../command-line.ts';
 import { EXIT_OK, errorMessage } from '../errors.ts';
-import { type DeprecatedFlag, type FlagValues, optionsFromUsage, parseCommandLine } from '../flags.ts';
-import { createLogger, type Logger } from '../log.ts';
-import { createProgress, type Progress } from '../reconcile/progress.ts';
+import { createLogger, type DestinationStream, type Logger } from '../log.ts';
+import type { createProgress, Progress } from '../reconcile/progress.ts';
 import { SecretRegistry } from '../secrets.ts';
 import { type Io, UsageError } from './usage.ts';
 
@@ -43,6 +42,11 @@ export interface CommandSpec {
   logTo?: 'stdout' | 'stderr';
   /** Fields of every log line besides `app`. */
   logBase?: Record<string, unknown>;
+  /**
+   * `createProgress` (src/reconcile/progress.ts), for a command with a fan-out. Passed in, not
+   * imported here: `keyroll controller` must load none of the reconcile code (nor its zod).
+   */
+  progress?: typeof createProgress;
 }
 
 export interface CommandContext {
@@ -60,7 +64,10 @@ export interface CommandContext {
   readonly signal: AbortSignal;
   /** A string flag's value, or undefined. */
   str(name: string): string | undefined;
-  /** A fan-out's progress on stderr: a line cut to the terminal's width, only when stderr is a TTY. */
+  /**
+   * A fan-out's progress on stderr: a line cut to the terminal's width, only when stderr is a TTY
+   * and the spec passed `progress`.
+   */
   progress(total: number): Progress;
   /** Waits for SIGINT/SIGTERM, runs `stop`, resolves 0 (stopped cleanly) or 1 (stop threw). */
   untilSignalled(stop: () => Promise<void>): Promise<number>;
@@ -173,7 +180,9 @@ export function commandContext(argv: readonly string[], io: Io, spec: CommandSpe
     signal: abort.signal,
     str,
     progress: (total) =>
-      io.isTty ? createProgress(total, (t) => stderr(fitToWidth(t, io.columns)), true) : NO_PROGRESS,
+      io.isTty && spec.progress
+        ? spec.progress(total, (t) => stderr(fitToWidth(t, io.columns)), true)
+        : NO_PROGRESS,
     untilSignalled: (stop) =>
       new Promise<number>((resolve) => {
         const run = () =>

@@ -1,10 +1,10 @@
-// Owns the controller's configuration: flags and environment parsed once, with zod, into one value.
+// Owns the controller's configuration: flags and environment parsed once into one value. Checked
+// by hand, not with zod: the controller's memory budget has no room for it (BENCHMARKS.md).
 import { readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import * as z from 'zod';
+import { checkDuration, millisecondsFlag, parseCommandLine } from '../command-line.ts';
 import { UsageError } from '../errors.ts';
-import { durationFlag, millisecondsFlag, parseCommandLine } from '../flags.ts';
 
 export const CONTROLLER_USAGE = `keyroll controller — in-pod controller: the gateway's front door; bootstraps and supervises
 the gateway, serves /_kilo/*, and proxies every other request to it
@@ -66,133 +66,258 @@ Environment:
                             is also the /_kilo/* token, as in KiloClaw (a warning is logged)
   KILOCODE_API_KEY          initial provider key (the first --patchable variable)
   REQUIRE_PROXY_TOKEN=true  same as --require-proxy-token
-  KEYROLL_LOG_LEVEL         pino log level (default info)
+  KEYROLL_LOG_LEVEL         log level (default info; --log-level sets it)
 `;
 
 const ENV_NAME = /^[A-Z_][A-Z0-9_]{0,127}$/;
-
-const port = (field: string, min = 1) =>
-  z.coerce
-    .number({ error: `${field} must be a port number (${min}-65535)` })
-    .int({ error: `${field} must be a port number (${min}-65535)` })
-    .min(min, { error: `${field} must be a port number (${min}-65535)` })
-    .max(65535, { error: `${field} must be a port number (${min}-65535)` });
-
-/** A duration flag; the message names the flag (these messages never quote a secret). */
-const duration = (field: string, min: number) =>
-  z.string().transform((text, ctx) => {
-    const r = durationFlag(min).safeParse(text);
-    if (r.success) return r.data;
-    ctx.addIssue({ code: 'custom', message: `${field}: ${r.error.issues[0]?.message ?? 'invalid'}` });
-    return z.NEVER;
-  });
-
-const count = (field: string, min: number) =>
-  z.coerce
-    .number({ error: `${field} must be a whole number >= ${min}` })
-    .int({ error: `${field} must be a whole number >= ${min}` })
-    .min(min, { error: `${field} must be a whole number >= ${min}` });
-
-const id = (field: string) =>
-  z.coerce
-    .number({ error: `${field} must be a numeric id (0-4294967294)` })
-    .int({ error: `${field} must be a numeric id (0-4294967294)` })
-    .min(0, { error: `${field} must be a numeric id (0-4294967294)` })
-    .max(4294967294, { error: `${field} must be a numeric id (0-4294967294)` })
-    .nullable();
+const PROVIDER_ID = /^[a-z][a-z0-9_-]{0,63}$/;
+const MAX_ID = 4294967294;
 
 const TOKEN_MISSING =
   'KEYROLL_CONTROLLER_TOKEN (or --controller-token-file) or, for KiloClaw compatibility, ' +
   'OPENCLAW_GATEWAY_TOKEN must be set (at least 16 characters)';
 
-const ConfigSchema = z
-  .object({
-    stateDir: z.string().min(1, { error: '--state-dir must be a directory path' }),
-    // 0 = any free port (tests); the listening port is logged.
-    port: port('--port', 0),
-    bind: z.string().min(1, { error: '--bind must be an IP address such as 0.0.0.0 or 127.0.0.1' }),
-    gatewayPort: port('--gateway-port'),
-    adminPort: port('--admin-port', 0).nullable(),
-    surgePort: port('--surge-port'),
-    restartStrategy: z.enum(['hold', 'surge'], { error: '--restart-strategy must be hold or surge' }),
-    holdTimeoutMs: duration('--hold-timeout', 100),
-    holdMax: count('--hold-max', 0),
-    drainTimeoutMs: duration('--drain-timeout', 0),
-    idleTimeoutMs: duration('--idle-timeout', 1000),
-    maxConnections: count('--max-connections', 1),
-    requireProxyToken: z.boolean(),
-    gatewayCmd: z.array(z.string()).min(1).nullable(),
-    openclawBin: z.string().min(1).nullable(),
-    delivery: z.enum(['restart', 'file'], { error: '--delivery must be restart or file' }),
-    keyFile: z.string().min(1).nullable(),
-    provider: z
-      .string()
-      .regex(/^[a-z][a-z0-9_-]{0,63}$/, { error: '--provider must be a provider id such as kilocode' }),
-    patchable: z
-      .array(z.string().regex(ENV_NAME, { error: '--patchable must be a comma-separated list of VAR names' }))
-      .min(1, { error: '--patchable must name at least one variable' }),
-    providerBaseUrl: z.url({ error: '--provider-base-url must be an http(s) URL' }).nullable(),
-    enableChatCompletions: z.boolean(),
-    stopTimeoutMs: duration('--stop-timeout', 100),
-    readyTimeoutMs: duration('--ready-timeout', 1000),
-    purgePlaintextBackups: z.boolean(),
-    /** The controller token: /_kilo/* bearer and the key of every fingerprint. */
-    token: z.string({ error: TOKEN_MISSING }).min(16, { error: TOKEN_MISSING }),
-    /** Where the token came from; `gateway-token` is the KiloClaw fallback the gateway can read. */
-    tokenSource: z.enum(['env', 'file', 'gateway-token']),
-    /** Accepted too, during a rotation of the controller token. */
-    previousToken: z
-      .string()
-      .min(16, { error: 'KEYROLL_CONTROLLER_TOKEN_PREVIOUS must be at least 16 characters' })
-      .nullable(),
-    /** The gateway's own token (OPENCLAW_GATEWAY_TOKEN), or null. */
-    gatewayToken: z.string().min(1).nullable(),
-    gatewayUid: id('--gateway-uid'),
-    gatewayGid: id('--gateway-gid'),
-  })
-  .superRefine((c, ctx) => {
-    if (c.delivery === 'file' && !c.keyFile) {
-      ctx.addIssue({
-        code: 'custom',
-        message: '--key-file is required with --delivery file (an absolute path)',
-      });
-    }
-    if (c.keyFile && !c.keyFile.startsWith('/')) {
-      ctx.addIssue({ code: 'custom', message: '--key-file must be an absolute path' });
-    }
-    if (c.surgePort === c.gatewayPort) {
-      ctx.addIssue({ code: 'custom', message: '--surge-port must differ from --gateway-port' });
-    }
-    if (c.adminPort !== null && c.adminPort !== 0 && c.adminPort === c.port) {
-      ctx.addIssue({ code: 'custom', message: '--admin-port must differ from --port' });
-    }
-    if ((c.gatewayUid === null) !== (c.gatewayGid === null)) {
-      ctx.addIssue({ code: 'custom', message: '--gateway-uid and --gateway-gid go together' });
-    }
-    // The gateway holds its own token: a controller token equal to it would be no secret from it.
-    // (The previous token may be the gateway token: that is the way out of the KiloClaw fallback.)
-    if (c.tokenSource !== 'gateway-token' && c.gatewayToken === c.token) {
-      ctx.addIssue({
-        code: 'custom',
-        message:
-          'the controller token must differ from OPENCLAW_GATEWAY_TOKEN (the gateway can read that one)',
-      });
-    }
-    if (c.requireProxyToken && c.gatewayToken === null) {
-      // Clients would need the controller token to pass the proxy: that is the admin credential.
-      ctx.addIssue({
-        code: 'custom',
-        message: '--require-proxy-token needs OPENCLAW_GATEWAY_TOKEN (clients present the gateway token)',
-      });
-    }
-    for (const name of c.patchable) {
-      if (name.startsWith('KEYROLL_CONTROLLER_TOKEN')) {
-        ctx.addIssue({ code: 'custom', message: '--patchable must not name the controller token' });
-      }
-    }
-  });
+export interface ControllerConfig {
+  stateDir: string;
+  /** 0 = any free port (tests); the listening port is logged. */
+  port: number;
+  bind: string;
+  gatewayPort: number;
+  adminPort: number | null;
+  surgePort: number;
+  restartStrategy: 'hold' | 'surge';
+  holdTimeoutMs: number;
+  holdMax: number;
+  drainTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxConnections: number;
+  requireProxyToken: boolean;
+  gatewayCmd: string[] | null;
+  openclawBin: string | null;
+  delivery: 'restart' | 'file';
+  keyFile: string | null;
+  provider: string;
+  patchable: string[];
+  providerBaseUrl: string | null;
+  enableChatCompletions: boolean;
+  stopTimeoutMs: number;
+  readyTimeoutMs: number;
+  purgePlaintextBackups: boolean;
+  /** The controller token: /_kilo/* bearer and the key of every fingerprint. */
+  token: string;
+  /** Where the token came from; `gateway-token` is the KiloClaw fallback the gateway can read. */
+  tokenSource: 'env' | 'file' | 'gateway-token';
+  /** Accepted too, during a rotation of the controller token. */
+  previousToken: string | null;
+  /** The gateway's own token (OPENCLAW_GATEWAY_TOKEN), or null. */
+  gatewayToken: string | null;
+  gatewayUid: number | null;
+  gatewayGid: number | null;
+}
 
-export type ControllerConfig = z.infer<typeof ConfigSchema>;
+/**
+ * Checks flag and env values one field at a time, collecting every problem (in the order of the
+ * fields) so that one UsageError names them all. Messages name the flag and the expected form,
+ * never the value.
+ */
+class Checks {
+  readonly issues: string[] = [];
+
+  fail(message: string): void {
+    this.issues.push(message);
+  }
+
+  /** Digits only, in [min, max]; NaN (reported) otherwise. */
+  #whole(text: string, min: number, max: number, message: string): number {
+    const n = /^\d+$/.test(text) ? Number(text) : Number.NaN;
+    if (n >= min && n <= max) return n;
+    this.fail(message);
+    return Number.NaN;
+  }
+
+  port(flag: string, text: string, min = 1): number {
+    return this.#whole(text, min, 65535, `${flag} must be a port number (${min}-65535)`);
+  }
+
+  count(flag: string, text: string, min: number): number {
+    return this.#whole(text, min, Number.MAX_SAFE_INTEGER, `${flag} must be a whole number >= ${min}`);
+  }
+
+  id(flag: string, text: string | null): number | null {
+    return text === null ? null : this.#whole(text, 0, MAX_ID, `${flag} must be a numeric id (0-${MAX_ID})`);
+  }
+
+  duration(flag: string, text: string, min: number): number {
+    const r = checkDuration(text, min);
+    if (r.ok) return r.value;
+    this.fail(`${flag}: ${r.reason}`);
+    return Number.NaN;
+  }
+
+  oneOf<T extends string>(text: string, choices: readonly T[], message: string): T {
+    if ((choices as readonly string[]).includes(text)) return text as T;
+    this.fail(message);
+    return choices[0]!;
+  }
+
+  nonEmpty(text: string | null, message: string): void {
+    if (text === '') this.fail(message);
+  }
+}
+
+function isHttpUrl(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.hostname !== '';
+  } catch {
+    return false;
+  }
+}
+
+/** The flag and env values (strings as given, defaults applied) before they are checked. */
+interface RawConfig {
+  stateDir: string;
+  port: string;
+  bind: string;
+  gatewayPort: string;
+  adminPort: string | null;
+  surgePort: string;
+  restartStrategy: string;
+  holdTimeout: string;
+  holdMax: string;
+  drainTimeout: string;
+  idleTimeout: string;
+  maxConnections: string;
+  requireProxyToken: boolean;
+  gatewayCmd: string[] | null;
+  openclawBin: string | null;
+  delivery: string;
+  keyFile: string | null;
+  provider: string;
+  patchable: string[];
+  providerBaseUrl: string | null;
+  enableChatCompletions: boolean;
+  stopTimeout: string;
+  readyTimeout: string;
+  purgePlaintextBackups: boolean;
+  token: string | undefined;
+  tokenSource: ControllerConfig['tokenSource'];
+  previousToken: string | null;
+  gatewayToken: string | null;
+  gatewayUid: string | null;
+  gatewayGid: string | null;
+}
+
+/**
+ * Every field checked, then the rules between fields (a field found invalid is NaN or, for a
+ * choice, its default, which none of those rules can mistake for a clash).
+ */
+function checkConfig(raw: RawConfig): ControllerConfig {
+  const c = new Checks();
+  if (raw.stateDir === '') c.fail('--state-dir must be a directory path');
+  const port = c.port('--port', raw.port, 0);
+  if (raw.bind === '') c.fail('--bind must be an IP address such as 0.0.0.0 or 127.0.0.1');
+  const gatewayPort = c.port('--gateway-port', raw.gatewayPort);
+  const adminPort = raw.adminPort === null ? null : c.port('--admin-port', raw.adminPort, 0);
+  const surgePort = c.port('--surge-port', raw.surgePort);
+  const restartStrategy = c.oneOf(
+    raw.restartStrategy,
+    ['hold', 'surge'] as const,
+    '--restart-strategy must be hold or surge',
+  );
+  const holdTimeoutMs = c.duration('--hold-timeout', raw.holdTimeout, 100);
+  const holdMax = c.count('--hold-max', raw.holdMax, 0);
+  const drainTimeoutMs = c.duration('--drain-timeout', raw.drainTimeout, 0);
+  const idleTimeoutMs = c.duration('--idle-timeout', raw.idleTimeout, 1000);
+  const maxConnections = c.count('--max-connections', raw.maxConnections, 1);
+  if (raw.gatewayCmd !== null && raw.gatewayCmd.length === 0) {
+    c.fail('--gateway-cmd must name a command, e.g. "node gateway.js --flag"');
+  }
+  c.nonEmpty(raw.openclawBin, '--openclaw-bin must be a path');
+  const delivery = c.oneOf(raw.delivery, ['restart', 'file'] as const, '--delivery must be restart or file');
+  c.nonEmpty(raw.keyFile, '--key-file must be an absolute path');
+  if (!PROVIDER_ID.test(raw.provider)) c.fail('--provider must be a provider id such as kilocode');
+  if (raw.patchable.some((name) => !ENV_NAME.test(name))) {
+    c.fail('--patchable must be a comma-separated list of VAR names');
+  }
+  if (raw.patchable.length === 0) c.fail('--patchable must name at least one variable');
+  if (raw.providerBaseUrl !== null && !isHttpUrl(raw.providerBaseUrl)) {
+    c.fail('--provider-base-url must be an http(s) URL');
+  }
+  const stopTimeoutMs = c.duration('--stop-timeout', raw.stopTimeout, 100);
+  const readyTimeoutMs = c.duration('--ready-timeout', raw.readyTimeout, 1000);
+  if (raw.token === undefined || raw.token.length < 16) c.fail(TOKEN_MISSING);
+  if (raw.previousToken !== null && raw.previousToken.length < 16) {
+    c.fail('KEYROLL_CONTROLLER_TOKEN_PREVIOUS must be at least 16 characters');
+  }
+  const gatewayUid = c.id('--gateway-uid', raw.gatewayUid);
+  const gatewayGid = c.id('--gateway-gid', raw.gatewayGid);
+
+  const config: ControllerConfig = {
+    stateDir: raw.stateDir,
+    port,
+    bind: raw.bind,
+    gatewayPort,
+    adminPort,
+    surgePort,
+    restartStrategy,
+    holdTimeoutMs,
+    holdMax,
+    drainTimeoutMs,
+    idleTimeoutMs,
+    maxConnections,
+    requireProxyToken: raw.requireProxyToken,
+    gatewayCmd: raw.gatewayCmd,
+    openclawBin: raw.openclawBin,
+    delivery,
+    keyFile: raw.keyFile,
+    provider: raw.provider,
+    patchable: raw.patchable,
+    providerBaseUrl: raw.providerBaseUrl,
+    enableChatCompletions: raw.enableChatCompletions,
+    stopTimeoutMs,
+    readyTimeoutMs,
+    purgePlaintextBackups: raw.purgePlaintextBackups,
+    token: raw.token!,
+    tokenSource: raw.tokenSource,
+    previousToken: raw.previousToken,
+    gatewayToken: raw.gatewayToken,
+    gatewayUid,
+    gatewayGid,
+  };
+  crossChecks(config, c);
+  if (c.issues.length > 0) throw new UsageError(c.issues.join('; '));
+  return config;
+}
+
+/** The rules between fields. */
+function crossChecks(c: ControllerConfig, checks: Checks): void {
+  if (c.delivery === 'file' && !c.keyFile) {
+    checks.fail('--key-file is required with --delivery file (an absolute path)');
+  }
+  if (c.keyFile && !c.keyFile.startsWith('/')) checks.fail('--key-file must be an absolute path');
+  if (c.surgePort === c.gatewayPort) checks.fail('--surge-port must differ from --gateway-port');
+  if (c.adminPort !== null && c.adminPort !== 0 && c.adminPort === c.port) {
+    checks.fail('--admin-port must differ from --port');
+  }
+  if ((c.gatewayUid === null) !== (c.gatewayGid === null)) {
+    checks.fail('--gateway-uid and --gateway-gid go together');
+  }
+  // The gateway holds its own token: a controller token equal to it would be no secret from it.
+  // (The previous token may be the gateway token: that is the way out of the KiloClaw fallback.)
+  if (c.tokenSource !== 'gateway-token' && c.gatewayToken === c.token) {
+    checks.fail(
+      'the controller token must differ from OPENCLAW_GATEWAY_TOKEN (the gateway can read that one)',
+    );
+  }
+  if (c.requireProxyToken && c.gatewayToken === null) {
+    // Clients would need the controller token to pass the proxy: that is the admin credential.
+    checks.fail('--require-proxy-token needs OPENCLAW_GATEWAY_TOKEN (clients present the gateway token)');
+  }
+  if (c.patchable.some((name) => name.startsWith('KEYROLL_CONTROLLER_TOKEN'))) {
+    checks.fail('--patchable must not name the controller token');
+  }
+}
 
 /** Millisecond flags of earlier releases, now durations. */
 const DEPRECATED = {
@@ -248,7 +373,7 @@ export function parseControllerConfig(
       : undefined;
   const gatewayToken = nonEmpty(env.OPENCLAW_GATEWAY_TOKEN);
   const previousToken = nonEmpty(env.KEYROLL_CONTROLLER_TOKEN_PREVIOUS);
-  const raw = {
+  const raw: RawConfig = {
     stateDir: stateDirFlag ?? env.OPENCLAW_STATE_DIR ?? join(env.HOME ?? homedir(), '.openclaw'),
     port: values.port ?? '18789',
     bind: values.bind ?? '0.0.0.0',
@@ -256,10 +381,10 @@ export function parseControllerConfig(
     adminPort: values['admin-port'] ?? null,
     surgePort: values['surge-port'] ?? String(Number(values['gateway-port'] ?? '3001') + 1),
     restartStrategy: values['restart-strategy'] ?? 'hold',
-    holdTimeoutMs: values['hold-timeout'] ?? '60s',
+    holdTimeout: values['hold-timeout'] ?? '60s',
     holdMax: values['hold-max'] ?? '1000',
-    drainTimeoutMs: values['drain-timeout'] ?? '30s',
-    idleTimeoutMs: values['idle-timeout'] ?? '300s',
+    drainTimeout: values['drain-timeout'] ?? '30s',
+    idleTimeout: values['idle-timeout'] ?? '300s',
     maxConnections: values['max-connections'] ?? '4096',
     requireProxyToken: flag['require-proxy-token'] ?? env.REQUIRE_PROXY_TOKEN === 'true',
     gatewayCmd: values['gateway-cmd'] === undefined ? null : splitCommand(values['gateway-cmd']),
@@ -273,8 +398,8 @@ export function parseControllerConfig(
       .filter(Boolean),
     providerBaseUrl: values['provider-base-url'] ?? null,
     enableChatCompletions: flag['enable-chat-completions'] ?? false,
-    stopTimeoutMs: values['stop-timeout'] ?? '10s',
-    readyTimeoutMs: values['ready-timeout'] ?? '5m',
+    stopTimeout: values['stop-timeout'] ?? '10s',
+    readyTimeout: values['ready-timeout'] ?? '5m',
     purgePlaintextBackups: flag['purge-plaintext-backups'] ?? false,
     token: fileToken ?? envToken ?? gatewayToken,
     tokenSource: fileToken !== undefined ? 'file' : envToken !== undefined ? 'env' : 'gateway-token',
@@ -285,14 +410,7 @@ export function parseControllerConfig(
     gatewayUid: values['gateway-uid'] ?? null,
     gatewayGid: values['gateway-gid'] ?? null,
   };
-  const parsed = ConfigSchema.safeParse(raw);
-  if (!parsed.success) {
-    throw new UsageError(parsed.error.issues.map((i) => i.message).join('; '));
-  }
-  if (parsed.data.gatewayCmd !== null && parsed.data.gatewayCmd.length === 0) {
-    throw new UsageError('--gateway-cmd must name a command, e.g. "node gateway.js --flag"');
-  }
-  return parsed.data;
+  return checkConfig(raw);
 }
 
 function nonEmpty(v: string | undefined): string | undefined {

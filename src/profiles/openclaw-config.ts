@@ -3,23 +3,12 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import JSON5 from 'json5';
-import * as z from 'zod';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import { fsReason } from './json-store.ts';
 import { MAX_STORE_BYTES, StoreError } from './store-doc.ts';
 import type { ProfileForm, RefTarget } from './types.ts';
 
 export const CONFIG_FILE = 'openclaw.json';
-
-const AuthProfileDecl = z.looseObject({ provider: z.string().optional(), mode: z.string().optional() });
-const ConfigShape = z.looseObject({
-  auth: z.looseObject({ profiles: z.record(z.string(), AuthProfileDecl).optional() }).optional(),
-  secrets: z
-    .looseObject({
-      providers: z.record(z.string(), z.looseObject({ source: z.string().optional() })).optional(),
-    })
-    .optional(),
-});
 
 export type JsonObject = Record<string, unknown>;
 
@@ -109,7 +98,7 @@ export async function readConfigFile(path: string): Promise<ConfigSnapshot> {
   if (!read.ok) throw new StoreError(read.error);
   const root = read.root;
   if (!isPlainObject(root)) throw new StoreError(`${CONFIG_FILE} is not a JSON object`);
-  if (!ConfigShape.safeParse(root).success) {
+  if (!hasKnownShape(root)) {
     throw new StoreError(`${CONFIG_FILE} has an unexpected shape in auth.profiles or secrets.providers`);
   }
   return { path, root };
@@ -139,13 +128,34 @@ export async function updateConfigFile(
   return true;
 }
 
+/**
+ * The parts of openclaw.json keyroll reads, in the shape OpenClaw gives them (checked by hand:
+ * the in-pod controller reads this file and has no memory for zod): `auth` an object whose
+ * `profiles` maps ids to `{provider?: string, mode?: string, …}`, and `secrets` an object whose
+ * `providers` maps aliases to `{source?: string, …}`. Everything else is free.
+ */
+function hasKnownShape(root: JsonObject): boolean {
+  const recordOf = (v: unknown, fieldsAreStrings: readonly string[]) =>
+    v === undefined ||
+    (isPlainObject(v) &&
+      Object.values(v).every(
+        (entry) =>
+          isPlainObject(entry) &&
+          fieldsAreStrings.every((f) => entry[f] === undefined || typeof entry[f] === 'string'),
+      ));
+  const { auth, secrets } = root;
+  if (auth !== undefined && !(isPlainObject(auth) && recordOf(auth.profiles, ['provider', 'mode'])))
+    return false;
+  return secrets === undefined || (isPlainObject(secrets) && recordOf(secrets.providers, ['source']));
+}
+
 /** Profile ids `auth.profiles` declares for `provider` (by `provider`, else by the id prefix). */
 export function declaredProfilesIn(root: JsonObject | null, provider: string): string[] {
-  const parsed = ConfigShape.safeParse(root ?? {});
-  const profiles = parsed.success ? (parsed.data.auth?.profiles ?? {}) : {};
+  const profiles = root && hasKnownShape(root) && isPlainObject(root.auth) ? root.auth.profiles : undefined;
+  if (!isPlainObject(profiles)) return [];
   return Object.entries(profiles)
-    .filter(([id, decl]) => (decl.provider ?? id.split(':')[0]) === provider)
-    .filter(([, decl]) => decl.mode === undefined || decl.mode === 'api_key')
+    .filter(([id, decl]) => isPlainObject(decl) && (decl.provider ?? id.split(':')[0]) === provider)
+    .filter(([, decl]) => isPlainObject(decl) && (decl.mode === undefined || decl.mode === 'api_key'))
     .map(([id]) => id);
 }
 

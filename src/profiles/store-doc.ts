@@ -1,36 +1,10 @@
-// Owns the auth-profile store document: parsing (zod), classification and the pure rewrite plan.
-import * as z from 'zod';
+// Owns the auth-profile store document: parsing (checked by hand: the in-pod controller loads this
+// and has no memory for zod), classification and the pure rewrite plan.
+import { type Issues, issuesText, typeIssue } from './json-shape.ts';
 import type { ProfileForm, ProfileResult, RefTarget } from './types.ts';
 
 /** Stores larger than this are refused: a real store is a few KiB; this guards memory and time. */
 export const MAX_STORE_BYTES = 16 * 1024 * 1024;
-
-const SecretRefObject = z.looseObject({
-  source: z.string(),
-  provider: z.string().optional(),
-  id: z.string(),
-});
-/** A ref object, or the env shorthand `"${VAR}"` / `"$VAR"` OpenClaw accepts in config. */
-const SecretRef = z.union([z.string(), SecretRefObject]);
-
-const Credential = z.looseObject({
-  type: z.string().optional(),
-  provider: z.string().optional(),
-  key: z.string().optional(),
-  api_key: z.string().optional(),
-  keyRef: SecretRef.optional(),
-});
-
-const VersionedStore = z.looseObject({
-  version: z.number().int().nonnegative().optional(),
-  profiles: z.record(z.string(), Credential),
-  order: z.record(z.string(), z.unknown()).optional(),
-  lastGood: z.record(z.string(), z.unknown()).optional(),
-  usageStats: z.record(z.string(), z.unknown()).optional(),
-});
-
-/** The pre-versioning file: provider → credential, no wrapper. */
-const FlatStore = z.record(z.string(), Credential);
 
 type Json = unknown;
 type JsonObject = Record<string, Json>;
@@ -38,8 +12,8 @@ type JsonObject = Record<string, Json>;
 export type StoreShape = 'versioned' | 'flat';
 
 /**
- * A parsed store. `root` is the document exactly as `JSON.parse` returned it: zod only
- * validates, so every field it does not know (and their order) survives a rewrite.
+ * A parsed store. `root` is the document exactly as `JSON.parse` returned it: the shape is only
+ * checked, so every field it does not know (and their order) survives a rewrite.
  */
 export interface StoreDoc {
   shape: StoreShape;
@@ -88,19 +62,60 @@ export function parseStoreValue(root: unknown, trailingNewline = false): ParseOu
     return { ok: false, error: `store top level is ${kind}, expected a JSON object` };
   }
   const versioned = 'profiles' in root || 'version' in root;
-  const parsed = versioned ? VersionedStore.safeParse(root) : FlatStore.safeParse(root);
-  if (!parsed.success) {
-    return { ok: false, error: `store has an unexpected shape: ${formatIssues(parsed.error)}` };
-  }
+  const issues: Issues = [];
+  if (versioned) checkVersionedStore(root, issues);
+  else checkCredentials(root, [], issues);
+  if (issues.length > 0)
+    return { ok: false, error: `store has an unexpected shape: ${issuesText(issues, 3)}` };
   return { ok: true, doc: { shape: versioned ? 'versioned' : 'flat', root, trailingNewline } };
 }
 
-/** Issue paths are profile ids and field names; zod messages name types, never input values. */
-function formatIssues(error: z.ZodError): string {
-  return error.issues
-    .slice(0, 3)
-    .map((i) => `${i.path.length ? i.path.map(String).join('.') : '(root)'}: ${i.message}`)
-    .join('; ');
+// The shapes OpenClaw writes. Fields not named here are kept as they are (only checked, never
+// stripped); issue paths are profile ids and field names, never values.
+
+/** `{version?, profiles: {id: credential}, order?, lastGood?, usageStats?}`. */
+function checkVersionedStore(root: JsonObject, issues: Issues): void {
+  const version = root.version;
+  if (version !== undefined) {
+    if (typeof version !== 'number') issues.push(typeIssue(['version'], 'number', version));
+    else if (!Number.isInteger(version)) issues.push(typeIssue(['version'], 'int', version));
+    else if (version < 0) issues.push({ path: ['version'], message: 'Too small: expected number to be >=0' });
+  }
+  if (!isPlainObject(root.profiles)) issues.push(typeIssue(['profiles'], 'record', root.profiles));
+  else checkCredentials(root.profiles, ['profiles'], issues);
+  for (const field of ['order', 'lastGood', 'usageStats']) {
+    const v = root[field];
+    if (v !== undefined && !isPlainObject(v)) issues.push(typeIssue([field], 'record', v));
+  }
+}
+
+/** Every value of `container` a credential: an object whose key fields are strings and whose keyRef is a ref. */
+function checkCredentials(container: JsonObject, at: string[], issues: Issues): void {
+  for (const [id, credential] of Object.entries(container)) {
+    const path = [...at, id];
+    if (!isPlainObject(credential)) {
+      issues.push(typeIssue(path, 'object', credential));
+      continue;
+    }
+    for (const field of ['type', 'provider', 'key', 'api_key']) {
+      const v = credential[field];
+      if (v !== undefined && typeof v !== 'string') issues.push(typeIssue([...path, field], 'string', v));
+    }
+    const ref = credential.keyRef;
+    if (ref !== undefined && !isSecretRef(ref))
+      issues.push({ path: [...path, 'keyRef'], message: 'Invalid input' });
+  }
+}
+
+/** A ref object `{source, provider?, id}`, or the env shorthand `"${VAR}"` / `"$VAR"` OpenClaw accepts. */
+function isSecretRef(v: unknown): boolean {
+  if (typeof v === 'string') return true;
+  return (
+    isPlainObject(v) &&
+    typeof v.source === 'string' &&
+    typeof v.id === 'string' &&
+    (v.provider === undefined || typeof v.provider === 'string')
+  );
 }
 
 export interface ProfileEntry {

@@ -12,6 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.ts';
 import { commandContext, fitToWidth } from '../../src/cli/shell.ts';
 import type { Io } from '../../src/cli/usage.ts';
+import { createProgress } from '../../src/reconcile/progress.ts';
 
 const BIN = fileURLToPath(new URL('../../bin/keyroll.mjs', import.meta.url));
 
@@ -139,7 +140,7 @@ describe('-o json', () => {
 });
 
 describe('progress', () => {
-  const spec = { name: 'thing', usage: 'Usage: keyroll thing\n' };
+  const spec = { name: 'thing', usage: 'Usage: keyroll thing\n', progress: createProgress };
   it('is absent when stderr is not a terminal', () => {
     const { io, out } = capture({ isTty: false, columns: 80 });
     const ctx = commandContext([], io, spec);
