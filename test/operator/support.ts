@@ -212,7 +212,7 @@ export async function startTestOperator(
   });
   const op = await startOperator({
     kube,
-    config: { ...config, namespace: NS },
+    config: { ...config, namespace: overrides.namespace ?? NS },
     log,
     clock: systemClock,
     secretValues,

@@ -189,3 +189,59 @@ export async function startFakeKeyApi(opts: FakeKeyApiOptions): Promise<FakeKeyA
   };
   return api;
 }
+
+/** Where a crash test kills the process that retires a key, relative to its revoke call. */
+export type KillPoint = 'before' | 'during' | 'after';
+
+/**
+ * Runs `kill` at `point` and resolves once it ran: `before` — as soon as `started()` (e.g. the
+ * first delivery reached a target), before any revoke; `during` — the revoke request arrived and is
+ * held unacted (the API then drops it: its caller is gone); `after` — the API revoked and holds its
+ * answer (the caller never learns of it). Rejects when nothing happens within `timeoutMs`.
+ */
+export async function killAt(
+  api: FakeKeyApi,
+  point: KillPoint,
+  started: () => boolean,
+  kill: () => Promise<unknown>,
+  timeoutMs = 20_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  if (point === 'before') {
+    while (!started()) {
+      if (Date.now() > deadline) throw new Error('killAt(before): the pass never started delivering');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await kill();
+    return;
+  }
+  let release!: () => void;
+  const held = new Promise<void>((r) => {
+    release = r;
+  });
+  let arrived = false;
+  const previous = api.onRevoked;
+  const hold = async () => {
+    arrived = true;
+    await held;
+  };
+  if (point === 'during') api.holdRevoke = hold;
+  else
+    api.onRevoked = async (v) => {
+      await previous?.(v);
+      await hold();
+    };
+  try {
+    while (!arrived) {
+      if (Date.now() > deadline) throw new Error(`killAt(${point}): no revoke call arrived`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await kill();
+    // Let the API see the dead caller's socket close before the held request goes on.
+    await new Promise((r) => setTimeout(r, 50));
+  } finally {
+    api.holdRevoke = null;
+    api.onRevoked = previous;
+    release();
+  }
+}
