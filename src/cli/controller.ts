@@ -3,7 +3,7 @@ import { CONTROLLER_USAGE, HelpRequested, parseControllerConfig } from '../contr
 import { startController } from '../controller/controller.ts';
 import { EnvStore } from '../controller/env-store.ts';
 import { CONTROLLER_ONLY_VARS } from '../controller/openclaw-cli.ts';
-import { FILE_PROVIDER_ALIAS } from '../controller/openclaw-config.ts';
+import { configPath, FILE_PROVIDER_ALIAS } from '../controller/openclaw-config.ts';
 import { createProfilePort } from '../controller/profiles-adapter.ts';
 import { EXIT_OK } from '../errors.ts';
 import { type CommandContext, commandContext } from './shell.ts';
@@ -40,13 +40,16 @@ async function serve(ctx: CommandContext, argv: string[], env: NodeJS.ProcessEnv
   const { secrets, log } = ctx;
   for (const t of [config.token, config.previousToken, config.gatewayToken]) secrets.add(t);
   const keyVar = config.patchable[0]!;
+  const gatewayEnv = new EnvStore(env);
   const controller = await startController({
     config,
-    env: new EnvStore(env),
+    env: gatewayEnv,
     log,
     secrets,
     profiles: createProfilePort({
       stateDir: config.stateDir,
+      // The file the gateway reads, as the controller's own config edits find it (controller.ts).
+      configPath: () => configPath(config.stateDir, gatewayEnv.snapshot()),
       provider: config.provider,
       target:
         config.delivery === 'file'

@@ -29,6 +29,11 @@ export interface ProfilePortOptions {
   provider: string;
   target: RefTarget;
   log: Logger;
+  /**
+   * openclaw.json's path as the gateway reads it (`OPENCLAW_CONFIG_PATH` of its env, else
+   * `<state dir>/openclaw.json`), asked at every scan and migration; default the latter.
+   */
+  configPath?: () => string;
   /** Longest (asynchronous) wait of a scan for a locked SQLite store; default 200 ms. */
   scanBusyTimeoutMs?: number;
   /**

@@ -23,6 +23,7 @@ export function createProfilePort(opts: ProfilePortOptions): ProfilePort {
     async migrate(layouts) {
       const r = await migrateProfiles({
         stateDir: opts.stateDir,
+        ...(opts.configPath ? { configPath: opts.configPath() } : {}),
         provider: opts.provider,
         target: opts.target,
         ...(layouts ? { layouts } : {}),
@@ -38,6 +39,7 @@ export function createProfilePort(opts: ProfilePortOptions): ProfilePort {
     async scan() {
       const r = await scanProfiles({
         stateDir: opts.stateDir,
+        ...(opts.configPath ? { configPath: opts.configPath() } : {}),
         provider: opts.provider,
         log: opts.log,
         busyTimeoutMs: opts.scanBusyTimeoutMs ?? STATE_SCAN_BUSY_MS,
