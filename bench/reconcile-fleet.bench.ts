@@ -8,6 +8,7 @@
 //   BENCH_LEVELS=250,1000             concurrency levels (= maxUnavailable); default 10,50,100,250,
 //                                     or 250,1000 above 1,000 targets
 //   BENCH_KEYROLL_NODE_FLAGS="…"      Node flags instead of the image's (experiments)
+//   BENCH_CPU_PROF=dir                write each pass's --cpu-prof profile to dir (bundle not minified)
 //   BENCH_CLIENT_MODULE=path          bundle this controller-client module instead of src's (an
 //                                     older copy, for a before/after comparison on the same tree)
 import { spawn } from 'node:child_process';
@@ -25,9 +26,12 @@ const LEVELS = (process.env.BENCH_LEVELS ?? (TARGETS > 1000 ? '250,1000' : '10,5
   .split(',')
   .map(Number);
 const TOKEN = 'bench-token-fleet-0123456789abcdef';
-const NODE_FLAGS =
-  process.env.BENCH_KEYROLL_NODE_FLAGS?.split(' ').filter(Boolean) ??
-  imageCommand('operator', '/app').nodeFlags;
+const CPU_PROF = process.env.BENCH_CPU_PROF ? resolve(process.env.BENCH_CPU_PROF) : null;
+const NODE_FLAGS = [
+  ...(process.env.BENCH_KEYROLL_NODE_FLAGS?.split(' ').filter(Boolean) ??
+    imageCommand('operator', '/app').nodeFlags),
+  ...(CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`] : []),
+];
 
 // The pass as the image runs code: one esbuild bundle, builtins taken with getBuiltinModule (as
 // scripts/build.mjs does, so node:http does not load undici), no type stripping at run time.
@@ -43,8 +47,8 @@ await build({
   format: 'esm',
   platform: 'node',
   target: 'node22.19',
-  minifyWhitespace: true,
-  minifySyntax: true,
+  minifyWhitespace: !CPU_PROF,
+  minifySyntax: !CPU_PROF,
   banner: {
     js: "import { createRequire as __keyrollRequire } from 'node:module';\nconst require = __keyrollRequire(import.meta.url);",
   },

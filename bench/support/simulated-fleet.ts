@@ -1,37 +1,194 @@
 // A fleet of simulated in-pod controllers in one process, for the reconcile fleet benchmark: each
-// is the test suite's fake controller (real HTTP on loopback, /_kilo/state and /_kilo/env/patch,
-// a restart that keeps the gateway not ready for RESTART_MS). Prints the URLs as one JSON line,
-// then answers each `stats` line on stdin with one JSON line: requests served so far by method,
-// and this process's own CPU (ms) and RSS (MB), so the benchmark can keep them apart from keyroll's.
+// target is its own TCP listener on loopback speaking the controller's wire contract as the test
+// suite's fake controller does (test/reconcile/support/fake-controller.ts: `/_kilo/state`,
+// `/_kilo/env/patch`, a restart keeps the gateway not ready for RESTART_MS, then a new PID and the
+// fingerprints of the delivered key), but built to cost as little CPU per request as possible, so
+// that the benchmark measures keyroll and not the simulator: HTTP/1.1 over `node:net` with a
+// minimal request reader instead of node:http, each target's `/_kilo/state` response (status line,
+// headers, body) kept as one Buffer and rebuilt only when the target changes, and one fingerprint
+// per distinct key (every target shares the token, so a key's fingerprints are the same for all).
+//
+// Prints `{"urls": [...]}` as one JSON line, then answers each `stats` line on stdin with one JSON
+// line: requests served since the previous `stats` by method, the CPU (ms) this process used since
+// then, and its RSS (MB).
+//   argv[2]: targets; env FLEET_TOKEN, FLEET_KEY (the key every gateway runs at start), RESTART_MS
+import type * as Net from 'node:net';
 import { createInterface } from 'node:readline';
-import { type FakeController, startFakeController } from '../../test/reconcile/support/fake-controller.ts';
+import { fingerprintEnv } from '../../src/fingerprint.ts';
 
+const net: typeof Net = process.getBuiltinModule('node:net');
 const count = Number(process.argv[2] ?? 500);
 const token = process.env.FLEET_TOKEN ?? '';
-const key = process.env.FLEET_KEY ?? '';
 const restartMs = Number(process.env.RESTART_MS ?? 200);
-const controllers: FakeController[] = [];
-for (let i = 0; i < count; i++) controllers.push(await startFakeController({ token, key, restartMs }));
-process.stdout.write(`${JSON.stringify({ urls: controllers.map((c) => c.url) })}\n`);
+const ENV_VAR = 'KILOCODE_API_KEY';
+/** A request head or body past this is not one the reconciler sends; the connection is dropped. */
+const MAX_REQUEST_BYTES = 64 * 1024;
 
+const envHashes = new Map<string, string>();
+const envHashOf = (key: string) => {
+  let h = envHashes.get(key);
+  if (h === undefined) {
+    h = fingerprintEnv(token, { [ENV_VAR]: key });
+    envHashes.set(key, h);
+  }
+  return h;
+};
+
+let nextPid = 40_000;
+const served = { get: 0, post: 0 };
+
+function response(status: number, reason: string, body: string): Buffer {
+  return Buffer.from(
+    `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+      `keep-alive: timeout=5\r\n\r\n${body}`,
+    'latin1',
+  );
+}
+const UNAUTHORIZED = response(401, 'Unauthorized', '{"error":"Unauthorized"}');
+const NO_ROUTE = response(
+  401,
+  'Unauthorized',
+  '{"error":"Unauthorized","code":"controller_route_unavailable"}',
+);
+const BAD_BODY = response(400, 'Bad Request', `{"error":"Value for '${ENV_VAR}' must be a string"}`);
+const PATCHED = response(200, 'OK', '{"ok":true,"signaled":true,"migratedProfiles":0}');
+const PATCHED_UNSIGNALED = response(200, 'OK', '{"ok":true,"signaled":false,"migratedProfiles":0}');
+
+/** One simulated controller and its gateway. */
+class SimTarget {
+  pid: number | null = nextPid++;
+  running = true;
+  startedAt = new Date().toISOString();
+  envHash: string | null;
+  version: string | null;
+  #state: Buffer | null = null;
+  constructor(key: string | null) {
+    this.envHash = key === null ? null : envHashOf(key);
+    this.version = key === null ? null : 'v-initial';
+  }
+  /** The whole `GET /_kilo/state` response, built once per change. */
+  state(): Buffer {
+    this.#state ??= response(
+      200,
+      'OK',
+      JSON.stringify({
+        controller: { version: '0.0.0-sim', state: 'ready', delivery: 'restart' },
+        gateway: {
+          state: this.running ? 'running' : 'restarting',
+          pid: this.pid,
+          startedAt: this.startedAt,
+          restarts: 0,
+          ready: this.running,
+          lastExit: null,
+        },
+        key: { envHash: this.envHash, fileHash: null, version: this.version },
+        profiles: [{ agentId: 'main', profileId: 'kilocode:default', store: 'sqlite', form: 'keyRef-env' }],
+      }),
+    );
+    return this.#state;
+  }
+  patch(key: string, version: string): Buffer {
+    const signaled = this.running;
+    this.running = false;
+    this.#state = null;
+    setTimeout(() => {
+      this.running = true;
+      this.pid = nextPid++;
+      this.startedAt = new Date().toISOString();
+      this.envHash = envHashOf(key);
+      this.version = version;
+      this.#state = null;
+    }, restartMs);
+    return signaled ? PATCHED : PATCHED_UNSIGNALED;
+  }
+}
+
+/** Header value by lower-case name from a request head (`\r\n`-separated lines after the request line). */
+function header(lines: readonly string[], name: string): string | undefined {
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]!;
+    const colon = line.indexOf(':');
+    if (colon === name.length && line.slice(0, colon).toLowerCase() === name)
+      return line.slice(colon + 1).trim();
+  }
+  return undefined;
+}
+
+const authorization = `Bearer ${token}`;
+
+/** Reads requests off one connection (in order, one at a time, as the agent sends them) and answers each. */
+function serve(target: SimTarget, socket: Net.Socket): void {
+  let buf = '';
+  socket.setNoDelay(true);
+  socket.setEncoding('latin1');
+  socket.on('error', () => socket.destroy());
+  socket.on('data', (chunk: string) => {
+    buf += chunk;
+    for (;;) {
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) {
+        if (buf.length > MAX_REQUEST_BYTES) socket.destroy();
+        return;
+      }
+      const lines = buf.slice(0, end).split('\r\n');
+      const [method, path] = lines[0]!.split(' ', 2);
+      const length = Number(header(lines, 'content-length') ?? 0);
+      if (!(length >= 0 && length <= MAX_REQUEST_BYTES)) return void socket.destroy();
+      if (buf.length < end + 4 + length) return;
+      const body = buf.slice(end + 4, end + 4 + length);
+      buf = buf.slice(end + 4 + length);
+      socket.write(answer(target, lines, method, path, body));
+    }
+  });
+}
+
+function answer(target: SimTarget, lines: string[], method = '', path = '', body = ''): Buffer {
+  if (header(lines, 'authorization') !== authorization) return UNAUTHORIZED;
+  if (method === 'GET' && path === '/_kilo/state') {
+    served.get++;
+    return target.state();
+  }
+  if (method === 'POST' && path === '/_kilo/env/patch') {
+    served.post++;
+    let value: unknown;
+    try {
+      value = (JSON.parse(Buffer.from(body, 'latin1').toString('utf8')) as Record<string, unknown>)[ENV_VAR];
+    } catch {
+      value = undefined;
+    }
+    if (typeof value !== 'string') return BAD_BODY;
+    return target.patch(value, header(lines, 'x-keyroll-key-version') ?? '');
+  }
+  return NO_ROUTE;
+}
+
+const servers: Net.Server[] = [];
+const urls: string[] = [];
+const initialKey = process.env.FLEET_KEY ?? null;
+for (let i = 0; i < count; i++) {
+  const target = new SimTarget(initialKey);
+  const server = net.createServer({ noDelay: true }, (socket) => serve(target, socket));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  servers.push(server);
+  urls.push(`http://127.0.0.1:${(server.address() as Net.AddressInfo).port}`);
+}
+process.stdout.write(`${JSON.stringify({ urls })}\n`);
+
+let cpuBefore = process.cpuUsage();
 createInterface({ input: process.stdin }).on('line', (line) => {
   if (line.trim() !== 'stats') return;
-  let get = 0;
-  let post = 0;
-  for (const c of controllers) {
-    for (const r of c.requests) {
-      if (r.method === 'GET') get++;
-      else if (r.method === 'POST') post++;
-    }
-    // Counted; the per-request log is not needed past this point and would grow for every pass.
-    c.requests.length = 0;
-  }
-  const cpu = process.cpuUsage();
+  const cpu = process.cpuUsage(cpuBefore);
+  cpuBefore = process.cpuUsage();
   process.stdout.write(
-    `${JSON.stringify({ get, post, cpuMs: (cpu.user + cpu.system) / 1000, rssMb: process.memoryUsage().rss / 1e6 })}\n`,
+    `${JSON.stringify({ ...served, cpuMs: (cpu.user + cpu.system) / 1000, rssMb: process.memoryUsage().rss / 1e6 })}\n`,
   );
+  served.get = 0;
+  served.post = 0;
 });
-process.on('SIGTERM', async () => {
-  await Promise.all(controllers.map((c) => c.close()));
+process.on('SIGTERM', () => {
+  for (const s of servers) s.close();
   process.exit(0);
 });

@@ -1,5 +1,5 @@
 // Owns one pass over a fleet: targets streamed through reconcileTarget under concurrency, maxUnavailable and a failure budget.
-import type { Delivery, DesiredSpec } from '../reconcile/desired.ts';
+import { type Delivery, type Desired, type DesiredSpec, desired } from '../reconcile/desired.ts';
 import { forEachLimit } from '../reconcile/limits.ts';
 import type { KeyMaterial } from '../reconcile/sources/key-source.ts';
 import type { Rollout } from '../reconcile/targets.ts';
@@ -67,6 +67,18 @@ export function summarize(results: readonly TargetResult[]): PassSummary {
 }
 
 /**
+ * `fn` remembering its last answer: the targets of a pass mostly share one controller token, so
+ * the desired fingerprints (two HMACs) are computed once per token run, not once per target.
+ */
+function lastByToken(fn: (token: string) => Desired): (token: string) => Desired {
+  let last: { token: string; want: Desired } | null = null;
+  return (token) => {
+    if (last?.token !== token) last = { token, want: fn(token) };
+    return last.want;
+  };
+}
+
+/**
  * One level-triggered pass. Every target is observed afresh; a converged target gets no request
  * beyond `GET /_kilo/state`, so running a pass twice restarts nothing the first pass finished.
  * `targets` is consumed lazily, at most `rollout.concurrency` at a time.
@@ -77,6 +89,7 @@ export async function runPass(targets: Iterable<Target>, opts: PassOptions): Pro
   const work = {
     key: opts.key,
     spec: opts.spec,
+    desiredFor: lastByToken((token) => desired(opts.spec, opts.key, token)),
     dryRun,
     env: opts.env,
     gate: rolloutGate(opts.rollout, opts.onPhase),

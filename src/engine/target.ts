@@ -52,6 +52,11 @@ export interface TargetResult {
 export interface TargetWork {
   key: KeyMaterial;
   spec: DesiredSpec;
+  /**
+   * The desired state for a target's token, when the caller keeps it: a pass over targets that
+   * share a token computes its two HMACs once instead of once per target. Default: `desired()`.
+   */
+  desiredFor?: (token: string) => Desired;
   /** Observe and plan only: nothing is sent (diff, a paused rollout). */
   dryRun: boolean;
   env: PassEnv;
@@ -64,19 +69,19 @@ export type Observation = { ok: true; state: ObservedState } | { ok: false; erro
 export async function observeTarget(
   t: Target,
   env: PassEnv,
-  log: Logger = targetLog(env, t),
+  log: TargetLog = targetLog(env, t),
 ): Promise<Observation> {
   try {
     const state = await withRetry(
       () => t.client.getState(env.signal),
       env.retry,
       env.signal,
-      (err, attempt) => log.warn({ attempt, error: err.message }, 'Observe failed; retrying'),
+      (err, attempt) => log('warn')?.warn({ attempt, error: err.message }, 'Observe failed; retrying'),
     );
     return { ok: true, state };
   } catch (err) {
     env.signal.throwIfAborted();
-    log.warn({ error: (err as Error).message }, 'Target unreachable');
+    log('warn')?.warn({ error: (err as Error).message }, 'Target unreachable');
     return { ok: false, error: (err as Error).message };
   }
 }
@@ -116,8 +121,21 @@ function resultOf(t: Target, want: Desired, started: number, env: PassEnv, r: Fi
   };
 }
 
-function targetLog(env: PassEnv, t: Target): Logger {
-  return env.log.child({ component: 'reconcile', target: t.name });
+/** A target's logger for one level, or undefined when that level is off. */
+export type TargetLog = (level: 'info' | 'warn') => Logger | undefined;
+
+/**
+ * The target's child logger, made on first use at an enabled level: a pino child costs more than
+ * the rest of a converged target's handling, and most targets of a pass log nothing at the
+ * levels drivers run at.
+ */
+function targetLog(env: PassEnv, t: Target): TargetLog {
+  let log: Logger | undefined;
+  return (level) => {
+    if (!env.log.isLevelEnabled(level)) return undefined;
+    log ??= env.log.child({ component: 'reconcile', target: t.name });
+    return log;
+  };
 }
 
 /** An inspected target: its dry-run result, and the assessment when it could be observed. */
@@ -167,7 +185,7 @@ export async function inspectTarget(
  */
 export async function reconcileTarget(t: Target, w: TargetWork): Promise<TargetResult> {
   const started = w.env.clock.now();
-  const want = desired(w.spec, w.key, t.token);
+  const want = w.desiredFor ? w.desiredFor(t.token) : desired(w.spec, w.key, t.token);
   w.gate.onPhase?.(t.name, 'observing');
   const { result, assessment: a } = await inspectTarget(t, want, w.env, started);
   if (!a || result.outcome === 'converged' || w.dryRun) return result;
@@ -231,12 +249,12 @@ export async function deliverAndVerify(
           },
           env.retry,
           env.signal,
-          (err, attempt) => log.warn({ attempt, error: err.message }, 'Patch failed; retrying'),
+          (err, attempt) => log('warn')?.warn({ attempt, error: err.message }, 'Patch failed; retrying'),
         );
       } catch (err) {
         env.signal.throwIfAborted();
         gate.budget.record();
-        log.warn({ attempts, error: (err as Error).message }, 'Key delivery failed');
+        log('warn')?.warn({ attempts, error: (err as Error).message }, 'Key delivery failed');
         return done({
           outcome: 'not-converged',
           message: `delivery failed after ${attempts} attempt(s): ${(err as Error).message}`,
@@ -247,7 +265,7 @@ export async function deliverAndVerify(
           attempts,
         });
       }
-      log.info(
+      log('info')?.info(
         {
           keyHash: shortHash(want.delivery === 'file' ? want.fileHash : want.envHash),
           version: want.version,
@@ -270,7 +288,7 @@ export async function deliverAndVerify(
         lastError = null;
         const st = status(want, last, vctx);
         if (st.converged) {
-          log.info({ pid: last.gateway.pid ?? null, pidBefore: vctx.pidBefore }, 'Target converged');
+          log('info')?.info({ pid: last.gateway.pid ?? null, pidBefore: vctx.pidBefore }, 'Target converged');
           return done({
             outcome: 'converged',
             message: patching ? 'delivered and verified' : 'gateway became ready',
@@ -302,7 +320,7 @@ export async function deliverAndVerify(
     const afterPatch = patching
       ? ` after the patch (controller answered signaled:${patch?.signaled ?? false})`
       : '';
-    log.warn({ drift: lastDrift.map((d) => d.code) }, 'Target did not converge before the deadline');
+    log('warn')?.warn({ drift: lastDrift.map((d) => d.code) }, 'Target did not converge before the deadline');
     return done({
       outcome: 'not-converged',
       message: `not converged within ${Math.round(env.deadlineMs / 1000)} s${afterPatch}: ${why}`,
