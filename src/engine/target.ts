@@ -1,5 +1,5 @@
 // Owns one target's steps: observeTarget → assess (pure plan + classify) → deliverAndVerify, and reconcileTarget, which chains them.
-import type { Logger } from '../log.ts';
+import { LOG_LEVELS, type Logger } from '../log.ts';
 import type { ControllerClient, PatchResponse } from '../reconcile/controller-client.ts';
 import { type Desired, type DesiredSpec, desired, shortHash } from '../reconcile/desired.ts';
 import type { ObservedState } from '../reconcile/observed.ts';
@@ -125,14 +125,14 @@ function resultOf(t: Target, want: Desired, started: number, env: PassEnv, r: Fi
 export type TargetLog = (level: 'info' | 'warn') => Logger | undefined;
 
 /**
- * The target's child logger, made on first use at an enabled level: a pino child costs more than
+ * The target's child logger, made on first use at an enabled level: a child logger costs more than
  * the rest of a converged target's handling, and most targets of a pass log nothing at the
  * levels drivers run at.
  */
 function targetLog(env: PassEnv, t: Target): TargetLog {
   let log: Logger | undefined;
   return (level) => {
-    if (!env.log.isLevelEnabled(level)) return undefined;
+    if (LOG_LEVELS.indexOf(level) < LOG_LEVELS.indexOf(env.log.level)) return undefined;
     log ??= env.log.child({ component: 'reconcile', target: t.name });
     return log;
   };
