@@ -25,7 +25,8 @@ import {
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { openclawEntry } from '../test/support/openclaw.ts';
+import { customOnboardArgs } from '../src/controller/openclaw-cli.ts';
+import { openclawEntry, withKeyArgs } from '../test/support/openclaw.ts';
 import { createSandbox, node24, REPO_ROOT, type Sandbox } from '../test/support/sandbox.ts';
 
 export const VERSION = '2026.9.6';
@@ -75,41 +76,13 @@ function secretsPlan(): string {
   });
 }
 
-/** Custom-provider onboarding; `keyArgs` say where the key comes from (ref or literal). */
+/**
+ * The controller's custom-provider onboarding (src/controller/openclaw-cli.ts) with the fixture's
+ * port and an unroutable base URL; `keyArgs` replace its `--secret-input-mode ref` (ref, or the
+ * literal key).
+ */
 function onboardArgs(keyArgs: string[]): string[] {
-  return [
-    'onboard',
-    '--non-interactive',
-    '--accept-risk',
-    '--mode',
-    'local',
-    '--auth-choice',
-    'custom-api-key',
-    '--custom-provider-id',
-    'kilocode',
-    '--custom-base-url',
-    'http://127.0.0.1:9/api/gateway/',
-    '--custom-model-id',
-    'kilo/auto',
-    ...keyArgs,
-    '--gateway-port',
-    '18789',
-    '--gateway-bind',
-    'loopback',
-    '--gateway-auth',
-    'token',
-    '--gateway-token-ref-env',
-    'OPENCLAW_GATEWAY_TOKEN',
-    '--skip-daemon',
-    '--skip-channels',
-    '--skip-skills',
-    '--skip-search',
-    '--skip-health',
-    '--skip-ui',
-    '--skip-hooks',
-    '--skip-bootstrap',
-    '--json',
-  ];
+  return withKeyArgs(customOnboardArgs(18789, 'kilocode', 'http://127.0.0.1:9/api/gateway/'), keyArgs);
 }
 
 type Chain = 'ref' | 'plaintext';

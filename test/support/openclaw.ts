@@ -4,6 +4,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import * as z from 'zod';
+import { onboardArgs } from '../../src/controller/openclaw-cli.ts';
 import { chat, freePort } from './http.ts';
 import { type ExitInfo, spawnTracked, type Tracked } from './processes.ts';
 import { node24, REPO_ROOT, type Sandbox } from './sandbox.ts';
@@ -73,7 +74,7 @@ export async function runOpenclaw(
   const proc = spawnTracked(node24(), [openclawEntry(), ...args], {
     name: `openclaw ${args[0] ?? ''}`,
     cwd: sb.dir,
-    env: sb.env(opts.env),
+    env: sb.env({ NODE_COMPILE_CACHE: undefined, ...opts.env }),
   });
   const timeoutMs = opts.timeoutMs ?? 120_000;
   let timer: NodeJS.Timeout | undefined;
@@ -102,37 +103,24 @@ export interface OnboardOptions {
 }
 
 /**
- * Non-interactive onboarding as reference/openclaw.md §5 gives it. In both modes the gateway
+ * Replaces the `--secret-input-mode ref` pair of the controller's onboarding arguments by
+ * `keyArgs` (a literal key: the legacy plaintext onboarding), in place; returns `args`.
+ */
+export function withKeyArgs(args: string[], keyArgs: string[]): string[] {
+  const at = args.indexOf('--secret-input-mode');
+  if (at < 0 || args[at + 1] !== 'ref')
+    throw new Error('onboarding arguments without --secret-input-mode ref');
+  args.splice(at, 2, ...keyArgs);
+  return args;
+}
+
+/**
+ * Non-interactive onboarding as reference/openclaw.md §5 gives it (the controller's own arguments). In both modes the gateway
  * token is an env ref to OPENCLAW_GATEWAY_TOKEN, so only the provider key differs.
  */
 export async function onboard(sb: Sandbox, opts: OnboardOptions): Promise<RunResult> {
-  const args = [
-    'onboard',
-    '--non-interactive',
-    '--accept-risk',
-    '--mode',
-    'local',
-    '--auth-choice',
-    'kilocode-api-key',
-    ...(opts.mode === 'ref' ? ['--secret-input-mode', 'ref'] : ['--kilocode-api-key', opts.key]),
-    '--gateway-port',
-    String(opts.port),
-    '--gateway-bind',
-    'loopback',
-    '--gateway-auth',
-    'token',
-    '--gateway-token-ref-env',
-    'OPENCLAW_GATEWAY_TOKEN',
-    '--skip-daemon',
-    '--skip-channels',
-    '--skip-skills',
-    '--skip-search',
-    '--skip-health',
-    '--skip-ui',
-    '--skip-hooks',
-    '--skip-bootstrap',
-    '--json',
-  ];
+  const args = onboardArgs(opts.port);
+  if (opts.mode === 'plaintext') withKeyArgs(args, ['--kilocode-api-key', opts.key]);
   // Ref mode needs the key in the onboarding env; plaintext mode must not see one there, or
   // the test could not tell where the gateway's key came from.
   const env = {
@@ -215,7 +203,7 @@ export async function startGateway(
   const proc = spawnTracked(
     node24(),
     [openclawEntry(), 'gateway', 'run', '--port', String(opts.port), '--bind', 'loopback'],
-    { name: 'openclaw-gateway', cwd: sb.dir, env: sb.env(opts.env) },
+    { name: 'openclaw-gateway', cwd: sb.dir, env: sb.env({ NODE_COMPILE_CACHE: undefined, ...opts.env }) },
   );
   try {
     await waitForReady(opts.port, proc, opts.timeoutMs ?? GATEWAY_READY_TIMEOUT_MS);

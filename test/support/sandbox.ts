@@ -61,6 +61,8 @@ export function createSandbox(prefix = 'keyroll-oc-'): Sandbox {
         OPENCLAW_NO_RESPAWN: '1',
         OPENCLAW_DISABLE_PLUGIN_REGISTRY_MIGRATION: '1',
         LANG: 'C.UTF-8',
+        // Set for the unit project only (vitest.config.ts): a shared compile cache for the sources.
+        NODE_COMPILE_CACHE: process.env.NODE_COMPILE_CACHE,
         ...extra,
       };
       const out: Record<string, string> = {};

@@ -48,6 +48,11 @@ export interface TrafficOptions {
 export interface TrafficRun {
   outcomes: RequestOutcome[];
   wsEvents: WsEvent[];
+  /**
+   * Resolves once every HTTP client has finished a request it started after `since`; rejects
+   * after `timeoutMs` (default 240 s) naming the clients not served.
+   */
+  servedSince(since: number, timeoutMs?: number): Promise<void>;
   /** Stops sending, waits for the requests in flight, closes the sockets. */
   stop(): Promise<void>;
 }
@@ -136,9 +141,22 @@ export function startTraffic(opts: TrafficOptions): TrafficRun {
       if (running) await new Promise((r) => setTimeout(r, 100));
     }
   });
+  const names = opts.clients.map((kind, i) => `${kind}-${i}`);
   return {
     outcomes,
     wsEvents,
+    servedSince: async (since, timeoutMs = 240_000) => {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const done = new Set(outcomes.filter((o) => o.startedAt > since).map((o) => o.client));
+        const waiting = names.filter((c) => !done.has(c));
+        if (waiting.length === 0) return;
+        if (Date.now() > deadline) {
+          throw new Error(`${waiting.join(', ')} not served after ${new Date(since).toISOString()}`);
+        }
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    },
     stop: async () => {
       running = false;
       for (const ws of sockets) ws.close(1000);
