@@ -3,10 +3,14 @@
 //     as a ratio to that gateway's own restart time (POST /_kilo/gateway/restart → ready);
 //  2. operator RSS with 10,000 labelled Secrets and 1,000 GatewayKeys loaded and reconciled, with
 //     the operator run as the operator image runs it (`npm run build`'s bundle and the Dockerfile's
-//     operator ENTRYPOINT, Node flags included).
+//     operator ENTRYPOINT, Node flags included);
+//  3. retirement (issue 12): the time from the last target's proof of B to the revoke of A with
+//     spec.retire.after = 2s (target: under after + 1 s), in-process operator, fake controllers and
+//     the fake key API; and 1,000 GatewayKeys with the API source and retirement on, run as the
+//     image runs it: RSS and time from start until every one revoked its previous key.
 // Prints one JSON line per figure and a summary table.
 //   node bench/operator.bench.ts      BENCH_RUNS=N rotations (default 5)
-//   BENCH_ONLY=latency|rss            one part
+//   BENCH_ONLY=latency|rss|retire|retire-rss   one part; BENCH_RETIRE_KEYS=N GatewayKeys (1,000)
 //   BENCH_OPERATOR_NODE_FLAGS="…"     Node flags instead of the image's (experiments)
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -21,6 +25,7 @@ import {
   startTestOperator,
   waitFor,
 } from '../test/operator/support.ts';
+import { type FakeController, startFakeController } from '../test/reconcile/support/fake-controller.ts';
 import {
   type FleetMember,
   readState,
@@ -28,6 +33,7 @@ import {
   stopMember,
   waitGatewayReady,
 } from '../test/reconcile/support/fleet.ts';
+import { type FakeKeyApi, startFakeKeyApi } from '../test/support/fake-key-api.ts';
 import { startFakeUpstream } from '../test/support/fake-upstream.ts';
 import { freePort, getText } from '../test/support/http.ts';
 import { buildPackage, imageCommand } from '../test/support/image-command.ts';
@@ -226,6 +232,162 @@ async function rss(SECRETS: number, KEYS: number): Promise<void> {
   }
 }
 
+const SOURCE_TOKEN = 'bench-token-source-api-0123456789';
+
+/** A GatewayKey on the fake key API with retirement on (revoke at the API, grace `after`). */
+function retireSpec(app: string, api: FakeKeyApi, after: string, delivery: 'restart' | 'file') {
+  return {
+    source: { api: { url: api.currentUrl, tokenSecretRef: { name: 'source-token', key: 'token' } } },
+    retire: { after, revokeUrl: api.revokeUrl },
+    delivery,
+    targets: { selector: { matchLabels: { app } }, port: 1 },
+    controllerTokenSecretRef: { name: 'gateway-token', key: 'OPENCLAW_GATEWAY_TOKEN' },
+    rollout: { maxUnavailable: 3 },
+  };
+}
+
+/** Last target's proof of the new key → the revoke of the previous one, per rotation. */
+async function retireLatency(): Promise<void> {
+  const AFTER_MS = 2_000;
+  const server = await startKubeApiServer({ crdPaths: [join(REPO_ROOT, 'manifests/crd/gatewaykey.yaml')] });
+  const api = await startFakeKeyApi({ token: SOURCE_TOKEN });
+  const fakes: FakeController[] = [];
+  for (let i = 0; i < 3; i++)
+    fakes.push(await startFakeController({ token: TOKEN, key: api.current().key, restartMs: 50 }));
+  putSecret(server, 'gateway-token', { OPENCLAW_GATEWAY_TOKEN: TOKEN });
+  putSecret(server, 'source-token', { token: SOURCE_TOKEN });
+  fakes.forEach((f, i) => {
+    putPod(server, `gw-${i}`, { app: 'retire' }, Number(new URL(f.url).port));
+  });
+  await createGatewayKey(server, 'retire', retireSpec('retire', api, `${AFTER_MS / 1000}s`, 'restart'));
+  const op = await startTestOperator(server, 'bench-retire', { logLevel: 'warn', resync: '500ms' });
+  try {
+    await waitFor('Ready', () => condition(gkStatus(server, 'retire'), 'Ready')?.status === 'True', 30_000);
+    const delays: number[] = [];
+    for (let i = 1; i <= RUNS; i++) {
+      const previous = api.current().version;
+      api.mint();
+      await waitFor(`${previous} revoked`, () => api.revokedCount(previous) === 1, 60_000, 5);
+      const revokedAt = api.revokeCalls.find((c) => c.version === previous && c.status === 200)!.at;
+      // The last target's proof: the moment its gateway was back, ready, on the new key.
+      const lastProof = Math.max(...fakes.map((f) => f.restartWindows.at(-1)?.[1] ?? Number.NaN));
+      delays.push(revokedAt - lastProof);
+    }
+    record(
+      'operator.retire_last_proof_to_revoke_ms',
+      median(delays),
+      'ms',
+      `median of ${RUNS}, retire.after ${AFTER_MS} ms (target < after + 1000 ms); max ${Math.round(Math.max(...delays))} ms`,
+    );
+  } finally {
+    await op.stop();
+    await Promise.all(fakes.map((f) => f.close()));
+    await api.close();
+    await server.close();
+  }
+}
+
+/**
+ * 1,000 GatewayKeys, each with one pod (all on one fake controller that already runs B), the API
+ * source and retirement on: each was proven on A, the API now serves B; the operator (the image's
+ * entrypoint) observes every pod proving B and revokes A (the first call revokes it, the rest find
+ * it revoked: 409 counts as done). RSS and time from start until every GatewayKey shows A Retired.
+ */
+async function retireRss(KEYS: number): Promise<void> {
+  const server = await startKubeApiServer({
+    crdPaths: [join(REPO_ROOT, 'manifests/crd/gatewaykey.yaml')],
+    historyLimit: 50_000,
+  });
+  const api = await startFakeKeyApi({ token: SOURCE_TOKEN });
+  const a = api.current();
+  // The gateway already runs B (delivered for another GatewayKey, or by hand): 1,000 GatewayKeys
+  // delivering to one shared fake controller at once would measure that artifact, not retirement.
+  const b = api.mint();
+  const fake = await startFakeController({ token: TOKEN, key: b.key, delivery: 'file' });
+  try {
+    putSecret(server, 'gateway-token', { OPENCLAW_GATEWAY_TOKEN: TOKEN });
+    putSecret(server, 'source-token', { token: SOURCE_TOKEN });
+    const at = new Date().toISOString();
+    for (let i = 0; i < KEYS; i++) {
+      putPod(server, `gw-${i}`, { app: `app-${i}` }, Number(new URL(fake.url).port));
+      server.hooks.upsert({
+        apiVersion: 'keyroll.dev/v1alpha1',
+        kind: 'GatewayKey',
+        metadata: { name: `gk-${i}`, namespace: NS, generation: 1 },
+        spec: retireSpec(`app-${i}`, api, '0s', 'file'),
+        status: { lifecycle: { current: { version: a.version, firstSeen: at, provenAt: at }, previous: [] } },
+      });
+    }
+    const retired = () =>
+      server.hooks
+        .objects('gatewaykeys.keyroll.dev', NS)
+        .filter((o) =>
+          (
+            o as { status?: { lifecycle?: { previous?: Array<{ version: string; state: string }> } } }
+          ).status?.lifecycle?.previous?.some((p) => p.version === a.version && p.state === 'Retired'),
+        ).length;
+    const port = await freePort();
+    const launch = operatorLaunch(); // builds the bundle: not part of the figure
+    const t0 = performance.now();
+    const p = spawnTracked(
+      node24(),
+      [
+        ...launch,
+        '--kubeconfig',
+        server.kubeconfigPath,
+        '--namespace',
+        NS,
+        '--identity',
+        'bench-retire-rss',
+        '--metrics-port',
+        String(port),
+        '--metrics-bind',
+        '127.0.0.1',
+        '--concurrency',
+        '8',
+        '--log-level',
+        'warn',
+      ],
+      { name: 'operator-retire-rss' },
+    );
+    let peak = 0;
+    await waitFor(
+      `${KEYS} GatewayKeys retired their previous key`,
+      () => {
+        peak = Math.max(peak, rssMb(p.pid));
+        return retired() >= KEYS;
+      },
+      600_000,
+      250,
+    );
+    const secs = (performance.now() - t0) / 1000;
+    record(
+      'operator.retire_1000_gatewaykeys_s',
+      secs,
+      's',
+      `${KEYS} GatewayKeys, start → every previous key Retired`,
+    );
+    record(
+      'operator.retire_1000_gatewaykeys_rss_mb',
+      rssMb(p.pid),
+      'MB',
+      `at the end; peak sampled ${Math.round(peak)} MB`,
+    );
+    record(
+      'operator.retire_1000_revoke_calls',
+      api.revokeCalls.length,
+      'calls',
+      `200: ${api.revokedCount(a.version)}, the rest 409 (already revoked)`,
+    );
+    await p.stop('SIGTERM', 15_000);
+  } finally {
+    await killAllTracked();
+    await fake.close();
+    await api.close();
+    await server.close();
+  }
+}
+
 /** Node argv up to the operator's flags: the operator image's entrypoint on a fresh build. */
 function operatorLaunch(): string[] {
   const pkg = buildPackage('keyroll-bench-operator-');
@@ -241,6 +403,8 @@ if (!only || only === 'rss') {
   await rss(0, 0); // baseline: the process with an empty namespace
   await rss(10_000, 1_000);
 }
+if (!only || only === 'retire') await retireLatency();
+if (!only || only === 'retire-rss') await retireRss(Number(process.env.BENCH_RETIRE_KEYS ?? 1_000));
 console.log('\n| figure | value | unit | note |\n|---|---|---|---|');
 for (const r of results) console.log(`| ${r.name} | ${r.value} | ${r.unit} | ${r.note ?? ''} |`);
 process.exit(0);
