@@ -7,6 +7,8 @@
 // Dockerfile's gateway ENTRYPOINT flags, with the StatefulSet's port split (--admin-port).
 //   node bench/front-door.bench.ts             all (the rotation part takes several minutes)
 //   BENCH_ONLY=rotation,overhead,memory        just these parts
+//   BENCH_ONLY=memory, then BENCH_ONLY=rotation BENCH_SUBJECTS=hold,surge BENCH_RUNS=1
+//                                              the controller RSS figures only (≈1 + 2 min idle)
 //   BENCH_RUNS=N                               rotations per strategy and bare restarts (default 3)
 //   BENCH_OVERHEAD_N=N                         sequential request pairs per request kind (default 2000)
 //   BENCH_SUBJECTS=bare,surge                  rotation subjects (default bare,hold,surge)
@@ -403,7 +405,7 @@ interface Subject {
   name: 'bare' | 'hold' | 'surge';
   rotate(key: string): Promise<RotationResult>;
   /** Controller RSS / private peaks over all rotations (controllers only). */
-  memory(): { peakRss: number; peakPrivate: number } | null;
+  memory(): { peakRss: number; peakPrivate: number; scrapes: number } | null;
   close(): Promise<string[]>;
 }
 
@@ -430,6 +432,7 @@ async function controllerSubject(strategy: 'hold' | 'surge'): Promise<Subject> {
   };
   let peakRss = Number.NaN;
   let peakPrivate = Number.NaN;
+  let scrapes = 0;
   try {
     const first = await waitServing(ctl, () => true, READY_TIMEOUT_MS + 60_000, 250);
     const cold = logEvent(ctl, 'Gateway ready', 0);
@@ -468,6 +471,8 @@ async function controllerSubject(strategy: 'hold' | 'surge'): Promise<Subject> {
       gapMs: TRAFFIC_GAP_MS,
     });
     const mem = sampleMemory(ctl.pid, 100);
+    // /metrics in use through the rotation, as a Prometheus would scrape it (issue 14).
+    const scraper = sampleControllerMetrics(ctl.adminPort, TOKEN, 500);
     let t0 = 0;
     let probeSentAt = Number.NaN;
     let first: UpstreamRequest;
@@ -506,6 +511,8 @@ async function controllerSubject(strategy: 'hold' | 'surge'): Promise<Subject> {
       await sleep(TAIL_MS);
     } finally {
       await traffic.stop();
+      const scraped = await scraper.stop();
+      scrapes += scraped.scrapes;
       const peaks = mem.stop();
       peakRss = Number.isNaN(peakRss) ? peaks.peakRss : Math.max(peakRss, peaks.peakRss);
       peakPrivate = Number.isNaN(peakPrivate) ? peaks.peakPrivate : Math.max(peakPrivate, peaks.peakPrivate);
@@ -548,7 +555,7 @@ async function controllerSubject(strategy: 'hold' | 'surge'): Promise<Subject> {
   return {
     name: strategy,
     rotate,
-    memory: () => ({ peakRss, peakPrivate }),
+    memory: () => ({ peakRss, peakPrivate, scrapes }),
     close,
   };
 }
@@ -694,7 +701,7 @@ async function benchRotation(): Promise<void> {
           `controller RSS peak during the real-gateway rotations [${name}]`,
           m.peakRss,
           'MB',
-          `private ${fmt(m.peakPrivate)} MB; sampled every 100 ms while 3 clients ran through it`,
+          `private ${fmt(m.peakPrivate)} MB; sampled every 100 ms while 3 clients ran through it and /metrics was scraped every 0.5 s (${m.scrapes} scrapes)`,
         );
     }
     const bare = median(totals.bare);
