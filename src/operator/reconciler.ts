@@ -188,6 +188,7 @@ export function createGatewayKeyReconciler(deps: ReconcilerDeps): GatewayKeyReco
     );
     const gk = result.gatewayKey;
     if (!gk || !result.status) {
+      lifecycles.delete(key);
       deps.metrics.forget(namespace, name);
       return result;
     }
