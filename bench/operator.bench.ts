@@ -168,27 +168,7 @@ async function rss(SECRETS: number, KEYS: number): Promise<void> {
     }
     const port = await freePort();
     const t0 = performance.now();
-    const p = spawnTracked(
-      node24(),
-      [
-        ...operatorLaunch(),
-        '--kubeconfig',
-        server.kubeconfigPath,
-        '--namespace',
-        NS,
-        '--identity',
-        'bench-rss',
-        '--metrics-port',
-        String(port),
-        '--metrics-bind',
-        '127.0.0.1',
-        '--concurrency',
-        '8',
-        '--log-level',
-        'warn',
-      ],
-      { name: 'operator-rss' },
-    );
+    const p = spawnOperator(operatorLaunch(), server.kubeconfigPath, 'bench-rss', port);
     const metric = async (name: string) => {
       const text = (await getText(`http://127.0.0.1:${port}/metrics`).catch(() => ({ text: '' }))).text;
       return text
@@ -329,27 +309,7 @@ async function retireRss(KEYS: number): Promise<void> {
     const port = await freePort();
     const launch = operatorLaunch(); // builds the bundle: not part of the figure
     const t0 = performance.now();
-    const p = spawnTracked(
-      node24(),
-      [
-        ...launch,
-        '--kubeconfig',
-        server.kubeconfigPath,
-        '--namespace',
-        NS,
-        '--identity',
-        'bench-retire-rss',
-        '--metrics-port',
-        String(port),
-        '--metrics-bind',
-        '127.0.0.1',
-        '--concurrency',
-        '8',
-        '--log-level',
-        'warn',
-      ],
-      { name: 'operator-retire-rss' },
-    );
+    const p = spawnOperator(launch, server.kubeconfigPath, 'bench-retire-rss', port);
     let peak = 0;
     await waitFor(
       `${KEYS} GatewayKeys retired their previous key`,
@@ -386,6 +346,31 @@ async function retireRss(KEYS: number): Promise<void> {
     await api.close();
     await server.close();
   }
+}
+
+/** The operator as the image runs it (`launch`), against the test server, concurrency 8, quiet. */
+function spawnOperator(launch: string[], kubeconfig: string, identity: string, port: number) {
+  return spawnTracked(
+    node24(),
+    [
+      ...launch,
+      '--kubeconfig',
+      kubeconfig,
+      '--namespace',
+      NS,
+      '--identity',
+      identity,
+      '--metrics-port',
+      String(port),
+      '--metrics-bind',
+      '127.0.0.1',
+      '--concurrency',
+      '8',
+      '--log-level',
+      'warn',
+    ],
+    { name: `operator-${identity}` },
+  );
 }
 
 /** Node argv up to the operator's flags: the operator image's entrypoint on a fresh build. */
