@@ -123,6 +123,14 @@ describe('architecture', () => {
     expect(violations).toEqual([]);
   });
 
+  it('the /_kilo/state contract (src/kilo-state.ts) imports nothing: the controller and the engine both load it, and zod stays out of the controller', () => {
+    const contract = files.find((f) => f.path === 'kilo-state.ts');
+    expect(contract?.text).toContain('export function parseObservedState');
+    expect(contract?.imports).toEqual([]);
+    const readers = files.filter((f) => f.imports.includes('kilo-state.ts')).map((f) => part(f.path));
+    expect(new Set(readers)).toEqual(new Set(['controller', 'engine', 'reconcile']));
+  });
+
   it('nothing outside src/cli imports the command line', () => {
     const violations = files
       .filter((f) => part(f.path) !== 'cli')

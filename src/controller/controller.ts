@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import { readyzOk } from '../adapters/loopback-http.ts';
 import { constantTimeEqual, fingerprintEnv, fingerprintValue } from '../fingerprint.ts';
+import type { KiloState as ObservedState } from '../kilo-state.ts';
 import type { Logger, SecretRegistry } from '../log.ts';
 import { VERSION } from '../version.ts';
 import { type BootstrapPhase, runBootstrap, StageError } from './bootstrap.ts';
@@ -11,7 +12,7 @@ import { coalesce } from './coalesce.ts';
 import type { ControllerConfig } from './config.ts';
 import { Delivery } from './delivery.ts';
 import type { EnvStore } from './env-store.ts';
-import { FrontDoor, type FrontDoorStats, type TrafficStats } from './front-door.ts';
+import { FrontDoor } from './front-door.ts';
 import { type GatewayUser, stateHandOver } from './gateway-user.ts';
 import {
   CONTROLLER_ONLY_VARS,
@@ -37,15 +38,9 @@ import {
   readConfig,
   writeConfigEdits,
 } from './openclaw-config.ts';
-import type { BackupSummary, ProfileFormRow, ProfilePort, StoreLayout } from './profile-port.ts';
+import type { ProfilePort, StoreLayout } from './profile-port.ts';
 import { createControllerHandler, type LifecycleState, listen, type ServerDeps } from './server.ts';
-import {
-  type ChildEnv,
-  errInfo,
-  type RestartRecord,
-  Supervisor,
-  type SupervisorOptions,
-} from './supervisor.ts';
+import { type ChildEnv, errInfo, Supervisor, type SupervisorOptions } from './supervisor.ts';
 
 /**
  * Onboarding and doctor of OpenClaw >= 2026.6.9 (custom provider): 14 s idle, but 147 s for an
@@ -81,34 +76,6 @@ export interface ControllerDeps {
   supervisor?: Partial<Omit<SupervisorOptions, 'command' | 'args' | 'env' | 'log'>>;
   onboardTimeoutMs?: number;
   doctorTimeoutMs?: number;
-}
-
-export interface ObservedState {
-  controller: { version: string; state: LifecycleState['state']; delivery: 'restart' | 'file' };
-  gateway: {
-    state: string;
-    pid: number | null;
-    startedAt: string | null;
-    restarts: number;
-    ready: boolean;
-    lastExit: { code: number | null; signal: string | null; at: string } | null;
-    /**
-     * The OpenClaw version installed where the controller runs it (its package.json), or null
-     * (a `--gateway-cmd` gateway, or a binary without one). Always sent; optional for readers
-     * of older controllers.
-     */
-    version?: string | null;
-    /** How the running gateway gets the key, and so how a rotation reaches it (always sent). */
-    keyResolution?: KeyResolution;
-  };
-  key: { envHash: string | null; fileHash: string | null; version: string | null };
-  profiles: (Omit<ProfileFormRow, 'agentId'> & { agentId: string })[];
-  /** Credential backups; `plaintext`: those still holding a plaintext key of the provider. */
-  backups: BackupSummary | null;
-  /** The front door: strategy, what waits and what flows, and how the last restart went. */
-  proxy: FrontDoorStats & { strategy: 'hold' | 'surge'; lastRestart: RestartRecord | null };
-  /** Live answers since the current gateway took requests or the key changed (KeyRejected). */
-  traffic: TrafficStats;
 }
 
 export interface RunningController {

@@ -1,8 +1,9 @@
 // Owns one target's steps: observeTarget → assess (pure plan + classify) → deliverAndVerify, and reconcileTarget, which chains them.
+
+import type { ObservedState } from '../kilo-state.ts';
 import { LOG_LEVELS, type Logger } from '../log.ts';
 import type { ControllerClient, PatchResponse } from '../reconcile/controller-client.ts';
 import { type Desired, type DesiredSpec, desired, shortHash } from '../reconcile/desired.ts';
-import type { ObservedState } from '../reconcile/observed.ts';
 import { type Action, classify, plan, type Verdict } from '../reconcile/plan.ts';
 import { withRetry } from '../reconcile/retry.ts';
 import type { KeyMaterial } from '../reconcile/sources/key-source.ts';

@@ -9,7 +9,7 @@ import type * as Http from 'node:http';
 import type * as Https from 'node:https';
 import type { Socket } from 'node:net';
 import * as z from 'zod';
-import { type ObservedState, parseObservedState } from './observed.ts';
+import { type ObservedState, parseObservedState } from '../kilo-state.ts';
 
 const http: typeof Http = process.getBuiltinModule('node:http');
 const https: typeof Https = process.getBuiltinModule('node:https');

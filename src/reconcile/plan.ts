@@ -1,6 +1,7 @@
 // Owns planning: from desired and observed state, the actions that converge a target, with reasons.
+
+import { type ObservedState, requiredForm } from '../kilo-state.ts';
 import { type Desired, desiredFingerprint, fingerprintLabel, shortHash } from './desired.ts';
-import { type ObservedState, requiredForm } from './observed.ts';
 import { describeKeyRejection, keyRejection, observedFingerprint, type TargetReason } from './status.ts';
 
 export type ActionType = 'migrate-profiles' | 'deliver-key' | 'wait-for-ready' | 'none';

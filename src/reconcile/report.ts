@@ -3,9 +3,8 @@
 import { formatDuration } from '../duration.ts';
 import type { PassResult } from '../engine/pass.ts';
 import type { TargetResult } from '../engine/target.ts';
+import { type ObservedState, type ObservedTraffic, requiredForm } from '../kilo-state.ts';
 import { type Desired, desiredFingerprint, fingerprintLabel, shortHash } from './desired.ts';
-import type { ObservedState, ObservedTraffic } from './observed.ts';
-import { requiredForm } from './observed.ts';
 import { type Action, needsPatch } from './plan.ts';
 import { keyRejection, observedFingerprint } from './status.ts';
 

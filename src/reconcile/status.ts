@@ -1,6 +1,7 @@
 // Owns the convergence rule (docs/design.md, "Convergence"): when a target counts as done, and why not otherwise.
+
+import { describeLastExit, type ObservedState, requiredForm } from '../kilo-state.ts';
 import { type Desired, desiredFingerprint, fingerprintLabel, shortHash } from './desired.ts';
-import { describeLastExit, type ObservedState, requiredForm } from './observed.ts';
 
 export type DriftCode =
   | 'delivery-mismatch'

@@ -9,9 +9,10 @@ import { FILE_PROVIDER_ALIAS } from '../../src/controller/openclaw-config.ts';
 import type { ProfilePort } from '../../src/controller/profile-port.ts';
 import { createProfilePort } from '../../src/controller/profiles-adapter.ts';
 import { fingerprintEnv, fingerprintValue } from '../../src/fingerprint.ts';
-import { ObservedStateSchema } from '../../src/reconcile/observed.ts';
+import { parseObservedState } from '../../src/kilo-state.ts';
 import { startFakeUpstream } from '../support/fake-upstream.ts';
 import { chat, freePort } from '../support/http.ts';
+import { observedOrThrow } from '../support/observed.ts';
 import { standInPath } from '../support/stand-in-gateway.ts';
 import { captureLogger, pidAlive, TOKEN, tempDir, waitFor } from './helpers.ts';
 
@@ -170,7 +171,7 @@ describe('controller (stand-in gateway)', () => {
     expect(after.key).toEqual({ envHash: envHashOf(KEY_B), fileHash: null, version: 'v2' });
     expect(after.controller).toMatchObject({ state: 'ready', delivery: 'restart' });
     // The reconciler reads this response with its own schema: the two must agree.
-    expect(ObservedStateSchema.safeParse(after).success).toBe(true);
+    expect(parseObservedState(after).ok).toBe(true);
     const r = await chat(gatewayPort, TOKEN, 10_000);
     expect(r.status).toBe(200);
     expect(upstream.chatRequests().at(-1)).toMatchObject({ key: KEY_B, ok: true });
@@ -277,7 +278,7 @@ describe('controller (stand-in gateway)', () => {
     expect(s.profiles).toEqual([
       expect.objectContaining({ agentId: 'main', profileId: 'kilocode:default', form: 'keyRef-env' }),
     ]);
-    expect(ObservedStateSchema.parse(s).profiles).toHaveLength(1);
+    expect(observedOrThrow(s).profiles).toHaveLength(1);
     const store = readFileSync(join(stateDir, 'agents', 'main', 'agent', 'auth-profiles.json'), 'utf8');
     expect(store).not.toContain(legacy);
     expect(store).toContain('keyRef');

@@ -16,9 +16,9 @@ import { EnvStore } from '../../src/controller/env-store.ts';
 import { noopProfilePort } from '../../src/controller/profile-port.ts';
 import { listen } from '../../src/controller/server.ts';
 import { desired } from '../../src/reconcile/desired.ts';
-import { ObservedStateSchema } from '../../src/reconcile/observed.ts';
 import { needsPatch, plan } from '../../src/reconcile/plan.ts';
 import { freePort } from '../support/http.ts';
+import { observedOrThrow } from '../support/observed.ts';
 import { node24, REPO_ROOT } from '../support/sandbox.ts';
 import { captureLogger, FIXTURE, TOKEN, tempDir, waitFor } from './helpers.ts';
 
@@ -122,7 +122,7 @@ describe('envHash covers the key variable only', () => {
     const running = async (pred: (pid: number) => boolean) =>
       waitFor(
         async () => {
-          const s = ObservedStateSchema.parse(await ctl.observe());
+          const s = observedOrThrow(await ctl.observe());
           return s.gateway.state === 'running' && s.gateway.ready && pred(s.gateway.pid ?? 0) ? s : null;
         },
         15_000,

@@ -8,8 +8,8 @@ import { parseControllerConfig } from '../../src/controller/config.ts';
 import { startController } from '../../src/controller/controller.ts';
 import { EnvStore } from '../../src/controller/env-store.ts';
 import { createProfilePort } from '../../src/controller/profiles-adapter.ts';
-import { ObservedStateSchema } from '../../src/reconcile/observed.ts';
 import { freePort } from '../support/http.ts';
+import { observedOrThrow } from '../support/observed.ts';
 import { seedStandInState, standInPath } from '../support/stand-in-gateway.ts';
 import { captureLogger, TOKEN, tempDir, waitFor } from './helpers.ts';
 
@@ -101,7 +101,7 @@ describe('controller --purge-plaintext-backups', () => {
     const r = await run(false);
     expect(r.backupExists).toBe(true);
     expect(r.state.backups).toEqual({ total: 1, plaintext: 1 });
-    expect(ObservedStateSchema.parse(r.state).backups).toEqual({ total: 1, plaintext: 1 });
+    expect(observedOrThrow(r.state).backups).toEqual({ total: 1, plaintext: 1 });
     expect(r.state.profiles).toEqual([
       { agentId: 'main', store: 'json', profileId: 'kilocode:default', form: 'keyRef-env' },
     ]);
@@ -123,7 +123,7 @@ describe('controller --purge-plaintext-backups', () => {
       key: { envHash: null },
       profiles: [],
     };
-    expect(ObservedStateSchema.parse(base).backups).toBeUndefined();
-    expect(ObservedStateSchema.parse({ ...base, backups: { plaintext: 'many' } }).backups).toBeNull();
+    expect(observedOrThrow(base).backups).toBeUndefined();
+    expect(observedOrThrow({ ...base, backups: { plaintext: 'many' } }).backups).toBeNull();
   });
 });

@@ -5,9 +5,9 @@ import { systemClock } from '../../src/clock.ts';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
 import { FlyClient } from '../../src/fly/client.ts';
 import { type FlyPassOptions, runFlyPass } from '../../src/fly/loop.ts';
+import type { ObservedState } from '../../src/kilo-state.ts';
 import { silentLogger } from '../../src/log.ts';
 import type { ControllerClient } from '../../src/reconcile/controller-client.ts';
-import type { ObservedState } from '../../src/reconcile/observed.ts';
 import { type FakeFlyApi, startFakeFlyApi } from '../support/fly/fake-fly-api.ts';
 
 const APP = 'pass-app';

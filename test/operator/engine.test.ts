@@ -12,6 +12,7 @@ import {
   reconcileGatewayKey,
   resolveGatewayKey,
 } from '../../src/engine/gateway-key.ts';
+import type { ObservedState } from '../../src/kilo-state.ts';
 import { SecretRegistry, silentLogger } from '../../src/log.ts';
 import { type CachedGatewayKey, parseGatewayKey } from '../../src/operator/gateway-key.ts';
 import type { Cached, CacheReader } from '../../src/operator/informer.ts';
@@ -20,7 +21,6 @@ import { OperatorMetrics } from '../../src/operator/metrics.ts';
 import { createReconciler } from '../../src/operator/reconciler.ts';
 import { WorkQueue } from '../../src/operator/work-queue.ts';
 import type { ControllerClient } from '../../src/reconcile/controller-client.ts';
-import type { ObservedState } from '../../src/reconcile/observed.ts';
 import { KEY_NEW, KEY_OLD, observed, TOKEN } from '../reconcile/support/fixtures.ts';
 import { gatewayKeySpec } from './support.ts';
 

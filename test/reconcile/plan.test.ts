@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { ObservedStateSchema } from '../../src/reconcile/observed.ts';
+import { parseObservedState } from '../../src/kilo-state.ts';
 import { classify, plan } from '../../src/reconcile/plan.ts';
 import { keyRejection, reasonOf, status } from '../../src/reconcile/status.ts';
+import { observedOrThrow } from '../support/observed.ts';
 import { KEY_NEW, KEY_OLD, observed, TOKEN, traffic, want } from './support/fixtures.ts';
 
 const plaintext = [{ agentId: 'main', store: 'sqlite', profileId: 'kilocode:default', form: 'plaintext' }];
@@ -374,7 +375,7 @@ describe('the KeyRejected rule', () => {
   });
 });
 
-describe('ObservedStateSchema: traffic and proxy', () => {
+describe('parseObservedState: traffic and proxy', () => {
   const raw = (extra: Record<string, unknown>) => ({
     controller: { state: 'ready', delivery: 'restart' },
     gateway: { state: 'running', pid: 1, ready: true },
@@ -384,14 +385,14 @@ describe('ObservedStateSchema: traffic and proxy', () => {
   });
 
   it('an older controller (no traffic, no proxy) parses and converges', () => {
-    const o = ObservedStateSchema.parse(raw({}));
+    const o = observedOrThrow(raw({}));
     expect(o.traffic).toBeUndefined();
     expect(o.proxy).toBeUndefined();
     expect(status(want(), o).converged).toBe(true);
   });
 
   it('parses traffic and proxy, dropping unknown fields', () => {
-    const o = ObservedStateSchema.parse(
+    const o = observedOrThrow(
       raw({
         traffic: { ...traffic({ accepted: 0, rejected: 3 }), future: 1 },
         proxy: { strategy: 'hold', inFlight: 2, held: 0, websockets: 1, drainMs: 5 },
@@ -410,10 +411,10 @@ describe('ObservedStateSchema: traffic and proxy', () => {
       { proxy: { strategy: 7 } },
       { proxy: [] },
     ]) {
-      const parsed = ObservedStateSchema.safeParse(raw(extra));
-      expect(parsed.success, JSON.stringify(extra)).toBe(true);
-      if (!parsed.success) continue;
-      expect(status(want(), parsed.data).converged).toBe(true);
+      const parsed = parseObservedState(raw(extra));
+      expect(parsed.ok, JSON.stringify(extra)).toBe(true);
+      if (!parsed.ok) continue;
+      expect(status(want(), parsed.state).converged).toBe(true);
     }
   });
 });

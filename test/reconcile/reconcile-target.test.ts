@@ -3,10 +3,10 @@
 import { describe, expect, it } from 'vitest';
 import type { Clock } from '../../src/clock.ts';
 import { reconcileTarget, type TargetWork } from '../../src/engine/target.ts';
+import type { ObservedState } from '../../src/kilo-state.ts';
 import { silentLogger } from '../../src/log.ts';
 import type { ControllerClient } from '../../src/reconcile/controller-client.ts';
 import { FailureBudget, Semaphore } from '../../src/reconcile/limits.ts';
-import type { ObservedState } from '../../src/reconcile/observed.ts';
 import { KEY_NEW, KEY_OLD, observed, TOKEN, traffic } from './support/fixtures.ts';
 
 function fakeClock(): Clock & { slept: number } {

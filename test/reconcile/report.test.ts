@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { type PassResult, summarize } from '../../src/engine/pass.ts';
 import type { Outcome, TargetResult } from '../../src/engine/target.ts';
-import type { ObservedState } from '../../src/reconcile/observed.ts';
+import type { ObservedState } from '../../src/kilo-state.ts';
 import { plan } from '../../src/reconcile/plan.ts';
 import { renderDiff, renderJson, renderReconcile, renderResultLine } from '../../src/reconcile/report.ts';
 import { reasonOf, status } from '../../src/reconcile/status.ts';

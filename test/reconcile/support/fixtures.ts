@@ -1,6 +1,7 @@
 // Builders for pure reconciler tests: a desired state and observed states around it.
+
+import type { ObservedState } from '../../../src/kilo-state.ts';
 import { type Desired, desired } from '../../../src/reconcile/desired.ts';
-import type { ObservedState } from '../../../src/reconcile/observed.ts';
 
 export const TOKEN = 'test-token-fixture-0001';
 export const KEY_OLD = 'test-key-A-old-0000000001';
