@@ -94,6 +94,8 @@ export interface StartOptions {
    * controller`). The shipped-build test passes the gateway image's entrypoint and pod args.
    */
   launch?: string[];
+  /** More controller flags (the real OpenClaw member only). */
+  flags?: string[];
 }
 
 /** A controller supervising the stand-in gateway, with a seeded plaintext profile to migrate. */
@@ -161,6 +163,7 @@ export async function startOpenclawMember(o: StartOptions): Promise<FleetMember>
       '--provider-base-url',
       o.upstreamBaseUrl,
       '--enable-chat-completions',
+      ...(o.flags ?? []),
     ],
     {
       name: `controller-${o.name}`,
