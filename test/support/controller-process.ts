@@ -11,6 +11,26 @@ import { seedStandInState, standInPath } from './stand-in-gateway.ts';
 
 export const KEYROLL_BIN = join(REPO_ROOT, 'bin', 'keyroll.mjs');
 
+/**
+ * A test controller's ports: front door and admin port picked by the controller itself (logged in
+ * its "Controller listening" line: a port picked here beforehand can be taken by another test's
+ * server on a busy host), on loopback; the gateway's and the surge gateway's as given.
+ */
+export function loopbackPortFlags(gatewayPort: number, surgePort: number): string[] {
+  return [
+    '--port',
+    '0',
+    '--admin-port',
+    '0',
+    '--bind',
+    '127.0.0.1',
+    '--gateway-port',
+    String(gatewayPort),
+    '--surge-port',
+    String(surgePort),
+  ];
+}
+
 // biome-ignore lint/suspicious/noExplicitAny: state bodies are read field by field and asserted on.
 export type Json = Record<string, any>;
 
@@ -74,16 +94,7 @@ export async function spawnControllerProcess(o: ControllerProcessOptions): Promi
       'controller',
       '--state-dir',
       sandbox.stateDir,
-      '--port',
-      '0',
-      '--admin-port',
-      '0',
-      '--bind',
-      '127.0.0.1',
-      '--gateway-port',
-      String(gatewayPort),
-      '--surge-port',
-      String(surgePort),
+      ...loopbackPortFlags(gatewayPort, surgePort),
       '--gateway-cmd',
       `'${node24()}' '${standInPath()}'`,
       '--provider-base-url',

@@ -2,11 +2,11 @@
 // the real-gateway tests: the one set of controller arguments they share, its ports read back from
 // its log, authenticated `/_kilo/*` calls on the admin port, waits on `/_kilo/state`, and a stop
 // that keeps its whole output for the tests' secret grep.
-import { join } from 'node:path';
+import { KEYROLL_BIN, loopbackPortFlags } from './controller-process.ts';
 import { freePort } from './http.ts';
 import { OPENCLAW_VERSION, openclawEntry } from './openclaw.ts';
 import { type ExitInfo, spawnTracked, type Tracked } from './processes.ts';
-import { node24, REPO_ROOT, type Sandbox } from './sandbox.ts';
+import { node24, type Sandbox } from './sandbox.ts';
 
 // biome-ignore lint/suspicious/noExplicitAny: /_kilo/state is read field by field.
 export type State = Record<string, any>;
@@ -57,8 +57,7 @@ export const serving = (s: State): boolean =>
   s.gateway?.state === 'running' && s.gateway.ready === true && s.proxy?.state === 'routing';
 
 /**
- * Starts the controller on ports it picks itself (port 0: a port picked here beforehand can be
- * taken by another test's server on a busy host) and resolves once it listens; the gateway is
+ * Starts the controller (`loopbackPortFlags`) and resolves once it listens; the gateway is
  * onboarded and started in the background (wait with `waitState(serving)`).
  */
 export async function startRealController(o: RealControllerOptions): Promise<RealController> {
@@ -68,21 +67,12 @@ export async function startRealController(o: RealControllerOptions): Promise<Rea
   const proc = spawnTracked(
     node24(),
     [
-      join(REPO_ROOT, 'bin', 'keyroll.mjs'),
+      KEYROLL_BIN,
       'controller',
       '--state-dir',
       o.sb.stateDir,
       ...(o.version && o.version !== OPENCLAW_VERSION ? ['--openclaw-bin', openclawEntry(o.version)] : []),
-      '--port',
-      '0',
-      '--admin-port',
-      '0',
-      '--bind',
-      '127.0.0.1',
-      '--gateway-port',
-      String(gatewayPort),
-      '--surge-port',
-      String(await freePort()),
+      ...loopbackPortFlags(gatewayPort, await freePort()),
       '--provider-base-url',
       o.upstreamBaseUrl,
       '--enable-chat-completions',
