@@ -113,14 +113,18 @@ export interface SupervisorOptions {
   /** Truncation length for forwarded output lines. */
   maxLineLength?: number;
   /**
-   * Niceness given to the old gateway once a surge has switched away from it (null: unchanged):
-   * its drain and shutdown then yield the CPU to the new gateway's first requests, the slowest it
-   * answers. Only raised (a process may always lower its own priority), never restored: the old
-   * gateway is stopped next.
+   * Niceness given to the old gateway for the length of a surge, from the moment the next one is
+   * spawned (null: unchanged). The next gateway's cold start is the CPU-heaviest part of a surge
+   * and the old one, still serving, was its competitor: a start beside a serving gateway took 2-3x
+   * a lone start on 2 cores. The old one keeps serving, only behind the new one's start, and after
+   * the switch its drain and shutdown yield to the new one's first requests.
    */
-  drainingNice?: number | null;
-  /** Sets `pid`'s niceness; the default tries setpriority, then `renice` as the gateway user. */
-  setNice?: (pid: number, nice: number) => Promise<void>;
+  surgeNice?: number | null;
+  /**
+   * Sets the niceness of the gateway that leads process group `pgid` (every thread, and its
+   * autogroup); the default is setGroupNice (renice -g as the gateway user, /proc/PID/autogroup).
+   */
+  setNice?: (pgid: number, nice: number) => Promise<NiceResult>;
 }
 
 export class GatewayAlreadyRunningError extends Error {
@@ -162,7 +166,7 @@ const DEFAULTS = {
   maxLineLength: 8_192,
   drainTimeoutMs: 30_000,
   strategy: 'hold' as RestartStrategy,
-  drainingNice: 10 as number | null,
+  surgeNice: 10 as number | null,
 };
 
 const realTimers: Timers = {
@@ -407,11 +411,14 @@ export class Supervisor extends EventEmitter {
   async #surge(old: Child, began: number): Promise<void> {
     const record = this.#recordRestart('surge', null);
     const port = old.port === this.#port ? this.#o.surgePort! : this.#port;
+    // Not awaited: the spawn must not wait for renice; the old one yields within milliseconds.
+    const yielded = this.#setNice(old, this.#o.surgeNice);
     let next: Child;
     try {
       next = this.#spawnChild(port, true);
     } catch (err) {
       this.#countOutcome('surge', false);
+      await this.#restoreNice(old, yielded);
       throw err;
     }
     await raceTimeout(next.settled, this.#o.readyTimeoutMs + this.#o.probeIntervalMs);
@@ -425,6 +432,7 @@ export class Supervisor extends EventEmitter {
         { pid: next.pid, port },
         'Surge gateway did not become ready; the old one keeps serving',
       );
+      await this.#restoreNice(old, yielded);
       throw new GatewaySpawnError('Surge gateway did not become ready');
     }
     // The switch: from here on the new gateway is the one supervised and served.
@@ -435,19 +443,38 @@ export class Supervisor extends EventEmitter {
     record.durationMs = Math.round(performance.now() - began);
     this.#countOutcome('surge', true);
     this.#o.log.info({ pid: next.pid, port, oldPid: old.pid }, 'Switched to the surge gateway');
-    const nice = this.#o.drainingNice;
-    if (nice !== null && !old.hasExited) {
-      const setNice =
-        this.#o.setNice ?? ((pid: number, n: number) => lowerPriority(pid, n, this.#o.user ?? null));
-      void setNice(old.pid, nice).then(
-        () => this.#o.log.info({ pid: old.pid, nice }, 'Old gateway yields the CPU while it drains'),
-        (err: unknown) =>
-          this.#o.log.info({ pid: old.pid, err: errInfo(err) }, 'Could not lower the old gateway priority'),
-      );
-    }
     await this.#o.frontDoor?.drain(old.port, this.#o.drainTimeoutMs);
     old.expectedExit = true;
     await this.#terminate(old);
+  }
+
+  /** Lowers `child`'s CPU share to `nice` (null: not at all); logs what took effect, never throws. */
+  async #setNice(child: Child, nice: number | null): Promise<NiceResult | null> {
+    if (nice === null || child.hasExited) return null;
+    const set = this.#o.setNice ?? ((pgid: number, n: number) => setGroupNice(pgid, n, this.#o.user ?? null));
+    const r = await set(child.pid, nice).catch(() => null);
+    if (!r || (!r.threads && !r.autogroup)) {
+      this.#o.log.info({ pid: child.pid, nice }, 'Could not lower the old gateway priority');
+      return null;
+    }
+    this.#o.log.info({ pid: child.pid, nice, ...r }, 'Old gateway yields the CPU to the surge gateway');
+    return r;
+  }
+
+  /**
+   * After a failed surge the old gateway goes on serving alone: its autogroup weight is set back
+   * to 0. Its threads' niceness can be lowered again only with CAP_SYS_NICE (the pod has none), so
+   * the attempt may fail; that costs the old gateway nothing against an idle CPU, only against the
+   * controller's own work.
+   */
+  async #restoreNice(child: Child, yielded: Promise<NiceResult | null>): Promise<void> {
+    if ((await yielded) === null || child.hasExited) return;
+    const set = this.#o.setNice ?? ((pgid: number, n: number) => setGroupNice(pgid, n, this.#o.user ?? null));
+    const r = await set(child.pid, 0).catch(() => null);
+    this.#o.log.info(
+      { pid: child.pid, threads: r?.threads ?? false, autogroup: r?.autogroup ?? false },
+      'Old gateway priority set back after the failed surge',
+    );
   }
 
   /** Starts the record `lastRestart` reports; its duration is filled in once the switch happens. */
@@ -671,33 +698,57 @@ export class Supervisor extends EventEmitter {
   }
 }
 
+export interface NiceResult {
+  /** Every thread of every process in the group has the niceness (`renice -g`). */
+  threads: boolean;
+  /** The gateway's autogroup has it (false: this kernel has none, or it was refused). */
+  autogroup: boolean;
+}
+
 /**
- * Raises `pid`'s niceness to `nice`. setpriority needs the same user or CAP_SYS_NICE (which the
- * example pod does not grant); a gateway running as its own user is reniced by a `renice` run as
- * that user, which may always lower its own processes' priority.
+ * Sets the niceness of the gateway that leads process group (and session) `pgid`, in both places
+ * Linux keeps one; never throws, says which took effect.
+ * - Per thread. setpriority(PRIO_PROCESS, pid), which is Node's os.setPriority, reaches the main
+ *   thread only: V8's compiler and GC threads and libuv's pool went on at 0. PRIO_PGRP reaches
+ *   every thread of every process in the group; Node has no call for it, so `renice -g`. This is
+ *   the weight that counts inside a cgroup (a Kubernetes pod).
+ * - Per autogroup. Where the kernel schedules by autogroup (kernel.sched_autogroup_enabled=1 and
+ *   the processes in the root cgroup: a VM such as a Fly machine, a plain host), every session is
+ *   one group and a thread's niceness only orders it within its group; a gateway spawned detached
+ *   has a session of its own, so only /proc/PID/autogroup changes its share against the others.
+ * setpriority needs the same user or CAP_SYS_NICE (the example pod grants none), so `renice` runs
+ * as the gateway user, which may always raise its own processes' niceness; lowering it back needs
+ * CAP_SYS_NICE for threads, not for an autogroup (below 0 only).
  */
-async function lowerPriority(
-  pid: number,
+export async function setGroupNice(
+  pgid: number,
   nice: number,
   user: { uid: number; gid: number } | null,
-): Promise<void> {
-  const os = process.getBuiltinModule('node:os');
-  try {
-    os.setPriority(pid, nice);
-    return;
-  } catch (err) {
-    if (!user) throw err;
-  }
-  await new Promise<void>((resolve, reject) => {
-    const p = spawn('renice', ['-n', String(nice), '-p', String(pid)], {
+): Promise<NiceResult> {
+  const threads = new Promise<boolean>((resolve) => {
+    const p = spawn('renice', ['-n', String(nice), '-g', String(pgid)], {
       stdio: 'ignore',
-      uid: user.uid,
-      gid: user.gid,
+      ...(user ? { uid: user.uid, gid: user.gid } : {}),
       env: { PATH: '/usr/bin:/bin' },
     });
-    p.once('error', reject);
-    p.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`renice exited ${code}`))));
+    p.once('error', () => resolve(false));
+    p.once('exit', (code) => resolve(code === 0));
   });
+  const autogroup = (async () => {
+    const { writeFile } = process.getBuiltinModule('node:fs/promises');
+    // The kernel takes one autogroup change per 100 ms from the whole host (EAGAIN): one retry.
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        await writeFile(`/proc/${pgid}/autogroup`, String(nice));
+        return true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') return false;
+        await delay(120);
+      }
+    }
+    return false;
+  })();
+  return { threads: await threads, autogroup: await autogroup };
 }
 
 /** Signals a process group; falls back to the process when it is not a group leader. */

@@ -1,5 +1,5 @@
 // Supervisor faults with real processes: SIGKILL escalation, backoff, coalescing, env per spawn.
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Supervisor, type SupervisorOptions, type Timers } from '../../src/controller/supervisor.ts';
@@ -228,22 +228,34 @@ describe('supervisor', () => {
   });
 });
 
-describe('surge: the old gateway yields the CPU once switched away from', () => {
-  /** Niceness of a live process (field 19 of /proc/PID/stat). */
-  const niceOf = (pid: number) => {
-    const raw = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(raw.slice(raw.lastIndexOf(')') + 2).split(' ')[16]);
+describe('surge: the old gateway yields the CPU to the new one from the spawn on', () => {
+  /** Niceness of every thread of a live process (field 19 of /proc/PID/task/TID/stat). */
+  const threadNices = (pid: number) =>
+    readdirSync(`/proc/${pid}/task`).map((tid) => {
+      const raw = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      return Number(raw.slice(raw.lastIndexOf(')') + 2).split(' ')[16]);
+    });
+  /** The autogroup niceness (`/autogroup-N nice X`), or null on a kernel without autogroups. */
+  const autogroupNice = (pid: number) => {
+    try {
+      return Number(/nice (-?\d+)/.exec(readFileSync(`/proc/${pid}/autogroup`, 'utf8'))?.[1]);
+    } catch {
+      return null;
+    }
   };
 
-  it('raises the old gateway niceness to drainingNice for its drain and stop; the new one keeps 0', async () => {
+  /** The first log line with message `msg`, parsed (undefined when there is none). */
+  const logged = (lines: string[], msg: string) =>
+    lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === msg);
+
+  async function surgeSupervisor(extra: Partial<SupervisorOptions> = {}) {
     const { dir, cleanup } = tempDir('keyroll-sup-nice-');
     const port = await freePort();
-    let surgePort = await freePort();
-    while (surgePort === port) surgePort = await freePort(); // freePort() may repeat itself
+    const surgePort = await freePort();
     const logFile = join(dir, 'starts.jsonl');
     const { log, lines } = captureLogger();
-    // The first child ignores SIGTERM, so it is still alive (draining, then killed) to be looked at.
-    let ignoreTerm = '1';
+    // Knobs per spawn: the test sets them before the restart, for the next child only.
+    const knobs: Record<string, string> = {};
     const sup = new Supervisor({
       command: process.execPath,
       args: [FIXTURE],
@@ -251,7 +263,7 @@ describe('surge: the old gateway yields the CPU once switched away from', () => 
         PATH: process.env.PATH ?? '',
         OPENCLAW_GATEWAY_PORT: String(p),
         FIX_LOG: logFile,
-        FIX_IGNORE_SIGTERM: ignoreTerm,
+        ...knobs,
       }),
       gatewayPort: port,
       surgePort,
@@ -259,6 +271,7 @@ describe('surge: the old gateway yields the CPU once switched away from', () => 
       log,
       probeIntervalMs: 25,
       stopTimeoutMs: 1_500,
+      ...extra,
     });
     cleanups.push(async () => {
       await sup.shutdown().catch(() => {});
@@ -267,16 +280,53 @@ describe('surge: the old gateway yields the CPU once switched away from', () => 
     });
     await sup.start();
     expect(await sup.waitForState('running', 10_000)).toBe(true);
-    const oldPid = sup.getStats().pid!;
-    expect(niceOf(oldPid)).toBe(0);
-    ignoreTerm = '0';
+    return { sup, knobs, lines, oldPid: sup.getStats().pid! };
+  }
+
+  it('every thread of the old gateway, and its autogroup, is at surgeNice while the new one starts; the new one keeps 0', async () => {
+    const { sup, knobs, lines, oldPid } = await surgeSupervisor();
+    expect(threadNices(oldPid).length).toBeGreaterThan(1); // Node's own threads, not just main
+    expect(new Set(threadNices(oldPid))).toEqual(new Set([0]));
+    // The next child is ready only after 1.5 s: the old one is looked at before the switch.
+    knobs.FIX_READY_DELAY_MS = '1500';
     const restarting = sup.requestRestart();
+    const said = await waitFor(
+      () => logged(lines, 'Old gateway yields the CPU to the surge gateway'),
+      1_000,
+      'the old gateway reniced',
+    );
+    expect(sup.getStats().pid).toBe(oldPid); // not switched yet
+    expect(new Set(threadNices(oldPid))).toEqual(new Set([10]));
+    const group = autogroupNice(oldPid);
+    if (group !== null) expect(group).toBe(10);
     await waitFor(() => sup.getStats().pid !== oldPid, 10_000, 'the switch');
     const newPid = sup.getStats().pid!;
-    await waitFor(() => niceOf(oldPid) === 10, 1_000, 'the old gateway reniced');
-    expect(niceOf(newPid)).toBe(0);
+    expect(new Set(threadNices(newPid))).toEqual(new Set([0]));
+    if (group !== null) expect(autogroupNice(newPid)).toBe(0);
     await restarting;
     expect(pidAlive(oldPid)).toBe(false);
-    expect(lines.join('\n')).toContain('Old gateway yields the CPU while it drains');
+    expect(said).toMatchObject({ pid: oldPid, nice: 10, threads: true, autogroup: group !== null });
+  }, 30_000);
+
+  it('after a failed surge the old gateway serves on with its autogroup set back to 0', async () => {
+    const { sup, knobs, lines, oldPid } = await surgeSupervisor({ readyTimeoutMs: 5_000 });
+    knobs.FIX_NO_LISTEN = '1';
+    await expect(sup.requestRestart()).rejects.toThrow(/did not become ready/);
+    expect(sup.getStats()).toMatchObject({ pid: oldPid, state: 'running' });
+    const back = logged(lines, 'Old gateway priority set back after the failed surge');
+    expect(back).toMatchObject({ pid: oldPid });
+    if (autogroupNice(oldPid) !== null) expect(autogroupNice(oldPid)).toBe(0);
+    // Threads go back to 0 only with CAP_SYS_NICE; what the log says is what the threads have.
+    expect(new Set(threadNices(oldPid))).toEqual(new Set([back?.threads ? 0 : 10]));
+  }, 30_000);
+
+  it('surgeNice null leaves the old gateway as it is', async () => {
+    const { sup, knobs, lines, oldPid } = await surgeSupervisor({ surgeNice: null });
+    knobs.FIX_READY_DELAY_MS = '600';
+    const restarting = sup.requestRestart();
+    await waitFor(() => sup.getStats().pid !== oldPid, 10_000, 'the switch');
+    expect(new Set(threadNices(oldPid))).toEqual(new Set([0]));
+    await restarting;
+    expect(lines.join('')).not.toContain('yields the CPU');
   }, 30_000);
 });
