@@ -91,6 +91,15 @@ function target(figure: string, measured: string, goal: string, met: boolean | n
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const round = (ms: number) => Math.round(ms);
 const fmt = (v: number, digits = 1) => (Number.isFinite(v) ? v.toFixed(digits) : 'n/a');
+/** CPU time a process has used so far (ms), NaN once it is gone. */
+const cpuOf = (pid: number) => {
+  try {
+    return cpuMs(pid);
+  } catch {
+    return Number.NaN;
+  }
+};
+const fmtCpu = (ms: number) => (Number.isFinite(ms) ? `${(ms / 1000).toFixed(1)} s` : 'n/a');
 
 /** Text safe to print: every key and the token replaced. */
 function scrub(text: string): string {
@@ -475,12 +484,15 @@ async function controllerSubject(strategy: 'hold' | 'surge'): Promise<Subject> {
     const scraper = sampleControllerMetrics(ctl.adminPort, TOKEN, 500);
     let t0 = 0;
     let probeSentAt = Number.NaN;
+    let oldCpu0 = Number.NaN;
+    let cpuAtSwitch = { old: Number.NaN, new: Number.NaN };
     let first: UpstreamRequest;
     let after: State;
     let oldExitAt: number;
     try {
       await sleep(WARM_MS);
       t0 = Date.now();
+      oldCpu0 = cpuOf(oldPid);
       const oldGone = waitForPidExit(oldPid, 120_000).then((gone) => (gone ? Date.now() : Number.NaN));
       const patch = await ctl.call('POST', '/_kilo/env/patch', { KILOCODE_API_KEY: key });
       if (patch.status !== 200) throw new Error(`${strategy}: patch answered ${patch.status}`);
@@ -496,7 +508,11 @@ async function controllerSubject(strategy: 'hold' | 'surge'): Promise<Subject> {
       ).then((routed) => {
         if (!routed) return;
         probeSentAt = Date.now();
-        return chat(ctl.port, TOKEN).catch(() => null);
+        const sent = chat(ctl.port, TOKEN).catch(() => null);
+        // CPU both gateways used from the patch to the switch: the new one's start, and what the
+        // old one (serving the clients) took from it.
+        cpuAtSwitch = { old: cpuOf(oldPid) - oldCpu0, new: cpuOf(Number(routed.f.pid)) };
+        return sent;
       });
       first = await upstream.waitForRequest(
         (r) => r.at >= t0 && r.key === key && isChat(r),
@@ -529,6 +545,7 @@ async function controllerSubject(strategy: 'hold' | 'surge'): Promise<Subject> {
     const since = (t: number | undefined) => (t === undefined || Number.isNaN(t) ? 'n/a' : `${t - t0}`);
     if (lr.strategy === 'surge') {
       const switched = logEvent(ctl, 'Switched to the surge gateway', t0);
+      const yielded = logEvent(ctl, 'Old gateway yields the CPU to the surge gateway', t0);
       parts =
         `patch → surge gateway spawned ${spawned ? spawned.t - t0 : 'n/a'} ms, its cold start ${readyMs} ms, ` +
         `switch at ${switched ? switched.t - t0 : 'n/a'} ms, switch → first call with the new key ` +
@@ -536,7 +553,9 @@ async function controllerSubject(strategy: 'hold' | 'surge'): Promise<Subject> {
         `${switched && !Number.isNaN(oldExitAt) ? oldExitAt - switched.t : 'n/a'} ms after the switch; ` +
         `timeline from the patch (ms): answered ${since(patched?.t)}, spawned ${since(spawned?.t)}, ready ${since(ready?.t)}, ` +
         `switched ${since(switched?.t)}, probe chat sent ${since(probeSentAt)}, upstream saw the new key ${since(first.at)}, ` +
-        `old gateway exited ${since(oldExitAt)}`;
+        `old gateway exited ${since(oldExitAt)}; old gateway reniced ${since(yielded?.t)} ms ` +
+        `(threads ${yielded?.f.threads ?? 'n/a'}, autogroup ${yielded?.f.autogroup ?? 'n/a'}); ` +
+        `CPU from the patch to the switch: new gateway ${fmtCpu(cpuAtSwitch.new)}, old gateway ${fmtCpu(cpuAtSwitch.old)}`;
     } else {
       const stopped = logEvent(ctl, 'Gateway stopped', t0, (f) => f.pid === oldPid);
       const routed = logEvent(ctl, 'Routing', t0, (f) => f.pid === newPid);
@@ -600,6 +619,7 @@ async function bareSubject(): Promise<Subject> {
     let tExit = 0;
     let tReady = 0;
     let readyMs = Number.NaN;
+    let readyCpu = Number.NaN;
     let exitNote = '';
     let first: UpstreamRequest;
     try {
@@ -612,6 +632,7 @@ async function bareSubject(): Promise<Subject> {
       gw = await startGateway(sb, { port, env: env(key), timeoutMs: READY_TIMEOUT_MS });
       tReady = Date.now();
       readyMs = gw.readyMs;
+      readyCpu = cpuOf(gw.pid);
       const own = chat(port, TOKEN).catch(() => null);
       first = await upstream.waitForRequest(
         (r) => r.at >= t0 && r.key === key && isChat(r),
@@ -625,7 +646,7 @@ async function bareSubject(): Promise<Subject> {
     const window = windowStats(traffic.outcomes, t0, first.at);
     const parts =
       `SIGTERM → exit ${tExit - t0} ms${exitNote}, spawn with the new key → /readyz 200 ${readyMs} ms, ` +
-      `/readyz 200 → first call with the new key ${first.at - tReady} ms`;
+      `/readyz 200 → first call with the new key ${first.at - tReady} ms; CPU of the new gateway to /readyz 200 ${fmtCpu(readyCpu)}`;
     return { totalMs: first.at - t0, parts, window };
   };
 
