@@ -11,8 +11,9 @@
 // the profile-store checks are hand-written, src/log.ts writes the log lines itself), which
 // test/build/controller-chunk.test.ts checks on this build's metafile. The bundle sits one
 // folder below the package root, as src/ does, so src/version.ts finds package.json and the
-// OpenClaw cache from either place. @kubernetes/client-node stays an ordinary import from
-// node_modules: only the operator commands load it, and the tests run that exact package.
+// OpenClaw cache from either place. @kubernetes/client-node (the same package the tests run) is
+// bundled into the chunks of the commands that use Kubernetes only, tree-shaken to what
+// src/operator/kube.ts uses (BENCHMARKS.md, Operator): see `kubeClientTreeShaken` below.
 import { rmSync, writeFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { dirname, join, relative } from 'node:path';
@@ -46,6 +47,33 @@ const builtinsAsCommonJs = {
   },
 };
 
+/**
+ * @kubernetes/client-node's files as free of side effects, so that esbuild drops every module of
+ * the package that kube.ts does not reach. Its index re-exports every generated API class and
+ * model, exec/attach/port-forward (ws), cp (tar-fs), metrics and the object cache; imported as a
+ * package, all of them load and stay resident (≈35 MB of the operator's RSS). Its only
+ * side-effect import is a `File` polyfill for Node 18, which Node >= 22 does not need.
+ */
+const kubeClientTreeShaken = {
+  name: 'kube-client-tree-shaken',
+  setup(b) {
+    const pkg = `${join('node_modules', '@kubernetes', 'client-node')}/`;
+    b.onResolve({ filter: /.*/ }, async (args) => {
+      if (args.pluginData === kubeClientTreeShaken) return undefined;
+      const fromPkg = args.importer.includes(pkg);
+      if (!fromPkg && args.path !== '@kubernetes/client-node') return undefined;
+      if (fromPkg && !args.path.startsWith('.')) return undefined;
+      const r = await b.resolve(args.path, {
+        kind: args.kind,
+        importer: args.importer,
+        resolveDir: args.resolveDir,
+        pluginData: kubeClientTreeShaken,
+      });
+      return r.errors.length > 0 ? undefined : { path: r.path, sideEffects: false };
+    });
+  },
+};
+
 rmSync(outdir, { recursive: true, force: true });
 const result = await build({
   absWorkingDir: root,
@@ -58,15 +86,17 @@ const result = await build({
   format: 'esm',
   platform: 'node',
   target: 'node22.19',
-  external: ['@kubernetes/client-node'],
   // Whitespace and syntax only: stack traces keep their function names.
   minifyWhitespace: true,
   minifySyntax: true,
+  // License comments into dist/*.LEGAL.txt: one of them is not ASCII, which would make V8 hold
+  // its whole chunk's source as a two-byte string (4 MB instead of 2 MB for the operator's).
+  legalComments: 'external',
   // CommonJS dependencies (json5, yaml, prom-client) call require(); give every chunk one.
   banner: {
     js: "import { createRequire as __keyrollRequire } from 'node:module';\nconst require = __keyrollRequire(import.meta.url);",
   },
-  plugins: [builtinsAsCommonJs],
+  plugins: [builtinsAsCommonJs, kubeClientTreeShaken],
   metafile: true,
   logLevel: 'warning',
 });

@@ -113,9 +113,9 @@ export class Informer<T extends Cached> {
       let events = 0;
       try {
         if (this.#rv === null) {
-          const listed = await this.#list(signal);
-          this.#replace(listed.next);
-          this.#rv = listed.resourceVersion;
+          // In its own frame: this loop's frame stays suspended for the whole watch that follows,
+          // and a local here would keep the listed Map (10,000 entries for Secrets) alive with it.
+          this.#rv = await this.#relist(signal);
           if (!this.#synced) {
             this.#synced = true;
             log.info({ objects: this.#store.size }, 'Cache synced');
@@ -216,6 +216,13 @@ export class Informer<T extends Cached> {
     }
     this.#put(key, obj, previous);
     this.#o.onChange(previous, obj);
+  }
+
+  /** Lists, replaces the cache with the result, and returns the list's resourceVersion. */
+  async #relist(signal: AbortSignal): Promise<string> {
+    const listed = await this.#list(signal);
+    this.#replace(listed.next);
+    return listed.resourceVersion;
   }
 
   /**
