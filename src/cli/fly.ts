@@ -6,9 +6,14 @@ import { runLoop } from '../engine/run-loop.ts';
 import { EXIT_NOT_DONE, EXIT_OK, EXIT_USAGE, errorMessage, UsageError } from '../errors.ts';
 import { countFlag, durationFlag, type FlagValues, parseFlagValues, portFlag } from '../flags.ts';
 import { DEFAULT_FLY_API_URL, FlyClient } from '../fly/client.ts';
+import { flyLifecycle, flyStateFile } from '../fly/lifecycle.ts';
 import { type FlyPassResult, runFlyPass } from '../fly/loop.ts';
 import { renderFlyDiff, renderFlyJson, renderFlyPass } from '../fly/loop-report.ts';
 import type { TargetOptions } from '../fly/targets.ts';
+import { DEFAULT_POLICY } from '../lifecycle/lifecycle.ts';
+import { type Announcer, httpAnnouncer, httpRevoker, type Revoker } from '../lifecycle/retire.ts';
+import { renderLifecycle, type TargetsLifecycleResult } from '../lifecycle/targets-file.ts';
+import { createProgress } from '../reconcile/progress.ts';
 import { DEFAULT_RETRY } from '../reconcile/retry.ts';
 import type { KeySource } from '../reconcile/sources/key-source.ts';
 import { ConfigError, resolveToken, type SourceConfig } from '../reconcile/targets.ts';
@@ -55,6 +60,17 @@ taken out the next time the machine is seen stopped, and is reported as "deferre
   --request-timeout DUR     per controller call (default 5s)
   --fly-api-url URL         default ${DEFAULT_FLY_API_URL} (or FLY_API_URL)
 
+Key lifecycle (any of these turns it on; docs/fly.md, "Key lifecycle"):
+  --state-file PATH         the app's lifecycle record (default ./keyroll-fly-APP.state.json; put
+                            it on a volume when keyroll fly runs as a Fly machine)
+  --retire-after DUR        grace between every machine proving the new key and the previous key
+                            becoming retirable (default 60s)
+  --revoke-url URL          POST {"version"} here to revoke a retirable previous key, oldest
+                            first, once (2xx, or 409/410 = already revoked); never the current one
+  --revoke-token-env NAME   bearer token for --revoke-url (default: --source-token-env's variable)
+  --retire-webhook URL      POST {gatewayKey (the app), previousVersion, currentVersion,
+                            provenTargets} once per retirable version (no key, no token)
+
 Key source (one is required):
   --source-file PATH        file with the key, or a mounted Secret directory
   --source-key-name NAME    file name inside a Secret directory (default: --env-var)
@@ -89,7 +105,11 @@ const RAW_DEFAULTS: Record<string, string | boolean> = {
   'controller-port': '18789',
   'request-timeout': '5s',
   'fly-api-url': DEFAULT_FLY_API_URL,
+  'retire-after': '60s',
 };
+
+/** The flags that turn the key lifecycle on. */
+const LIFECYCLE_FLAGS = ['state-file', 'retire-after', 'revoke-url', 'revoke-token-env', 'retire-webhook'];
 
 /** Node's timers hold at most 2^31-1 ms (24.8 days); a longer delay would fire at once. */
 const MAX_TIMER_MS = 2_147_483_647;
@@ -122,6 +142,14 @@ export const FlyConfigSchema = z
     'controller-token-file': z.string().min(1).optional(),
     'request-timeout': durationFlag(1, MAX_TIMER_MS),
     'fly-api-url': z.url({ protocol: /^https?$/ }),
+    'state-file': z.string().min(1).optional(),
+    'retire-after': durationFlag(0, MAX_TIMER_MS),
+    'revoke-url': z.url({ protocol: /^https?$/, error: 'expected an http(s) URL' }).optional(),
+    'revoke-token-env': z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name')
+      .optional(),
+    'retire-webhook': z.url({ protocol: /^https?$/, error: 'expected an http(s) URL' }).optional(),
     'fly-api-token': z.string({ error: 'is not set (a Fly API token)' }).min(1, 'is empty'),
   })
   .refine((c) => !(c['controller-token-env'] && c['controller-token-file']), {
@@ -129,6 +157,12 @@ export const FlyConfigSchema = z
   });
 
 export type FlyConfig = z.infer<typeof FlyConfigSchema>;
+
+/** One pass of the loop: the Fly pass and, with the lifecycle on, the app's lifecycle after it. */
+interface FlyRun {
+  pass: FlyPassResult;
+  lifecycle: TargetsLifecycleResult | null;
+}
 
 /** What tests (and embedders) may inject. */
 export interface FlyDeps {
@@ -154,12 +188,37 @@ function sourceConfig(v: FlagValues): SourceConfig {
   return source;
 }
 
+/**
+ * The key lifecycle's set-up, or null when no lifecycle flag was given. The revoke token is read
+ * here, before any work: a missing one is a usage error that contacts nothing.
+ */
+function lifecycleSetup(
+  cfg: FlyConfig,
+  values: FlagValues,
+  env: NodeJS.ProcessEnv,
+): { stateFile: string; revoker?: Revoker; announcer?: Announcer; token?: string } | null {
+  if (!LIFECYCLE_FLAGS.some((f) => values[f] !== undefined)) return null;
+  const stateFile = cfg['state-file'] ?? flyStateFile(cfg.app);
+  const announcer = cfg['retire-webhook'] ? httpAnnouncer(cfg['retire-webhook']) : undefined;
+  const url = cfg['revoke-url'];
+  if (!url) return { stateFile, ...(announcer ? { announcer } : {}) };
+  const name = cfg['revoke-token-env'] ?? (values['source-token-env'] as string | undefined);
+  if (!name) {
+    throw new UsageError(
+      '--revoke-url needs --revoke-token-env NAME (or an HTTP source with --source-token-env)',
+    );
+  }
+  const token = env[name];
+  if (!token) throw new UsageError(`--revoke-token-env: ${name} is not set`);
+  return { stateFile, revoker: httpRevoker(url, token), token, ...(announcer ? { announcer } : {}) };
+}
+
 function exitFor(p: FlyPassResult): number {
   return p.converged ? EXIT_OK : EXIT_NOT_DONE;
 }
 
 export async function runFly(argv: string[], io: Io, deps: FlyDeps = {}): Promise<number> {
-  const ctx = commandContext(argv, io, { name: 'fly', usage: USAGE });
+  const ctx = commandContext(argv, io, { name: 'fly', usage: USAGE, progress: createProgress });
   try {
     if (ctx.help) return EXIT_OK;
     return await fly(ctx, io.env, deps);
@@ -174,6 +233,8 @@ async function fly(ctx: CommandContext, env: NodeJS.ProcessEnv, deps: FlyDeps): 
   const clock = deps.clock ?? systemClock;
   const { secrets } = ctx;
   secrets.add(cfg['fly-api-token']);
+  const retirement = lifecycleSetup(cfg, ctx.values, env);
+  if (retirement?.token) secrets.add(retirement.token);
   const log = ctx.log.child({ command: 'fly', app: cfg.app });
 
   let keySource: KeySource;
@@ -212,7 +273,8 @@ async function fly(ctx: CommandContext, env: NodeJS.ProcessEnv, deps: FlyDeps): 
   const flyApi = new FlyClient({ token: cfg['fly-api-token'], baseUrl: cfg['fly-api-url'], log });
   const signal = deps.signal ? AbortSignal.any([deps.signal, ctx.signal]) : ctx.signal;
   const dryRun = cfg['dry-run'];
-  const { last, error } = await runLoop({
+  const policy = { ...DEFAULT_POLICY, retireAfterMs: cfg['retire-after'] };
+  const { last, error } = await runLoop<FlyRun>({
     once: cfg.once || dryRun,
     intervalMs: cfg.interval,
     jitterMs: cfg.jitter,
@@ -223,7 +285,7 @@ async function fly(ctx: CommandContext, env: NodeJS.ProcessEnv, deps: FlyDeps): 
     pass: async () => {
       const key = await keySource.current(signal);
       secrets.add(key.key, 'key');
-      return runFlyPass({
+      const pass = await runFlyPass({
         fly: flyApi,
         app: cfg.app,
         key,
@@ -250,11 +312,29 @@ async function fly(ctx: CommandContext, env: NodeJS.ProcessEnv, deps: FlyDeps): 
         },
         passDeadlineMs: cfg['pass-deadline'],
         ...(deps.controllerClient ? { client: deps.controllerClient } : {}),
+        progress: (total) => ctx.progress(total, `fly ${cfg.app}`),
       });
+      const lifecycle = retirement
+        ? await flyLifecycle(pass, {
+            stateFile: retirement.stateFile,
+            policy,
+            revoker: retirement.revoker,
+            announcer: retirement.announcer,
+            clock,
+            log,
+            signal,
+          })
+        : null;
+      return { pass, lifecycle };
     },
-    onPass: (p) => {
-      if (ctx.output === 'json') ctx.stdout(renderFlyJson(p));
-      else ctx.stdout(dryRun ? renderFlyDiff(p) : renderFlyPass(p));
+    onPass: ({ pass: p, lifecycle }) => {
+      if (ctx.output === 'json') {
+        ctx.stdout(renderFlyJson(lifecycle ? { ...p, lifecycle: lifecycle.lifecycle } : p));
+      } else {
+        ctx.stdout(dryRun ? renderFlyDiff(p) : renderFlyPass(p));
+        if (lifecycle) ctx.stdout(renderLifecycle(lifecycle));
+      }
+      if (lifecycle?.error) ctx.stderr(`keyroll fly: ${lifecycle.error}\n`);
     },
     onError: (err) => {
       const msg = errorMessage(err);
@@ -263,7 +343,7 @@ async function fly(ctx: CommandContext, env: NodeJS.ProcessEnv, deps: FlyDeps): 
     },
   });
   if (error) return EXIT_USAGE;
-  return last ? exitFor(last) : EXIT_NOT_DONE;
+  return last ? exitFor(last.pass) : EXIT_NOT_DONE;
 }
 
 export const run = runFly;

@@ -68,7 +68,7 @@ export interface CommandContext {
    * A fan-out's progress on stderr: a line cut to the terminal's width, only when stderr is a TTY
    * and the spec passed `progress`.
    */
-  progress(total: number): Progress;
+  progress(total: number, label?: string): Progress;
   /** Waits for SIGINT/SIGTERM, runs `stop`, resolves 0 (stopped cleanly) or 1 (stop threw). */
   untilSignalled(stop: () => Promise<void>): Promise<number>;
   /** Removes the signal listeners; idempotent. */
@@ -112,7 +112,7 @@ export function fitToWidth(text: string, columns: number | undefined): string {
 }
 
 /** Progress when stderr is not a terminal: nothing (a pipe or a log file gets the report only). */
-const NO_PROGRESS: Progress = { phase() {}, result() {}, finish() {} };
+const NO_PROGRESS: Progress = { phase() {}, result() {}, done() {}, finish() {} };
 
 export function commandContext(argv: readonly string[], io: Io, spec: CommandSpec): CommandContext {
   const secrets = new SecretRegistry();
@@ -179,9 +179,9 @@ export function commandContext(argv: readonly string[], io: Io, spec: CommandSpe
     log,
     signal: abort.signal,
     str,
-    progress: (total) =>
+    progress: (total, label) =>
       io.isTty && spec.progress
-        ? spec.progress(total, (t) => stderr(fitToWidth(t, io.columns)), true)
+        ? spec.progress(total, (t) => stderr(fitToWidth(t, io.columns)), true, label)
         : NO_PROGRESS,
     untilSignalled: (stop) =>
       new Promise<number>((resolve) => {

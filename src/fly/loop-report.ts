@@ -76,7 +76,7 @@ export function renderFlyDiff(p: FlyPassResult): string {
   return out;
 }
 
-/** JSON for programs. */
-export function renderFlyJson(p: FlyPassResult): string {
+/** JSON for programs (with the app's key lifecycle when it is on). */
+export function renderFlyJson(p: FlyPassResult & { lifecycle?: unknown }): string {
   return `${JSON.stringify(p, null, 2)}\n`;
 }

@@ -14,6 +14,7 @@ import {
 import { errorMessage } from '../errors.ts';
 import { type Delivery, type DesiredSpec, desired } from '../reconcile/desired.ts';
 import { mapLimit } from '../reconcile/limits.ts';
+import type { Progress } from '../reconcile/progress.ts';
 import type { KeyMaterial } from '../reconcile/sources/key-source.ts';
 import type { Rollout } from '../reconcile/targets.ts';
 import type { FlyClient } from './client.ts';
@@ -59,6 +60,8 @@ export interface FlyPassOptions {
   passDeadlineMs: number;
   /** Test seam: how to reach a controller (default HTTP). */
   client?: TargetOptions['client'];
+  /** The pass's live progress, made once the machines are listed (`keyroll fly` on a TTY). */
+  progress?: (total: number) => Progress;
 }
 
 export type MachineOutcome = 'converged' | 'not-converged' | 'skipped';
@@ -199,6 +202,7 @@ export async function runFlyPass(o: FlyPassOptions): Promise<FlyPassResult> {
     };
   }
 
+  const progress = machineProgress(o.progress?.(listed.length));
   // Observe: the engine's observe and assess steps (GET /_kilo/state only) on every started machine.
   const targetOpts: TargetOptions = {
     port: o.controllerPort,
@@ -212,6 +216,7 @@ export async function runFlyPass(o: FlyPassOptions): Promise<FlyPassResult> {
   for (const t of byId.values()) if ('target' in t) targets.push(t.target);
   const observed = new Map<string, Inspection>();
   await mapLimit(targets, o.rollout.concurrency, async (t) => {
+    progress.phase(t.name, 'observing');
     observed.set(t.name, await inspectTarget(t, want, env));
   });
 
@@ -254,6 +259,9 @@ export async function runFlyPass(o: FlyPassOptions): Promise<FlyPassResult> {
       observed: observedResult,
       outcome: 'not-converged',
     });
+    if (o.dryRun || p.action === 'none') {
+      progress.done(m.id, machineConverged(p.durable, p.live, m.state, o.requireDurable));
+    }
   }
   const finish = (status: PassStatus): FlyPassResult => {
     const machines = listed.map((m) => {
@@ -263,8 +271,10 @@ export async function runFlyPass(o: FlyPassOptions): Promise<FlyPassResult> {
           ? 'converged'
           : 'not-converged';
       }
+      progress.done(m.id, r.outcome === 'converged');
       return r;
     });
+    progress.finish();
     const summary = summarize(machines);
     return {
       ...base,
@@ -319,6 +329,7 @@ export async function runFlyPass(o: FlyPassOptions): Promise<FlyPassResult> {
       } else {
         r.message = `config write failed: ${w.message}; next pass`;
       }
+      progress.done(p.id, r.durable === 'ok' && r.outcome !== 'skipped');
     });
 
     // Live deliveries: take each machine's lease, re-read it, and deliver through its controller.
@@ -371,9 +382,16 @@ export async function runFlyPass(o: FlyPassOptions): Promise<FlyPassResult> {
       });
       for (const l of leased) results.get(l.id)!.action = 'live';
       // Under the lease: the engine's target pipeline (observe again, plan, deliverAndVerify).
-      const work = { key: o.key, spec: o.spec, dryRun: o.rollout.paused, env, gate: rolloutGate(o.rollout) };
+      const work = {
+        key: o.key,
+        spec: o.spec,
+        dryRun: o.rollout.paused,
+        env,
+        gate: rolloutGate(o.rollout, progress.phase),
+      };
       await mapLimit(leased, o.rollout.concurrency, async (l) => {
         const d = await reconcileTarget(l.target, work);
+        progress.result(d);
         const r = results.get(d.name)!;
         r.delivered = d;
         if (d.patched) r.changed = 'live';
@@ -398,6 +416,25 @@ export async function runFlyPass(o: FlyPassOptions): Promise<FlyPassResult> {
     return finish('deadline');
   }
   return finish('done');
+}
+
+/**
+ * The pass's progress with each machine counted once, whichever step finishes it first (a machine
+ * the plan leaves alone, a config write, a live delivery, or the end of the pass for the rest).
+ */
+function machineProgress(p: Progress | undefined): Progress {
+  const counted = new Set<string>();
+  const once = (name: string) => !counted.has(name) && counted.add(name) !== undefined;
+  return {
+    phase: (name, phase) => p?.phase(name, phase),
+    result: (r) => {
+      if (once(r.name)) p?.result(r);
+    },
+    done: (name, converged) => {
+      if (once(name)) p?.done(name, converged);
+    },
+    finish: () => p?.finish(),
+  };
 }
 
 /** Lease TTL in whole seconds: what is left of the pass plus a margin, at least 30 s. */
