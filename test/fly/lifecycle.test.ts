@@ -11,8 +11,8 @@ import { UsageError } from '../../src/errors.ts';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
 import { machineProof } from '../../src/fly/lifecycle.ts';
 import type { MachineResult } from '../../src/fly/loop.ts';
+import type { ObservedState } from '../../src/kilo-state.ts';
 import { type ControllerClient, ControllerError } from '../../src/reconcile/controller-client.ts';
-import type { ObservedState } from '../../src/reconcile/observed.ts';
 import { type FakeKeyApi, startFakeKeyApi } from '../support/fake-key-api.ts';
 import { type FakeFlyApi, startFakeFlyApi } from '../support/fly/fake-fly-api.ts';
 
