@@ -2,13 +2,12 @@
 // (three HTTP clients, one of them streaming, and one WebSocket client that completes OpenClaw's
 // handshake) while the key is rotated three times per restart strategy, then once more with the
 // upstream revoking the old key at the patch. One controller (one gateway) per strategy.
-import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
 import { type FakeUpstream, keyHash, startFakeUpstream } from '../support/fake-upstream.ts';
-import { freePort } from '../support/http.ts';
-import { killAllTracked, spawnTracked, type Tracked } from '../support/processes.ts';
-import { createSandbox, node24, REPO_ROOT } from '../support/sandbox.ts';
+import { killAllTracked } from '../support/processes.ts';
+import { serving, startRealController } from '../support/real-controller.ts';
+import { createSandbox, filesContaining } from '../support/sandbox.ts';
 import { failures, latency, type RequestOutcome, startTraffic } from '../support/traffic.ts';
 
 const TOKEN = 'test-token-gw-frontdoor-0123456789';
@@ -22,84 +21,23 @@ afterAll(async () => {
   for (const s of [TOKEN, ...KEYS]) expect(all.includes(s), 'secret in captured output').toBe(false);
 });
 
-// biome-ignore lint/suspicious/noExplicitAny: /_kilo/state is read field by field.
-type State = Record<string, any>;
-
 async function startController(strategy: 'hold' | 'surge', upstream: FakeUpstream) {
   const sb = createSandbox(`keyroll-door-${strategy}-`);
-  const proc: Tracked = spawnTracked(
-    node24(),
-    [
-      join(REPO_ROOT, 'bin', 'keyroll.mjs'),
-      'controller',
-      '--state-dir',
-      sb.stateDir,
-      // Port 0: the controller picks free ports and logs them (a port picked here beforehand can be
-      // taken by another test's server on a busy host).
-      '--port',
-      '0',
-      '--admin-port',
-      '0',
-      '--bind',
-      '127.0.0.1',
-      '--gateway-port',
-      String(await freePort()),
-      '--surge-port',
-      String(await freePort()),
-      '--restart-strategy',
-      strategy,
-      '--provider-base-url',
-      upstream.baseUrl,
-      '--enable-chat-completions',
-      '--ready-timeout',
-      '400000ms',
-      // A loaded CI host was seen taking over 60 s for a cold start; nothing here may give up first.
-      '--hold-timeout',
-      '300s',
-    ],
-    {
-      name: `keyroll-controller-${strategy}`,
-      cwd: sb.dir,
-      env: sb.env({ OPENCLAW_GATEWAY_TOKEN: TOKEN, KILOCODE_API_KEY: KEYS[0]! }),
-    },
-  );
-  const listening = JSON.parse(await proc.waitForLine(/"msg":"Controller listening"/, 60_000)) as {
-    port: number;
-    adminPort: number;
-  };
-  const { port, adminPort } = listening;
-  const call = async (method: string, path: string, body?: unknown) => {
-    const res = await fetch(`http://127.0.0.1:${adminPort}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      signal: AbortSignal.timeout(30_000),
-    });
-    const text = await res.text();
-    captured.push(text);
-    return { status: res.status, body: JSON.parse(text) as State };
-  };
-  /** Polls until `pred` holds; returns the state and when it was first seen. */
-  const waitState = async (pred: (s: State) => boolean, timeoutMs: number) => {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const r = await call('GET', '/_kilo/state').catch(() => null);
-      if (r?.status === 200 && pred(r.body)) return { state: r.body, at: Date.now() };
-      if (Date.now() > deadline) {
-        throw new Error(
-          `no convergence; last: ${JSON.stringify(r?.body)}\n${proc.lines.slice(-30).join('\n')}`,
-        );
-      }
-      await new Promise((res) => setTimeout(res, 50));
-    }
-  };
+  const ctl = await startRealController({
+    name: strategy,
+    sb,
+    upstreamBaseUrl: upstream.baseUrl,
+    token: TOKEN,
+    key: KEYS[0]!,
+    flags: ['--restart-strategy', strategy],
+    captured,
+  });
   const stop = async () => {
-    const exit = await proc.stop('SIGTERM', 30_000, { group: false });
-    captured.push(...proc.lines);
+    const exit = await ctl.stop(30_000);
     sb.cleanup();
     return exit;
   };
-  return { port, call, waitState, stop, proc };
+  return { ...ctl, sb, stop };
 }
 
 interface Rotation {
@@ -122,10 +60,10 @@ for (const strategy of ['hold', 'surge'] as const) {
       const ctl = await startController(strategy, upstream);
       let exit: { code: number | null } = { code: null };
       try {
-        const boot = await ctl.waitState(
-          (s) => s.gateway.state === 'running' && s.gateway.ready && s.proxy.state === 'routing',
-          400_000,
-        );
+        const boot = await ctl.waitState(serving);
+        // A fresh volume onboarded in ref mode: the profile names the env variable, no key on disk.
+        expect(boot.state.profiles.map((p: { form: string }) => p.form)).toEqual(['keyRef-env']);
+        expect(filesContaining(ctl.sb.stateDir, KEYS[0]!)).toEqual([]);
         // Every chat stays in flight a while, so there are always requests across a switch.
         upstream.setDelayMs(300);
         const traffic = startTraffic({
@@ -138,20 +76,9 @@ for (const strategy of ['hold', 'surge'] as const) {
         });
         const rotations: Rotation[] = [];
         let pid: number = boot.state.gateway.pid;
-        /** Until every HTTP client has finished a request it started after `since` (bounded). */
-        const eachClientServedSince = async (since: number) => {
-          const deadline = Date.now() + 240_000;
-          const clients = new Set(['chat-0', 'chat-stream-1', 'chat-2']);
-          while (Date.now() < deadline) {
-            const done = new Set(traffic.outcomes.filter((o) => o.startedAt > since).map((o) => o.client));
-            if ([...clients].every((c) => done.has(c))) return;
-            await new Promise((r) => setTimeout(r, 200));
-          }
-          throw new Error(`a client was not served after ${new Date(since).toISOString()}`);
-        };
         const rotate = async (key: string) => {
           // Traffic on the current gateway first: every client is served by it at least once.
-          await eachClientServedSince(rotations.at(-1)?.switchedAt ?? Date.now());
+          await traffic.servedSince(rotations.at(-1)?.switchedAt ?? Date.now());
           const patchedAt = Date.now();
           const patch = await ctl.call('POST', '/_kilo/env/patch', { KILOCODE_API_KEY: key });
           expect(patch.body).toMatchObject({ ok: true, signaled: true });
@@ -174,7 +101,7 @@ for (const strategy of ['hold', 'surge'] as const) {
           upstream.setKeys(KEYS.slice(0, 4)); // the upstream accepts old and new: no revocation yet
           await rotate(key);
         }
-        await eachClientServedSince(rotations.at(-1)!.switchedAt);
+        await traffic.servedSince(rotations.at(-1)!.switchedAt);
         const clean = traffic.outcomes.slice();
         const perClient = (list: readonly RequestOutcome[]) =>
           [...new Set(list.map((o) => o.client))].map((c) => {
@@ -210,7 +137,7 @@ for (const strategy of ['hold', 'surge'] as const) {
         // A fourth rotation where the upstream revokes the old key at the patch.
         upstream.setKeys([KEYS[4]!]);
         await rotate(KEYS[4]!);
-        await eachClientServedSince(rotations.at(-1)!.switchedAt);
+        await traffic.servedSince(rotations.at(-1)!.switchedAt);
         await traffic.stop();
         const last = rotations.at(-1)!;
         const window = traffic.outcomes.slice(clean.length);
