@@ -8,6 +8,8 @@
 //   BENCH_LEVELS=250,1000             concurrency levels (= maxUnavailable); default 10,50,100,250,
 //                                     or 250,1000 above 1,000 targets
 //   BENCH_KEYROLL_NODE_FLAGS="…"      Node flags instead of the image's (experiments)
+//   BENCH_KEEP_RESULTS=1              keep every target's result (reconcile --targets); default: streamed,
+//                                     none kept, as the GatewayKey engine runs the CronJob's pass
 //   BENCH_CPU_PROF=dir                write each pass's --cpu-prof profile to dir (bundle not minified)
 //   BENCH_CLIENT_MODULE=path          bundle this controller-client module instead of src's (an
 //                                     older copy, for a before/after comparison on the same tree)
