@@ -2,21 +2,10 @@
 // keeps, and the fields it names when it refuses one.
 import { describe, expect, it } from 'vitest';
 import { describeLastExit, type KiloState, parseObservedState } from '../src/kilo-state.ts';
+import { STATE_ANSWER, STATE_KEPT } from './support/observed.ts';
 
-const STATE = {
-  controller: { version: '1.0.0', state: 'ready', delivery: 'restart', extra: 'ignored' },
-  gateway: { state: 'running', pid: 4242, startedAt: '2026-12-02T00:00:00Z', restarts: 0, ready: true },
-  key: { envHash: 'a'.repeat(64), fileHash: null, version: 'v1' },
-  profiles: [{ agentId: 'main', profileId: 'kilocode:default', store: 'sqlite', form: 'keyRef-env' }],
-  futureField: { tolerated: true },
-};
-/** STATE as a reader keeps it: the known fields only. */
-const KEPT = {
-  controller: { version: '1.0.0', state: 'ready', delivery: 'restart' },
-  gateway: STATE.gateway,
-  key: STATE.key,
-  profiles: STATE.profiles,
-};
+const STATE = STATE_ANSWER;
+const KEPT = STATE_KEPT;
 
 describe('parseObservedState: accepted answers', () => {
   const accepted: [string, unknown, unknown][] = [

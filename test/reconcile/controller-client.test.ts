@@ -9,16 +9,11 @@ import {
   IDLE_SOCKET_MS,
   MAX_RESPONSE_BYTES,
 } from '../../src/reconcile/controller-client.ts';
+import { STATE_ANSWER, STATE_KEPT } from '../support/observed.ts';
 
 const TOKEN = 'test-token-client-0123456789';
 
-const STATE = {
-  controller: { version: '1.0.0', state: 'ready', delivery: 'restart', extra: 'ignored' },
-  gateway: { state: 'running', pid: 4242, startedAt: '2026-12-02T00:00:00Z', restarts: 0, ready: true },
-  key: { envHash: 'a'.repeat(64), fileHash: null, version: 'v1' },
-  profiles: [{ agentId: 'main', profileId: 'kilocode:default', store: 'sqlite', form: 'keyRef-env' }],
-  futureField: { tolerated: true },
-};
+const STATE = STATE_ANSWER;
 
 interface TestServer {
   url: string;
@@ -81,12 +76,7 @@ describe('httpControllerClient', () => {
     const client = httpControllerClient({ url: `${s.url}/`, token: TOKEN, timeoutMs: 5_000 });
     const state = await client.getState(never());
     // The known fields only: `extra` and `futureField` are dropped.
-    expect(state).toStrictEqual({
-      controller: { version: '1.0.0', state: 'ready', delivery: 'restart' },
-      gateway: STATE.gateway,
-      key: STATE.key,
-      profiles: STATE.profiles,
-    });
+    expect(state).toStrictEqual(STATE_KEPT);
     const patch = await client.patchEnv({ KILOCODE_API_KEY: 'test-key-client-0001' }, 'v2', never());
     expect(patch).toEqual({ ok: true, signaled: true, migratedProfiles: 1 });
     expect(s.requests.map((r) => [r.method, r.url, r.authorization])).toEqual([

@@ -1,5 +1,5 @@
-// Owns reading a `/_kilo/state` answer in tests: the contract's check, failing the test with the
-// fields at fault when the answer does not fit.
+// Owns `/_kilo/state` answers in tests: a full one with unknown fields (and what a reader keeps of
+// it), and the contract's check, failing the test with the fields at fault when an answer does not fit.
 import { type ObservedState, parseObservedState } from '../../src/kilo-state.ts';
 
 export function observedOrThrow(body: unknown): ObservedState {
@@ -7,3 +7,20 @@ export function observedOrThrow(body: unknown): ObservedState {
   if (!parsed.ok) throw new Error(`/_kilo/state answer refused (fields: ${parsed.fields.join(', ')})`);
   return parsed.state;
 }
+
+/** A full answer, with fields a reader does not know (`extra`, `futureField`). */
+export const STATE_ANSWER = {
+  controller: { version: '1.0.0', state: 'ready', delivery: 'restart', extra: 'ignored' },
+  gateway: { state: 'running', pid: 4242, startedAt: '2026-12-02T00:00:00Z', restarts: 0, ready: true },
+  key: { envHash: 'a'.repeat(64), fileHash: null, version: 'v1' },
+  profiles: [{ agentId: 'main', profileId: 'kilocode:default', store: 'sqlite', form: 'keyRef-env' }],
+  futureField: { tolerated: true },
+};
+
+/** STATE_ANSWER as a reader keeps it: the known fields only. */
+export const STATE_KEPT = {
+  controller: { version: '1.0.0', state: 'ready', delivery: 'restart' },
+  gateway: STATE_ANSWER.gateway,
+  key: STATE_ANSWER.key,
+  profiles: STATE_ANSWER.profiles,
+};
