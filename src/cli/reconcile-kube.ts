@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { type Clock, systemClock } from '../clock.ts';
 import type { GatewayKeyCaches } from '../engine/gateway-key.ts';
 import { errorMessage } from '../errors.ts';
-import { createLogger, type Logger, SecretRegistry } from '../log.ts';
+import type { Logger, SecretRegistry } from '../log.ts';
 import {
   type CachedGatewayKey,
   type GatewayKeyStatus,
@@ -28,7 +28,7 @@ import { createGatewayKeyReconciler } from '../operator/reconciler.ts';
 import { takeRunLease } from '../operator/run-lease.ts';
 import { DEFAULT_RETRY, type RetryPolicy } from '../reconcile/retry.ts';
 import { VERSION } from '../version.ts';
-import { interruptible } from './shell.ts';
+import { type CommandContext, commandContext } from './shell.ts';
 import { EXIT_NOT_DONE, EXIT_OK, EXIT_USAGE, type Io, UsageError } from './usage.ts';
 
 const NAMESPACE_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
@@ -51,11 +51,19 @@ export interface KubeReconcileOptions {
   requestTimeoutMs?: number;
 }
 
+/** What a `--kube` command prints and logs through, and its stop signal: the command's shell. */
+export type KubeShell = Pick<CommandContext, 'stdout' | 'stderr' | 'log' | 'secrets' | 'signal'>;
+
 export interface KubeDeps {
   /** Replaces the client built from the kubeconfig (tests). */
   kube?: KubeClient;
   signal?: AbortSignal;
   clock?: Clock;
+  /**
+   * The command's shell (`reconcile`/`diff` pass theirs); without one, a shell of its own is made
+   * for the call (scrubbed output, logger, SIGINT/SIGTERM) and disposed after.
+   */
+  shell?: KubeShell;
 }
 
 /** One GatewayKey's outcome, as printed. */
@@ -132,22 +140,6 @@ async function listAll<T>(
   }
   if (skipped > 0) log.warn({ resource, skipped }, 'Skipped objects that could not be parsed');
   return out;
-}
-
-/**
- * What a one-shot `--kube` command prints through: stdout, stderr and a pino logger (to stderr),
- * all scrubbed by `secrets`, so a key or token in an error message is replaced before it leaves
- * the process.
- */
-export function scrubbedOutput(command: string, io: Io, secrets: SecretRegistry) {
-  const out = (t: string) => io.stdout(secrets.scrub(t));
-  const err = (t: string) => io.stderr(secrets.scrub(t));
-  const log = createLogger({
-    level: io.env.KEYROLL_LOG_LEVEL ?? 'warn',
-    secrets,
-    destination: { write: (line: string) => err(line) },
-  }).child({ command, mode: 'kube' });
-  return { out, err, log };
 }
 
 /** The client and namespace a `--kube` command works on; an exit code when the kubeconfig is unusable. */
@@ -249,12 +241,28 @@ export async function withKubeSession(
   deps: KubeDeps,
   fn: (s: KubeSession) => Promise<number>,
 ): Promise<number> {
-  const secrets = new SecretRegistry();
-  const { out, err, log } = scrubbedOutput(command, io, secrets);
+  const own = deps.shell ? null : commandContext([], io, { name: command, usage: '', output: false });
+  try {
+    return await inKubeSession(command, opts, io, deps, deps.shell ?? own!, fn);
+  } finally {
+    own?.dispose();
+  }
+}
+
+async function inKubeSession(
+  command: 'reconcile' | 'diff',
+  opts: Parameters<typeof withKubeSession>[1],
+  io: Io,
+  deps: KubeDeps,
+  shell: KubeShell,
+  fn: (s: KubeSession) => Promise<number>,
+): Promise<number> {
+  const { secrets, stdout: out, stderr: err } = shell;
+  const log = shell.log.child({ command, mode: 'kube' });
   const conn = connectKube(command, opts, io, err, deps.kube, opts.requestTimeoutMs ?? 10_000);
   if (typeof conn === 'number') return conn;
   const { kube, namespace } = conn;
-  const { signal: interrupted, dispose } = interruptible(deps.signal);
+  const interrupted = deps.signal ? AbortSignal.any([deps.signal, shell.signal]) : shell.signal;
   // reconcile acts only while it holds the operator's Lease (src/operator/run-lease.ts): exit 0
   // "skipped" when the operator holds it. diff only reads.
   const lease =
@@ -271,10 +279,7 @@ export async function withKubeSession(
           ...(deps.clock ? { clock: deps.clock } : {}),
         })
       : null;
-  if (typeof lease === 'number') {
-    dispose();
-    return lease;
-  }
+  if (typeof lease === 'number') return lease;
   const signal = lease?.signal ?? interrupted;
   try {
     const snapshot = await listNamespace(command, kube, namespace, signal, log, err);
@@ -298,7 +303,6 @@ export async function withKubeSession(
     return await fn({ out, log, secrets, kube, namespace, snapshot, caches, live, signal, clock });
   } finally {
     await lease?.release();
-    dispose();
   }
 }
 

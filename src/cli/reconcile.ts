@@ -1,7 +1,5 @@
 // Owns the `reconcile` and `diff` commands: flags → key source and targets → one pass → report and exit code.
 import { existsSync } from 'node:fs';
-import type { ParseArgsConfig } from 'node:util';
-import type { DestinationStream } from 'pino';
 import { type Clock, systemClock } from '../clock.ts';
 import { parseDuration } from '../duration.ts';
 import { type PassResult, runPass } from '../engine/pass.ts';
@@ -10,7 +8,7 @@ import { DEFAULT_POLICY } from '../lifecycle/lifecycle.ts';
 import { DEFAULT_CALL_POLICY, httpAnnouncer, httpRevoker } from '../lifecycle/retire.ts';
 import { StateFileError, stateFileFor } from '../lifecycle/state-file.ts';
 import { renderLifecycle, targetsLifecycle } from '../lifecycle/targets-file.ts';
-import { createLogger, SecretRegistry } from '../log.ts';
+import type { SecretRegistry } from '../log.ts';
 import { httpControllerClient } from '../reconcile/controller-client.ts';
 import { createProgress } from '../reconcile/progress.ts';
 import { renderDiff, renderJson, renderReconcile } from '../reconcile/report.ts';
@@ -18,9 +16,9 @@ import { DEFAULT_RETRY } from '../reconcile/retry.ts';
 import { versionKeyOf } from '../reconcile/sources/content-version.ts';
 import { type KeySource, KeySourceError } from '../reconcile/sources/key-source.ts';
 import { ConfigError, loadTargetsFile, resolveToken, type TargetsFile } from '../reconcile/targets.ts';
-import { fitToWidth, interruptible } from './shell.ts';
+import { type CommandContext, commandContext, fitToWidth } from './shell.ts';
 import { buildKeySource, SOURCE_FLAG_OPTIONS, type SourceFlags, sourceFromFlags } from './source-flags.ts';
-import { EXIT_NOT_DONE, EXIT_OK, EXIT_USAGE, type Io, parseFlags, UsageError } from './usage.ts';
+import { EXIT_NOT_DONE, EXIT_OK, EXIT_USAGE, type Io, UsageError } from './usage.ts';
 
 const SOURCE_HELP = `Key source (overrides the targets file's \`source:\`):
   --source-file PATH        file with the key, or a mounted Secret directory (key file KILOCODE_API_KEY)
@@ -95,12 +93,6 @@ ${SOURCE_HELP}
 Exit: 0 no drift, 1 drift (or a target unreachable), 2 error (usage, targets, source, Kubernetes API).
 `;
 
-const SOURCE_FLAGS = {
-  targets: { type: 'string' },
-  ...SOURCE_FLAG_OPTIONS,
-  help: { type: 'boolean', short: 'h' },
-} as const;
-
 /** What tests and other drivers may inject. */
 export interface ReconcileDeps {
   clock?: Clock;
@@ -130,8 +122,6 @@ interface Prepared {
   file: TargetsFile;
   source: KeySource;
   targets: Target[];
-  secrets: SecretRegistry;
-  out: Io;
 }
 
 /** Reads the targets file, resolves every token and builds the source; nothing is contacted yet. */
@@ -139,16 +129,9 @@ async function prepare(
   values: SourceFlags & { targets?: string | undefined },
   io: Io,
   clock: Clock,
+  secrets: SecretRegistry,
 ): Promise<Prepared> {
   if (!values.targets) throw new UsageError('--targets FILE is required');
-  const secrets = new SecretRegistry();
-  // Every byte the command prints passes the registry, so a key or token that slipped into an
-  // error message is replaced before it leaves the process.
-  const out: Io = {
-    ...io,
-    stdout: (t) => io.stdout(secrets.scrub(t)),
-    stderr: (t) => io.stderr(secrets.scrub(t)),
-  };
   const flagSource = sourceFromFlags(values);
   const { file, baseDir } = await loadTargetsFile(values.targets);
   const cfg = flagSource ?? file.source;
@@ -176,11 +159,7 @@ async function prepare(
     secrets,
     versionKey: versionKeyOf(targets.map((t) => t.token)),
   });
-  return { file, source, targets, secrets, out };
-}
-
-function logDestination(io: Io, secrets: SecretRegistry): DestinationStream {
-  return { write: (line: string) => io.stderr(secrets.scrub(line)) };
+  return { file, source, targets };
 }
 
 async function runCommand(
@@ -189,54 +168,29 @@ async function runCommand(
   io: Io,
   deps: ReconcileDeps,
 ): Promise<number> {
-  const extra: NonNullable<ParseArgsConfig['options']> =
-    kind === 'reconcile'
-      ? {
-          once: { type: 'boolean' },
-          json: { type: 'boolean' },
-          output: { type: 'string', short: 'o' },
-          deadline: { type: 'string' },
-          poll: { type: 'string' },
-          retries: { type: 'string' },
-          concurrency: { type: 'string' },
-          'max-unavailable': { type: 'string' },
-          'failure-budget': { type: 'string' },
-          paused: { type: 'boolean' },
-          'retire-after': { type: 'string' },
-          'revoke-url': { type: 'string' },
-          'revoke-token-env': { type: 'string' },
-          'retire-webhook': { type: 'string' },
-          'state-file': { type: 'string' },
-          kube: { type: 'boolean' },
-          namespace: { type: 'string', short: 'n' },
-          context: { type: 'string' },
-          kubeconfig: { type: 'string' },
-        }
-      : {
-          output: { type: 'string', short: 'o' },
-          json: { type: 'boolean' },
-          'state-file': { type: 'string' },
-          retries: { type: 'string' },
-          kube: { type: 'boolean' },
-          namespace: { type: 'string', short: 'n' },
-          context: { type: 'string' },
-          kubeconfig: { type: 'string' },
-        };
-  const { values: v } = parseFlags(argv, { ...SOURCE_FLAGS, ...extra });
-  const values = v as Record<string, string | boolean | undefined>;
-  const str = (k: string) => (typeof values[k] === 'string' ? (values[k] as string) : undefined);
-  if (values.help) {
-    io.stdout(kind === 'reconcile' ? RECONCILE_USAGE : DIFF_USAGE);
-    return EXIT_OK;
+  // Flags (declared by the usage), -o/--json, scrubbed output, logger, SIGINT/SIGTERM: the shell.
+  const ctx = commandContext(argv, io, {
+    name: kind,
+    usage: kind === 'reconcile' ? RECONCILE_USAGE : DIFF_USAGE,
+    kube: true,
+  });
+  try {
+    return ctx.help ? EXIT_OK : await runWith(kind, ctx, io, deps);
+  } finally {
+    ctx.dispose();
   }
+}
+
+async function runWith(
+  kind: 'reconcile' | 'diff',
+  ctx: CommandContext,
+  io: Io,
+  deps: ReconcileDeps,
+): Promise<number> {
+  const { values, str, output } = ctx;
   if (kind === 'reconcile' && !values.once) {
     throw new UsageError('--once is required (continuous reconciling is the operator’s job)');
   }
-  // -o/--output text|json on both commands, --json short for -o json (as on every command).
-  const output = str('output') ?? (values.json ? 'json' : 'text');
-  if (output !== 'text' && output !== 'json')
-    throw new UsageError(`--output: expected text or json, got '${output}'`);
-  if (values.json && str('output') === 'text') throw new UsageError('give --json or --output text, not both');
   const clock = deps.clock ?? systemClock;
   const deadlineMs = duration('deadline', str('deadline'), 120_000);
   const pollIntervalMs = duration('poll', str('poll'), 500);
@@ -266,8 +220,8 @@ async function runCommand(
       'revoke-token-env',
       'retire-webhook',
       'state-file',
-      ...Object.keys(SOURCE_FLAGS),
-    ].filter((k) => k !== 'targets' && k !== 'help' && values[k] !== undefined);
+      ...Object.keys(SOURCE_FLAG_OPTIONS),
+    ].filter((k) => values[k] !== undefined);
     if (spec.length > 0)
       throw new UsageError(`--${spec[0]}: not with --kube (each GatewayKey's spec says it)`);
     // What both --kube commands take: where to connect, how to print, how often to retry.
@@ -278,7 +232,7 @@ async function runCommand(
       json: output === 'json',
       retries,
     };
-    const kubeDeps = deps.signal ? { signal: deps.signal } : {};
+    const kubeDeps = { shell: ctx, ...(deps.signal ? { signal: deps.signal } : {}) };
     if (kind === 'diff') {
       const { runKubeDiff } = await import('./diff-kube.ts');
       return runKubeDiff(kubeOpts, io, kubeDeps);
@@ -295,95 +249,88 @@ async function runCommand(
 
   let prepared: Prepared;
   try {
-    prepared = await prepare(values as SourceFlags & { targets?: string }, io, clock);
+    prepared = await prepare(values as SourceFlags & { targets?: string }, io, clock, ctx.secrets);
   } catch (err) {
     if (err instanceof ConfigError || err instanceof KeySourceError) {
-      io.stderr(`keyroll ${kind}: ${err.message}\n`);
+      ctx.stderr(`keyroll ${kind}: ${err.message}\n`);
       return EXIT_USAGE;
     }
     throw err;
   }
-  const { file, source, targets, secrets, out } = prepared;
+  const { file, source, targets } = prepared;
+  const secrets = ctx.secrets;
   if (revokeBearer) secrets.add(revokeBearer);
-  const log = createLogger({
-    level: io.env.KEYROLL_LOG_LEVEL ?? 'warn',
-    secrets,
-    destination: logDestination(io, secrets),
-  }).child({ command: kind });
-
+  const log = ctx.log.child({ command: kind });
   // SIGINT and SIGTERM (a Job's stop) both end the pass cleanly, as in --kube.
-  const interrupt = interruptible(deps.signal);
-  const signal = interrupt.signal;
+  const signal = deps.signal ? AbortSignal.any([deps.signal, ctx.signal]) : ctx.signal;
+  let key: Awaited<ReturnType<KeySource['current']>>;
   try {
-    let key: Awaited<ReturnType<KeySource['current']>>;
-    try {
-      key = await source.current(signal);
-    } catch (err) {
-      if (err instanceof KeySourceError) {
-        out.stderr(`keyroll ${kind}: ${err.message}\n`);
-        return EXIT_USAGE;
-      }
-      throw err;
+    key = await source.current(signal);
+  } catch (err) {
+    if (err instanceof KeySourceError) {
+      ctx.stderr(`keyroll ${kind}: ${err.message}\n`);
+      return EXIT_USAGE;
     }
-    secrets.add(key.key);
-    const rollout = {
-      ...file.defaults.rollout,
-      ...(overrides.concurrency ? { concurrency: overrides.concurrency } : {}),
-      ...(overrides.maxUnavailable ? { maxUnavailable: overrides.maxUnavailable } : {}),
-      ...(overrides.failureBudget ? { failureBudget: overrides.failureBudget } : {}),
-      ...(values.paused ? { paused: true } : {}),
-    };
-    const progress = createProgress(targets.length, (t) => out.stderr(fitToWidth(t, io.columns)), io.isTty);
-    const pass: PassResult = await runPass(targets, {
-      key,
-      spec: { envVar: file.defaults.envVar, delivery: file.defaults.delivery },
-      rollout,
-      dryRun: kind === 'diff',
-      env: {
+    throw err;
+  }
+  secrets.add(key.key);
+  const rollout = {
+    ...file.defaults.rollout,
+    ...(overrides.concurrency ? { concurrency: overrides.concurrency } : {}),
+    ...(overrides.maxUnavailable ? { maxUnavailable: overrides.maxUnavailable } : {}),
+    ...(overrides.failureBudget ? { failureBudget: overrides.failureBudget } : {}),
+    ...(values.paused ? { paused: true } : {}),
+  };
+  // A \r-redrawn line on a terminal; otherwise a plain line per finished target (ctx.progress
+  // prints nothing off a terminal, and this command's stderr has always carried those lines).
+  const progress = createProgress(targets.length, (t) => ctx.stderr(fitToWidth(t, io.columns)), io.isTty);
+  const pass: PassResult = await runPass(targets, {
+    key,
+    spec: { envVar: file.defaults.envVar, delivery: file.defaults.delivery },
+    rollout,
+    dryRun: kind === 'diff',
+    env: {
+      clock,
+      log,
+      retry: { ...DEFAULT_RETRY, ...(retries !== undefined ? { retries } : {}) },
+      deadlineMs,
+      pollIntervalMs,
+      signal,
+    },
+    ...(kind === 'reconcile' ? { onPhase: progress.phase, onResult: progress.result } : {}),
+  });
+  progress.finish();
+  const stateFile = str('state-file') ?? stateFileFor(values.targets as string);
+  const lifecycleOn =
+    kind === 'reconcile'
+      ? ['retire-after', 'revoke-url', 'retire-webhook', 'state-file'].some((f) => values[f] !== undefined)
+      : str('state-file') !== undefined || existsSync(stateFile);
+  const lifecycle = !lifecycleOn
+    ? null
+    : await targetsLifecycle(pass, {
+        targetsPath: values.targets as string,
+        stateFile,
+        policy: { ...DEFAULT_POLICY, retireAfterMs },
+        act: kind === 'reconcile',
+        revoker:
+          revokeUrl && revokeBearer ? httpRevoker(revokeUrl, revokeBearer, DEFAULT_CALL_POLICY) : undefined,
+        announcer: webhookUrl ? httpAnnouncer(webhookUrl, DEFAULT_CALL_POLICY) : undefined,
         clock,
         log,
-        retry: { ...DEFAULT_RETRY, ...(retries !== undefined ? { retries } : {}) },
-        deadlineMs,
-        pollIntervalMs,
         signal,
-      },
-      ...(kind === 'reconcile' ? { onPhase: progress.phase, onResult: progress.result } : {}),
-    });
-    progress.finish();
-    const stateFile = str('state-file') ?? stateFileFor(values.targets as string);
-    const lifecycleOn =
-      kind === 'reconcile'
-        ? ['retire-after', 'revoke-url', 'retire-webhook', 'state-file'].some((f) => values[f] !== undefined)
-        : str('state-file') !== undefined || existsSync(stateFile);
-    const lifecycle = !lifecycleOn
-      ? null
-      : await targetsLifecycle(pass, {
-          targetsPath: values.targets as string,
-          stateFile,
-          policy: { ...DEFAULT_POLICY, retireAfterMs },
-          act: kind === 'reconcile',
-          revoker:
-            revokeUrl && revokeBearer ? httpRevoker(revokeUrl, revokeBearer, DEFAULT_CALL_POLICY) : undefined,
-          announcer: webhookUrl ? httpAnnouncer(webhookUrl, DEFAULT_CALL_POLICY) : undefined,
-          clock,
-          log,
-          signal,
-        }).catch((err: unknown) => {
-          if (!(err instanceof StateFileError)) throw err;
-          out.stderr(`keyroll ${kind}: ${err.message}\n`);
-          return null;
-        });
-    if (output === 'json') out.stdout(renderJson(pass, lifecycle ? { lifecycle: lifecycle.lifecycle } : {}));
-    else {
-      out.stdout(kind === 'diff' ? renderDiff(pass) : renderReconcile(pass));
-      if (lifecycle) out.stdout(renderLifecycle(lifecycle));
-    }
-    if (lifecycle?.error) out.stderr(`keyroll ${kind}: ${lifecycle.error}\n`);
-    const s = pass.summary;
-    return s.converged === s.total ? EXIT_OK : EXIT_NOT_DONE;
-  } finally {
-    interrupt.dispose();
+      }).catch((err: unknown) => {
+        if (!(err instanceof StateFileError)) throw err;
+        ctx.stderr(`keyroll ${kind}: ${err.message}\n`);
+        return null;
+      });
+  if (output === 'json') ctx.stdout(renderJson(pass, lifecycle ? { lifecycle: lifecycle.lifecycle } : {}));
+  else {
+    ctx.stdout(kind === 'diff' ? renderDiff(pass) : renderReconcile(pass));
+    if (lifecycle) ctx.stdout(renderLifecycle(lifecycle));
   }
+  if (lifecycle?.error) ctx.stderr(`keyroll ${kind}: ${lifecycle.error}\n`);
+  const s = pass.summary;
+  return s.converged === s.total ? EXIT_OK : EXIT_NOT_DONE;
 }
 
 /** An http(s) URL flag, or undefined; a usage error otherwise. */

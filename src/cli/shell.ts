@@ -199,24 +199,3 @@ export function commandContext(argv: readonly string[], io: Io, spec: CommandSpe
     dispose,
   };
 }
-
-/**
- * A signal aborted by the first SIGINT or SIGTERM (or by `outer`), for commands not (yet) on
- * `commandContext`; `dispose()` removes the listeners. They stay installed until then (`on`, not
- * `once`): a second signal must not kill the process while the work is stopping.
- */
-export function interruptible(outer?: AbortSignal): { signal: AbortSignal; dispose: () => void } {
-  const abort = new AbortController();
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (!abort.signal.aborted) abort.abort(new Error(`interrupted by ${sig}`));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  return {
-    signal: outer ? AbortSignal.any([outer, abort.signal]) : abort.signal,
-    dispose: () => {
-      process.removeListener('SIGINT', onSignal);
-      process.removeListener('SIGTERM', onSignal);
-    },
-  };
-}

@@ -262,11 +262,27 @@ describe('usage and configuration errors exit 2', () => {
     }
   });
 
-  it('prints help for both commands', async () => {
+  it('prints help for both commands, ending with the common flags (both run on the shell)', async () => {
     const a = await ws.run('reconcile', ['--help']);
-    const b = await ws.run('diff', ['--help']);
+    const b = await ws.run('diff', ['-h']);
     expect(a.code).toBe(0);
+    expect(b.code).toBe(0);
     expect(a.stdout).toMatch(/^Usage: keyroll reconcile --once/);
     expect(b.stdout).toMatch(/^Usage: keyroll diff/);
+    for (const help of [a.stdout, b.stdout]) {
+      expect(help).toMatch(/\nCommon flags:\n(.|\n)*--log-level LEVEL(.|\n)*-h, --help/);
+      // Declared once: the command's own -o and --namespace lines are not repeated.
+      expect(help.match(/-o, --output/g)).toHaveLength(1);
+      expect(help.match(/-n, --namespace/g)).toHaveLength(1);
+    }
+  });
+
+  it('--log-level is taken as on every command (log lines go to stderr, stdout stays the report)', async () => {
+    const [t] = await fleet(1, { key: KEY_B });
+    ws.write('key', `${KEY_B}\n`);
+    const file = ws.targets([t!]);
+    const r = await ws.run('diff', ['--targets', file, '--log-level', 'debug', '-o', 'json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).summary).toMatchObject({ total: 1, converged: 1 });
   });
 });
