@@ -448,11 +448,15 @@ export class Supervisor extends EventEmitter {
     await this.#terminate(old);
   }
 
+  #applyNice(pgid: number, nice: number): Promise<NiceResult | null> {
+    const set = this.#o.setNice ?? ((g: number, n: number) => setGroupNice(g, n, this.#o.user ?? null));
+    return set(pgid, nice).catch(() => null);
+  }
+
   /** Lowers `child`'s CPU share to `nice` (null: not at all); logs what took effect, never throws. */
   async #setNice(child: Child, nice: number | null): Promise<NiceResult | null> {
     if (nice === null || child.hasExited) return null;
-    const set = this.#o.setNice ?? ((pgid: number, n: number) => setGroupNice(pgid, n, this.#o.user ?? null));
-    const r = await set(child.pid, nice).catch(() => null);
+    const r = await this.#applyNice(child.pid, nice);
     if (!r || (!r.threads && !r.autogroup)) {
       this.#o.log.info({ pid: child.pid, nice }, 'Could not lower the old gateway priority');
       return null;
@@ -469,8 +473,7 @@ export class Supervisor extends EventEmitter {
    */
   async #restoreNice(child: Child, yielded: Promise<NiceResult | null>): Promise<void> {
     if ((await yielded) === null || child.hasExited) return;
-    const set = this.#o.setNice ?? ((pgid: number, n: number) => setGroupNice(pgid, n, this.#o.user ?? null));
-    const r = await set(child.pid, 0).catch(() => null);
+    const r = await this.#applyNice(child.pid, 0);
     this.#o.log.info(
       { pid: child.pid, threads: r?.threads ?? false, autogroup: r?.autogroup ?? false },
       'Old gateway priority set back after the failed surge',

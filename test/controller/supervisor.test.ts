@@ -287,12 +287,12 @@ describe('surge: the old gateway yields the CPU to the new one from the spawn on
     const { sup, knobs, lines, oldPid } = await surgeSupervisor();
     expect(threadNices(oldPid).length).toBeGreaterThan(1); // Node's own threads, not just main
     expect(new Set(threadNices(oldPid))).toEqual(new Set([0]));
-    // The next child is ready only after 1.5 s: the old one is looked at before the switch.
-    knobs.FIX_READY_DELAY_MS = '1500';
+    // The next child is ready only after 5 s: the old one is looked at before the switch.
+    knobs.FIX_READY_DELAY_MS = '5000';
     const restarting = sup.requestRestart();
     const said = await waitFor(
       () => logged(lines, 'Old gateway yields the CPU to the surge gateway'),
-      1_000,
+      4_000,
       'the old gateway reniced',
     );
     expect(sup.getStats().pid).toBe(oldPid); // not switched yet
