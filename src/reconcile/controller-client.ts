@@ -8,7 +8,6 @@
 import type * as Http from 'node:http';
 import type * as Https from 'node:https';
 import type { Socket } from 'node:net';
-import * as z from 'zod';
 import { type ObservedState, parseObservedState } from '../kilo-state.ts';
 
 const http: typeof Http = process.getBuiltinModule('node:http');
@@ -31,14 +30,35 @@ export class ControllerError extends Error {
   }
 }
 
-export const PatchResponseSchema = z.object({
-  ok: z.boolean(),
-  signaled: z.boolean(),
-  migratedProfiles: z.number().int().nonnegative().default(0),
-});
-export type PatchResponse = z.infer<typeof PatchResponseSchema>;
+/** A controller's answer to `POST /_kilo/env/patch`. */
+export interface PatchResponse {
+  ok: boolean;
+  signaled: boolean;
+  migratedProfiles: number;
+}
 
-const ErrorBodySchema = z.object({ error: z.string(), code: z.string().optional() });
+const isObj = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * The patch answer with only its known fields (`migratedProfiles` 0 when an older controller
+ * omits it), or null when it is not one. Hand-written, as the `/_kilo/state` check is: a rotation
+ * pass reads one per target.
+ */
+export function parsePatchResponse(body: unknown): PatchResponse | null {
+  if (!isObj(body) || typeof body.ok !== 'boolean' || typeof body.signaled !== 'boolean') return null;
+  const m = body.migratedProfiles === undefined ? 0 : body.migratedProfiles;
+  if (!Number.isSafeInteger(m) || (m as number) < 0) return null;
+  return { ok: body.ok, signaled: body.signaled, migratedProfiles: m as number };
+}
+
+/** `: error (code)` from a controller's error body `{error, code?}`, or '' when it is not one. */
+function errorDetail(body: unknown): string {
+  if (!isObj(body) || typeof body.error !== 'string') return '';
+  if (body.code !== undefined && typeof body.code !== 'string') return '';
+  const code = body.code ? ` (${body.code})` : '';
+  return `: ${body.error.slice(0, 200)}${code}`;
+}
 
 /** The port the pipeline talks to; tests and other drivers may provide their own. */
 export interface ControllerClient {
@@ -299,11 +319,11 @@ export function httpControllerClient(opts: HttpControllerOptions): ControllerCli
     if (res.status < 200 || res.status > 299) {
       // Controllers answer with fixed error strings that never echo a value; keep the first 200
       // characters, and the CLI scrubs known secrets from everything it prints as a backstop.
-      const e = ErrorBodySchema.safeParse(res.body);
-      const detail = e.success
-        ? `: ${e.data.error.slice(0, 200)}${e.data.code ? ` (${e.data.code})` : ''}`
-        : '';
-      throw new ControllerError('http', `${name} answered HTTP ${res.status}${detail}`, res.status);
+      throw new ControllerError(
+        'http',
+        `${name} answered HTTP ${res.status}${errorDetail(res.body)}`,
+        res.status,
+      );
     }
     return res.body;
   }
@@ -329,11 +349,11 @@ export function httpControllerClient(opts: HttpControllerOptions): ControllerCli
         { 'content-type': 'application/json', 'x-keyroll-key-version': version },
         JSON.stringify(vars),
       );
-      const parsed = PatchResponseSchema.safeParse(body);
-      if (!parsed.success) {
+      const parsed = parsePatchResponse(body);
+      if (!parsed) {
         throw new ControllerError('invalid-response', 'POST _kilo/env/patch: unexpected response');
       }
-      return parsed.data;
+      return parsed;
     },
   };
 }

@@ -8,6 +8,7 @@ import {
   httpControllerClient,
   IDLE_SOCKET_MS,
   MAX_RESPONSE_BYTES,
+  parsePatchResponse,
 } from '../../src/reconcile/controller-client.ts';
 import { STATE_ANSWER, STATE_KEPT } from '../support/observed.ts';
 
@@ -197,5 +198,27 @@ describe('httpControllerClient', () => {
       .catch((e: unknown) => e)) as ControllerError;
     expect(err.kind).toBe('invalid-response');
     expect(err.message).toBe('GET _kilo/state: unexpected response (fields: gateway.state)');
+  });
+});
+
+describe('parsePatchResponse', () => {
+  it.each([
+    [
+      { ok: true, signaled: true, migratedProfiles: 2, extra: 1 },
+      { ok: true, signaled: true, migratedProfiles: 2 },
+    ],
+    [
+      { ok: true, signaled: false },
+      { ok: true, signaled: false, migratedProfiles: 0 },
+    ],
+    [{ ok: true, signaled: true, migratedProfiles: null }, null],
+    [{ ok: true, signaled: true, migratedProfiles: -1 }, null],
+    [{ ok: true, signaled: true, migratedProfiles: 1.5 }, null],
+    [{ ok: 'yes', signaled: true }, null],
+    [{ ok: true }, null],
+    [[{ ok: true, signaled: true }], null],
+    [null, null],
+  ])('%j → %j', (body, parsed) => {
+    expect(parsePatchResponse(body)).toStrictEqual(parsed);
   });
 });
