@@ -48,6 +48,13 @@ import { type ChildEnv, errInfo, Supervisor, type SupervisorOptions } from './su
  */
 const SLOW_CLI_TIMEOUT_MS = 600_000;
 
+/**
+ * `doctor --fix` is idempotent and can fail for a passing reason: 2026.9.6 gives its state-lease
+ * worker a fixed 5 s to start and, on a saturated node, refuses its migrations with "state lease
+ * heartbeat did not become ready" (exit 1). A failed doctor (not a timed-out one) runs again.
+ */
+const DOCTOR_ATTEMPTS = 3;
+
 /** The wire API this controller speaks (`/_kilo/version`), and what a caller can rely on. */
 export const API_VERSION = 'keyroll.dev/v1';
 export const CAPABILITIES = [
@@ -369,19 +376,32 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
   );
 
   const oclog = log.child({ component: 'openclaw' });
-  const runStep = async (args: string[], label: string, timeoutMs: number, extraEnv: ChildEnv = {}) => {
+  const runStep = async (
+    args: string[],
+    label: string,
+    timeoutMs: number,
+    extraEnv: ChildEnv = {},
+    attempts = 1,
+  ) => {
     if (!openclaw) throw new Error('OpenClaw not found: pass --openclaw-bin or run npm run gateway:install');
     await handOver(); // onboard and doctor run as the gateway user, on what the controller wrote
-    const r = await runOpenclaw(openclaw, args, {
-      env: { ...childEnv(), ...extraEnv },
-      timeoutMs,
-      log: oclog,
-      label,
-      user,
-    });
-    if (r.code !== 0) {
-      throw new Error(
-        `openclaw ${label} failed (exit ${r.code ?? r.signal}${r.timedOut ? ', timed out' : ''})`,
+    for (let attempt = 1; ; attempt++) {
+      const r = await runOpenclaw(openclaw, args, {
+        env: { ...childEnv(), ...extraEnv },
+        timeoutMs,
+        log: oclog,
+        label,
+        user,
+      });
+      if (r.code === 0) return;
+      if (r.timedOut || attempt >= attempts) {
+        throw new Error(
+          `openclaw ${label} failed (exit ${r.code ?? r.signal}${r.timedOut ? ', timed out' : ''})`,
+        );
+      }
+      log.warn(
+        { command: label, exit: r.code ?? r.signal, attempt },
+        'OpenClaw command failed; running it again',
       );
     }
   };
@@ -428,6 +448,8 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
             DOCTOR_ARGS,
             'doctor',
             deps.doctorTimeoutMs ?? (customProvider ? SLOW_CLI_TIMEOUT_MS : 180_000),
+            {},
+            DOCTOR_ATTEMPTS,
           ),
     configure: async () => {
       const path = cfgPath();

@@ -104,7 +104,7 @@ describe('config', () => {
   });
 });
 
-async function bootWithFakeOpenclaw(opts: { existing?: boolean; fail?: string }) {
+async function bootWithFakeOpenclaw(opts: { existing?: boolean; fail?: string; failTimes?: number }) {
   const { dir, cleanup } = tempDir('keyroll-boot-');
   const stateDir = join(dir, 'state');
   const logFile = join(dir, 'openclaw-calls.jsonl');
@@ -120,6 +120,7 @@ async function bootWithFakeOpenclaw(opts: { existing?: boolean; fail?: string })
     KILOCODE_API_KEY: 'test-key-boot-0000000',
     FAKE_OPENCLAW_LOG: logFile,
     ...(opts.fail ? { FAKE_OPENCLAW_FAIL: opts.fail } : {}),
+    ...(opts.failTimes ? { FAKE_OPENCLAW_FAIL_TIMES: String(opts.failTimes) } : {}),
   };
   const config = parseControllerConfig(
     [
@@ -191,6 +192,18 @@ describe('bootstrap (fake openclaw)', () => {
       ['doctor', '--fix', '--non-interactive'],
       expect.arrayContaining(['gateway', 'run']),
     ]);
+  });
+
+  it('a doctor that fails twice (2026.9.6 on a saturated node) runs again and the gateway starts; a third failure leaves the controller degraded', async () => {
+    const twice = await bootWithFakeOpenclaw({ existing: true, fail: 'doctor', failTimes: 2 });
+    expect(twice.ctl.lifecycle()).toEqual({ state: 'ready' });
+    await waitFor(() => twice.ctl.supervisor.getState() === 'running', 10_000, 'gateway running');
+    expect(twice.calls().map((x) => x.args[0])).toEqual(['doctor', 'doctor', 'doctor', 'gateway']);
+    expect(twice.lines.join('')).toContain('OpenClaw command failed; running it again');
+    const always = await bootWithFakeOpenclaw({ existing: true, fail: 'doctor' });
+    expect(always.ctl.lifecycle()).toEqual({ state: 'degraded', stage: 'doctor' });
+    expect(always.calls().map((x) => x.args[0])).toEqual(['doctor', 'doctor', 'doctor']);
+    expect(always.ctl.supervisor.getState()).toBe('stopped');
   });
 
   it('a failing onboard leaves the controller degraded with a generic label and no gateway', async () => {
