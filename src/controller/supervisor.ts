@@ -113,18 +113,24 @@ export interface SupervisorOptions {
   /** Truncation length for forwarded output lines. */
   maxLineLength?: number;
   /**
-   * Niceness given to the old gateway for the length of a surge, from the moment the next one is
-   * spawned (null: unchanged). The next gateway's cold start is the CPU-heaviest part of a surge
-   * and the old one, still serving, was its competitor: a start beside a serving gateway took 2-3x
-   * a lone start on 2 cores. The old one keeps serving, only behind the new one's start, and after
-   * the switch its drain and shutdown yield to the new one's first requests.
+   * Niceness given to every thread of the old gateway for the length of a surge, from the moment
+   * the next one is spawned (null: unchanged). The next gateway's start is CPU-bound on more than
+   * one core, and the old one, still serving, was its competitor. The old one keeps serving, behind
+   * the new one's start, and after the switch its drain and shutdown yield to the new one.
    */
   surgeNice?: number | null;
   /**
-   * Sets the niceness of the gateway that leads process group `pgid` (every thread, and its
-   * autogroup); the default is setGroupNice (renice -g as the gateway user, /proc/PID/autogroup).
+   * Also give the old gateway's autogroup that niceness (default false). Where the kernel
+   * schedules by autogroup (root cgroup: a plain host, some VMs) thread niceness does not change
+   * the old gateway's share against the new one, but its autogroup's puts it behind every other
+   * busy session of the host too: on a shared loaded host that starved its clients (BENCHMARKS.md).
    */
-  setNice?: (pgid: number, nice: number) => Promise<NiceResult>;
+  surgeAutogroup?: boolean;
+  /**
+   * Sets the niceness of the gateway that leads process group `pgid`; the default is setGroupNice
+   * (renice -g as the gateway user, and /proc/PID/autogroup when `autogroup`).
+   */
+  setNice?: (pgid: number, nice: number, autogroup: boolean) => Promise<NiceResult>;
 }
 
 export class GatewayAlreadyRunningError extends Error {
@@ -167,6 +173,7 @@ const DEFAULTS = {
   drainTimeoutMs: 30_000,
   strategy: 'hold' as RestartStrategy,
   surgeNice: 10 as number | null,
+  surgeAutogroup: false,
 };
 
 const realTimers: Timers = {
@@ -449,8 +456,8 @@ export class Supervisor extends EventEmitter {
   }
 
   #applyNice(pgid: number, nice: number): Promise<NiceResult | null> {
-    const set = this.#o.setNice ?? ((g: number, n: number) => setGroupNice(g, n, this.#o.user ?? null));
-    return set(pgid, nice).catch(() => null);
+    const set = this.#o.setNice ?? ((g, n, a) => setGroupNice(g, n, this.#o.user ?? null, a));
+    return set(pgid, nice, this.#o.surgeAutogroup).catch(() => null);
   }
 
   /** Lowers `child`'s CPU share to `nice` (null: not at all); logs what took effect, never throws. */
@@ -466,10 +473,10 @@ export class Supervisor extends EventEmitter {
   }
 
   /**
-   * After a failed surge the old gateway goes on serving alone: its autogroup weight is set back
-   * to 0. Its threads' niceness can be lowered again only with CAP_SYS_NICE (the pod has none), so
-   * the attempt may fail; that costs the old gateway nothing against an idle CPU, only against the
-   * controller's own work.
+   * After a failed surge the old gateway goes on serving alone. Its threads' niceness can be
+   * lowered again only with CAP_SYS_NICE (the pod has none), so the attempt may fail; that costs
+   * the old gateway nothing against an idle CPU, only against the controller's own work. An
+   * autogroup's is always set back.
    */
   async #restoreNice(child: Child, yielded: Promise<NiceResult | null>): Promise<void> {
     if ((await yielded) === null || child.hasExited) return;
@@ -704,21 +711,21 @@ export class Supervisor extends EventEmitter {
 export interface NiceResult {
   /** Every thread of every process in the group has the niceness (`renice -g`). */
   threads: boolean;
-  /** The gateway's autogroup has it (false: this kernel has none, or it was refused). */
+  /** The gateway's autogroup has it (false: not asked, this kernel has none, or refused). */
   autogroup: boolean;
 }
 
 /**
- * Sets the niceness of the gateway that leads process group (and session) `pgid`, in both places
- * Linux keeps one; never throws, says which took effect.
+ * Sets the niceness of the gateway that leads process group (and session) `pgid`; never throws,
+ * says which took effect.
  * - Per thread. setpriority(PRIO_PROCESS, pid), which is Node's os.setPriority, reaches the main
  *   thread only: V8's compiler and GC threads and libuv's pool went on at 0. PRIO_PGRP reaches
  *   every thread of every process in the group; Node has no call for it, so `renice -g`. This is
- *   the weight that counts inside a cgroup (a Kubernetes pod).
- * - Per autogroup. Where the kernel schedules by autogroup (kernel.sched_autogroup_enabled=1 and
- *   the processes in the root cgroup: a VM such as a Fly machine, a plain host), every session is
- *   one group and a thread's niceness only orders it within its group; a gateway spawned detached
- *   has a session of its own, so only /proc/PID/autogroup changes its share against the others.
+ *   the weight that counts inside a cgroup (a Kubernetes pod), where only the pod's processes are.
+ * - Per autogroup, when `autogroup`. Where the kernel schedules by autogroup
+ *   (kernel.sched_autogroup_enabled=1 and the processes in the root cgroup), every session is one
+ *   group and thread niceness only orders threads within it; a gateway spawned detached has a
+ *   session of its own, so only /proc/PID/autogroup changes its share — against every session.
  * setpriority needs the same user or CAP_SYS_NICE (the example pod grants none), so `renice` runs
  * as the gateway user, which may always raise its own processes' niceness; lowering it back needs
  * CAP_SYS_NICE for threads, not for an autogroup (below 0 only).
@@ -727,6 +734,7 @@ export async function setGroupNice(
   pgid: number,
   nice: number,
   user: { uid: number; gid: number } | null,
+  autogroup = false,
 ): Promise<NiceResult> {
   const threads = new Promise<boolean>((resolve) => {
     const p = spawn('renice', ['-n', String(nice), '-g', String(pgid)], {
@@ -737,7 +745,8 @@ export async function setGroupNice(
     p.once('error', () => resolve(false));
     p.once('exit', (code) => resolve(code === 0));
   });
-  const autogroup = (async () => {
+  const group = (async () => {
+    if (!autogroup) return false;
     const { writeFile } = process.getBuiltinModule('node:fs/promises');
     // The kernel takes one autogroup change per 100 ms from the whole host (EAGAIN): one retry.
     for (let attempt = 0; attempt < 2; attempt++) {
@@ -751,7 +760,7 @@ export async function setGroupNice(
     }
     return false;
   })();
-  return { threads: await threads, autogroup: await autogroup };
+  return { threads: await threads, autogroup: await group };
 }
 
 /** Signals a process group; falls back to the process when it is not a group leader. */
