@@ -75,15 +75,28 @@ export function createSandbox(prefix = 'keyroll-oc-'): Sandbox {
   };
 }
 
-/** Every regular file under `dir` (symlinks are not followed). */
+/** `fn()`, or `fallback` when the path went away meanwhile (a running gateway's staging files). */
+function unlessGone<T>(fn: () => T, fallback: T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return fallback;
+    throw err;
+  }
+}
+
+/**
+ * Every regular file under `dir` (symlinks are not followed). A file or folder removed while the
+ * walk runs (2026.9.6 stages its UI assets in the state dir) is left out, not an error.
+ */
 export function listFiles(dir: string): string[] {
   const out: string[] = [];
   const walk = (d: string) => {
-    for (const name of readdirSync(d)) {
+    for (const name of unlessGone(() => readdirSync(d), [])) {
       const p = join(d, name);
-      const st = lstatSync(p);
-      if (st.isDirectory()) walk(p);
-      else if (st.isFile()) out.push(p);
+      const st = unlessGone(() => lstatSync(p), null);
+      if (st?.isDirectory()) walk(p);
+      else if (st?.isFile()) out.push(p);
     }
   };
   if (existsSync(dir)) walk(dir);
@@ -98,7 +111,7 @@ export function filesContaining(dir: string, needle: string): string[] {
   const utf8 = Buffer.from(needle, 'utf8');
   const utf16 = Buffer.from(needle, 'utf16le');
   return listFiles(dir).filter((f) => {
-    const bytes = readFileSync(f);
+    const bytes = unlessGone(() => readFileSync(f), Buffer.alloc(0));
     return bytes.includes(utf8) || bytes.includes(utf16);
   });
 }
