@@ -15,7 +15,7 @@ import { type KillPoint, killAt, startFakeKeyApi } from '../support/fake-key-api
 import { type KubeApiServer, startKubeApiServer } from '../support/kube/index.ts';
 import { killAllTracked, spawnTracked } from '../support/processes.ts';
 import { node24 } from '../support/sandbox.ts';
-import { b64, kubeRequest, startTestOperator, TOKEN, waitFor } from './support.ts';
+import { b64, kubeRequest, processOperatorFlags, startTestOperator, TOKEN, waitFor } from './support.ts';
 
 const SOURCE_TOKEN = 'test-token-source-opcrash-000000000';
 const RUNS = 10;
@@ -131,28 +131,7 @@ async function oneRun(ns: string, i: number, r: Run): Promise<void> {
     const identity = `op-${ns}`;
     const p = spawnTracked(
       node24(),
-      [
-        KEYROLL_BIN,
-        'operator',
-        '--kubeconfig',
-        server.kubeconfigPath,
-        '--namespace',
-        ns,
-        '--identity',
-        identity,
-        '--metrics-port',
-        '0',
-        '--metrics-bind',
-        '127.0.0.1',
-        '--lease-duration',
-        '3s',
-        '--renew-deadline',
-        '2s',
-        '--retry-period',
-        '250ms',
-        '--resync',
-        '1h',
-      ],
+      [KEYROLL_BIN, 'operator', ...processOperatorFlags(server.kubeconfigPath, ns, identity)],
       {
         name: `operator-${name}`,
         env: { ...process.env, KEYROLL_LOG_LEVEL: 'debug', NODE_COMPILE_CACHE: compileCache },

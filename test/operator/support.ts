@@ -221,6 +221,33 @@ export async function startTestOperator(
   return { op, lines, identity, userAgent, stop: () => op.stop() };
 }
 
+/**
+ * Flags of an operator run as its own process in tests: the test server, metrics on a port of its
+ * own choosing (read back from its start-up line), a fast Lease, no periodic resync.
+ */
+export function processOperatorFlags(kubeconfig: string, namespace: string, identity: string): string[] {
+  return [
+    '--kubeconfig',
+    kubeconfig,
+    '--namespace',
+    namespace,
+    '--identity',
+    identity,
+    '--metrics-port',
+    '0',
+    '--metrics-bind',
+    '127.0.0.1',
+    '--lease-duration',
+    '3s',
+    '--renew-deadline',
+    '2s',
+    '--retry-period',
+    '250ms',
+    '--resync',
+    '1h',
+  ];
+}
+
 export async function metricsText(op: RunningOperator): Promise<string> {
   const res = await fetch(`http://127.0.0.1:${op.port}/metrics`, { signal: AbortSignal.timeout(2_000) });
   return res.text();
