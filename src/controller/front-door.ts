@@ -9,6 +9,7 @@
 // "converged" while users get 401s.
 import type * as Http from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { KiloTraffic } from '../kilo-state.ts';
 import type { Logger } from '../log.ts';
 import { RequestCounter } from './metrics.ts';
 import { CLOSE_SERVICE_RESTART, closeFrame, FrameBoundary } from './ws-frames.ts';
@@ -40,17 +41,8 @@ export interface RouteTarget {
   pid: number;
 }
 
-export interface TrafficStats {
-  /** Counting starts at the later of: the current gateway became the target, the key changed. */
-  since: string | null;
-  responses: number;
-  /** 2xx answers to POST requests (the calls that reach the provider). */
-  accepted: number;
-  /** 401 answers (or event streams) whose body says the provider refused the key. */
-  keyRejected: number;
-  lastAcceptedAt: string | null;
-  lastKeyRejectedAt: string | null;
-}
+/** The live-traffic counts `/_kilo/state` reports: the contract's own type. */
+export type TrafficStats = KiloTraffic;
 
 export interface FrontDoorStats {
   state: 'routing' | 'holding' | 'unavailable';
