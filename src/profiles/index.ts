@@ -53,7 +53,7 @@ export { ALL_LAYOUTS } from './types.ts';
 
 import { ALL_LAYOUTS } from './types.ts';
 
-// A no-op logger, so that importing this module does not load pino (the crash test spawns it often).
+// A no-op logger: scanning a store logs nothing unless the caller passes its own logger.
 const NO_LOG: Pick<Logger, 'info' | 'warn'> = { info: () => {}, warn: () => {} };
 
 /** One store as read: its public result plus what only this module may hold (the document). */
