@@ -280,7 +280,7 @@ describe('surge: the old gateway yields the CPU to the new one from the spawn on
     });
     await sup.start();
     expect(await sup.waitForState('running', 10_000)).toBe(true);
-    return { sup, knobs, lines, oldPid: sup.getStats().pid! };
+    return { sup, knobs, lines, logFile, oldPid: sup.getStats().pid! };
   }
 
   it('every thread of the old gateway is at surgeNice while the new one starts (its autogroup untouched); the new one keeps 0', async () => {
@@ -332,10 +332,13 @@ describe('surge: the old gateway yields the CPU to the new one from the spawn on
   }, 30_000);
 
   it('surgeNice null leaves the old gateway as it is', async () => {
-    const { sup, knobs, lines, oldPid } = await surgeSupervisor({ surgeNice: null });
-    knobs.FIX_READY_DELAY_MS = '600';
+    const { sup, knobs, lines, logFile, oldPid } = await surgeSupervisor({ surgeNice: null });
+    // Looked at while the new child is up but not yet ready: after the switch the old one
+    // drains at once (nothing in flight) and its /proc entry may already be gone.
+    knobs.FIX_READY_DELAY_MS = '2000';
     const restarting = sup.requestRestart();
-    await waitFor(() => sup.getStats().pid !== oldPid, 10_000, 'the switch');
+    await waitFor(() => readStarts(logFile).length === 2, 4_000, 'the surge spawn');
+    expect(sup.getStats().pid).toBe(oldPid);
     expect(new Set(threadNices(oldPid))).toEqual(new Set([0]));
     await restarting;
     expect(lines.join('')).not.toContain('yields the CPU');
