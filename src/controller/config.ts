@@ -23,6 +23,10 @@ Flags:
   --restart-strategy S      hold: hold new requests while the gateway restarts in place;
                             surge: start the new gateway beside the old one, switch when it is
                             ready (needs memory for two gateways) (default hold)
+  --surge-yield Y           how the old gateway yields the CPU to the new one while a surge
+                            starts: autogroup (its threads and its scheduling autogroup, which
+                            counts on a plain host or VM), threads (threads only: what counts
+                            in a pod's cgroup), off (default autogroup)
   --hold-timeout DUR        longest a request is held during a restart (default 60s)
   --hold-max N              most requests held at once; more get 503 (default 1000)
   --drain-timeout DUR       longest wait for in-flight requests before a gateway stops (default 30s)
@@ -86,6 +90,7 @@ export interface ControllerConfig {
   adminPort: number | null;
   surgePort: number;
   restartStrategy: 'hold' | 'surge';
+  surgeYield: 'autogroup' | 'threads' | 'off';
   holdTimeoutMs: number;
   holdMax: number;
   drainTimeoutMs: number;
@@ -183,6 +188,7 @@ interface RawConfig {
   adminPort: string | null;
   surgePort: string;
   restartStrategy: string;
+  surgeYield: string;
   holdTimeout: string;
   holdMax: string;
   drainTimeout: string;
@@ -225,6 +231,11 @@ function checkConfig(raw: RawConfig): ControllerConfig {
     ['hold', 'surge'] as const,
     '--restart-strategy must be hold or surge',
   );
+  const surgeYield = c.oneOf(
+    raw.surgeYield,
+    ['autogroup', 'threads', 'off'] as const,
+    '--surge-yield must be autogroup, threads or off',
+  );
   const holdTimeoutMs = c.duration('--hold-timeout', raw.holdTimeout, 100);
   const holdMax = c.count('--hold-max', raw.holdMax, 0);
   const drainTimeoutMs = c.duration('--drain-timeout', raw.drainTimeout, 0);
@@ -261,6 +272,7 @@ function checkConfig(raw: RawConfig): ControllerConfig {
     adminPort,
     surgePort,
     restartStrategy,
+    surgeYield,
     holdTimeoutMs,
     holdMax,
     drainTimeoutMs,
@@ -381,6 +393,7 @@ export function parseControllerConfig(
     adminPort: values['admin-port'] ?? null,
     surgePort: values['surge-port'] ?? String(Number(values['gateway-port'] ?? '3001') + 1),
     restartStrategy: values['restart-strategy'] ?? 'hold',
+    surgeYield: values['surge-yield'] ?? 'autogroup',
     holdTimeout: values['hold-timeout'] ?? '60s',
     holdMax: values['hold-max'] ?? '1000',
     drainTimeout: values['drain-timeout'] ?? '30s',

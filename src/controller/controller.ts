@@ -169,6 +169,8 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     gatewayPort: config.gatewayPort,
     surgePort: config.surgePort,
     strategy: config.restartStrategy,
+    surgeNice: config.surgeYield === 'off' ? null : 10,
+    surgeAutogroup: config.surgeYield === 'autogroup',
     frontDoor,
     drainTimeoutMs: config.drainTimeoutMs,
     // A SQLite store is rewritten only with no gateway running: a surge (two running) cannot.

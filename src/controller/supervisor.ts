@@ -120,10 +120,11 @@ export interface SupervisorOptions {
    */
   surgeNice?: number | null;
   /**
-   * Also give the old gateway's autogroup that niceness (default false). Where the kernel
-   * schedules by autogroup (root cgroup: a plain host, some VMs) thread niceness does not change
-   * the old gateway's share against the new one, but its autogroup's puts it behind every other
-   * busy session of the host too: on a shared loaded host that starved its clients (BENCHMARKS.md).
+   * Also give the old gateway's autogroup that niceness (default false here; the controller's
+   * `--surge-yield autogroup`, its default, sets it). Where the kernel schedules by autogroup (root
+   * cgroup: a plain host, a VM such as a Fly machine) thread niceness does not change the old
+   * gateway's share against the new one; its autogroup's does, and also puts it behind every other
+   * busy session of the host: on a shared loaded host that slowed its clients (BENCHMARKS.md).
    */
   surgeAutogroup?: boolean;
   /**
