@@ -24,6 +24,17 @@ export interface KiloTraffic {
   lastKeyRejectedAt: string | null;
 }
 
+/** What waits and what flows through the front door now, and how the last hold went. */
+export interface KiloProxyFlow {
+  state: 'routing' | 'holding' | 'unavailable';
+  target: number | null;
+  inFlight: number;
+  held: number;
+  websockets: number;
+  /** The last hold: how many requests waited, the longest wait, and how many were refused. */
+  lastHold: { heldRequests: number; longestWaitMs: number; refused: number; endedAt: string } | null;
+}
+
 /**
  * `GET /_kilo/state` as this version of the controller sends it (src/controller/controller.ts
  * builds it). Never a secret: the key appears only as fingerprints (HMAC-SHA256 keyed with the
@@ -57,14 +68,8 @@ export interface KiloState {
   /** Credential backups; `plaintext`: those still holding a plaintext key of the provider. */
   backups: { total: number; plaintext: number } | null;
   /** The front door: strategy, what waits and what flows, and how the last restart went. */
-  proxy: {
+  proxy: KiloProxyFlow & {
     strategy: RestartStrategy;
-    state: 'routing' | 'holding' | 'unavailable';
-    target: number | null;
-    inFlight: number;
-    held: number;
-    websockets: number;
-    lastHold: { heldRequests: number; longestWaitMs: number; refused: number; endedAt: string } | null;
     lastRestart: {
       strategy: RestartStrategy;
       fallback: string | null;

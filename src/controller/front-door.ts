@@ -9,7 +9,7 @@
 // "converged" while users get 401s.
 import type * as Http from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { KiloTraffic } from '../kilo-state.ts';
+import type { KiloProxyFlow, KiloTraffic } from '../kilo-state.ts';
 import type { Logger } from '../log.ts';
 import { RequestCounter } from './metrics.ts';
 import { CLOSE_SERVICE_RESTART, closeFrame, FrameBoundary } from './ws-frames.ts';
@@ -44,15 +44,8 @@ export interface RouteTarget {
 /** The live-traffic counts `/_kilo/state` reports: the contract's own type. */
 export type TrafficStats = KiloTraffic;
 
-export interface FrontDoorStats {
-  state: 'routing' | 'holding' | 'unavailable';
-  target: number | null;
-  inFlight: number;
-  held: number;
-  websockets: number;
-  /** The last hold: how many requests waited, the longest wait, and how many were refused. */
-  lastHold: { heldRequests: number; longestWaitMs: number; refused: number; endedAt: string } | null;
-}
+/** The front door's part of `/_kilo/state`'s `proxy`: the contract's own type. */
+export type FrontDoorStats = KiloProxyFlow;
 
 /** Cumulative counts for /metrics (unlike `TrafficStats`, never reset by a new gateway). */
 export interface FrontDoorTotals {
