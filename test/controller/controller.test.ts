@@ -2,19 +2,14 @@
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { parseControllerConfig } from '../../src/controller/config.ts';
-import { type RunningController, startController } from '../../src/controller/controller.ts';
-import { EnvStore } from '../../src/controller/env-store.ts';
 import { FILE_PROVIDER_ALIAS } from '../../src/controller/openclaw-config.ts';
 import type { ProfilePort } from '../../src/controller/profile-port.ts';
 import { createProfilePort } from '../../src/controller/profiles-adapter.ts';
 import { fingerprintEnv, fingerprintValue } from '../../src/fingerprint.ts';
 import { parseObservedState } from '../../src/kilo-state.ts';
-import { startFakeUpstream } from '../support/fake-upstream.ts';
-import { chat, freePort } from '../support/http.ts';
+import { chat } from '../support/http.ts';
 import { observedOrThrow } from '../support/observed.ts';
-import { standInPath } from '../support/stand-in-gateway.ts';
-import { captureLogger, pidAlive, TOKEN, tempDir, waitFor } from './helpers.ts';
+import { pidAlive, startTestController, TOKEN, waitFor } from './helpers.ts';
 
 // biome-ignore lint/suspicious/noExplicitAny: responses are read field by field and asserted on.
 type Json = Record<string, any>;
@@ -44,82 +39,50 @@ interface Setup {
 }
 
 async function setup(opts: Setup = {}) {
-  const { dir, cleanup } = tempDir('keyroll-ctl-');
-  const stateDir = join(dir, 'state');
-  mkdirSync(stateDir, { recursive: true });
-  if (opts.seedPlaintext) {
-    const agentDir = join(stateDir, 'agents', 'main', 'agent');
-    mkdirSync(agentDir, { recursive: true });
-    writeFileSync(
-      join(agentDir, 'auth-profiles.json'),
-      JSON.stringify({
-        version: 1,
-        profiles: { 'kilocode:default': { type: 'api_key', provider: 'kilocode', key: opts.seedPlaintext } },
-      }),
-    );
-  }
-  const upstream = await startFakeUpstream({ keys: [KEY_A] });
-  const gatewayPort = await freePort();
-  const keyFile = join(dir, 'keys', 'kilocode.key');
-  mkdirSync(join(dir, 'keys'), { mode: 0o700 });
-  const env = {
-    PATH: process.env.PATH ?? '',
-    HOME: dir,
-    TMPDIR: dir,
-    OPENCLAW_GATEWAY_TOKEN: TOKEN,
-    KILOCODE_API_KEY: KEY_A,
-    OPENCLAW_STATE_DIR: stateDir,
-    STANDIN_READY_DELAY_MS: '50',
-    ...opts.extraEnv,
-  };
   const delivery = opts.delivery ?? 'restart';
-  const config = parseControllerConfig(
-    [
-      '--port',
-      '0',
-      '--bind',
-      '127.0.0.1',
-      '--gateway-port',
-      String(gatewayPort),
-      '--gateway-cmd',
-      `'${process.execPath}' '${standInPath()}'`,
-      '--provider-base-url',
-      upstream.baseUrl,
+  const keyFileIn = (dir: string) => join(dir, 'keys', 'kilocode.key');
+  const t = await startTestController({
+    prefix: 'keyroll-ctl-',
+    env: { OPENCLAW_GATEWAY_TOKEN: TOKEN, KILOCODE_API_KEY: KEY_A, ...opts.extraEnv },
+    seed: ({ dir, stateDir }) => {
+      if (opts.seedPlaintext) {
+        const agentDir = join(stateDir, 'agents', 'main', 'agent');
+        mkdirSync(agentDir, { recursive: true });
+        writeFileSync(
+          join(agentDir, 'auth-profiles.json'),
+          JSON.stringify({
+            version: 1,
+            profiles: {
+              'kilocode:default': { type: 'api_key', provider: 'kilocode', key: opts.seedPlaintext },
+            },
+          }),
+        );
+      }
+      mkdirSync(join(dir, 'keys'), { mode: 0o700 });
+    },
+    upstreamKeys: [KEY_A],
+    flags: ({ dir }) => [
       '--delivery',
       delivery,
-      '--stop-timeout',
-      '3000ms',
-      ...(delivery === 'file' ? ['--key-file', keyFile] : []),
+      ...(delivery === 'file' ? ['--key-file', keyFileIn(dir)] : []),
     ],
-    env,
-  );
-  const { log, lines, secrets } = captureLogger();
-  const ctl: RunningController = await startController({
-    config,
-    env: new EnvStore(env),
-    log,
-    secrets,
-    profiles:
+    profiles: ({ dir, stateDir, log }) =>
       opts.profiles ??
       createProfilePort({
         stateDir,
         provider: 'kilocode',
         target:
           delivery === 'file'
-            ? { to: 'file', keyFile, providerAlias: FILE_PROVIDER_ALIAS }
+            ? { to: 'file', keyFile: keyFileIn(dir), providerAlias: FILE_PROVIDER_ALIAS }
             : { to: 'env', envVar: 'KILOCODE_API_KEY' },
         log,
       }),
-    supervisor: { probeIntervalMs: 25 },
+    expectGatewayGone: true,
+    captured,
   });
-  cleanups.push(async () => {
-    const pid = ctl.supervisor.getStats().pid;
-    await ctl.shutdown();
-    if (pid) expect(pidAlive(pid)).toBe(false);
-    await upstream.close();
-    captured.push(...lines);
-    cleanup();
-  });
+  cleanups.push(() => t.stop());
+  const { ctl, stateDir } = t;
+  const keyFile = keyFileIn(t.dir);
   const base = `http://127.0.0.1:${ctl.port}`;
   const call = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
     const res = await fetch(base + path, {
@@ -142,7 +105,17 @@ async function setup(opts: Setup = {}) {
       20_000,
       'gateway running',
     );
-  return { ctl, call, state, waitRunning, upstream, gatewayPort, stateDir, keyFile, lines };
+  return {
+    ctl,
+    call,
+    state,
+    waitRunning,
+    upstream: t.upstream!,
+    gatewayPort: t.config.gatewayPort,
+    stateDir,
+    keyFile,
+    lines: t.lines,
+  };
 }
 
 const envHashOf = (key: string) => fingerprintEnv(TOKEN, { KILOCODE_API_KEY: key });

@@ -3,21 +3,17 @@
 // gets it, and a token rotation: the previous and the current token are both accepted during the
 // overlap, and a reconciler still on the previous token sees its desired fingerprints (no
 // re-delivery, no 401), then switches to the current one without a single 401.
-import { chmodSync, chownSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/cli/usage.ts';
 import { parseControllerConfig, readControllerTokenFile } from '../../src/controller/config.ts';
-import { type RunningController, startController } from '../../src/controller/controller.ts';
-import { EnvStore } from '../../src/controller/env-store.ts';
 import { openclawEnv } from '../../src/controller/openclaw-cli.ts';
-import { noopProfilePort } from '../../src/controller/profile-port.ts';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
 import { httpControllerClient } from '../../src/reconcile/controller-client.ts';
 import { desired } from '../../src/reconcile/desired.ts';
 import { needsPatch, plan } from '../../src/reconcile/plan.ts';
-import { freePort } from '../support/http.ts';
-import { captureLogger, FIXTURE, tempDir, waitFor } from './helpers.ts';
+import { startTestController, tempDir, waitFor } from './helpers.ts';
 
 // biome-ignore lint/suspicious/noExplicitAny: responses are read field by field and asserted on.
 type Json = Record<string, any>;
@@ -193,49 +189,15 @@ describe('the child env', () => {
 });
 
 async function setup(env: Record<string, string>, flags: string[] = []) {
-  const { dir, cleanup } = tempDir('keyroll-cred-');
-  const full = {
-    PATH: process.env.PATH ?? '',
-    HOME: dir,
-    TMPDIR: dir,
-    KILOCODE_API_KEY: KEY_A,
-    OPENCLAW_STATE_DIR: join(dir, 'state'),
-    ...env,
-  };
-  mkdirSync(full.OPENCLAW_STATE_DIR, { recursive: true });
-  const config = parseControllerConfig(
-    [
-      '--port',
-      '0',
-      '--admin-port',
-      '0',
-      '--bind',
-      '127.0.0.1',
-      '--gateway-port',
-      String(await freePort()),
-      '--gateway-cmd',
-      `'${process.execPath}' '${FIXTURE}'`,
-      '--stop-timeout',
-      '3000ms',
-      ...flags,
-    ],
-    full,
-  );
-  const { log, lines, secrets } = captureLogger();
-  const store = new EnvStore(full);
-  const ctl: RunningController = await startController({
-    config,
-    env: store,
-    log,
-    secrets,
-    profiles: noopProfilePort(),
-    supervisor: { probeIntervalMs: 25 },
+  const t = await startTestController({
+    prefix: 'keyroll-cred-',
+    gateway: 'fixture',
+    env: { KILOCODE_API_KEY: KEY_A, ...env },
+    flags: ['--admin-port', '0', ...flags],
+    captured,
   });
-  cleanups.push(async () => {
-    await ctl.shutdown();
-    captured.push(...lines);
-    cleanup();
-  });
+  cleanups.push(() => t.stop());
+  const { ctl, config, lines, envStore: store } = t;
   const admin = `http://127.0.0.1:${ctl.adminPort}`;
   const call = async (method: string, path: string, bearer: string | null, body?: unknown) => {
     const res = await fetch(admin + path, {

@@ -1,23 +1,15 @@
 // The controller as the gateway's front door (stand-in gateway, fake upstream): proxying, the
 // admin port split, hold and surge restarts under continuous traffic, and evidence from traffic.
-import { mkdirSync } from 'node:fs';
 import { createServer as createHttpServer, request } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
-import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { parseControllerConfig } from '../../src/controller/config.ts';
-import { type RunningController, startController } from '../../src/controller/controller.ts';
-import { EnvStore } from '../../src/controller/env-store.ts';
 import { FrontDoor } from '../../src/controller/front-door.ts';
 import { noopProfilePort } from '../../src/controller/profile-port.ts';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
 import { parseObservedState } from '../../src/kilo-state.ts';
 import { silentLogger } from '../../src/log.ts';
-import { startFakeUpstream } from '../support/fake-upstream.ts';
-import { freePort } from '../support/http.ts';
-import { standInPath } from '../support/stand-in-gateway.ts';
 import { failures, startTraffic } from '../support/traffic.ts';
-import { captureLogger, pidAlive, TOKEN, tempDir, waitFor } from './helpers.ts';
+import { startTestController, TOKEN, waitFor } from './helpers.ts';
 
 // biome-ignore lint/suspicious/noExplicitAny: responses are read field by field and asserted on.
 type Json = Record<string, any>;
@@ -41,59 +33,24 @@ async function setup(
   extraEnv: Record<string, string> = {},
   profiles = noopProfilePort(),
 ) {
-  const { dir, cleanup } = tempDir('keyroll-door-');
-  const stateDir = join(dir, 'state');
-  mkdirSync(stateDir, { recursive: true });
-  const upstream = await startFakeUpstream({ keys: [KEY_A, KEY_B] });
-  const env = {
-    PATH: process.env.PATH ?? '',
-    HOME: dir,
-    TMPDIR: dir,
-    OPENCLAW_GATEWAY_TOKEN: TOKEN,
-    KILOCODE_API_KEY: KEY_A,
-    OPENCLAW_STATE_DIR: stateDir,
-    STANDIN_READY_DELAY_MS: '300',
-    ...extraEnv,
-  };
-  const gatewayPort = await freePort();
-  const surgePort = await freePort();
-  const config = parseControllerConfig(
-    [
-      '--port',
-      '0',
-      '--bind',
-      '127.0.0.1',
-      '--gateway-port',
-      String(gatewayPort),
-      '--surge-port',
-      String(surgePort),
-      '--gateway-cmd',
-      `'${process.execPath}' '${standInPath()}'`,
-      '--provider-base-url',
-      upstream.baseUrl,
-      '--stop-timeout',
-      '3000ms',
-      ...flags,
-    ],
-    env,
-  );
-  const { log, lines, secrets } = captureLogger();
-  const ctl: RunningController = await startController({
-    config,
-    env: new EnvStore(env),
-    log,
-    secrets,
-    profiles,
-    supervisor: { probeIntervalMs: 25 },
+  const t = await startTestController({
+    prefix: 'keyroll-door-',
+    env: {
+      OPENCLAW_GATEWAY_TOKEN: TOKEN,
+      KILOCODE_API_KEY: KEY_A,
+      STANDIN_READY_DELAY_MS: '300',
+      ...extraEnv,
+    },
+    flags,
+    surge: true,
+    upstreamKeys: [KEY_A, KEY_B],
+    profiles: () => profiles,
+    expectGatewayGone: true,
+    captured,
   });
-  cleanups.push(async () => {
-    const pid = ctl.supervisor.getStats().pid;
-    await ctl.shutdown();
-    if (pid) expect(pidAlive(pid)).toBe(false);
-    await upstream.close();
-    captured.push(...lines);
-    cleanup();
-  });
+  cleanups.push(() => t.stop());
+  const { ctl } = t;
+  const upstream = t.upstream!;
   const pub = `http://127.0.0.1:${ctl.port}`;
   const adm = `http://127.0.0.1:${ctl.adminPort}`;
   const call = async (method: string, path: string, body?: unknown, base = adm) => {

@@ -6,21 +6,17 @@
 // - the HTTP server keeps a logging `error` listener for its whole life (errors after listen
 //   were swallowed without a trace).
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/cli/usage.ts';
 import { parseControllerConfig } from '../../src/controller/config.ts';
-import { startController } from '../../src/controller/controller.ts';
-import { EnvStore } from '../../src/controller/env-store.ts';
-import { noopProfilePort } from '../../src/controller/profile-port.ts';
 import { listen } from '../../src/controller/server.ts';
 import { desired } from '../../src/reconcile/desired.ts';
 import { needsPatch, plan } from '../../src/reconcile/plan.ts';
-import { freePort } from '../support/http.ts';
 import { observedOrThrow } from '../support/observed.ts';
 import { node24, REPO_ROOT } from '../support/sandbox.ts';
-import { captureLogger, FIXTURE, TOKEN, tempDir, waitFor } from './helpers.ts';
+import { captureLogger, startTestController, TOKEN, tempDir, waitFor } from './helpers.ts';
 
 const KEY_A = 'test-key-A-hygiene-aaaaaaaa';
 const KEY_B = 'test-key-B-hygiene-bbbbbbbb';
@@ -77,46 +73,14 @@ describe('--state-dir and OPENCLAW_STATE_DIR', () => {
 
 describe('envHash covers the key variable only', () => {
   it('--patchable KILOCODE_API_KEY,EXTRA with EXTRA set: the reconciler’s desired fingerprint matches, before and after EXTRA changes', async () => {
-    const { dir, cleanup } = tempDir('keyroll-envhash-');
-    const env = {
-      PATH: process.env.PATH ?? '',
-      HOME: dir,
-      OPENCLAW_GATEWAY_TOKEN: TOKEN,
-      KILOCODE_API_KEY: KEY_A,
-      KILO_EXTRA_SETTING: 'extra-value-1',
-      OPENCLAW_STATE_DIR: join(dir, 'state'),
-    };
-    mkdirSync(env.OPENCLAW_STATE_DIR);
-    const config = parseControllerConfig(
-      [
-        '--port',
-        '0',
-        '--bind',
-        '127.0.0.1',
-        '--gateway-port',
-        String(await freePort()),
-        '--gateway-cmd',
-        `'${process.execPath}' '${FIXTURE}'`,
-        '--patchable',
-        'KILOCODE_API_KEY,KILO_EXTRA_SETTING',
-        '--stop-timeout',
-        '3000ms',
-      ],
-      env,
-    );
-    const { log, secrets } = captureLogger();
-    const ctl = await startController({
-      config,
-      env: new EnvStore(env),
-      log,
-      secrets,
-      profiles: noopProfilePort(),
-      supervisor: { probeIntervalMs: 25 },
+    const t = await startTestController({
+      prefix: 'keyroll-envhash-',
+      gateway: 'fixture',
+      env: { OPENCLAW_GATEWAY_TOKEN: TOKEN, KILOCODE_API_KEY: KEY_A, KILO_EXTRA_SETTING: 'extra-value-1' },
+      flags: ['--patchable', 'KILOCODE_API_KEY,KILO_EXTRA_SETTING'],
     });
-    cleanups.push(async () => {
-      await ctl.shutdown();
-      cleanup();
-    });
+    cleanups.push(() => t.stop());
+    const { ctl } = t;
     await ctl.bootstrapped;
     const spec = { envVar: 'KILOCODE_API_KEY', delivery: 'restart' as const };
     const running = async (pred: (pid: number) => boolean) =>

@@ -1,19 +1,12 @@
 // The controller's own /metrics: Prometheus text 0.0.4 written by hand. A strict parser reads every
 // scrape; the documented names and types are all there (and in docs/controller.md); rotations,
 // proxied answers, held requests and refused keys move the counters; no secret appears.
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { parseControllerConfig } from '../../src/controller/config.ts';
-import { type RunningController, startController } from '../../src/controller/controller.ts';
-import { EnvStore } from '../../src/controller/env-store.ts';
 import { type MetricsSnapshot, RequestCounter, renderMetrics } from '../../src/controller/metrics.ts';
-import { noopProfilePort } from '../../src/controller/profile-port.ts';
-import { startFakeUpstream } from '../support/fake-upstream.ts';
-import { freePort } from '../support/http.ts';
 import { REPO_ROOT } from '../support/sandbox.ts';
-import { standInPath } from '../support/stand-in-gateway.ts';
-import { captureLogger, pidAlive, TOKEN, tempDir, waitFor } from './helpers.ts';
+import { startTestController, TOKEN, waitFor } from './helpers.ts';
 
 const KEY_A = 'test-key-A-metrics-aaaaaaaa';
 const KEY_B = 'test-key-B-metrics-bbbbbbbb';
@@ -232,62 +225,23 @@ afterAll(() => {
 });
 
 async function setup(strategy: 'hold' | 'surge', readyDelayMs = 300) {
-  const { dir, cleanup } = tempDir('keyroll-metrics-');
-  const stateDir = join(dir, 'state');
-  mkdirSync(stateDir, { recursive: true });
-  const upstream = await startFakeUpstream({ keys: [KEY_A, KEY_B] });
-  const env = {
-    PATH: process.env.PATH ?? '',
-    HOME: dir,
-    TMPDIR: dir,
-    OPENCLAW_GATEWAY_TOKEN: TOKEN,
-    KEYROLL_CONTROLLER_TOKEN: CONTROLLER_TOKEN,
-    KILOCODE_API_KEY: KEY_A,
-    OPENCLAW_STATE_DIR: stateDir,
-    STANDIN_READY_DELAY_MS: String(readyDelayMs),
-  };
-  const gatewayPort = await freePort();
-  const surgePort = await freePort();
-  const config = parseControllerConfig(
-    [
-      '--port',
-      '0',
-      '--admin-port',
-      '0',
-      '--bind',
-      '127.0.0.1',
-      '--gateway-port',
-      String(gatewayPort),
-      '--surge-port',
-      String(surgePort),
-      '--gateway-cmd',
-      `'${process.execPath}' '${standInPath()}'`,
-      '--provider-base-url',
-      upstream.baseUrl,
-      '--stop-timeout',
-      '3000ms',
-      '--restart-strategy',
-      strategy,
-    ],
-    env,
-  );
-  const { log, lines, secrets } = captureLogger();
-  const ctl: RunningController = await startController({
-    config,
-    env: new EnvStore(env),
-    log,
-    secrets,
-    profiles: noopProfilePort(),
-    supervisor: { probeIntervalMs: 25 },
+  const t = await startTestController({
+    prefix: 'keyroll-metrics-',
+    env: {
+      OPENCLAW_GATEWAY_TOKEN: TOKEN,
+      KEYROLL_CONTROLLER_TOKEN: CONTROLLER_TOKEN,
+      KILOCODE_API_KEY: KEY_A,
+      STANDIN_READY_DELAY_MS: String(readyDelayMs),
+    },
+    flags: ['--admin-port', '0', '--restart-strategy', strategy],
+    surge: true,
+    upstreamKeys: [KEY_A, KEY_B],
+    expectGatewayGone: true,
+    captured,
   });
-  cleanups.push(async () => {
-    const pid = ctl.supervisor.getStats().pid;
-    await ctl.shutdown();
-    if (pid) expect(pidAlive(pid)).toBe(false);
-    await upstream.close();
-    captured.push(...lines);
-    cleanup();
-  });
+  cleanups.push(() => t.stop());
+  const { ctl } = t;
+  const upstream = t.upstream!;
   const pub = `http://127.0.0.1:${ctl.port}`;
   const adm = `http://127.0.0.1:${ctl.adminPort}`;
   const get = async (url: string, token: string | null = CONTROLLER_TOKEN) => {

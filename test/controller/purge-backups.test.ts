@@ -4,79 +4,49 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseControllerConfig } from '../../src/controller/config.ts';
-import { startController } from '../../src/controller/controller.ts';
-import { EnvStore } from '../../src/controller/env-store.ts';
 import { createProfilePort } from '../../src/controller/profiles-adapter.ts';
-import { freePort } from '../support/http.ts';
 import { observedOrThrow } from '../support/observed.ts';
-import { seedStandInState, standInPath } from '../support/stand-in-gateway.ts';
-import { captureLogger, TOKEN, tempDir, waitFor } from './helpers.ts';
+import { seedStandInState } from '../support/stand-in-gateway.ts';
+import { startTestController, TOKEN, waitFor } from './helpers.ts';
 
 const KEY = 'test-key-A-purge-0000000001';
 const OLD_KEY = 'test-key-old-purge-0000000002';
 
 async function run(purge: boolean) {
-  const { dir, cleanup } = tempDir('keyroll-purge-');
-  const stateDir = join(dir, 'state');
-  seedStandInState(stateDir, { baseUrl: 'http://127.0.0.1:9/v1', profile: { key: OLD_KEY }, store: 'json' });
-  const backup = join(
-    stateDir,
-    'agents',
-    'main',
-    'agent',
-    'auth-profiles.json.sqlite-import.1795478361679.bak',
-  );
-  writeFileSync(
-    backup,
-    JSON.stringify({
-      version: 1,
-      profiles: { 'kilocode:default': { type: 'api_key', provider: 'kilocode', key: OLD_KEY } },
-    }),
-    { mode: 0o644 },
-  );
-  const env = {
-    PATH: process.env.PATH ?? '',
-    HOME: dir,
-    TMPDIR: dir,
-    OPENCLAW_GATEWAY_TOKEN: TOKEN,
-    KILOCODE_API_KEY: KEY,
-    OPENCLAW_STATE_DIR: stateDir,
-    STANDIN_READY_DELAY_MS: '50',
-  };
-  const config = parseControllerConfig(
-    [
-      '--port',
-      '0',
-      '--bind',
-      '127.0.0.1',
-      '--gateway-port',
-      String(await freePort()),
-      '--gateway-cmd',
-      `'${process.execPath}' '${standInPath()}'`,
-      '--stop-timeout',
-      '3000ms',
-      ...(purge ? ['--purge-plaintext-backups'] : []),
-    ],
-    env,
-  );
-  expect(config.purgePlaintextBackups).toBe(purge);
-  const { log, lines, secrets } = captureLogger();
-  const ctl = await startController({
-    config,
-    env: new EnvStore(env),
-    log,
-    secrets,
-    profiles: createProfilePort({
-      stateDir,
-      provider: 'kilocode',
-      target: { to: 'env', envVar: 'KILOCODE_API_KEY' },
-      log,
-      purgePlaintextBackups: config.purgePlaintextBackups,
-    }),
-    supervisor: { probeIntervalMs: 25 },
+  const backupIn = (stateDir: string) =>
+    join(stateDir, 'agents', 'main', 'agent', 'auth-profiles.json.sqlite-import.1795478361679.bak');
+  const c = await startTestController({
+    prefix: 'keyroll-purge-',
+    env: { OPENCLAW_GATEWAY_TOKEN: TOKEN, KILOCODE_API_KEY: KEY },
+    seed: ({ stateDir }) => {
+      seedStandInState(stateDir, {
+        baseUrl: 'http://127.0.0.1:9/v1',
+        profile: { key: OLD_KEY },
+        store: 'json',
+      });
+      writeFileSync(
+        backupIn(stateDir),
+        JSON.stringify({
+          version: 1,
+          profiles: { 'kilocode:default': { type: 'api_key', provider: 'kilocode', key: OLD_KEY } },
+        }),
+        { mode: 0o644 },
+      );
+    },
+    flags: purge ? ['--purge-plaintext-backups'] : [],
+    profiles: ({ stateDir, config, log }) =>
+      createProfilePort({
+        stateDir,
+        provider: 'kilocode',
+        target: { to: 'env', envVar: 'KILOCODE_API_KEY' },
+        log,
+        purgePlaintextBackups: config.purgePlaintextBackups,
+      }),
   });
+  const { ctl, config, lines } = c;
+  const backup = backupIn(c.stateDir);
   try {
+    expect(config.purgePlaintextBackups).toBe(purge);
     await ctl.bootstrapped;
     const state = await waitFor(
       async () => {
@@ -91,8 +61,7 @@ async function run(purge: boolean) {
     );
     return { state, backupExists: existsSync(backup), logs: lines.join('') };
   } finally {
-    await ctl.shutdown();
-    cleanup();
+    await c.stop();
   }
 }
 

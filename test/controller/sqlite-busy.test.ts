@@ -1,18 +1,13 @@
 // A SQLite profile store locked by another process (exclusive lock, as a writer holding it) does
 // not stall the controller: /_kilo/state answers fast with the store's last known forms, proxied
 // requests flow meanwhile, and the event loop is never blocked for the old 2 s busy_timeout.
-import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { afterAll, describe, expect, it } from 'vitest';
-import { parseControllerConfig } from '../../src/controller/config.ts';
-import { startController } from '../../src/controller/controller.ts';
-import { EnvStore } from '../../src/controller/env-store.ts';
 import { createProfilePort } from '../../src/controller/profiles-adapter.ts';
-import { freePort } from '../support/http.ts';
 import { killAllTracked, spawnTracked } from '../support/processes.ts';
 import { node24 } from '../support/sandbox.ts';
-import { seedStandInState, standInPath } from '../support/stand-in-gateway.ts';
-import { captureLogger, TOKEN, tempDir, waitFor } from './helpers.ts';
+import { type StandInPaths, seedStandInState } from '../support/stand-in-gateway.ts';
+import { startTestController, TOKEN, waitFor } from './helpers.ts';
 
 const KEY = 'test-key-A-busy-0000000001';
 
@@ -36,50 +31,25 @@ type State = { profiles: { store: string; profileId: string; form: string }[]; g
 
 describe('controller: /_kilo/state with a locked SQLite store', () => {
   it('answers fast with the last known forms; proxied requests and the event loop are not held', async () => {
-    const { dir, cleanup } = tempDir('keyroll-busy-');
-    const stateDir = join(dir, 'state');
-    const paths = seedStandInState(stateDir, {
-      baseUrl: 'http://127.0.0.1:9/v1',
-      profile: { keyRef: { source: 'env', provider: 'default', id: 'KILOCODE_API_KEY' } },
+    let paths: StandInPaths | undefined;
+    const c = await startTestController({
+      prefix: 'keyroll-busy-',
+      env: { OPENCLAW_GATEWAY_TOKEN: TOKEN, KILOCODE_API_KEY: KEY },
+      seed: ({ stateDir }) => {
+        paths = seedStandInState(stateDir, {
+          baseUrl: 'http://127.0.0.1:9/v1',
+          profile: { keyRef: { source: 'env', provider: 'default', id: 'KILOCODE_API_KEY' } },
+        });
+      },
+      profiles: ({ stateDir, log }) =>
+        createProfilePort({
+          stateDir,
+          provider: 'kilocode',
+          target: { to: 'env', envVar: 'KILOCODE_API_KEY' },
+          log,
+        }),
     });
-    const env = {
-      PATH: process.env.PATH ?? '',
-      HOME: dir,
-      TMPDIR: dir,
-      OPENCLAW_GATEWAY_TOKEN: TOKEN,
-      KILOCODE_API_KEY: KEY,
-      OPENCLAW_STATE_DIR: stateDir,
-      STANDIN_READY_DELAY_MS: '50',
-    };
-    const config = parseControllerConfig(
-      [
-        '--port',
-        '0',
-        '--bind',
-        '127.0.0.1',
-        '--gateway-port',
-        String(await freePort()),
-        '--gateway-cmd',
-        `'${process.execPath}' '${standInPath()}'`,
-        '--stop-timeout',
-        '3000ms',
-      ],
-      env,
-    );
-    const { log, lines } = captureLogger();
-    const ctl = await startController({
-      config,
-      env: new EnvStore(env),
-      log,
-      secrets: captureLogger().secrets,
-      profiles: createProfilePort({
-        stateDir,
-        provider: 'kilocode',
-        target: { to: 'env', envVar: 'KILOCODE_API_KEY' },
-        log,
-      }),
-      supervisor: { probeIntervalMs: 25 },
-    });
+    const { ctl, lines } = c;
     const base = `http://127.0.0.1:${ctl.port}`;
     const state = async (): Promise<{ ms: number; body: State }> => {
       const t = performance.now();
@@ -97,7 +67,7 @@ describe('controller: /_kilo/state with a locked SQLite store', () => {
         { agentId: 'main', store: 'sqlite-agent', profileId: 'kilocode:default', form: 'keyRef-env' },
       ]);
 
-      const locker = spawnTracked(node24(), ['-e', LOCKER, paths.sqliteStore], { name: 'sqlite-locker' });
+      const locker = spawnTracked(node24(), ['-e', LOCKER, paths!.sqliteStore], { name: 'sqlite-locker' });
       await locker.waitForLine(/^locked$/, 10_000);
 
       const delay = monitorEventLoopDelay({ resolution: 10 });
@@ -128,8 +98,7 @@ describe('controller: /_kilo/state with a locked SQLite store', () => {
       expect((await state()).body.profiles).toEqual(before);
       expect(lines.join('')).not.toContain(KEY);
     } finally {
-      await ctl.shutdown();
-      cleanup();
+      await c.stop();
     }
   }, 60_000);
 });

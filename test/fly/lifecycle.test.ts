@@ -11,21 +11,14 @@ import { UsageError } from '../../src/errors.ts';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
 import { machineProof } from '../../src/fly/lifecycle.ts';
 import type { MachineResult } from '../../src/fly/loop.ts';
-import type { ObservedState } from '../../src/kilo-state.ts';
-import { type ControllerClient, ControllerError } from '../../src/reconcile/controller-client.ts';
 import { type FakeKeyApi, startFakeKeyApi } from '../support/fake-key-api.ts';
 import { type FakeFlyApi, startFakeFlyApi } from '../support/fly/fake-fly-api.ts';
+import { type MemController, memController, memControllerClient } from './support/mem-controllers.ts';
 
 const APP = 'lifecycle-app';
 const TOKEN = 'test-token-fly-lifecycle-0123456789';
 const FLY_TOKEN = 'test-fly-token-lifecycle-0123456789';
 const SOURCE_TOKEN = 'test-source-token-lifecycle-0123456789';
-
-interface MemController {
-  envHash: string;
-  pid: number;
-  down: boolean;
-}
 
 let fly: FakeFlyApi;
 let keys: FakeKeyApi;
@@ -48,30 +41,9 @@ afterEach(async () => {
 
 const hashOf = (key: string) => fingerprintEnv(TOKEN, { KILOCODE_API_KEY: key });
 
-function client(url: string): ControllerClient {
-  const c = controllers.get(url)!;
-  return {
-    async getState(): Promise<ObservedState> {
-      if (c.down) throw new ControllerError('network', 'GET /_kilo/state failed: ECONNREFUSED');
-      return {
-        controller: { state: 'ready', delivery: 'restart' },
-        gateway: { state: 'running', pid: c.pid, ready: true },
-        key: { envHash: c.envHash },
-        profiles: [],
-      };
-    },
-    async patchEnv(vars) {
-      if (c.down) throw new ControllerError('network', 'POST /_kilo/env/patch failed: ECONNREFUSED');
-      c.envHash = fingerprintEnv(TOKEN, vars);
-      c.pid++;
-      return { ok: true, signaled: true, migratedProfiles: 0 };
-    },
-  };
-}
-
 function addStarted(id: string, port: number, key: string): MemController {
   fly.addMachine(APP, { id, private_ip: '127.0.0.1', env: {}, metadata: { keyroll_port: String(port) } });
-  const c = { envHash: hashOf(key), pid: 100, down: false };
+  const c = memController(TOKEN, key);
   controllers.set(`http://127.0.0.1:${port}`, c);
   return c;
 }
@@ -121,7 +93,7 @@ async function run(
         ...argv,
       ],
       io,
-      { controllerClient: client },
+      { controllerClient: memControllerClient(controllers, TOKEN) },
     );
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;

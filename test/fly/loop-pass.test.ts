@@ -1,52 +1,16 @@
 // runFlyPass with in-memory controllers (the `client` seam) and the fake Fly API: the per-pass
 // deadline, --require-durable, a machine with no address, and a failed config write.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { systemClock } from '../../src/clock.ts';
-import { fingerprintEnv } from '../../src/fingerprint.ts';
 import { FlyClient } from '../../src/fly/client.ts';
 import { type FlyPassOptions, runFlyPass } from '../../src/fly/loop.ts';
-import type { ObservedState } from '../../src/kilo-state.ts';
-import { silentLogger } from '../../src/log.ts';
-import type { ControllerClient } from '../../src/reconcile/controller-client.ts';
 import { type FakeFlyApi, startFakeFlyApi } from '../support/fly/fake-fly-api.ts';
+import { type MemController, memController, memPassOptions } from './support/mem-controllers.ts';
 
 const APP = 'pass-app';
 const TOKEN = 'test-token-pass-0123456789';
 const FLY_TOKEN = 'test-fly-token-pass-0123456789';
 const OLD = 'test-key-A-pass-000000000001';
 const NEW = 'test-key-B-pass-000000000002';
-
-interface MemController {
-  envHash: string;
-  pid: number;
-  hang: boolean;
-  posts: number;
-}
-
-function memClient(controllers: Map<string, MemController>): FlyPassOptions['client'] {
-  return (url): ControllerClient => {
-    const c = controllers.get(url)!;
-    return {
-      async getState(): Promise<ObservedState> {
-        return {
-          controller: { state: 'ready', delivery: 'restart' },
-          gateway: { state: 'running', pid: c.pid, ready: true },
-          key: { envHash: c.envHash },
-          profiles: [],
-        };
-      },
-      async patchEnv(vars, _version, signal) {
-        c.posts++;
-        if (c.hang) {
-          await new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason)));
-        }
-        c.envHash = fingerprintEnv(TOKEN, vars);
-        c.pid++;
-        return { ok: true, signaled: true, migratedProfiles: 0 };
-      },
-    };
-  };
-}
 
 let fly: FakeFlyApi;
 let controllers: Map<string, MemController>;
@@ -66,36 +30,14 @@ function addStarted(id: string, port: number, key = OLD, configKey = OLD): MemCo
     env: { KILOCODE_API_KEY: configKey },
     metadata: { keyroll_port: String(port) },
   });
-  const c = { envHash: fingerprintEnv(TOKEN, { KILOCODE_API_KEY: key }), pid: 100, hang: false, posts: 0 };
+  const c = memController(TOKEN, key);
   controllers.set(`http://127.0.0.1:${port}`, c);
   return c;
 }
 
 function options(over: Partial<FlyPassOptions> = {}): FlyPassOptions {
-  return {
-    fly: new FlyClient({ token: FLY_TOKEN, baseUrl: fly.baseUrl }),
-    app: APP,
-    key: { key: NEW, version: 'v2' },
-    spec: { envVar: 'KILOCODE_API_KEY', delivery: 'restart' },
-    token: TOKEN,
-    controllerPort: 18789,
-    controllerTimeoutMs: 1000,
-    rollout: { concurrency: 10, maxUnavailable: 2, failureBudget: 5, paused: false },
-    maxChanges: 10,
-    requireDurable: false,
-    dryRun: false,
-    env: {
-      clock: systemClock,
-      log: silentLogger(),
-      retry: { retries: 0, minTimeoutMs: 10, maxTimeoutMs: 10 },
-      deadlineMs: 5_000,
-      pollIntervalMs: 20,
-      signal: new AbortController().signal,
-    },
-    passDeadlineMs: 30_000,
-    client: memClient(controllers),
-    ...over,
-  };
+  const client = new FlyClient({ token: FLY_TOKEN, baseUrl: fly.baseUrl });
+  return memPassOptions({ fly: client, app: APP, token: TOKEN, key: NEW, controllers }, over);
 }
 
 describe('runFlyPass', () => {

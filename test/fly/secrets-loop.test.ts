@@ -3,14 +3,11 @@
 // machine restarted by it), a simulated `fly deploy` (configs rebuilt from a fly.toml-like base)
 // boots every machine with the new key, and a converged fleet gets no Fly write.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { systemClock } from '../../src/clock.ts';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
 import { FlyClient } from '../../src/fly/client.ts';
 import { type FlyPassOptions, runFlyPass } from '../../src/fly/loop.ts';
-import type { ObservedState } from '../../src/kilo-state.ts';
-import { silentLogger } from '../../src/log.ts';
-import type { ControllerClient } from '../../src/reconcile/controller-client.ts';
 import { type FakeFlyApi, startFakeFlyApi } from '../support/fly/fake-fly-api.ts';
+import { type MemController, memController, memPassOptions } from './support/mem-controllers.ts';
 
 const APP = 'secrets-app';
 const VAR = 'KILOCODE_API_KEY';
@@ -19,62 +16,11 @@ const FLY_TOKEN = 'test-fly-token-secrets-loop-01234';
 const OLD = 'test-key-A-secrets-loop-0000000001';
 const NEW = 'test-key-B-secrets-loop-0000000002';
 
-interface MemController {
-  envHash: string;
-  pid: number;
-  posts: number;
-}
-
 let fly: FakeFlyApi;
 const controllers = new Map<string, MemController>();
 
-function memClient(): FlyPassOptions['client'] {
-  return (url): ControllerClient => {
-    const c = controllers.get(url)!;
-    return {
-      async getState(): Promise<ObservedState> {
-        return {
-          controller: { state: 'ready', delivery: 'restart' },
-          gateway: { state: 'running', pid: c.pid, ready: true },
-          key: { envHash: c.envHash },
-          profiles: [],
-        };
-      },
-      async patchEnv(vars) {
-        c.posts++;
-        c.envHash = fingerprintEnv(TOKEN, vars);
-        c.pid++;
-        return { ok: true, signaled: true, migratedProfiles: 0 };
-      },
-    };
-  };
-}
-
 function options(client: FlyClient, over: Partial<FlyPassOptions> = {}): FlyPassOptions {
-  return {
-    fly: client,
-    app: APP,
-    key: { key: NEW, version: 'v2' },
-    spec: { envVar: VAR, delivery: 'restart' },
-    token: TOKEN,
-    controllerPort: 18789,
-    controllerTimeoutMs: 1000,
-    rollout: { concurrency: 10, maxUnavailable: 2, failureBudget: 5, paused: false },
-    maxChanges: 10,
-    requireDurable: false,
-    dryRun: false,
-    env: {
-      clock: systemClock,
-      log: silentLogger(),
-      retry: { retries: 0, minTimeoutMs: 10, maxTimeoutMs: 10 },
-      deadlineMs: 5_000,
-      pollIntervalMs: 20,
-      signal: new AbortController().signal,
-    },
-    passDeadlineMs: 30_000,
-    client: memClient(),
-    ...over,
-  };
+  return memPassOptions({ fly: client, app: APP, token: TOKEN, key: NEW, controllers }, over);
 }
 
 /** A fresh process's client (a `--once` run): it knows nothing about earlier writes. */
@@ -92,11 +38,7 @@ beforeEach(async () => {
       env: { [VAR]: OLD, LOG_LEVEL: 'info' },
       metadata: { keyroll_port: String(port) },
     });
-    controllers.set(`http://127.0.0.1:${port}`, {
-      envHash: fingerprintEnv(TOKEN, { [VAR]: OLD }),
-      pid: 100,
-      posts: 0,
-    });
+    controllers.set(`http://127.0.0.1:${port}`, memController(TOKEN, OLD));
   }
   for (const [i, id] of ['s1', 's2'].entries()) {
     fly.addMachine(APP, {
@@ -113,11 +55,7 @@ beforeEach(async () => {
 function controllersBootedFromFly(): void {
   for (const [i, id] of ['m1', 'm2', 's1', 's2'].entries()) {
     const key = fly.bootedEnv(APP, id)[VAR] ?? '';
-    controllers.set(`http://127.0.0.1:${2000 + i}`, {
-      envHash: fingerprintEnv(TOKEN, { [VAR]: key }),
-      pid: 500 + i,
-      posts: 0,
-    });
+    controllers.set(`http://127.0.0.1:${2000 + i}`, memController(TOKEN, key, 500 + i));
   }
 }
 

@@ -4,13 +4,6 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
-import {
-  type FleetMember,
-  startStandInMember,
-  stopMember,
-  waitGatewayReady,
-} from '../reconcile/support/fleet.ts';
-import { type FakeUpstream, startFakeUpstream } from '../support/fake-upstream.ts';
 import { getText } from '../support/http.ts';
 import { type KubeApiServer, startKubeApiServer } from '../support/kube/index.ts';
 import { killAllTracked, spawnTracked, type Tracked } from '../support/processes.ts';
@@ -26,8 +19,10 @@ import {
   metricValue,
   NS,
   processOperatorFlags,
-  putPod,
+  putKeySecrets,
   putSecret,
+  type StandInPods,
+  startStandInPods,
   startTestOperator,
   type TestOperator,
   TOKEN,
@@ -36,8 +31,7 @@ import {
 
 const APP = 'gw-faults';
 let server: KubeApiServer;
-let upstream: FakeUpstream;
-let member: FleetMember;
+let pods: StandInPods | undefined;
 const operators: TestOperator[] = [];
 const logLines: string[] = [];
 const processLines: string[][] = [];
@@ -47,24 +41,20 @@ beforeAll(async () => {
     crdPaths: ['manifests/crd/gatewaykey.yaml'],
     bookmarkIntervalMs: 1_000,
   });
-  upstream = await startFakeUpstream({ keys: [KEY_A] });
-  member = await startStandInMember({
-    name: 'faults',
-    token: TOKEN,
+  pods = await startStandInPods(server, {
+    prefix: 'faults',
+    app: APP,
+    n: 1,
     key: KEY_A,
-    upstreamBaseUrl: upstream.baseUrl,
+    upstreamKeys: [KEY_A],
   });
-  await waitGatewayReady(member, 30_000);
-  putSecret(server, 'gateway-token', { OPENCLAW_GATEWAY_TOKEN: TOKEN });
-  putSecret(server, 'kilocode-key', { KILOCODE_API_KEY: KEY_A }, { 'keyroll.dev/version': 'v1' });
-  putPod(server, 'gw-0', { app: APP }, Number(new URL(member.url).port));
+  putKeySecrets(server, KEY_A, 'v1');
 }, 60_000);
 
 afterAll(async () => {
   for (const o of operators) await o.stop().catch(() => {});
-  await stopMember(member).catch(() => {});
+  await pods?.close();
   await killAllTracked();
-  await upstream?.close();
   await server?.close();
 });
 

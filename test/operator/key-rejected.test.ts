@@ -15,8 +15,8 @@ import {
   KEY_A,
   KEY_B,
   NS,
+  putKeySecrets,
   putPod,
-  putSecret,
   startTestOperator,
   TOKEN,
   waitFor,
@@ -59,8 +59,7 @@ beforeAll(async () => {
     fakes.push(fake);
     putPod(server, `gw-${i}`, { app: APP }, Number(new URL(fake.url).port));
   }
-  putSecret(server, 'gateway-token', { OPENCLAW_GATEWAY_TOKEN: TOKEN });
-  putSecret(server, 'kilocode-key', { KILOCODE_API_KEY: KEY_B }, { 'keyroll.dev/version': 'v2' });
+  putKeySecrets(server, KEY_B, 'v2');
   await createGatewayKey(server, 'rotate', gatewayKeySpec({ app: APP }));
 }, 60_000);
 

@@ -3,23 +3,25 @@
 // `kubectl get gk` prints the printer columns with the counts.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
-import {
-  type FleetMember,
-  readState,
-  startStandInMember,
-  stopMember,
-  waitGatewayReady,
-} from '../reconcile/support/fleet.ts';
-import { type FakeUpstream, startFakeUpstream } from '../support/fake-upstream.ts';
+import { type FleetMember, readState } from '../reconcile/support/fleet.ts';
 import { type KubeApiServer, startKubeApiServer } from '../support/kube/index.ts';
 import { findKubectl, type Kubectl, kubectlFor } from '../support/kube/kubectl.ts';
 import { killAllTracked } from '../support/processes.ts';
-import { KEY_A, KEY_B, NS, putPod, startTestOperator, type TestOperator, TOKEN } from './support.ts';
+import {
+  KEY_A,
+  KEY_B,
+  NS,
+  type StandInPods,
+  startStandInPods,
+  startTestOperator,
+  type TestOperator,
+  TOKEN,
+} from './support.ts';
 
 const APP = 'gw-kubectl';
 let server: KubeApiServer;
 let k: Kubectl;
-let upstream: FakeUpstream;
+let pods: StandInPods | undefined;
 let members: FleetMember[] = [];
 let operator: TestOperator | undefined;
 const lines: string[] = [];
@@ -58,25 +60,23 @@ spec:
 beforeAll(async () => {
   server = await startKubeApiServer({ crdPaths: ['manifests/crd/gatewaykey.yaml'] });
   k = await kubectlFor(server.kubeconfigPath);
-  upstream = await startFakeUpstream({ keys: [KEY_A, KEY_B] });
   // The gateways run with key A; the Secret the user applies holds key B.
-  members = await Promise.all(
-    [0, 1].map((i) =>
-      startStandInMember({ name: `kw-${i}`, token: TOKEN, key: KEY_A, upstreamBaseUrl: upstream.baseUrl }),
-    ),
-  );
-  await Promise.all(members.map((m) => waitGatewayReady(m, 60_000)));
-  members.forEach((m, i) => {
-    putPod(server, `gw-${i}`, { app: APP }, Number(new URL(m.url).port));
+  pods = await startStandInPods(server, {
+    prefix: 'kw',
+    app: APP,
+    n: 2,
+    key: KEY_A,
+    upstreamKeys: [KEY_A, KEY_B],
+    readyTimeoutMs: 60_000,
   });
+  ({ members } = pods);
 }, 120_000);
 
 afterAll(async () => {
   await operator?.stop().catch(() => {});
-  await Promise.all(members.map((m) => stopMember(m).catch(() => {})));
+  await pods?.close();
   await killAllTracked();
   await k?.dispose();
-  await upstream?.close();
   await server?.close();
 });
 

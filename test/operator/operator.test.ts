@@ -3,14 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
-import {
-  type FleetMember,
-  readState,
-  startStandInMember,
-  stopMember,
-  waitGatewayReady,
-} from '../reconcile/support/fleet.ts';
-import { type FakeUpstream, startFakeUpstream } from '../support/fake-upstream.ts';
+import { type FleetMember, readState } from '../reconcile/support/fleet.ts';
 import { type KubeApiServer, startKubeApiServer } from '../support/kube/index.ts';
 import { killAllTracked } from '../support/processes.ts';
 import {
@@ -24,8 +17,10 @@ import {
   metricValue,
   NS,
   parsePrometheus,
-  putPod,
+  putKeySecrets,
   putSecret,
+  type StandInPods,
+  startStandInPods,
   startTestOperator,
   type TestOperator,
   TOKEN,
@@ -34,7 +29,7 @@ import {
 
 const APP = 'gw-rotation';
 let server: KubeApiServer;
-let upstream: FakeUpstream;
+let pods: StandInPods | undefined;
 let members: FleetMember[] = [];
 const operators: TestOperator[] = [];
 const logLines: string[] = [];
@@ -55,26 +50,22 @@ beforeAll(async () => {
     crdPaths: ['manifests/crd/gatewaykey.yaml'],
     bookmarkIntervalMs: 1_000,
   });
-  upstream = await startFakeUpstream({ keys: [KEY_A, KEY_B] });
-  members = await Promise.all(
-    [0, 1, 2].map((i) =>
-      startStandInMember({ name: `rot-${i}`, token: TOKEN, key: KEY_A, upstreamBaseUrl: upstream.baseUrl }),
-    ),
-  );
-  await Promise.all(members.map((m) => waitGatewayReady(m, 30_000)));
-  putSecret(server, 'gateway-token', { OPENCLAW_GATEWAY_TOKEN: TOKEN });
-  putSecret(server, 'kilocode-key', { KILOCODE_API_KEY: KEY_A }, { 'keyroll.dev/version': 'v1' });
-  members.forEach((m, i) => {
-    putPod(server, `gw-${i}`, { app: APP }, Number(new URL(m.url).port));
+  pods = await startStandInPods(server, {
+    prefix: 'rot',
+    app: APP,
+    n: 3,
+    key: KEY_A,
+    upstreamKeys: [KEY_A, KEY_B],
   });
+  ({ members } = pods);
+  putKeySecrets(server, KEY_A, 'v1');
   await createGatewayKey(server, 'rotation', gatewayKeySpec({ app: APP }));
 }, 60_000);
 
 afterAll(async () => {
   for (const o of operators) await o.stop().catch(() => {});
-  await Promise.all(members.map((m) => stopMember(m).catch(() => {})));
+  await pods?.close();
   await killAllTracked();
-  await upstream?.close();
   await server?.close();
 });
 

@@ -1,8 +1,10 @@
 // The one-shot run's Lease (src/operator/run-lease.ts) against the Kubernetes API test server:
 // create, take a released or expired Lease, refuse a live holder, renew, release, lose it (taken
 // over, or not renewed in time), 409 races, and the operator's LeaderElector waiting on it.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { systemClock } from '../../src/clock.ts';
+// Every actor runs on one manual clock: the tests move its time (advanceUntil, only while every
+// actor sleeps) and wait only for the server's answers, so a "1.5 s" Lease costs no wall time.
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '../../src/clock.ts';
 import { silentLogger } from '../../src/log.ts';
 import { kubeAdapter, loadKubeConfig } from '../../src/operator/kube.ts';
 import type { KubeClient } from '../../src/operator/kube-port.ts';
@@ -14,16 +16,7 @@ import {
   takeRunLease,
 } from '../../src/operator/run-lease.ts';
 import { type KubeApiServer, startKubeApiServer } from '../support/kube/index.ts';
-
-const NS = 'default';
-
-async function waitFor(what: string, fn: () => unknown, timeoutMs: number, everyMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!fn()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
+import { advanceUntil, NS, track } from './support.ts';
 
 let server: KubeApiServer;
 let kube: KubeClient;
@@ -31,6 +24,8 @@ let kube: KubeClient;
 let operatorKube: KubeClient;
 let seq = 0;
 const cleanups: Array<() => Promise<void> | void> = [];
+/** The clock of every Lease holder in a test; a new one for each test. */
+let clock: ManualClock;
 
 beforeAll(async () => {
   server = await startKubeApiServer({});
@@ -43,6 +38,10 @@ beforeAll(async () => {
     userAgent: 'keyroll-operator/test',
   });
 }, 30_000);
+
+beforeEach(() => {
+  clock = new ManualClock(Date.now());
+});
 
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
@@ -78,13 +77,13 @@ function opts(name: string, identity = 'cron-1', durationMs = 1_500): RunLeaseOp
     renewDeadlineMs: 1_000,
     retryPeriodMs: 100,
     timeoutMs: 2_000,
-    clock: systemClock,
+    clock,
     log: silentLogger(),
   };
 }
 
 function putLease(name: string, holder: string, durationSeconds = 1, transitions = 0): void {
-  const now = microTime(Date.now());
+  const now = microTime(clock.now());
   server.hooks.upsert({
     apiVersion: 'coordination.k8s.io/v1',
     kind: 'Lease',
@@ -110,7 +109,7 @@ function elector(name: string, identity: string, onLead: () => void = () => {}) 
     renewDeadlineMs: 1_000,
     retryPeriodMs: 100,
     timeoutMs: 2_000,
-    clock: systemClock,
+    clock,
     log: silentLogger(),
     onStartedLeading: onLead,
     onStoppedLeading: () => {},
@@ -133,23 +132,26 @@ describe('run Lease', () => {
     expect(first.spec.leaseDurationSeconds).toBe(2);
     expect(first.spec.renewTime).toMatch(/\.\d{6}Z$/);
     expect(first.spec.leaseTransitions).toBe(0);
-    await waitFor('a renewal', () => stored(name)!.spec.renewTime !== first.spec.renewTime, 3_000, 20);
+    // One retry period (100 ms) later it renews, keeping the acquire time.
+    await advanceUntil(clock, () => stored(name)!.spec.renewTime !== first.spec.renewTime, { stepMs: 100 });
+    expect(stored(name)!.spec.renewTime).toBe(microTime(clock.now()));
     expect(stored(name)!.spec.acquireTime).toBe(first.spec.acquireTime);
     expect(out.lease.signal.aborted).toBe(false);
     await out.lease.release();
     expect(stored(name)!.spec.holderIdentity).toBe('');
+    // Nothing left to renew it: no timer, and three retry periods later the same object.
+    expect(clock.pending).toBe(0);
     const rv = stored(name)!.metadata.resourceVersion;
-    await new Promise((r) => setTimeout(r, 300));
-    expect(stored(name)!.metadata.resourceVersion).toBe(rv); // no renewal after release
+    await clock.advance(300);
+    expect(stored(name)!.metadata.resourceVersion).toBe(rv);
   });
 
   it('takes a released Lease at once, keeping its transition count + 1', async () => {
     const name = fresh();
     putLease(name, '', 15, 4);
-    const started = Date.now();
+    // The clock never moves here: had it waited for anything, this would not return.
     const out = await acquireRunLease(opts(name), AbortSignal.timeout(10_000));
     expect(out.held).toBe(true);
-    expect(Date.now() - started).toBeLessThan(1_000);
     expect(stored(name)!.spec).toMatchObject({ holderIdentity: 'cron-1', leaseTransitions: 5 });
     if (out.held) await out.lease.release();
   });
@@ -157,13 +159,14 @@ describe('run Lease', () => {
   it('refuses a Lease whose holder renews it (the operator running), and writes nothing', async () => {
     const name = fresh();
     const e = elector(name, 'operator-a');
-    await waitFor('operator leads', () => e.isLeader, 5_000, 20);
+    await advanceUntil(clock, () => e.isLeader, { stepMs: 100 });
     const before = stored(name)!;
     server.hooks.clearRequestLog();
-    const started = Date.now();
-    const out = await acquireRunLease(opts(name), AbortSignal.timeout(10_000));
-    expect(out).toEqual({ held: false, holder: 'operator-a' });
-    expect(Date.now() - started).toBeLessThan(1_500); // within a few of the holder's renewals
+    const run = track(acquireRunLease(opts(name), AbortSignal.timeout(10_000)));
+    // The elector and the run each sleep between their requests: two timers.
+    const waited = await advanceUntil(clock, () => run.settled, { stepMs: 100, parked: 2 });
+    expect(await run.promise).toEqual({ held: false, holder: 'operator-a' });
+    expect(waited).toBeLessThan(1_500); // within a few of the holder's renewals, before it could expire
     expect(stored(name)!.spec.holderIdentity).toBe('operator-a');
     expect(stored(name)!.spec.leaseTransitions).toBe(before.spec.leaseTransitions);
     const writes = server.hooks
@@ -175,12 +178,13 @@ describe('run Lease', () => {
   it('takes over a Lease nobody renews after its leaseDurationSeconds, by its own clock', async () => {
     const name = fresh();
     putLease(name, 'dead-operator', 1, 2);
-    const started = Date.now();
-    const out = await acquireRunLease(opts(name), AbortSignal.timeout(10_000));
-    const waited = Date.now() - started;
+    const run = track(acquireRunLease(opts(name), AbortSignal.timeout(10_000)));
+    const waited = await advanceUntil(clock, () => run.settled, { stepMs: 100 });
+    const out = await run.promise;
     expect(out.held).toBe(true);
+    // From its first read: 1 s of its clock (in its 100 ms re-reads), not a moment less.
     expect(waited).toBeGreaterThanOrEqual(1_000);
-    expect(waited).toBeLessThan(3_000);
+    expect(waited).toBeLessThanOrEqual(1_100);
     expect(stored(name)!.spec).toMatchObject({ holderIdentity: 'cron-1', leaseTransitions: 3 });
     if (out.held) await out.lease.release();
   });
@@ -191,15 +195,17 @@ describe('run Lease', () => {
     if (!out.held) throw new Error('expected the Lease');
     let ledAt = 0;
     const e = elector(name, 'operator-b', () => {
-      ledAt = Date.now();
+      ledAt = clock.now();
     });
-    await new Promise((r) => setTimeout(r, 2_500)); // longer than the Lease duration: renewals keep it
+    // 2.5 s, longer than the Lease duration: the run's renewals keep it.
+    const t0 = clock.now();
+    await advanceUntil(clock, () => clock.now() - t0 >= 2_500, { stepMs: 100, parked: 2 });
     expect(e.isLeader).toBe(false);
     expect(out.lease.signal.aborted).toBe(false);
-    const releasedAt = Date.now();
+    const releasedAt = clock.now();
     await out.lease.release();
-    await waitFor('operator leads', () => e.isLeader, 3_000, 20);
-    expect(ledAt - releasedAt).toBeLessThan(1_000);
+    await advanceUntil(clock, () => e.isLeader, { stepMs: 100 });
+    expect(ledAt - releasedAt).toBeLessThanOrEqual(100); // its next attempt, one retry period
   });
 
   it('a 409 on create (another writer first) is a lost race: it reads again and refuses the live holder', async () => {
@@ -208,7 +214,10 @@ describe('run Lease', () => {
     cleanups.push(remove);
     // The "other writer": an operator that starts leading right after our create lost.
     const e = elector(name, 'operator-c');
-    const out = await acquireRunLease(opts(name), AbortSignal.timeout(10_000));
+    await clock.advance(0); // its first attempt starts now, beside ours
+    const run = track(acquireRunLease(opts(name), AbortSignal.timeout(10_000)));
+    await advanceUntil(clock, () => run.settled, { stepMs: 100, parked: 2 });
+    const out = await run.promise;
     if (out.held) {
       // The elector's create may have failed on the injected 409 instead of ours: then we won.
       expect(stored(name)!.spec.holderIdentity).toBe('cron-1');
@@ -225,7 +234,9 @@ describe('run Lease', () => {
     if (!out.held) throw new Error('expected the Lease');
     cleanups.push(() => out.lease.release());
     putLease(name, 'intruder', 15, 1); // someone else wrote the Lease: our next renew gets 409
-    await waitFor('the run aborted', () => out.lease.signal.aborted, 3_000, 20);
+    // The renew that gets the 409, then the re-read that finds the intruder.
+    const waited = await advanceUntil(clock, () => out.lease.signal.aborted, { stepMs: 100 });
+    expect(waited).toBe(200);
     expect(String(out.lease.signal.reason)).toMatch(
       /lost the Lease default\/run-lease-\d+: now held by intruder/,
     );
@@ -239,17 +250,19 @@ describe('run Lease', () => {
     if (!out.held) throw new Error('expected the Lease');
     cleanups.push(() => out.lease.release());
     cleanups.push(server.hooks.injectFailure({ verb: 'update', resource: 'leases', code: 503 }));
-    const t0 = Date.now();
-    await waitFor('the run aborted', () => out.lease.signal.aborted, 4_000, 20);
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(800);
+    const waited = await advanceUntil(clock, () => out.lease.signal.aborted, { stepMs: 100 });
+    expect(waited).toBe(1_000); // the renew deadline, to the retry period
     expect(String(out.lease.signal.reason)).toMatch(/not renewed for 1000 ms/);
   });
 
   it('a transient failure reading the Lease (503) is retried; the run still takes it', async () => {
     const name = fresh();
     cleanups.push(server.hooks.injectFailure({ verb: 'get', resource: 'leases', name, code: 503, count: 2 }));
-    const out = await acquireRunLease(opts(name), AbortSignal.timeout(10_000));
+    const run = track(acquireRunLease(opts(name), AbortSignal.timeout(10_000)));
+    const waited = await advanceUntil(clock, () => run.settled, { stepMs: 100 });
+    const out = await run.promise;
     expect(out.held).toBe(true);
+    expect(waited).toBe(200); // one retry period after each failed read
     if (out.held) await out.lease.release();
   });
 
@@ -257,8 +270,13 @@ describe('run Lease', () => {
     const name = fresh();
     putLease(name, 'slow-to-expire', 60);
     const ac = new AbortController();
-    setTimeout(() => ac.abort(new Error('SIGTERM')), 300);
-    await expect(acquireRunLease(opts(name), ac.signal)).rejects.toThrow('SIGTERM');
+    const run = track(acquireRunLease(opts(name), ac.signal));
+    // 300 ms of its clock watching the holder, then asleep till its next read: the abort ends that.
+    const t0 = clock.now();
+    await advanceUntil(clock, () => clock.now() - t0 >= 300 && clock.pending > 0, { stepMs: 100 });
+    expect(run.settled).toBe(false);
+    ac.abort(new Error('SIGTERM'));
+    await expect(run.promise).rejects.toThrow('SIGTERM');
     expect(stored(name)!.spec.holderIdentity).toBe('slow-to-expire');
   });
 });
@@ -303,18 +321,24 @@ describe('takeRunLease (the call the reconcile command makes)', () => {
   it('held by a live operator: exit 0 and one "skipped" line naming the holder (JSON too)', async () => {
     const name = fresh();
     const e = elector(name, 'operator-d');
-    await waitFor('operator leads', () => e.isLeader, 5_000, 20);
+    await advanceUntil(clock, () => e.isLeader, { stepMs: 100 });
     for (const json of [false, true]) {
       const o = io();
-      const r = await takeRunLease({
-        kube,
-        namespace: NS,
-        env: { KEYROLL_LEASE_NAME: name, KEYROLL_LEASE_DURATION_SECONDS: '1.5', POD_NAME: 'cron-x' },
-        log: silentLogger(),
-        ...o.write,
-        json,
-        signal: AbortSignal.timeout(10_000),
-      });
+      const run = track(
+        takeRunLease({
+          kube,
+          namespace: NS,
+          env: { KEYROLL_LEASE_NAME: name, KEYROLL_LEASE_DURATION_SECONDS: '1.5', POD_NAME: 'cron-x' },
+          log: silentLogger(),
+          ...o.write,
+          json,
+          signal: AbortSignal.timeout(10_000),
+          clock,
+        }),
+      );
+      // Until it sees the operator renew: the operator and the run each sleep between requests.
+      await advanceUntil(clock, () => run.settled, { stepMs: 100, parked: 2 });
+      const r = await run.promise;
       expect(r).toBe(0);
       if (json)
         expect(JSON.parse(o.out.join(''))).toMatchObject({ skipped: true, leaseHolder: 'operator-d' });
@@ -350,6 +374,7 @@ describe('takeRunLease (the call the reconcile command makes)', () => {
       ...o.write,
       json: false,
       signal: AbortSignal.timeout(10_000),
+      clock,
     });
     if (typeof r === 'number') throw new Error(`exit ${r}: ${o.err.join('')}`);
     expect(stored(name)!.spec.holderIdentity).toBe('cron-y');

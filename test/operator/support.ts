@@ -1,7 +1,7 @@
 // Owns what the operator's integration tests share: a kube test server seeded with Secrets, Pods and
 // GatewayKeys pointing at real controllers, in-process operators with captured logs, and waits.
 import { Writable } from 'node:stream';
-import { systemClock } from '../../src/clock.ts';
+import { type ManualClock, systemClock } from '../../src/clock.ts';
 import type { Logger } from '../../src/log.ts';
 import { createLogger, SecretRegistry } from '../../src/log.ts';
 import { parseOperatorConfig } from '../../src/operator/config.ts';
@@ -12,7 +12,9 @@ import {
   KEYROLL_BIN,
   readState,
   startReadyMember,
+  startStandInMember,
   stopMember,
+  waitGatewayReady,
 } from '../reconcile/support/fleet.ts';
 import { type RecordingProxy, startRecordingProxy } from '../reconcile/support/recording-proxy.ts';
 import { type FakeUpstream, startFakeUpstream } from '../support/fake-upstream.ts';
@@ -70,6 +72,53 @@ export function putPod(
       conditions: [{ type: 'Ready', status: ready ? 'True' : 'False' }],
     },
   });
+}
+
+/** The token Secret (`gateway-token`: TOKEN) and the key Secret (`kilocode-key`: `key` at `version`). */
+export function putKeySecrets(server: KubeApiServer, key: string, version: string): void {
+  putSecret(server, 'gateway-token', { OPENCLAW_GATEWAY_TOKEN: TOKEN });
+  putSecret(server, 'kilocode-key', { KILOCODE_API_KEY: key }, { 'keyroll.dev/version': version });
+}
+
+export interface StandInPods {
+  upstream: FakeUpstream;
+  members: FleetMember[];
+  /** Stops every controller (and what they started) and the upstream. */
+  close(): Promise<void>;
+}
+
+/**
+ * `n` real controllers (`<prefix>-<i>`) with stand-in gateways running `key` against a fake
+ * upstream that accepts `upstreamKeys`, each gateway ready, as Running, Ready pods `gw-<i>` of `app`.
+ */
+export async function startStandInPods(
+  server: KubeApiServer,
+  o: { prefix: string; app: string; n: number; key: string; upstreamKeys: string[]; readyTimeoutMs?: number },
+): Promise<StandInPods> {
+  const upstream = await startFakeUpstream({ keys: o.upstreamKeys });
+  const members = await Promise.all(
+    Array.from({ length: o.n }, (_, i) =>
+      startStandInMember({
+        name: `${o.prefix}-${i}`,
+        token: TOKEN,
+        key: o.key,
+        upstreamBaseUrl: upstream.baseUrl,
+      }),
+    ),
+  );
+  await Promise.all(members.map((m) => waitGatewayReady(m, o.readyTimeoutMs ?? 30_000)));
+  members.forEach((m, i) => {
+    putPod(server, `gw-${i}`, { app: o.app }, Number(new URL(m.url).port));
+  });
+  return {
+    upstream,
+    members,
+    async close() {
+      await Promise.all(members.map((m) => stopMember(m).catch(() => {})));
+      await killAllTracked();
+      await upstream.close();
+    },
+  };
 }
 
 export function gatewayKeySpec(opts: { secret?: string; key?: string; app: string; tokenSecret?: string }) {
@@ -164,6 +213,47 @@ export async function waitFor<T>(
       );
     await new Promise((r) => setTimeout(r, everyMs));
   }
+}
+
+/**
+ * Drives code that sleeps on a manual clock between real requests to the test server: whenever
+ * `parked` timers are pending (every actor the test runs has finished its I/O and sleeps), moves
+ * the clock by `stepMs`, until `done()` holds; returns how far the clock moved. Waiting for the
+ * I/O is a wait on state (polled), never a sleep that stands in for the code's time.
+ */
+export async function advanceUntil(
+  clock: ManualClock,
+  done: () => unknown,
+  o: { stepMs: number; parked?: number; maxMs?: number; timeoutMs?: number },
+): Promise<number> {
+  const start = clock.now();
+  const parked = o.parked ?? 1;
+  const maxMs = o.maxMs ?? 60_000;
+  for (;;) {
+    await waitFor(
+      `the condition, or ${parked} pending timer(s) at +${clock.now() - start} ms of the manual clock`,
+      () => done() || clock.pending >= parked,
+      o.timeoutMs ?? 10_000,
+      5,
+    );
+    if (done()) return clock.now() - start;
+    if (clock.now() - start >= maxMs) throw new Error(`not done after ${maxMs} ms of the manual clock`);
+    await clock.advance(o.stepMs);
+  }
+}
+
+/** A promise with its outcome readable synchronously, for `advanceUntil(clock, () => p.settled)`. */
+export function track<T>(promise: Promise<T>): { settled: boolean; readonly promise: Promise<T> } {
+  const t = { settled: false, promise };
+  promise.then(
+    () => {
+      t.settled = true;
+    },
+    () => {
+      t.settled = true;
+    },
+  );
+  return t;
 }
 
 export interface TestOperator {
@@ -390,8 +480,7 @@ export async function startProxiedFleet(
     ),
   );
   const proxies = await Promise.all(members.map((m) => startRecordingProxy(m.url)));
-  putSecret(server, 'gateway-token', { OPENCLAW_GATEWAY_TOKEN: TOKEN });
-  putSecret(server, 'kilocode-key', { KILOCODE_API_KEY: o.key }, { 'keyroll.dev/version': o.version });
+  putKeySecrets(server, o.key, o.version);
   proxies.forEach((p, i) => {
     putPod(server, `gw-${i}`, { app: o.app }, Number(new URL(p.url).port));
   });

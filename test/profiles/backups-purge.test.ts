@@ -12,9 +12,8 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.ts';
-import type { Io } from '../../src/cli/usage.ts';
 import { countBackups, migrateProfiles, scanProfiles } from '../../src/profiles/index.ts';
 import {
   agentDir,
@@ -23,18 +22,15 @@ import {
   KEY_A,
   KEY_B,
   KEY_OTHER,
-  makeStateDir,
   TOKEN_OAUTH,
   versionedStore,
   writeAgentDb,
   writeJsonStore,
 } from '../fixtures/profiles/generate.ts';
+import { captureIo as capture, stateDirs } from './support.ts';
 
 const ENV = { to: 'env', envVar: 'KILOCODE_API_KEY' } as const;
-const dirs: string[] = [];
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+const stateDir = stateDirs();
 
 const ONLY_KILOCODE = {
   version: 1,
@@ -43,8 +39,7 @@ const ONLY_KILOCODE = {
 
 /** A migrated-to-be store and one backup of each kind; returns their paths. */
 function setup() {
-  const dir = makeStateDir();
-  dirs.push(dir);
+  const dir = stateDir();
   writeJsonStore(dir, 'main', versionedStore(KEY_A));
   const agent = agentDir(dir, 'main');
   const b = (name: string, body: unknown) => {
@@ -80,22 +75,6 @@ function setup() {
   // A symlinked backup name is never followed.
   symlinkSync(join(dir, 'elsewhere-link'), join(agent, 'auth-profiles.json.legacy-flat.21.bak'));
   return { dir, ...paths };
-}
-
-function capture(): Io & { out: string; err: string } {
-  const io = {
-    out: '',
-    err: '',
-    env: {},
-    isTty: false,
-    stdout: (t: string) => {
-      io.out += t;
-    },
-    stderr: (t: string) => {
-      io.err += t;
-    },
-  };
-  return io;
 }
 
 describe('plaintext credential backups', () => {

@@ -1,11 +1,9 @@
 import { execFile } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
-import { afterEach, describe, expect, it } from 'vitest';
-import { main } from '../../src/cli/main.ts';
-import type { Io } from '../../src/cli/usage.ts';
+import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.ts';
 import { migrateProfiles, scanProfiles } from '../../src/profiles/index.ts';
 import {
@@ -15,7 +13,6 @@ import {
   KEY_A,
   KEY_B,
   KEY_OTHER,
-  makeStateDir,
   TOKEN_OAUTH,
   versionedStore,
   writeAgentDb,
@@ -23,38 +20,10 @@ import {
   writeOpenclawJson,
   writeStateDb,
 } from '../fixtures/profiles/generate.ts';
+import { profilesCli, stateDirs } from './support.ts';
 
-const dirs: string[] = [];
-function stateDir(): string {
-  const d = makeStateDir();
-  dirs.push(d);
-  return d;
-}
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-
-function capture(): Io & { out: string; err: string } {
-  const io = {
-    out: '',
-    err: '',
-    env: {},
-    isTty: false,
-    stdout: (t: string) => {
-      io.out += t;
-    },
-    stderr: (t: string) => {
-      io.err += t;
-    },
-  };
-  return io;
-}
-
-async function cli(...argv: string[]) {
-  const io = capture();
-  const code = await main(['profiles', ...argv], io);
-  return { code, out: io.out, err: io.err };
-}
+const stateDir = stateDirs();
+const cli = profilesCli;
 
 /** A state dir with every layout, good and bad stores, and backups: all of it holding keys. */
 function richStateDir(): string {

@@ -1,29 +1,21 @@
-import { chmodSync, existsSync, linkSync, lstatSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, linkSync, lstatSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { migrateProfiles, profileForms } from '../../src/profiles/index.ts';
 import {
   aliasStore,
   FILE_REF,
   KEY_A,
   KEY_B,
-  makeStateDir,
   readAgentDb,
   versionedStore,
   writeAgentDb,
   writeJsonStore,
   writeOpenclawJson,
 } from '../fixtures/profiles/generate.ts';
+import { stateDirs } from './support.ts';
 
-const dirs: string[] = [];
-function stateDir(): string {
-  const d = makeStateDir();
-  dirs.push(d);
-  return d;
-}
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+const stateDir = stateDirs();
 const fileTarget = (dir: string) =>
   ({ to: 'file', keyFile: join(dir, 'keys', 'kilocode.key'), providerAlias: 'kilofile' }) as const;
 

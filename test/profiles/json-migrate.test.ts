@@ -6,13 +6,12 @@ import {
   lstatSync,
   readdirSync,
   readFileSync,
-  rmSync,
   symlinkSync,
   truncateSync,
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { hardenBackups, migrateProfiles, profileForms, scanProfiles } from '../../src/profiles/index.ts';
 import {
   agentDir,
@@ -21,25 +20,14 @@ import {
   flatStore,
   KEY_A,
   KEY_OTHER,
-  makeStateDir,
   versionedStore,
   writeJsonStore,
   writeOpenclawJson,
 } from '../fixtures/profiles/generate.ts';
+import { stateDirs } from './support.ts';
 
 const ENV = { to: 'env', envVar: 'KILOCODE_API_KEY' } as const;
-const dirs: string[] = [];
-function stateDir(): string {
-  const d = makeStateDir();
-  dirs.push(d);
-  return d;
-}
-afterEach(() => {
-  for (const d of dirs.splice(0)) {
-    chmodSync(d, 0o700);
-    rmSync(d, { recursive: true, force: true });
-  }
-});
+const stateDir = stateDirs();
 
 function snapshot(path: string) {
   const st = lstatSync(path);

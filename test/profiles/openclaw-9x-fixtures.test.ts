@@ -1,14 +1,12 @@
 // keyroll against stores the real OpenClaw 2026.9.6 wrote (test/fixtures/profiles/openclaw-2026.9.6,
 // made by scripts/make-fixtures-9x.ts): scan reports what is there, migrate turns the plaintext
 // profile into the env keyRef OpenClaw itself writes, once, and leaves a database OpenClaw can read.
-import { chmodSync, cpSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, cpSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { afterEach, describe, expect, it } from 'vitest';
-import { main } from '../../src/cli/main.ts';
-import type { Io } from '../../src/cli/usage.ts';
-import { makeStateDir } from '../fixtures/profiles/generate.ts';
+import { describe, expect, it } from 'vitest';
 import { filesContaining, listFiles, REPO_ROOT } from '../support/sandbox.ts';
+import { profilesCli, stateDirs } from './support.ts';
 
 const FIXTURES = join(REPO_ROOT, 'test', 'fixtures', 'profiles', 'openclaw-2026.9.6');
 /** The fake keys scripts/make-fixtures-9x.ts gave OpenClaw. */
@@ -27,40 +25,24 @@ const CONFIG_ROW = (dir: string, before: string, after: string) => ({
   profiles: [{ profileId: 'models.providers.kilocode.apiKey', before, after }],
 });
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+const stateDir = stateDirs();
 
 /**
  * A private copy of one fixture state dir, with the modes OpenClaw gives its files. Never open
  * a fixture in place: even a read-only open of a WAL database creates `-shm`/`-wal` beside it.
  */
 function copyFixture(name: string): string {
-  const dir = makeStateDir('keyroll-9x-fixture-');
-  dirs.push(dir);
+  const dir = stateDir('keyroll-9x-fixture-');
   cpSync(join(FIXTURES, name), dir, { recursive: true });
   for (const f of listFiles(dir)) chmodSync(f, 0o600);
   return dir;
 }
 
 async function cli(...argv: string[]) {
-  const io: Io & { out: string; err: string } = {
-    out: '',
-    err: '',
-    env: {},
-    isTty: false,
-    stdout: (t: string) => {
-      io.out += t;
-    },
-    stderr: (t: string) => {
-      io.err += t;
-    },
-  };
-  const code = await main(['profiles', ...argv], io);
-  expect(`${io.out}${io.err}`).not.toContain(PLAINTEXT_KEY);
-  expect(`${io.out}${io.err}`).not.toContain(CONFIG_KEY);
-  return { code, report: JSON.parse(io.out) };
+  const { code, out, err } = await profilesCli(...argv);
+  expect(`${out}${err}`).not.toContain(PLAINTEXT_KEY);
+  expect(`${out}${err}`).not.toContain(CONFIG_KEY);
+  return { code, report: JSON.parse(out) };
 }
 
 /** Every row of a table, read directly (not through keyroll). */

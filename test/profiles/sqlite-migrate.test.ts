@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -9,25 +9,19 @@ import {
   ENV_REF,
   KEY_A,
   KEY_B,
-  makeStateDir,
   readAgentDb,
   readStateDb,
   versionedStore,
   writeAgentDb,
   writeStateDb,
 } from '../fixtures/profiles/generate.ts';
+import { stateDirs } from './support.ts';
 
 const ENV = { to: 'env', envVar: 'KILOCODE_API_KEY' } as const;
-const dirs: string[] = [];
+const stateDir = stateDirs();
 const open: DatabaseSync[] = [];
-function stateDir(): string {
-  const d = makeStateDir();
-  dirs.push(d);
-  return d;
-}
 afterEach(() => {
   for (const db of open.splice(0)) if (db.isOpen) db.close();
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
 /** Raw bytes of the database and its side files, for grepping and byte-identity checks. */

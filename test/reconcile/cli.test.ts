@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Workspace } from './support/cli-harness.ts';
+import { endWorkspaceTest, Workspace } from './support/cli-harness.ts';
 import {
   type FakeController,
   type FakeControllerOptions,
@@ -18,14 +18,8 @@ beforeEach(() => {
   fakes = [];
 });
 
-afterEach(async () => {
-  await Promise.all(fakes.map((f) => f.close()));
-  // Whatever a test did, no key or token may appear in anything the commands printed.
-  for (const secret of [KEY_A, KEY_B, ...Object.values(ws.env).filter((v) => v?.startsWith('test-token'))]) {
-    expect(ws.transcript).not.toContain(secret);
-  }
-  ws.cleanup();
-});
+// Whatever a test did, no key or token may appear in anything the commands printed.
+afterEach(() => endWorkspaceTest(ws, fakes, [KEY_A, KEY_B]));
 
 async function fleet(n: number, opts: Partial<FakeControllerOptions> = {}) {
   const list = [];

@@ -2,7 +2,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Workspace } from './support/cli-harness.ts';
+import { endWorkspaceTest, Workspace } from './support/cli-harness.ts';
 import {
   type FakeController,
   type FakeControllerOptions,
@@ -25,20 +25,11 @@ beforeEach(() => {
 });
 
 afterEach(async () => {
-  await Promise.all(fakes.map((f) => f.close()));
   for (const s of servers) {
     s.closeAllConnections();
     await new Promise((r) => s.close(r));
   }
-  for (const secret of [
-    KEY_A,
-    KEY_B,
-    SOURCE_TOKEN,
-    ...Object.values(ws.env).filter((v) => v?.startsWith('test-token')),
-  ]) {
-    expect(ws.transcript).not.toContain(secret);
-  }
-  ws.cleanup();
+  await endWorkspaceTest(ws, fakes, [KEY_A, KEY_B, SOURCE_TOKEN]);
 });
 
 async function target(name: string, opts: Partial<FakeControllerOptions> = {}) {

@@ -5,7 +5,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { spawnTracked } from '../support/processes.ts';
 import { node24 } from '../support/sandbox.ts';
-import { Workspace } from './support/cli-harness.ts';
+import { endWorkspaceTest, Workspace } from './support/cli-harness.ts';
 import { type FakeController, startFakeController } from './support/fake-controller.ts';
 import { KEYROLL_BIN } from './support/fleet.ts';
 
@@ -37,13 +37,7 @@ beforeEach(() => {
   fakes = [];
 });
 
-afterEach(async () => {
-  await Promise.all(fakes.map((f) => f.close()));
-  for (const secret of [KEY_A, KEY_B, ...Object.values(ws.env).filter((v) => v?.startsWith('test-token'))]) {
-    expect(ws.transcript).not.toContain(secret);
-  }
-  ws.cleanup();
-});
+afterEach(() => endWorkspaceTest(ws, fakes, [KEY_A, KEY_B]));
 
 /** gw-0 runs `key` and reports `traffic0`; gw-1 runs the desired key with healthy traffic. */
 async function twoTargets(key: string, traffic0: unknown) {

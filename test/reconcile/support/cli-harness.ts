@@ -2,9 +2,11 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { expect } from 'vitest';
 import { stringify } from 'yaml';
 import { main } from '../../../src/cli/main.ts';
 import type { Io } from '../../../src/cli/usage.ts';
+import type { FakeController } from './fake-controller.ts';
 
 export interface Captured {
   code: number;
@@ -66,4 +68,21 @@ export class Workspace {
   cleanup(): void {
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The end of a test that ran commands in `ws` against `fakes`: every fake closed, none of
+ * `secrets` nor any `test-token…` value of the workspace's env in anything the commands printed,
+ * the workspace removed.
+ */
+export async function endWorkspaceTest(
+  ws: Workspace,
+  fakes: FakeController[],
+  secrets: string[],
+): Promise<void> {
+  await Promise.all(fakes.map((f) => f.close()));
+  for (const secret of [...secrets, ...Object.values(ws.env).filter((v) => v?.startsWith('test-token'))]) {
+    expect(ws.transcript).not.toContain(secret);
+  }
+  ws.cleanup();
 }
