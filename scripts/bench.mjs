@@ -3,7 +3,9 @@
 // each in its own process so RSS figures are not polluted by the previous benchmark.
 // Benchmarks (a name matches part of a file name): migration, controller, front-door (rotation per
 // restart strategy with the real OpenClaw against its own restart, proxy overhead, controller
-// memory under proxy load; BENCH_ONLY=rotation|overhead|memory), operator, reconcile-fleet.
+// memory under proxy load; BENCH_ONLY=rotation|overhead|memory), operator, reconcile-fleet,
+// surge-start (where a surge gateway's start loses time beside the old one, with the real
+// OpenClaw; BENCH_CONDS, BENCH_RUNS).
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
