@@ -76,10 +76,14 @@ const IO_ALLOWED: Record<string, string[]> = {
     'controller/front-door.ts', // the controller's inbound edge: the proxy
     'controller/server.ts', // the controller's inbound edge: /_kilo/*, health
     'operator/operator.ts', // the operator's health and metrics endpoint
-    'reconcile/controller-client.ts', // the controller API, as a client
   ],
-  'node:https': ['reconcile/controller-client.ts'],
-  'node:net': ['controller/server.ts', 'fly/address.ts', 'reconcile/controller-client.ts'],
+  'node:https': [],
+  'node:net': [
+    'adapters/http1.ts', // HTTP/1.1 client of the controller API (reconcile/controller-client.ts)
+    'controller/server.ts',
+    'fly/address.ts',
+  ],
+  'node:tls': ['adapters/http1.ts'],
   'node:child_process': [
     'controller/openclaw-cli.ts', // the openclaw CLI (onboard, doctor, secrets reload)
     'controller/supervisor.ts', // the gateway process itself

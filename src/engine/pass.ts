@@ -4,7 +4,7 @@ import { forEachLimit } from '../reconcile/limits.ts';
 import type { KeyMaterial } from '../reconcile/sources/key-source.ts';
 import type { Rollout } from '../reconcile/targets.ts';
 import { type PassEnv, type Phase, rolloutGate } from './env.ts';
-import { reconcileTarget, type Target, type TargetResult } from './target.ts';
+import { RestartPace, reconcileTarget, type Target, type TargetResult } from './target.ts';
 
 export interface PassOptions {
   key: KeyMaterial;
@@ -93,6 +93,7 @@ export async function runPass(targets: Iterable<Target>, opts: PassOptions): Pro
     dryRun,
     env: opts.env,
     gate: rolloutGate(opts.rollout, opts.onPhase),
+    pace: new RestartPace(),
   };
   const keep = opts.keepResults ?? true;
   const kept: TargetResult[] = [];

@@ -62,6 +62,29 @@ export interface TargetWork {
   dryRun: boolean;
   env: PassEnv;
   gate: RolloutGate;
+  /** When to look first after a delivery, learnt from this pass's earlier targets (runPass). */
+  pace?: RestartPace;
+}
+
+/**
+ * How soon after its patch a target of this pass was first seen running the new key: the
+ * shortest such time so far. A pass's gateways restart alike (one image, one key), so a target
+ * polled any earlier than that after its patch would, most likely, still be restarting: its first
+ * verifying observation waits that long instead of starting at once and then every poll interval.
+ * Scheduling only: a target is still converged only by an observation that shows the new key
+ * running. The cost is bounded: a gateway that restarts faster than every earlier one of the pass
+ * is seen up to the difference later (and lowers the figure for the rest).
+ */
+export class RestartPace {
+  #shortest = Number.POSITIVE_INFINITY;
+  /** Delay before a delivered target's first verifying observation (0 until a target proved one). */
+  get firstPollMs(): number {
+    return Number.isFinite(this.#shortest) ? this.#shortest : 0;
+  }
+  /** A delivered target was proven by an observation started `ms` after its patch was answered. */
+  proven(ms: number): void {
+    if (ms < this.#shortest) this.#shortest = Math.max(0, ms);
+  }
 }
 
 export type Observation = { ok: true; state: ObservedState } | { ok: false; error: string };
@@ -213,7 +236,7 @@ export async function reconcileTarget(t: Target, w: TargetWork): Promise<TargetR
 export async function deliverAndVerify(
   t: Target,
   a: Assessment,
-  w: Pick<TargetWork, 'key' | 'env' | 'gate'>,
+  w: Pick<TargetWork, 'key' | 'env' | 'gate' | 'pace'>,
   started = w.env.clock.now(),
 ): Promise<TargetResult> {
   const { env, gate } = w;
@@ -283,12 +306,17 @@ export async function deliverAndVerify(
     let last: ObservedState | null = null;
     let lastDrift: Drift[] = a.drift;
     let lastError: string | null = null;
+    const patchedAt = env.clock.now();
+    const firstPoll = patching && w.pace ? Math.min(w.pace.firstPollMs, deadline - patchedAt) : 0;
+    if (firstPoll > 0) await env.clock.sleep(firstPoll, env.signal);
     for (;;) {
       try {
+        const asked = env.clock.now();
         last = await t.client.getState(env.signal);
         lastError = null;
         const st = status(want, last, vctx);
         if (st.converged) {
+          if (patching) w.pace?.proven(asked - patchedAt);
           log('info')?.info({ pid: last.gateway.pid ?? null, pidBefore: vctx.pidBefore }, 'Target converged');
           return done({
             outcome: 'converged',

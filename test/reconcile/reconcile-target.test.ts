@@ -2,7 +2,7 @@
 // polling are exercised by advancing time, not by waiting for it.
 import { describe, expect, it } from 'vitest';
 import type { Clock } from '../../src/clock.ts';
-import { reconcileTarget, type TargetWork } from '../../src/engine/target.ts';
+import { RestartPace, reconcileTarget, type TargetWork } from '../../src/engine/target.ts';
 import type { ObservedState } from '../../src/kilo-state.ts';
 import { silentLogger } from '../../src/log.ts';
 import type { ControllerClient } from '../../src/reconcile/controller-client.ts';
@@ -223,5 +223,70 @@ describe('a provider that rejects the key (traffic evidence)', () => {
     expect(r.outcome).toBe('drift');
     expect(r.reason).toBe('KeyRejected');
     expect(calls).toEqual(['GET']);
+  });
+});
+
+describe('the first verifying observation, paced by the pass (RestartPace)', () => {
+  /** A controller whose gateway restarts for `restartMs` of the clock's time after each patch. */
+  function restarting(clock: Clock, restartMs: number) {
+    let patchedAt: number | null = null;
+    const calls: string[] = [];
+    const c: ControllerClient = {
+      getState: async () => {
+        calls.push('GET');
+        if (patchedAt === null) return observed();
+        return clock.now() < patchedAt + restartMs
+          ? observed({ gateway: { state: 'restarting', ready: false } })
+          : observed({ gateway: { pid: 5000 } }, KEY_NEW);
+      },
+      patchEnv: async () => {
+        calls.push('POST');
+        patchedAt = clock.now();
+        return { ok: true, signaled: true, migratedProfiles: 0 };
+      },
+    };
+    return { c, calls };
+  }
+
+  it('the first target polls at once and every interval; later ones look first when it was proven', async () => {
+    const clock = fakeClock();
+    const pace = new RestartPace();
+    expect(pace.firstPollMs).toBe(0);
+    const first = restarting(clock, 2_500);
+    const r1 = await reconcileTarget(target(first.c), { ...ctx(clock), pace });
+    expect(r1.outcome).toBe('converged');
+    // Polled at +0, +1 s, +2 s (restarting), +3 s (proven).
+    expect(first.calls).toEqual(['GET', 'POST', 'GET', 'GET', 'GET', 'GET']);
+    expect(pace.firstPollMs).toBe(3_000);
+    const second = restarting(clock, 2_500);
+    const slept = clock.slept;
+    const r2 = await reconcileTarget(target(second.c), { ...ctx(clock), pace });
+    expect(r2.outcome).toBe('converged');
+    expect(r2.after?.gateway.pid).toBe(5000);
+    expect(second.calls).toEqual(['GET', 'POST', 'GET']);
+    expect(clock.slept - slept).toBe(3_000);
+  });
+
+  it('a target slower than the pace is still polled every interval until proven, never converged early', async () => {
+    const clock = fakeClock();
+    const pace = new RestartPace();
+    pace.proven(1_000);
+    const slow = restarting(clock, 3_500);
+    const r = await reconcileTarget(target(slow.c), { ...ctx(clock), pace });
+    expect(r.outcome).toBe('converged');
+    // First look at +1 s, then +2, +3 (restarting), +4 s (proven); the pace keeps its shortest.
+    expect(slow.calls).toEqual(['GET', 'POST', 'GET', 'GET', 'GET', 'GET']);
+    expect(pace.firstPollMs).toBe(1_000);
+  });
+
+  it('a pace longer than the deadline waits no longer than the deadline', async () => {
+    const clock = fakeClock();
+    const pace = new RestartPace();
+    pace.proven(60_000);
+    const never = restarting(clock, Number.POSITIVE_INFINITY);
+    const r = await reconcileTarget(target(never.c), { ...ctx(clock, { deadlineMs: 5_000 }), pace });
+    expect(r.outcome).toBe('not-converged');
+    expect(clock.slept).toBe(5_000);
+    expect(never.calls).toEqual(['GET', 'POST', 'GET']);
   });
 });

@@ -1,0 +1,348 @@
+// The small HTTP/1.1 client (src/adapters/http1.ts) against servers that write their answers byte
+// by byte: framing (content-length, chunked, close-delimited), interim answers, keep-alive reuse
+// and its limits, a stale reused connection, malformed and oversized answers, timeouts, aborts.
+// The controller client's behaviour over it (against node:http) is test/reconcile/controller-client.test.ts.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import { createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tls from 'node:tls';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { assertHeaderValue, Http1Client, Http1Error } from '../../src/adapters/http1.ts';
+
+interface Request {
+  head: string;
+  body: string;
+}
+
+interface RawServer {
+  port: number;
+  requests: Request[];
+  /** Connections accepted, and whether each has closed. */
+  connections: { socket: Socket; closed: boolean }[];
+}
+
+const servers: Server[] = [];
+const sockets: Socket[] = [];
+afterEach(async () => {
+  for (const s of sockets.splice(0)) s.destroy();
+  for (const s of servers.splice(0)) await new Promise<void>((r) => s.close(() => r()));
+});
+
+/** A server that reads each request (head and content-length body) and lets `answer` write bytes. */
+async function rawServer(answer: (socket: Socket, req: Request, n: number) => void): Promise<RawServer> {
+  const requests: Request[] = [];
+  const connections: RawServer['connections'] = [];
+  const server = createServer((socket) => {
+    const c = { socket, closed: false };
+    connections.push(c);
+    sockets.push(socket);
+    socket.on('close', () => {
+      c.closed = true;
+    });
+    socket.on('error', () => undefined);
+    let buf = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => {
+      buf += chunk;
+      for (;;) {
+        const end = buf.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        const head = buf.slice(0, end);
+        const length = Number(/content-length: (\d+)/i.exec(head)?.[1] ?? 0);
+        if (buf.length < end + 4 + length) return;
+        const req = { head, body: buf.slice(end + 4, end + 4 + length) };
+        buf = buf.slice(end + 4 + length);
+        requests.push(req);
+        answer(socket, req, requests.length);
+      }
+    });
+  });
+  servers.push(server);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as { port: number };
+  return { port, requests, connections };
+}
+
+const never = new AbortController().signal;
+const opts = { signal: never, timeoutMs: 5_000, maxBytes: 1024 };
+const client = (port: number) => new Http1Client({ protocol: 'http:', hostname: '127.0.0.1', port });
+const ok = (body: string, extra = '') =>
+  `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`;
+const text = (r: { body: Buffer }) => r.body.toString('utf8');
+
+describe('Http1Client', () => {
+  it('sends the request head and body as given, with host and content-length', async () => {
+    const s = await rawServer((socket) => socket.write(ok('{"ok":true}')));
+    const c = client(s.port);
+    const r = await c.request('POST', '/x/_kilo/env/patch', 'authorization: Bearer t\r\n', '{"K":"é"}', opts);
+    expect(r.status).toBe(200);
+    expect(text(r)).toBe('{"ok":true}');
+    expect(s.requests[0]!.head.split('\r\n')).toEqual([
+      'POST /x/_kilo/env/patch HTTP/1.1',
+      `host: 127.0.0.1:${s.port}`,
+      'authorization: Bearer t',
+      'content-length: 10',
+    ]);
+    expect(Buffer.from(s.requests[0]!.body, 'latin1').toString('utf8')).toBe('{"K":"é"}');
+  });
+
+  it('reuses one connection for calls in sequence, and opens another for a call in parallel', async () => {
+    const s = await rawServer((socket, _r, n) => socket.write(ok(`{"n":${n}}`)));
+    const c = client(s.port);
+    for (let i = 0; i < 3; i++) await c.request('GET', '/s', '', undefined, opts);
+    expect(s.connections).toHaveLength(1);
+    await Promise.all([
+      c.request('GET', '/s', '', undefined, opts),
+      c.request('GET', '/s', '', undefined, opts),
+    ]);
+    expect(s.connections).toHaveLength(2);
+    expect(s.requests).toHaveLength(5);
+  });
+
+  it('decodes a chunked body (extensions and trailers dropped), split across writes', async () => {
+    const s = await rawServer((socket) => {
+      socket.write('HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4;x=1\r\n{"a"\r\n4\r\n:1');
+      setTimeout(() => socket.write('2}\r\n0\r\ntrailer: 1\r\n\r\n'), 20);
+    });
+    const c = client(s.port);
+    expect(text(await c.request('GET', '/s', '', undefined, opts))).toBe('{"a":12}');
+    // Framed completely: the connection is kept and reused.
+    await c.request('GET', '/s', '', undefined, opts);
+    expect(s.connections).toHaveLength(1);
+  });
+
+  it('reads a close-delimited body to the end and does not reuse the connection', async () => {
+    const s = await rawServer((socket) => {
+      socket.write('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{"x":');
+      setTimeout(() => socket.end('1}'), 20);
+    });
+    const c = client(s.port);
+    expect(text(await c.request('GET', '/s', '', undefined, opts))).toBe('{"x":1}');
+    await c.request('GET', '/s', '', undefined, opts);
+    expect(s.connections).toHaveLength(2);
+  });
+
+  it('`connection: close` and HTTP/1.0 answers are not reused; an interim 100 is skipped', async () => {
+    const s = await rawServer((socket, _r, n) =>
+      socket.write(
+        n === 1
+          ? ok('{}', 'connection: keep-alive, close\r\n')
+          : n === 2
+            ? 'HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n{}'
+            : `HTTP/1.1 100 Continue\r\n\r\n${ok('{"n":3}')}`,
+      ),
+    );
+    const c = client(s.port);
+    await c.request('GET', '/s', '', undefined, opts);
+    await c.request('GET', '/s', '', undefined, opts);
+    expect(text(await c.request('GET', '/s', '', undefined, opts))).toBe('{"n":3}');
+    expect(s.connections).toHaveLength(3);
+  });
+
+  it('a GET on a kept connection the server closed as it was reused is sent again on a new one', async () => {
+    const s = await rawServer((socket, _req, n) => {
+      if (n === 2) return void socket.destroy(); // the server drops the kept connection
+      socket.write(ok(`{"n":${n}}`));
+    });
+    const c = client(s.port);
+    await c.request('GET', '/s', '', undefined, opts);
+    expect(text(await c.request('GET', '/s', '', undefined, opts))).toBe('{"n":3}');
+    expect(s.connections).toHaveLength(2);
+  });
+
+  it('a POST on a kept connection the server dropped fails as a network error, not sent twice', async () => {
+    const s = await rawServer((socket, _req, n) => {
+      if (n > 1) return void socket.destroy();
+      socket.write(ok('{}'));
+    });
+    const c = client(s.port);
+    await c.request('GET', '/s', '', undefined, opts);
+    const err = (await c.request('POST', '/p', '', '{}', opts).catch((e: unknown) => e)) as Http1Error;
+    expect(err).toBeInstanceOf(Http1Error);
+    expect(err.kind).toBe('network');
+    expect(s.requests.map((r) => r.head.split(' ')[0])).toEqual(['GET', 'POST']);
+  });
+
+  it('refuses malformed answers: status line, content-length, transfer-encoding, chunk framing', async () => {
+    const answers = [
+      'HTTP/2 200 OK\r\n\r\n',
+      'HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}',
+      'HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n',
+      'HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n',
+      'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n',
+      'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n',
+      'HTTP/1.1 200 OK\r\nno colon here\r\n\r\n',
+    ];
+    const s = await rawServer((socket, _r, n) => socket.write(answers[n - 1]!));
+    const c = client(s.port);
+    for (const _ of answers) {
+      const err = (await c.request('GET', '/s', '', undefined, opts).catch((e: unknown) => e)) as Http1Error;
+      expect(err).toBeInstanceOf(Http1Error);
+      expect(err.kind).toBe('malformed');
+    }
+    expect(s.connections).toHaveLength(answers.length);
+  });
+
+  it('refuses a body over maxBytes without keeping it: by content-length, chunked, or until close', async () => {
+    const big = 'x'.repeat(2000);
+    const answers = [
+      ok(big),
+      `HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n7d0\r\n${big}\r\n0\r\n\r\n`,
+      `HTTP/1.1 200 OK\r\n\r\n${big}`,
+    ];
+    const s = await rawServer((socket, _r, n) => socket.write(answers[n - 1]!));
+    const c = client(s.port);
+    for (const _ of answers) {
+      const err = (await c.request('GET', '/s', '', undefined, opts).catch((e: unknown) => e)) as Http1Error;
+      expect(err.kind).toBe('too-large');
+      expect(err.message).toBe('response larger than 1024 bytes');
+    }
+  });
+
+  it('times out with one timer for many calls, closing their connections', async () => {
+    const s = await rawServer(() => undefined);
+    const c = client(s.port);
+    const t0 = Date.now();
+    const errs = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        c
+          .request('GET', '/s', '', undefined, { ...opts, timeoutMs: 100 })
+          .catch((e: unknown) => e as Http1Error),
+      ),
+    );
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(95);
+    expect(errs.map((e) => (e as Http1Error).kind)).toEqual(Array(20).fill('timeout'));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(s.connections.every((x) => x.closed)).toBe(true);
+  });
+
+  it('an abort rejects with the signal’s reason and closes the connection; an aborted signal sends nothing', async () => {
+    const s = await rawServer(() => undefined);
+    const c = client(s.port);
+    const ac = new AbortController();
+    const pending = c
+      .request('GET', '/s', '', undefined, { ...opts, signal: ac.signal })
+      .catch((e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 30));
+    const reason = new Error('stop');
+    ac.abort(reason);
+    expect(await pending).toBe(reason);
+    await expect(c.request('GET', '/s', '', undefined, { ...opts, signal: ac.signal })).rejects.toBe(reason);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(s.requests).toHaveLength(1);
+    expect(s.connections[0]!.closed).toBe(true);
+  });
+
+  it('a refused connection is a network error with its code', async () => {
+    const s = await rawServer(() => undefined);
+    const port = s.port;
+    await new Promise<void>((r) => servers.pop()!.close(() => r()));
+    const err = (await client(port)
+      .request('GET', '/s', '', undefined, opts)
+      .catch((e: unknown) => e)) as Http1Error;
+    expect([err.kind, err.code]).toEqual(['network', 'ECONNREFUSED']);
+  });
+
+  it('a keep-alive hint shorter than the idle limit is honoured: the connection is closed before it', async () => {
+    const s = await rawServer((socket) => socket.write(ok('{}', 'keep-alive: timeout=1\r\n')));
+    const c = client(s.port);
+    await c.request('GET', '/s', '', undefined, opts);
+    // timeout=1 leaves no time to keep it (a second is kept in hand): closed at once.
+    await new Promise((r) => setTimeout(r, 30));
+    expect(s.connections[0]!.closed).toBe(true);
+  });
+});
+
+describe('assertHeaderValue', () => {
+  it('refuses CR, LF and other control characters, naming the header and not the value', () => {
+    expect(() => assertHeaderValue('authorization', 'Bearer ok-token')).not.toThrow();
+    for (const v of ['a\r\nx-evil: 1', 'a\nb', 'a\u0000b', 'a\u0100b']) {
+      expect(() => assertHeaderValue('authorization', v)).toThrow(
+        /^Invalid character in header authorization$/,
+      );
+    }
+  });
+});
+
+describe('Http1Client over TLS', () => {
+  let dir: string;
+  let cert: string;
+  let key: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'keyroll-http1-tls-'));
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-keyout',
+        join(dir, 'key.pem'),
+        '-out',
+        join(dir, 'cert.pem'),
+        '-days',
+        '1',
+        '-nodes',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=DNS:localhost',
+      ],
+      { stdio: 'ignore' },
+    );
+    cert = readFileSync(join(dir, 'cert.pem'), 'utf8');
+    key = readFileSync(join(dir, 'key.pem'), 'utf8');
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  async function tlsServer(): Promise<{ port: number; connections: number; hosts: string[] }> {
+    const s = { port: 0, connections: 0, hosts: [] as string[] };
+    const server = createHttpsServer({ cert, key }, (req, res) => {
+      s.hosts.push(req.headers.host ?? '');
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"tls":true}');
+    });
+    server.on('secureConnection', () => s.connections++);
+    httpsServers.push(server);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    s.port = (server.address() as { port: number }).port;
+    return s;
+  }
+  const httpsServers: HttpsServer[] = [];
+  afterEach(async () => {
+    for (const s of httpsServers.splice(0)) {
+      s.closeAllConnections();
+      await new Promise<void>((r) => s.close(() => r()));
+    }
+  });
+
+  it('verifies the server: a certificate nobody trusts is a network error naming why', async () => {
+    const s = await tlsServer();
+    const err = (await new Http1Client({ protocol: 'https:', hostname: 'localhost', port: s.port })
+      .request('GET', '/s', '', undefined, opts)
+      .catch((e: unknown) => e)) as Http1Error;
+    expect(err.kind).toBe('network');
+    expect(err.code).toMatch(/SELF_SIGNED/);
+  });
+
+  it('talks HTTPS to a trusted server by name, keeping the connection', async () => {
+    const s = await tlsServer();
+    const before = tls.getCACertificates('default');
+    tls.setDefaultCACertificates([...before, cert]);
+    try {
+      const c = new Http1Client({ protocol: 'https:', hostname: 'localhost', port: s.port });
+      for (let i = 0; i < 2; i++)
+        expect(text(await c.request('GET', '/s', '', undefined, opts))).toBe('{"tls":true}');
+      expect(s.connections).toBe(1);
+      expect(s.hosts).toEqual([`localhost:${s.port}`, `localhost:${s.port}`]);
+    } finally {
+      tls.setDefaultCACertificates(before);
+    }
+  });
+});
