@@ -13,8 +13,25 @@ export const CUT_MARK = '…';
 /** Shorter values are too common to scrub safely. */
 const MIN_SECRET_LENGTH = 6;
 
-function escapeRegExp(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+/** Adds `v` to the list under `k` (`dropFrom` takes one out again). */
+function addTo(index: Map<string, string[]>, k: string, v: string): void {
+  const list = index.get(k);
+  if (list) list.push(v);
+  else index.set(k, [v]);
+}
+
+function dropFrom(index: Map<string, string[]>, k: string, v: string): void {
+  const list = index.get(k);
+  const at = list ? list.indexOf(v) : -1;
+  if (!list || at < 0) return;
+  list.splice(at, 1);
+  if (list.length === 0) index.delete(k);
+}
+
+/** A value and its JSON-escaped form (a secret with quotes or backslashes inside), distinct. */
+function formsOf(v: string): string[] {
+  const escaped = JSON.stringify(v).slice(1, -1);
+  return escaped === v ? [v] : [v, escaped];
 }
 
 /**
@@ -28,15 +45,26 @@ function escapeRegExp(s: string): string {
  * without a slot is kept for the registry's life: for the few values a process registers once
  * (its own token, a start-up key).
  *
- * One pass per line: a single RegExp alternation of every value (and its JSON-escaped form),
- * longest first, rebuilt only when the set changes.
+ * One pass per line, whatever the number of values, and nothing rebuilt when a value comes or
+ * goes: each value (and its JSON-escaped form) is indexed by its last 6 characters and its
+ * length; a line is scanned once, each 6-character window looked up, and where one is the tail of
+ * a value, the window of that value's length ending there. (A RegExp alternation of every value,
+ * rebuilt on each change, was most of the operator's CPU in its first full reconcile of 1,000
+ * GatewayKeys: two new slots per GatewayKey, each a rebuild of a 1,000-value pattern; BENCHMARKS.md.)
  */
 export class SecretRegistry {
   readonly #pinned = new Set<string>();
   readonly #slots = new Map<string, { current: string; previous: string | null }>();
-  #pattern: RegExp | null = null;
+  /** Each distinct value: how many holders (pinned, a slot's current or previous) keep it. */
+  readonly #refs = new Map<string, number>();
+  /**
+   * Forms (value, JSON-escaped value) by their last MIN_SECRET_LENGTH characters, then by length:
+   * a window of the line is looked up whole, so values sharing a tail (a common suffix) cost one
+   * lookup per length, not one comparison per value.
+   */
+  readonly #byTail = new Map<string, Map<number, Map<string, number>>>();
   /** Values by their first MIN_SECRET_LENGTH characters, for cut-line prefixes. */
-  #byHead: Map<string, string[]> | null = null;
+  readonly #byHead = new Map<string, string[]>();
   #maxLength = 0;
 
   /** Registers a value, under `slot` when given (see the class comment); short values are ignored. */
@@ -45,59 +73,101 @@ export class SecretRegistry {
     if (slot === undefined) {
       if (this.#pinned.has(value)) return;
       this.#pinned.add(value);
-    } else {
-      const s = this.#slots.get(slot);
-      if (s?.current === value) return;
-      this.#slots.set(slot, { current: value, previous: s?.current ?? null });
+      this.#hold(value);
+      return;
     }
-    this.#pattern = null;
-    this.#byHead = null;
+    const s = this.#slots.get(slot);
+    if (s?.current === value) return;
+    this.#slots.set(slot, { current: value, previous: s?.current ?? null });
+    this.#hold(value);
+    if (s?.previous != null) this.#release(s.previous);
   }
 
   /** The distinct values being scrubbed. */
   values(): string[] {
-    const all = new Set(this.#pinned);
-    for (const s of this.#slots.values()) {
-      all.add(s.current);
-      if (s.previous !== null) all.add(s.previous);
-    }
-    return [...all];
+    return [...this.#refs.keys()];
   }
 
   get size(): number {
-    return this.values().length;
+    return this.#refs.size;
   }
 
-  #build(): void {
-    const values = this.values();
-    const forms = new Set<string>();
-    const byHead = new Map<string, string[]>();
-    let max = 0;
-    for (const v of values) {
-      forms.add(v);
-      // JSON-escaped form of the value (a secret with quotes or backslashes inside).
-      forms.add(JSON.stringify(v).slice(1, -1));
-      const head = v.slice(0, MIN_SECRET_LENGTH);
-      byHead.set(head, [...(byHead.get(head) ?? []), v]);
-      max = Math.max(max, v.length);
+  #hold(v: string): void {
+    const n = this.#refs.get(v) ?? 0;
+    this.#refs.set(v, n + 1);
+    if (n > 0) return;
+    for (const f of formsOf(v)) {
+      const tail = f.slice(-MIN_SECRET_LENGTH);
+      const byLength = this.#byTail.get(tail) ?? new Map<number, Map<string, number>>();
+      this.#byTail.set(tail, byLength);
+      // Counted: one value's escaped form may be another value.
+      const forms = byLength.get(f.length) ?? new Map<string, number>();
+      byLength.set(f.length, forms);
+      forms.set(f, (forms.get(f) ?? 0) + 1);
     }
-    // Longest first, so a value that contains another is redacted whole.
-    const sorted = [...forms].sort((a, b) => b.length - a.length);
-    this.#pattern = sorted.length > 0 ? new RegExp(sorted.map(escapeRegExp).join('|'), 'g') : null;
-    this.#byHead = byHead;
-    this.#maxLength = max;
+    addTo(this.#byHead, v.slice(0, MIN_SECRET_LENGTH), v);
+    this.#maxLength = Math.max(this.#maxLength, v.length);
+  }
+
+  #release(v: string): void {
+    const n = this.#refs.get(v) ?? 0;
+    if (n > 1) {
+      this.#refs.set(v, n - 1);
+      return;
+    }
+    this.#refs.delete(v);
+    for (const f of formsOf(v)) {
+      const tail = f.slice(-MIN_SECRET_LENGTH);
+      const byLength = this.#byTail.get(tail);
+      const forms = byLength?.get(f.length);
+      const count = forms?.get(f);
+      if (!byLength || !forms || count === undefined) continue;
+      if (count > 1) {
+        forms.set(f, count - 1);
+        continue;
+      }
+      forms.delete(f);
+      if (forms.size === 0) byLength.delete(f.length);
+      if (byLength.size === 0) this.#byTail.delete(tail);
+    }
+    dropFrom(this.#byHead, v.slice(0, MIN_SECRET_LENGTH), v);
   }
 
   scrub(text: string): string {
-    if (this.#byHead === null) this.#build();
-    let out = this.#pattern ? text.replace(this.#pattern, REDACTED) : text;
-    if (out.includes(CUT_MARK) && this.#byHead!.size > 0) out = this.#scrubCutPrefixes(out);
+    let out = this.#byTail.size > 0 ? this.#scrubValues(text) : text;
+    if (out.includes(CUT_MARK) && this.#byHead.size > 0) out = this.#scrubCutPrefixes(out);
     return out;
+  }
+
+  /**
+   * Every occurrence of a value, found by its last characters; overlapping ones resolved as a
+   * left-to-right, longest-first alternation would: the earliest start wins, the longest there.
+   */
+  #scrubValues(text: string): string {
+    const found: Array<[start: number, end: number]> = [];
+    for (let end = MIN_SECRET_LENGTH; end <= text.length; end++) {
+      const byLength = this.#byTail.get(text.slice(end - MIN_SECRET_LENGTH, end));
+      if (!byLength) continue;
+      for (const [length, forms] of byLength) {
+        const start = end - length;
+        if (start >= 0 && forms.has(text.slice(start, end))) found.push([start, end]);
+      }
+    }
+    if (found.length === 0) return text;
+    found.sort((a, b) => a[0] - b[0] || b[1] - a[1]);
+    let out = '';
+    let from = 0;
+    for (const [start, end] of found) {
+      if (start < from) continue;
+      out += `${text.slice(from, start)}${REDACTED}`;
+      from = end;
+    }
+    return out + text.slice(from);
   }
 
   /** Redacts the longest leading part (6+ characters) of a value that ends right at a cut mark. */
   #scrubCutPrefixes(text: string): string {
-    const byHead = this.#byHead!;
+    const byHead = this.#byHead;
     let out = '';
     let from = 0;
     for (let at = text.indexOf(CUT_MARK); at !== -1; at = text.indexOf(CUT_MARK, at + 1)) {

@@ -212,20 +212,21 @@ export function parseStatus(raw: unknown): GatewayKeyStatus {
   return parsed.success ? parsed.data : {};
 }
 
+/** What `referencedSecrets` reads of a spec (built once: a zod schema is costly to construct). */
+const SecretNamesSchema = z.object({
+  source: z
+    .object({
+      secretRef: z.object({ name: z.string() }).optional(),
+      api: z.object({ tokenSecretRef: z.object({ name: z.string() }).optional() }).optional(),
+    })
+    .optional(),
+  controllerTokenSecretRef: z.object({ name: z.string() }).optional(),
+});
+
 /** The Secrets a spec reads, by name (for the Secret → GatewayKey index). */
 export function referencedSecrets(raw: unknown): string[] {
   const names = new Set<string>();
-  const spec = z
-    .object({
-      source: z
-        .object({
-          secretRef: z.object({ name: z.string() }).optional(),
-          api: z.object({ tokenSecretRef: z.object({ name: z.string() }).optional() }).optional(),
-        })
-        .optional(),
-      controllerTokenSecretRef: z.object({ name: z.string() }).optional(),
-    })
-    .safeParse(raw);
+  const spec = SecretNamesSchema.safeParse(raw);
   if (!spec.success) return [];
   if (spec.data.source?.secretRef?.name) names.add(spec.data.source.secretRef.name);
   if (spec.data.source?.api?.tokenSecretRef?.name) names.add(spec.data.source.api.tokenSecretRef.name);

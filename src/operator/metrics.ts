@@ -4,29 +4,62 @@ import client from 'prom-client';
 import type { GatewayKeyStatus } from './gateway-key.ts';
 
 type Labels = Record<string, string>;
+/** Every per-GatewayKey series is labelled with the GatewayKey. */
+type KeyLabels = Labels & { namespace: string; name: string };
 
 function matches(have: Labels, want: Labels): boolean {
-  return Object.entries(want).every(([k, v]) => have[k] === v);
+  for (const k in want) if (have[k] !== want[k]) return false;
+  return true;
 }
 
-/** A gauge that remembers its label sets, so every series of one GatewayKey can be dropped at once. */
-class Gauge {
+function sameLabels(a: Labels, b: Labels): boolean {
+  let n = 0;
+  for (const k in a) {
+    if (a[k] !== b[k]) return false;
+    n++;
+  }
+  return n === Object.keys(b).length;
+}
+
+/**
+ * A gauge of per-GatewayKey series that remembers each GatewayKey's label sets, so every series
+ * of one GatewayKey can be dropped at once. A series' label object is the one prom-client holds
+ * (passed again on every set), not a copy; the lookups are per GatewayKey (a dozen series at most),
+ * not over every series of the operator.
+ */
+class GatewayKeyGauge {
   private readonly gauge: client.Gauge;
-  private readonly seen = new Map<string, Labels>();
+  /** `namespace/name` → the label sets of that GatewayKey's series. */
+  private readonly series = new Map<string, Labels[]>();
   constructor(registry: client.Registry, name: string, help: string, labelNames: string[]) {
     this.gauge = new client.Gauge({ name, help, labelNames, registers: [registry] });
   }
-  set(labels: Labels, value: number): void {
-    this.seen.set(JSON.stringify(Object.entries(labels).sort()), labels);
-    this.gauge.set(labels, value);
-  }
-  /** Removes every series whose labels include these. */
-  deleteMatching(labels: Labels): void {
-    for (const [k, have] of [...this.seen]) {
-      if (!matches(have, labels)) continue;
-      this.gauge.remove(have);
-      this.seen.delete(k);
+  set(labels: KeyLabels, value: number): void {
+    const id = `${labels.namespace}/${labels.name}`;
+    let list = this.series.get(id);
+    if (!list) {
+      list = [];
+      this.series.set(id, list);
     }
+    let held = list.find((l) => sameLabels(l, labels));
+    if (!held) {
+      held = labels;
+      list.push(held);
+    }
+    this.gauge.set(held, value);
+  }
+  /** Removes every series of the GatewayKey whose labels include these. */
+  deleteMatching(labels: KeyLabels): void {
+    const id = `${labels.namespace}/${labels.name}`;
+    const list = this.series.get(id);
+    if (!list) return;
+    const kept = list.filter((have) => {
+      if (!matches(have, labels)) return true;
+      this.gauge.remove(have);
+      return false;
+    });
+    if (kept.length > 0) this.series.set(id, kept);
+    else this.series.delete(id);
   }
 }
 
@@ -57,26 +90,26 @@ export class OperatorMetrics {
     buckets: [0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
     registers: [this.registry],
   });
-  readonly targets = new Gauge(
+  readonly targets = new GatewayKeyGauge(
     this.registry,
     'keyroll_gatewaykey_targets',
     'Targets of each GatewayKey by state (converged, failed, pending) after the last pass.',
     ['namespace', 'name', 'state'],
   );
-  readonly conditions = new Gauge(
+  readonly conditions = new GatewayKeyGauge(
     this.registry,
     'keyroll_gatewaykey_condition',
     'Status conditions of each GatewayKey: 1 for the status the condition has, 0 for the others.',
     ['namespace', 'name', 'type', 'status'],
   );
   /** One series per condition, for its current reason (an alert on KeyRejected needs the reason). */
-  readonly conditionReasons = new Gauge(
+  readonly conditionReasons = new GatewayKeyGauge(
     this.registry,
     'keyroll_gatewaykey_condition_reason',
     'The reason of each status condition of each GatewayKey: 1 for the current reason (one series per type).',
     ['namespace', 'name', 'type', 'reason'],
   );
-  readonly lastRotation = new Gauge(
+  readonly lastRotation = new GatewayKeyGauge(
     this.registry,
     'keyroll_gatewaykey_last_rotation_timestamp_seconds',
     'When every target of the GatewayKey last proved a newly delivered key version (status.lastRotationTime).',

@@ -4,7 +4,13 @@ import type { Clock } from '../clock.ts';
 import type { Logger, SecretRegistry } from '../log.ts';
 import { DEFAULT_RETRY } from '../reconcile/retry.ts';
 import type { OperatorConfig } from './config.ts';
-import { type CachedGatewayKey, objectKey, parseGatewayKey, parseSpec } from './gateway-key.ts';
+import {
+  type CachedGatewayKey,
+  type LabelSelector,
+  objectKey,
+  parseGatewayKey,
+  parseSpec,
+} from './gateway-key.ts';
 import { Informer } from './informer.ts';
 import {
   type CachedPod,
@@ -105,10 +111,12 @@ export async function startOperator(deps: OperatorDeps): Promise<RunningOperator
     ) {
       return; // nothing target discovery reads has changed
     }
+    // Not leading: nothing to wake (a new leader reconciles every GatewayKey once). This is every
+    // pod of the first list, which would otherwise match each pod against every GatewayKey.
+    if (!queue) return;
     for (const gk of gatewayKeys.list()) {
-      const spec = parseSpec(gk.spec);
-      if (!spec.ok) continue;
-      const sel = spec.spec.targets.selector;
+      const sel = selectorOf(gk);
+      if (!sel) continue;
       const hit = [prev, cur].some(
         (p) => p && p.namespace === gk.namespace && selectorMatches(sel, p.labels),
       );
@@ -288,6 +296,18 @@ export async function startOperator(deps: OperatorDeps): Promise<RunningOperator
       log.info({}, 'Stopped');
     },
   };
+}
+
+/** A GatewayKey's target selector, parsed once per cached object (objects are replaced, never changed). */
+const selectors = new WeakMap<CachedGatewayKey, LabelSelector | null>();
+function selectorOf(gk: CachedGatewayKey): LabelSelector | null {
+  let sel = selectors.get(gk);
+  if (sel === undefined) {
+    const spec = parseSpec(gk.spec);
+    sel = spec.ok ? spec.spec.targets.selector : null;
+    selectors.set(gk, sel);
+  }
+  return sel;
 }
 
 function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {
