@@ -3,21 +3,28 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/cli/usage.ts';
 import { parseControllerConfig, splitCommand } from '../../src/controller/config.ts';
 import { startController } from '../../src/controller/controller.ts';
 import { EnvStore } from '../../src/controller/env-store.ts';
 import { noopProfilePort } from '../../src/controller/profile-port.ts';
+import { controllerFlags } from '../support/controller-process.ts';
 import { freePort } from '../support/http.ts';
-import { captureLogger, FIXTURE, pidAlive, readStarts, TOKEN, tempDir, waitFor } from './helpers.ts';
+import {
+  captureLogger,
+  FIXTURE,
+  pidAlive,
+  readStarts,
+  suiteCapture,
+  TOKEN,
+  tempDir,
+  waitFor,
+} from './helpers.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const FAKE_OPENCLAW = fileURLToPath(new URL('./fixtures/fake-openclaw.mjs', import.meta.url));
-const cleanups: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
+const { cleanups } = suiteCapture([]);
 
 describe('config', () => {
   const env = { OPENCLAW_GATEWAY_TOKEN: TOKEN, HOME: '/home/x' };
@@ -239,16 +246,12 @@ describe('keyroll controller (CLI process)', () => {
       [
         join(ROOT, 'bin', 'keyroll.mjs'),
         'controller',
-        '--state-dir',
-        join(dir, 'state'),
-        '--port',
-        String(port),
-        '--bind',
-        '127.0.0.1',
-        '--gateway-port',
-        String(gatewayPort),
-        '--gateway-cmd',
-        `'${process.execPath}' '${FIXTURE}'`,
+        ...controllerFlags({
+          stateDir: join(dir, 'state'),
+          port,
+          gatewayPort,
+          gatewayCmd: `'${process.execPath}' '${FIXTURE}'`,
+        }),
       ],
       {
         env: {

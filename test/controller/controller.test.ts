@@ -1,7 +1,7 @@
 // The assembled controller with the stand-in gateway and a fake upstream: rotation end to end.
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { FILE_PROVIDER_ALIAS } from '../../src/controller/openclaw-config.ts';
 import type { ProfilePort } from '../../src/controller/profile-port.ts';
 import { createProfilePort } from '../../src/controller/profiles-adapter.ts';
@@ -9,7 +9,7 @@ import { fingerprintEnv, fingerprintValue } from '../../src/fingerprint.ts';
 import { parseObservedState } from '../../src/kilo-state.ts';
 import { chat } from '../support/http.ts';
 import { observedOrThrow } from '../support/observed.ts';
-import { pidAlive, startTestController, TOKEN, waitFor } from './helpers.ts';
+import { pidAlive, startTestController, suiteCapture, TOKEN, waitFor } from './helpers.ts';
 
 // biome-ignore lint/suspicious/noExplicitAny: responses are read field by field and asserted on.
 type Json = Record<string, any>;
@@ -18,18 +18,8 @@ const KEY_A = 'test-key-A-ctl-aaaaaaaa';
 const KEY_B = 'test-key-B-ctl-bbbbbbbb';
 
 /** Everything the suite captured (log lines, response bodies), grepped for secrets at the end. */
-const captured: string[] = [];
 const usedSecrets = new Set<string>([TOKEN, KEY_A, KEY_B]);
-const cleanups: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-afterAll(() => {
-  const all = captured.join('\n');
-  expect(all.length).toBeGreaterThan(1000); // the grep has something to look at
-  for (const s of usedSecrets) expect(all.includes(s), 'a secret leaked into captured output').toBe(false);
-});
+const { captured, cleanups } = suiteCapture(usedSecrets, 1000);
 
 interface Setup {
   delivery?: 'restart' | 'file';

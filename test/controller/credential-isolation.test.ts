@@ -23,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { fingerprintEnv, fingerprintValue } from '../../src/fingerprint.ts';
+import { controllerFlags } from '../support/controller-process.ts';
 import { freePort } from '../support/http.ts';
 import { killAllTracked, pidAlive, spawnTracked } from '../support/processes.ts';
 import { filesContaining, node24, REPO_ROOT } from '../support/sandbox.ts';
@@ -132,18 +133,7 @@ async function run(variant: 'env' | 'file') {
   const controllerArgs = [
     join(REPO_ROOT, 'bin', 'keyroll.mjs'),
     'controller',
-    '--state-dir',
-    stateDir,
-    '--port',
-    String(port),
-    '--admin-port',
-    String(adminPort),
-    '--bind',
-    '127.0.0.1',
-    '--gateway-port',
-    String(gatewayPort),
-    '--gateway-cmd',
-    `'${node24()}' '${HOSTILE}'`,
+    ...controllerFlags({ stateDir, port, adminPort, gatewayPort, gatewayCmd: `'${node24()}' '${HOSTILE}'` }),
     '--gateway-uid',
     String(GATEWAY_UID),
     '--gateway-gid',

@@ -5,7 +5,7 @@
 // re-delivery, no 401), then switches to the current one without a single 401.
 import { chmodSync, chownSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/cli/usage.ts';
 import { parseControllerConfig, readControllerTokenFile } from '../../src/controller/config.ts';
 import { openclawEnv } from '../../src/controller/openclaw-cli.ts';
@@ -13,7 +13,7 @@ import { fingerprintEnv } from '../../src/fingerprint.ts';
 import { httpControllerClient } from '../../src/reconcile/controller-client.ts';
 import { desired } from '../../src/reconcile/desired.ts';
 import { needsPatch, plan } from '../../src/reconcile/plan.ts';
-import { startTestController, tempDir, waitFor } from './helpers.ts';
+import { startTestController, suiteCapture, tempDir, waitFor } from './helpers.ts';
 
 // biome-ignore lint/suspicious/noExplicitAny: responses are read field by field and asserted on.
 type Json = Record<string, any>;
@@ -24,17 +24,7 @@ const GATEWAY = 'test-gw-token-credentials-0123456789abc';
 const KEY_A = 'test-key-A-credentials-aaaaaaaa';
 const KEY_B = 'test-key-B-credentials-bbbbbbbb';
 
-const captured: string[] = [];
-const cleanups: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-afterAll(() => {
-  const all = captured.join('\n');
-  expect(all.length).toBeGreaterThan(500);
-  for (const s of [CURRENT, PREVIOUS, GATEWAY, KEY_A, KEY_B])
-    expect(all.includes(s), 'a secret leaked into captured output').toBe(false);
-});
+const { captured, cleanups } = suiteCapture([CURRENT, PREVIOUS, GATEWAY, KEY_A, KEY_B], 500);
 
 describe('config: the controller token', () => {
   const base = { HOME: '/home/x', OPENCLAW_GATEWAY_TOKEN: GATEWAY };

@@ -2,31 +2,21 @@
 // admin port split, hold and surge restarts under continuous traffic, and evidence from traffic.
 import { createServer as createHttpServer, request } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { FrontDoor } from '../../src/controller/front-door.ts';
 import { noopProfilePort } from '../../src/controller/profile-port.ts';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
 import { parseObservedState } from '../../src/kilo-state.ts';
 import { silentLogger } from '../../src/log.ts';
 import { failures, startTraffic } from '../support/traffic.ts';
-import { startTestController, TOKEN, waitFor } from './helpers.ts';
+import { startTestController, suiteCapture, TOKEN, waitFor } from './helpers.ts';
 
 // biome-ignore lint/suspicious/noExplicitAny: responses are read field by field and asserted on.
 type Json = Record<string, any>;
 
 const KEY_A = 'test-key-A-door-aaaaaaaa';
 const KEY_B = 'test-key-B-door-bbbbbbbb';
-const captured: string[] = [];
-const cleanups: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-afterAll(() => {
-  const all = captured.join('\n');
-  expect(all.length).toBeGreaterThan(1000);
-  for (const s of [TOKEN, KEY_A, KEY_B])
-    expect(all.includes(s), 'a secret leaked into captured output').toBe(false);
-});
+const { captured, cleanups } = suiteCapture([TOKEN, KEY_A, KEY_B], 1000);
 
 async function setup(
   flags: string[] = [],

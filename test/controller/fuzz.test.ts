@@ -13,6 +13,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
+import { controllerFlags } from '../support/controller-process.ts';
 import { freePort } from '../support/http.ts';
 import { killAllTracked, spawnTracked, type Tracked } from '../support/processes.ts';
 import { node24, REPO_ROOT } from '../support/sandbox.ts';
@@ -454,16 +455,12 @@ describe('controller fuzz', () => {
       [
         join(REPO_ROOT, 'bin', 'keyroll.mjs'),
         'controller',
-        '--state-dir',
-        join(dir, 'state'),
-        '--port',
-        String(port),
-        '--bind',
-        '127.0.0.1',
-        '--gateway-port',
-        String(gatewayPort),
-        '--gateway-cmd',
-        `'${node24()}' '${FIXTURE}'`,
+        ...controllerFlags({
+          stateDir: join(dir, 'state'),
+          port,
+          gatewayPort,
+          gatewayCmd: `'${node24()}' '${FIXTURE}'`,
+        }),
         '--stop-timeout',
         '2000ms',
       ],

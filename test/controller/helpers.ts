@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { afterAll, afterEach, expect } from 'vitest';
 import { type ControllerConfig, parseControllerConfig } from '../../src/controller/config.ts';
 import { type RunningController, startController } from '../../src/controller/controller.ts';
 import { EnvStore } from '../../src/controller/env-store.ts';
@@ -52,6 +53,26 @@ export async function waitFor<T>(
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+/**
+ * A test file's bookkeeping, set up once at its top: `cleanups` run after each test (the last
+ * added first); `captured` output (log lines, response bodies) is grepped after the file's last
+ * test for every one of `secrets` (read then, so tests may add to a Set), and must be longer than
+ * `moreThanChars` when given, so the grep has something to look at.
+ */
+export function suiteCapture(secrets: Iterable<string>, moreThanChars?: number) {
+  const captured: string[] = [];
+  const cleanups: (() => Promise<void> | void)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+  afterAll(() => {
+    const all = captured.join('\n');
+    if (moreThanChars !== undefined) expect(all.length).toBeGreaterThan(moreThanChars);
+    for (const s of secrets) expect(all.includes(s), 'a secret leaked into captured output').toBe(false);
+  });
+  return { captured, cleanups };
 }
 
 /** A logger whose lines are kept in memory (for the secret grep), scrubbed like production. */

@@ -8,7 +8,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/cli/usage.ts';
 import { parseControllerConfig } from '../../src/controller/config.ts';
 import { listen } from '../../src/controller/server.ts';
@@ -16,14 +16,11 @@ import { desired } from '../../src/reconcile/desired.ts';
 import { needsPatch, plan } from '../../src/reconcile/plan.ts';
 import { observedOrThrow } from '../support/observed.ts';
 import { node24, REPO_ROOT } from '../support/sandbox.ts';
-import { captureLogger, startTestController, TOKEN, tempDir, waitFor } from './helpers.ts';
+import { captureLogger, startTestController, suiteCapture, TOKEN, tempDir, waitFor } from './helpers.ts';
 
 const KEY_A = 'test-key-A-hygiene-aaaaaaaa';
 const KEY_B = 'test-key-B-hygiene-bbbbbbbb';
-const cleanups: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
+const { cleanups } = suiteCapture([]);
 
 describe('--state-dir and OPENCLAW_STATE_DIR', () => {
   const env = { OPENCLAW_GATEWAY_TOKEN: TOKEN, HOME: '/home/x' };

@@ -5,6 +5,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import JSON5 from 'json5';
 import { afterAll, describe, expect, it } from 'vitest';
+import { controllerFlags } from '../support/controller-process.ts';
 import { startFakeUpstream } from '../support/fake-upstream.ts';
 import { freePort } from '../support/http.ts';
 import { killAllTracked, spawnTracked } from '../support/processes.ts';
@@ -45,16 +46,7 @@ describe('controller with a JSON5 openclaw.json', () => {
         [
           join(REPO_ROOT, 'bin', 'keyroll.mjs'),
           'controller',
-          '--state-dir',
-          stateDir,
-          '--port',
-          String(port),
-          '--bind',
-          '127.0.0.1',
-          '--gateway-port',
-          String(gatewayPort),
-          '--gateway-cmd',
-          `'${node24()}' '${standInPath()}'`,
+          ...controllerFlags({ stateDir, port, gatewayPort, gatewayCmd: `'${node24()}' '${standInPath()}'` }),
           '--provider-base-url',
           upstream.baseUrl,
           '--stop-timeout',

@@ -3,10 +3,10 @@
 // proxied answers, held requests and refused keys move the counters; no secret appears.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { type MetricsSnapshot, RequestCounter, renderMetrics } from '../../src/controller/metrics.ts';
 import { REPO_ROOT } from '../support/sandbox.ts';
-import { startTestController, TOKEN, waitFor } from './helpers.ts';
+import { startTestController, suiteCapture, TOKEN, waitFor } from './helpers.ts';
 
 const KEY_A = 'test-key-A-metrics-aaaaaaaa';
 const KEY_B = 'test-key-B-metrics-bbbbbbbb';
@@ -213,16 +213,7 @@ describe('renderMetrics', () => {
   });
 });
 
-const cleanups: (() => Promise<void> | void)[] = [];
-const captured: string[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-afterAll(() => {
-  const all = captured.join('\n');
-  for (const secret of [TOKEN, CONTROLLER_TOKEN, KEY_A, KEY_B])
-    expect(all.includes(secret), 'a secret leaked into a scrape or a log').toBe(false);
-});
+const { captured, cleanups } = suiteCapture([TOKEN, CONTROLLER_TOKEN, KEY_A, KEY_B]);
 
 async function setup(strategy: 'hold' | 'surge', readyDelayMs = 300) {
   const t = await startTestController({

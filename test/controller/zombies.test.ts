@@ -11,6 +11,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
+import { controllerFlags } from '../support/controller-process.ts';
 import { freePort } from '../support/http.ts';
 import { dockerEntrypoint } from '../support/image-command.ts';
 import { killAllTracked, spawnTracked, type Tracked } from '../support/processes.ts';
@@ -100,18 +101,13 @@ async function restartMany(init: 'tini' | 'node', mode: 'pidns' | 'subreaper') {
     node24(),
     join(REPO_ROOT, 'bin', 'keyroll.mjs'),
     'controller',
-    '--state-dir',
-    stateDir,
-    '--port',
-    String(port),
-    '--admin-port',
-    String(adminPort),
-    '--bind',
-    '127.0.0.1',
-    '--gateway-port',
-    String(gatewayPort),
-    '--gateway-cmd',
-    `'${node24()}' '${ORPHANING}'`,
+    ...controllerFlags({
+      stateDir,
+      port,
+      adminPort,
+      gatewayPort,
+      gatewayCmd: `'${node24()}' '${ORPHANING}'`,
+    }),
     '--stop-timeout',
     '3000ms',
   ];

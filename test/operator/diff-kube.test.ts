@@ -40,14 +40,6 @@ async function diffOnce(extra: string[] = []): Promise<CliRun> {
   return run;
 }
 
-function pids(): Promise<Array<number | null | undefined>> {
-  return fleet.pids();
-}
-
-function nonGets(): string[] {
-  return fleet.nonGets();
-}
-
 beforeAll(async () => {
   server = await startKubeApiServer({ crdPaths: ['manifests/crd/gatewaykey.yaml'] });
   fleet = await startProxiedFleet(server, { prefix: 'dk', app: APP, key: KEY_A, version: 'v1' });
@@ -61,7 +53,7 @@ afterAll(async () => {
 
 describe('keyroll diff --kube', () => {
   it('the Secret holds the running key: exit 0, no drift, every target observed', async () => {
-    const before = await pids();
+    const before = await fleet.pids();
     const run = await diffOnce();
     expect(run.stderr).not.toMatch(/Unknown option/);
     expect(run.code).toBe(0);
@@ -69,13 +61,13 @@ describe('keyroll diff --kube', () => {
     expect(run.stdout).toContain('2 target(s): 2 in sync, 0 drift');
     expect(run.stdout).toMatch(/\nno drift\n?$/);
     expect(proxies.every((p) => p.requests.length > 0)).toBe(true);
-    expect(nonGets()).toEqual([]);
-    expect(await pids()).toEqual(before);
+    expect(fleet.nonGets()).toEqual([]);
+    expect(await fleet.pids()).toEqual(before);
   }, 90_000);
 
   it('the Secret changed to key B: exit 1 with a planned deliver-key per target, and nothing sent', async () => {
     putSecret(server, 'kilocode-key', { KILOCODE_API_KEY: KEY_B }, { 'keyroll.dev/version': 'v2' });
-    const before = await pids();
+    const before = await fleet.pids();
     const run = await diffOnce();
     expect(run.code).toBe(1);
     expect(
@@ -84,8 +76,8 @@ describe('keyroll diff --kube', () => {
     expect(run.stdout).toContain('2 target(s): 0 in sync, 2 drift');
     expect(run.stdout).toContain(`drift in 1 of 1 GatewayKey(s) in namespace ${NS}`);
     // Still the old key and the same processes everywhere: a diff sends nothing.
-    expect(nonGets()).toEqual([]);
-    expect(await pids()).toEqual(before);
+    expect(fleet.nonGets()).toEqual([]);
+    expect(await fleet.pids()).toEqual(before);
     const running = fingerprintEnv(TOKEN, { KILOCODE_API_KEY: KEY_A });
     for (const m of members) expect((await readState(m))?.key.envHash).toBe(running);
   }, 90_000);

@@ -1,9 +1,7 @@
 // The operator under faults, against the Kubernetes API test server and one real controller:
 // 409 on status, 429/503 from the API, missing Secret or key, invalid specs, two replicas, RBAC.
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseAllDocuments } from 'yaml';
 import { getText } from '../support/http.ts';
 import { type KubeApiServer, startKubeApiServer } from '../support/kube/index.ts';
 import { killAllTracked, spawnTracked, type Tracked } from '../support/processes.ts';
@@ -21,6 +19,8 @@ import {
   processOperatorFlags,
   putKeySecrets,
   putSecret,
+  requestsSent,
+  roleAllows,
   type StandInPods,
   startStandInPods,
   startTestOperator,
@@ -252,24 +252,9 @@ describe('operator faults', () => {
   }, 150_000);
 
   it('RBAC: every request the operator sent is allowed by the Role in manifests/base/rbac.yaml', () => {
-    const docs = parseAllDocuments(readFileSync(join(REPO_ROOT, 'manifests/base/rbac.yaml'), 'utf8')).map(
-      (d) => d.toJSON(),
-    );
-    const role = docs.find((d) => d?.kind === 'Role' && d?.metadata?.name === 'keyroll-operator') as {
-      rules: Array<{ apiGroups: string[]; resources: string[]; verbs: string[] }>;
-    };
-    const allowed = new Set<string>();
-    for (const r of role.rules)
-      for (const g of r.apiGroups)
-        for (const res of r.resources) for (const v of r.verbs) allowed.add(`${g}|${res}|${v}`);
-    const sent = new Set<string>();
-    for (const e of server.hooks.requestLog()) {
-      // client-node's watches go out with undici's own User-Agent; the test's own requests say keyroll-test.
-      if (!/^keyroll-operator/.test(e.userAgent) && e.userAgent !== 'undici') continue;
-      if (!e.resource) continue;
-      const res = e.subresource ? `${e.resource}/${e.subresource}` : e.resource;
-      sent.add(`${e.group}|${res}|${e.verb}`);
-    }
+    const allowed = roleAllows('keyroll-operator');
+    // client-node's watches go out with undici's own User-Agent; the test's own requests say keyroll-test.
+    const sent = requestsSent(server, (ua) => /^keyroll-operator/.test(ua) || ua === 'undici');
     const denied = [...sent].filter((s) => !allowed.has(s));
     expect(denied).toEqual([]);
     // And the Role grants nothing the operator did not use over this file's runs (which include a

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { Workspace } from '../reconcile/support/cli-harness.ts';
 import { type FakeController, startFakeController } from '../reconcile/support/fake-controller.ts';
 import { type KubeApiServer, startKubeApiServer } from '../support/kube/index.ts';
+import { TRAFFIC_ACCEPTED_LATER, TRAFFIC_HEALTHY, TRAFFIC_REJECTED } from '../support/observed.ts';
 import {
   condition,
   createGatewayKey,
@@ -23,21 +24,9 @@ import {
 } from './support.ts';
 
 const APP = 'gw-key-rejected';
-const rejected = {
-  since: '2026-12-02T11:00:00.000Z',
-  responses: 120,
-  accepted: 100,
-  keyRejected: 3,
-  lastAcceptedAt: '2026-12-02T11:04:00.000Z',
-  lastKeyRejectedAt: '2026-12-02T11:05:00.000Z',
-};
-const acceptedLater = {
-  ...rejected,
-  responses: 121,
-  accepted: 101,
-  lastAcceptedAt: '2026-12-02T11:06:00.000Z',
-};
-const healthy = { ...acceptedLater, keyRejected: 0, lastKeyRejectedAt: null };
+const rejected = TRAFFIC_REJECTED;
+const acceptedLater = TRAFFIC_ACCEPTED_LATER;
+const healthy = TRAFFIC_HEALTHY;
 
 let server: KubeApiServer;
 const fakes: FakeController[] = [];

@@ -1,14 +1,10 @@
 // `keyroll reconcile --once --kube` as a real subprocess against the Kubernetes API test server and two
 // real controllers with stand-in gateways: converges, is a no-op when re-run, reports a Degraded
 // GatewayKey with exit 1, sends only what the keyroll-reconcile Role allows, and never prints a secret.
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseAllDocuments } from 'yaml';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
 import { type FleetMember, readState } from '../reconcile/support/fleet.ts';
 import { type KubeApiServer, startKubeApiServer } from '../support/kube/index.ts';
-import { REPO_ROOT } from '../support/sandbox.ts';
 import {
   type CliRun,
   condition,
@@ -20,6 +16,8 @@ import {
   NS,
   type ProxiedFleet,
   putSecret,
+  requestsSent,
+  roleAllows,
   runKeyroll,
   startProxiedFleet,
   TOKEN,
@@ -55,10 +53,6 @@ async function runOnce(extra: string[] = []): Promise<CliRun> {
   return run;
 }
 
-function pids(): Promise<Array<number | null | undefined>> {
-  return fleet.pids();
-}
-
 function posts(): number {
   return fleet.nonGets().length;
 }
@@ -76,7 +70,7 @@ afterAll(async () => {
 
 describe('keyroll reconcile --once --kube', () => {
   it('delivers the Secret’s key to every selected gateway, proves it, exits 0 and writes status Ready', async () => {
-    const before = await pids();
+    const before = await fleet.pids();
     const run = await runOnce();
     expect(run.stderr).not.toMatch(/Unknown option/);
     expect(run.code).toBe(0);
@@ -102,7 +96,7 @@ describe('keyroll reconcile --once --kube', () => {
   }, 120_000);
 
   it('a second run changes nothing: exit 0, no POST to any controller, same PIDs', async () => {
-    const before = await pids();
+    const before = await fleet.pids();
     const postsBefore = posts();
     const run = await runOnce(['--json']);
     expect(run.code).toBe(0);
@@ -121,7 +115,7 @@ describe('keyroll reconcile --once --kube', () => {
       }),
     ]);
     expect(posts()).toBe(postsBefore);
-    expect(await pids()).toEqual(before);
+    expect(await fleet.pids()).toEqual(before);
   }, 120_000);
 
   it('a GatewayKey whose Secret is missing: exit 1 with the reason, status Degraded; the others still converge', async () => {
@@ -164,21 +158,8 @@ describe('keyroll reconcile --once --kube', () => {
   }, 120_000);
 
   it('RBAC: every request the run sent is allowed by the keyroll-reconcile Role', () => {
-    const docs = parseAllDocuments(readFileSync(join(REPO_ROOT, 'manifests/base/rbac.yaml'), 'utf8')).map(
-      (d) => d.toJSON(),
-    );
-    const role = docs.find((d) => d?.kind === 'Role' && d?.metadata?.name === 'keyroll-reconcile') as {
-      rules: Array<{ apiGroups: string[]; resources: string[]; verbs: string[] }>;
-    };
-    const allowed = new Set<string>();
-    for (const r of role.rules)
-      for (const g of r.apiGroups)
-        for (const res of r.resources) for (const v of r.verbs) allowed.add(`${g}|${res}|${v}`);
-    const sent = new Set<string>();
-    for (const e of server.hooks.requestLog()) {
-      if (!e.userAgent.startsWith('keyroll-reconcile/') || !e.resource) continue;
-      sent.add(`${e.group}|${e.subresource ? `${e.resource}/${e.subresource}` : e.resource}|${e.verb}`);
-    }
+    const allowed = roleAllows('keyroll-reconcile');
+    const sent = requestsSent(server, (ua) => ua.startsWith('keyroll-reconcile/'));
     expect([...sent].filter((s) => !allowed.has(s))).toEqual([]);
     for (const must of [
       'keyroll.dev|gatewaykeys|list',

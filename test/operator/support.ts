@@ -1,6 +1,9 @@
 // Owns what the operator's integration tests share: a kube test server seeded with Secrets, Pods and
 // GatewayKeys pointing at real controllers, in-process operators with captured logs, and waits.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { parseAllDocuments } from 'yaml';
 import { type ManualClock, systemClock } from '../../src/clock.ts';
 import type { Logger } from '../../src/log.ts';
 import { createLogger, SecretRegistry } from '../../src/log.ts';
@@ -20,7 +23,7 @@ import { type RecordingProxy, startRecordingProxy } from '../reconcile/support/r
 import { type FakeUpstream, startFakeUpstream } from '../support/fake-upstream.ts';
 import type { KubeApiServer } from '../support/kube/index.ts';
 import { killAllTracked, spawnTracked } from '../support/processes.ts';
-import { node24 } from '../support/sandbox.ts';
+import { node24, REPO_ROOT } from '../support/sandbox.ts';
 
 export const NS = 'default';
 export const TOKEN = 'test-token-operator-0123456789abcdef';
@@ -336,6 +339,31 @@ export function processOperatorFlags(kubeconfig: string, namespace: string, iden
     '--resync',
     '1h',
   ];
+}
+
+/** What the Role `name` in manifests/base/rbac.yaml allows, as `group|resource|verb`. */
+export function roleAllows(name: string): Set<string> {
+  const docs = parseAllDocuments(readFileSync(join(REPO_ROOT, 'manifests/base/rbac.yaml'), 'utf8')).map((d) =>
+    d.toJSON(),
+  );
+  const role = docs.find((d) => d?.kind === 'Role' && d?.metadata?.name === name) as {
+    rules: Array<{ apiGroups: string[]; resources: string[]; verbs: string[] }>;
+  };
+  const allowed = new Set<string>();
+  for (const r of role.rules)
+    for (const g of r.apiGroups)
+      for (const res of r.resources) for (const v of r.verbs) allowed.add(`${g}|${res}|${v}`);
+  return allowed;
+}
+
+/** What the test server saw the clients `from` picks (by User-Agent) send, as `group|resource[/subresource]|verb`. */
+export function requestsSent(server: KubeApiServer, from: (userAgent: string) => boolean): Set<string> {
+  const sent = new Set<string>();
+  for (const e of server.hooks.requestLog()) {
+    if (!from(e.userAgent) || !e.resource) continue;
+    sent.add(`${e.group}|${e.subresource ? `${e.resource}/${e.subresource}` : e.resource}|${e.verb}`);
+  }
+  return sent;
 }
 
 export async function metricsText(op: RunningOperator): Promise<string> {

@@ -3,6 +3,7 @@
 // real binary) report KeyRejected with exit 1, never re-deliver the rejected key, and exit 0 as soon
 // as an accepted response follows the last rejection.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { TRAFFIC_ACCEPTED_LATER, TRAFFIC_HEALTHY, TRAFFIC_REJECTED } from '../support/observed.ts';
 import { spawnTracked } from '../support/processes.ts';
 import { node24 } from '../support/sandbox.ts';
 import { endWorkspaceTest, Workspace } from './support/cli-harness.ts';
@@ -11,22 +12,8 @@ import { KEYROLL_BIN } from './support/fleet.ts';
 
 const KEY_A = 'test-key-A-rejected-0000000001';
 const KEY_B = 'test-key-B-rejected-0000000002';
-const SINCE = '2026-12-02T11:00:00.000Z';
-
-const rejected = {
-  since: SINCE,
-  responses: 120,
-  accepted: 100,
-  keyRejected: 3,
-  lastAcceptedAt: '2026-12-02T11:04:00.000Z',
-  lastKeyRejectedAt: '2026-12-02T11:05:00.000Z',
-};
-const acceptedLater = {
-  ...rejected,
-  responses: 121,
-  accepted: 101,
-  lastAcceptedAt: '2026-12-02T11:06:00.000Z',
-};
+const rejected = TRAFFIC_REJECTED;
+const acceptedLater = TRAFFIC_ACCEPTED_LATER;
 const proxy = { strategy: 'hold', inFlight: 0, held: 0, websockets: 0 };
 
 let ws: Workspace;
@@ -42,10 +29,7 @@ afterEach(() => endWorkspaceTest(ws, fakes, [KEY_A, KEY_B]));
 /** gw-0 runs `key` and reports `traffic0`; gw-1 runs the desired key with healthy traffic. */
 async function twoTargets(key: string, traffic0: unknown) {
   const list = [];
-  for (const [i, traffic] of [
-    traffic0,
-    { ...acceptedLater, keyRejected: 0, lastKeyRejectedAt: null },
-  ].entries()) {
+  for (const [i, traffic] of [traffic0, TRAFFIC_HEALTHY].entries()) {
     const token = `test-token-rejected-${i}-000000`;
     const fake = await startFakeController({
       token,

@@ -31,6 +31,32 @@ export function loopbackPortFlags(gatewayPort: number, surgePort: number): strin
   ];
 }
 
+/**
+ * The flags of a `keyroll controller` run as its own process, before any of a test's own: its
+ * state dir, its ports on loopback (an admin port when given) and the gateway command.
+ */
+export function controllerFlags(o: {
+  stateDir: string;
+  port: number;
+  adminPort?: number;
+  gatewayPort: number;
+  gatewayCmd: string;
+}): string[] {
+  return [
+    '--state-dir',
+    o.stateDir,
+    '--port',
+    String(o.port),
+    ...(o.adminPort === undefined ? [] : ['--admin-port', String(o.adminPort)]),
+    '--bind',
+    '127.0.0.1',
+    '--gateway-port',
+    String(o.gatewayPort),
+    '--gateway-cmd',
+    o.gatewayCmd,
+  ];
+}
+
 // biome-ignore lint/suspicious/noExplicitAny: state bodies are read field by field and asserted on.
 export type Json = Record<string, any>;
 

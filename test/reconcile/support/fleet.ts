@@ -3,6 +3,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as z from 'zod';
+import { controllerFlags } from '../../support/controller-process.ts';
 import { freePort } from '../../support/http.ts';
 import { spawnTracked, type Tracked } from '../../support/processes.ts';
 import { createSandbox, node24, REPO_ROOT, type Sandbox } from '../../support/sandbox.ts';
@@ -109,16 +110,12 @@ export async function startStandInMember(o: StartOptions): Promise<FleetMember> 
     node24(),
     [
       ...(o.launch ?? [KEYROLL_BIN, 'controller']),
-      '--state-dir',
-      sandbox.stateDir,
-      '--port',
-      String(port),
-      '--bind',
-      '127.0.0.1',
-      '--gateway-port',
-      String(gatewayPort),
-      '--gateway-cmd',
-      `${node24()} ${standInPath()}`,
+      ...controllerFlags({
+        stateDir: sandbox.stateDir,
+        port,
+        gatewayPort,
+        gatewayCmd: `${node24()} ${standInPath()}`,
+      }),
       '--stop-timeout',
       '3000ms',
     ],
