@@ -504,6 +504,11 @@ export class Http1Client {
     this.host = origin.port === dflt ? h : `${h}:${origin.port}`;
   }
 
+  /** Closes this origin's idle connections (calls in flight keep theirs). */
+  closeIdle(): void {
+    for (const conn of this.idle.splice(0)) conn.destroy();
+  }
+
   /** An idle connection of this origin, or a new one. */
   take(): Conn {
     const conn = this.idle.pop();

@@ -99,7 +99,7 @@ export async function runPass(targets: Iterable<Target>, opts: PassOptions): Pro
   const kept: TargetResult[] = [];
   const summary = emptySummary();
   await forEachLimit(targets, opts.rollout.concurrency, async (t, i) => {
-    const r = await reconcileTarget(t, work);
+    const r = await reconcileTarget(t, work).finally(() => t.client.closeIdle?.());
     tally(summary, r);
     if (keep) kept[i] = r;
     opts.onResult?.(r);

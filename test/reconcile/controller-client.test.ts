@@ -106,6 +106,19 @@ describe('httpControllerClient', () => {
     expect(s.connections).toHaveLength(2);
   }, 15_000);
 
+  it('closeIdle closes the kept connection at once; the client still works after it', async () => {
+    const s = await serve();
+    const client = httpControllerClient({ url: s.url, token: TOKEN, timeoutMs: 5_000 });
+    await client.getState(never());
+    client.closeIdle?.();
+    const t0 = Date.now();
+    while (!s.connections[0]!.closed && Date.now() - t0 < 1_000) await new Promise((r) => setTimeout(r, 5));
+    expect(s.connections[0]!.closed).toBe(true);
+    expect(Date.now() - t0).toBeLessThan(IDLE_SOCKET_MS / 2);
+    await client.getState(never());
+    expect(s.connections).toHaveLength(2);
+  });
+
   it('a path prefix in the base URL is kept', async () => {
     const s = await serve();
     await httpControllerClient({ url: `${s.url}/gw/7`, token: TOKEN, timeoutMs: 5_000 }).getState(never());

@@ -2,6 +2,7 @@
 // polling are exercised by advancing time, not by waiting for it.
 import { describe, expect, it } from 'vitest';
 import type { Clock } from '../../src/clock.ts';
+import { runPass } from '../../src/engine/pass.ts';
 import { RestartPace, reconcileTarget, type TargetWork } from '../../src/engine/target.ts';
 import type { ObservedState } from '../../src/kilo-state.ts';
 import { silentLogger } from '../../src/log.ts';
@@ -288,5 +289,37 @@ describe('the first verifying observation, paced by the pass (RestartPace)', () 
     expect(r.outcome).toBe('not-converged');
     expect(clock.slept).toBe(5_000);
     expect(never.calls).toEqual(['GET', 'POST', 'GET']);
+  });
+});
+
+describe('runPass', () => {
+  it('closes each target’s idle connections once its result is in, not before', async () => {
+    const events: string[] = [];
+    const targets = ['a', 'b', 'c'].map((name) => ({
+      name,
+      url: `http://${name}`,
+      labels: {},
+      token: TOKEN,
+      client: {
+        getState: async () => {
+          events.push(`GET ${name}`);
+          return observed({}, KEY_NEW);
+        },
+        patchEnv: async () => {
+          throw new Error('a converged target gets no patch');
+        },
+        closeIdle: () => events.push(`close ${name}`),
+      } satisfies ControllerClient,
+    }));
+    const clock = fakeClock();
+    const r = await runPass(targets, {
+      key: { key: KEY_NEW, version: 'v2' },
+      spec: { envVar: 'KILOCODE_API_KEY', delivery: 'restart' },
+      rollout: { concurrency: 1, maxUnavailable: 1, failureBudget: 1, paused: false },
+      dryRun: false,
+      env: ctx(clock).env,
+    });
+    expect(r.summary.converged).toBe(3);
+    expect(events).toEqual(['GET a', 'close a', 'GET b', 'close b', 'GET c', 'close c']);
   });
 });
