@@ -69,7 +69,12 @@ export interface KiloState {
   backups: { total: number; plaintext: number } | null;
   /** The front door: strategy, what waits and what flows, and how the last restart went. */
   proxy: KiloProxyFlow & {
+    /** The strategy restarts use now (`hold` once the gateway refused a surge). */
     strategy: RestartStrategy;
+    /** `--restart-strategy`. Always sent; optional for readers of older controllers. */
+    configuredStrategy?: RestartStrategy;
+    /** Why `strategy` is not `configuredStrategy`, or null. Always sent. */
+    strategyReason?: string | null;
     lastRestart: {
       strategy: RestartStrategy;
       fallback: string | null;

@@ -40,7 +40,13 @@ import {
 } from './openclaw-config.ts';
 import type { ProfilePort, StoreLayout } from './profile-port.ts';
 import { createControllerHandler, type LifecycleState, listen, type ServerDeps } from './server.ts';
-import { type ChildEnv, errInfo, Supervisor, type SupervisorOptions } from './supervisor.ts';
+import {
+  type ChildEnv,
+  errInfo,
+  openclawSurgeRefusal,
+  Supervisor,
+  type SupervisorOptions,
+} from './supervisor.ts';
 
 /**
  * Onboarding and doctor of OpenClaw >= 2026.6.9 (custom provider): 14 s idle, but 147 s for an
@@ -186,6 +192,8 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       );
       return due.length > 0 ? `profile migration due in ${due.map((r) => r.store).join(', ')}` : null;
     },
+    // OpenClaw 2026.9.x runs one gateway per state dir: its refusal turns surge into hold for good.
+    surgeRefusal: openclawSurgeRefusal,
     stopTimeoutMs: config.stopTimeoutMs,
     readyTimeoutMs: config.readyTimeoutMs,
     // SQLite stores are rewritten only here, with the gateway down; then whatever the controller
@@ -262,6 +270,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
   }
   const observeRaw = coalesce(async (): Promise<RawObservation> => {
     const stats = supervisor.getStats();
+    const strategy = supervisor.strategyInUse();
     const spawnEnv = supervisor.childEnv();
     let fileKey: Buffer | null = null;
     if (config.delivery === 'file' && config.keyFile) {
@@ -290,7 +299,13 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
         key: { version: keyVersion },
         profiles: profileRows,
         backups: profiles.backups ? await profiles.backups().catch(() => null) : null,
-        proxy: { strategy: config.restartStrategy, ...frontDoor.stats(), lastRestart: stats.lastRestart },
+        proxy: {
+          strategy: strategy.effective,
+          configuredStrategy: strategy.configured,
+          strategyReason: strategy.reason,
+          ...frontDoor.stats(),
+          lastRestart: stats.lastRestart,
+        },
         traffic: frontDoor.traffic(),
       },
       spawnKey: spawnEnv?.[keyVar],

@@ -37,6 +37,14 @@ export interface SupervisorStats {
 
 export type RestartStrategy = 'hold' | 'surge';
 
+/** The strategy restarts use now: the configured one, or `hold` once the gateway refused a surge. */
+export interface StrategyInUse {
+  configured: RestartStrategy;
+  effective: RestartStrategy;
+  /** Why `effective` is not `configured` (null when they are the same). */
+  reason: string | null;
+}
+
 export interface RestartRecord {
   strategy: RestartStrategy;
   /** Why a surge was not possible and the restart held instead. */
@@ -86,6 +94,12 @@ export interface SupervisorOptions {
   strategy?: RestartStrategy;
   /** Why a surge cannot be used for this restart (a store that must be migrated offline), or null. */
   surgeBlocked?: () => Promise<string | null>;
+  /**
+   * Reads each line a surge gateway prints for its refusal to run beside the serving one, and
+   * returns the reason (null: not a refusal). A refused surge gateway is stopped, the restart
+   * holds, and so does every later one (`strategyInUse`). See `openclawSurgeRefusal`.
+   */
+  surgeRefusal?: (line: string) => string | null;
   /** The front door: held, drained and re-routed around every restart. */
   frontDoor?: TrafficSwitch;
   /** Longest wait for in-flight requests to the old gateway before it is stopped. */
@@ -156,7 +170,9 @@ interface Child {
   /** Set before we signal it, so its exit is not taken for a crash. */
   expectedExit: boolean;
   ready: boolean;
-  /** Resolves when the child became ready or exited. */
+  /** A surge gateway that said it will not run beside the serving one: why (`surgeRefusal`). */
+  refused: string | null;
+  /** Resolves when the child became ready, exited, or refused to run beside the serving one. */
   settled: Promise<void>;
   settle: () => void;
 }
@@ -209,6 +225,8 @@ export class Supervisor extends EventEmitter {
   #lastExit: ExitInfo | null = null;
   readonly #outcomes = new Map<string, number>();
   #surgeFallbacks = 0;
+  /** Set once a surge gateway refused to run beside the serving one: every restart holds. */
+  #surgeRefused: string | null = null;
 
   constructor(opts: SupervisorOptions) {
     super();
@@ -242,6 +260,13 @@ export class Supervisor extends EventEmitter {
       port: c?.port ?? null,
       lastRestart: this.#lastRestart,
     };
+  }
+
+  /** The strategy restarts use now, and why it differs from the configured one. */
+  strategyInUse(): StrategyInUse {
+    const configured = this.#o.strategy;
+    const reason = configured === 'surge' ? this.#surgeRefused : null;
+    return { configured, effective: reason === null ? configured : 'hold', reason };
   }
 
   restartCounts(): RestartCounts {
@@ -369,15 +394,17 @@ export class Supervisor extends EventEmitter {
     const began = performance.now();
     let fallback: string | null = null;
     if (this.#o.strategy === 'surge') {
-      if (!c || !c.ready || c.hasExited || this.#o.surgePort === undefined) {
+      if (this.#surgeRefused !== null) {
+        fallback = this.#surgeRefused;
+      } else if (!c || !c.ready || c.hasExited || this.#o.surgePort === undefined) {
         fallback = 'no ready gateway to keep serving';
       } else {
         fallback =
           (await this.#o.surgeBlocked?.().catch(() => 'could not tell whether a migration is due')) ?? null;
       }
       if (fallback === null && c) {
-        await this.#surge(c, began);
-        return;
+        fallback = await this.#surge(c, began);
+        if (fallback === null || this.#shuttingDown) return;
       }
       this.#surgeFallbacks++;
       this.#o.log.info({ fallback }, 'Surge not possible for this restart; holding instead');
@@ -414,9 +441,10 @@ export class Supervisor extends EventEmitter {
   /**
    * Starts the next gateway on the other port with the current env while the old one serves;
    * once it is ready, new requests go to it, the old one drains and is stopped. If the next one
-   * never becomes ready, it is stopped and the old one keeps serving.
+   * never becomes ready, it is stopped and the old one keeps serving. Returns null, or the reason
+   * the next one refused to run beside the old one (stopped; the caller holds instead).
    */
-  async #surge(old: Child, began: number): Promise<void> {
+  async #surge(old: Child, began: number): Promise<string | null> {
     const record = this.#recordRestart('surge', null);
     const port = old.port === this.#port ? this.#o.surgePort! : this.#port;
     // Not awaited: the spawn must not wait for renice; the old one yields within milliseconds.
@@ -430,7 +458,21 @@ export class Supervisor extends EventEmitter {
       throw err;
     }
     await raceTimeout(next.settled, this.#o.readyTimeoutMs + this.#o.probeIntervalMs);
-    if (this.#shuttingDown) return;
+    if (this.#shuttingDown) return null;
+    // A gateway that exits on its refusal may exit before its last lines are read.
+    if (next.hasExited && !next.ready) await raceTimeout(outputClosed(next.proc), 2_000);
+    if (next.refused !== null && !next.ready) {
+      this.#next = null;
+      next.expectedExit = true;
+      await this.#terminate(next);
+      await this.#restoreNice(old, yielded);
+      this.#surgeRefused = next.refused;
+      this.#o.log.warn(
+        { pid: next.pid, reason: next.refused, spentMs: Math.round(performance.now() - began) },
+        'The gateway refuses to run beside the serving one; this restart and every later one hold',
+      );
+      return next.refused;
+    }
     if (!next.ready || next.hasExited) {
       this.#countOutcome('surge', false);
       this.#next = null;
@@ -454,6 +496,7 @@ export class Supervisor extends EventEmitter {
     await this.#o.frontDoor?.drain(old.port, this.#o.drainTimeoutMs);
     old.expectedExit = true;
     await this.#terminate(old);
+    return null;
   }
 
   #applyNice(pgid: number, nice: number): Promise<NiceResult | null> {
@@ -565,6 +608,7 @@ export class Supervisor extends EventEmitter {
       hasExited: false,
       expectedExit: false,
       ready: false,
+      refused: null,
     };
     if (asNext) this.#next = child;
     else this.#child = child;
@@ -591,6 +635,10 @@ export class Supervisor extends EventEmitter {
   #forward(child: Child, stream: NodeJS.ReadableStream | null, name: 'stdout' | 'stderr'): void {
     if (!stream) return;
     onLines(stream, this.#o.maxLineLength, (line, cut) => {
+      if (child === this.#next && child.refused === null && !child.ready) {
+        child.refused = this.#o.surgeRefusal?.(line) ?? null;
+        if (child.refused !== null) child.settle();
+      }
       // The logger scrubs every registered secret from the line before it is written.
       this.#o.log.info(
         { pid: child.pid, stream: name, line: cut ? `${line}${CUT_MARK}` : line },
@@ -764,6 +812,24 @@ export async function setGroupNice(
   return { threads: await threads, autogroup: await group };
 }
 
+/**
+ * OpenClaw 2026.9.x's refusal of a second gateway on one state dir (`surgeRefusal`). Its `gateway
+ * run` takes an exclusive gateway-lifecycle ownership of the state database (a SQLite coordinator
+ * under /tmp named after the database path). A second gateway either needs start-up maintenance
+ * first and exits at once (78: `Doctor could not enter maintenance. …: another OpenClaw process
+ * owns gateway-lifecycle`, seen on a surge), or logs that it waits for the ownership, up to 300 s,
+ * then exits with `failed to acquire gateway state ownership`. No option or env turns it off
+ * (OPENCLAW_ALLOW_MULTI_GATEWAY=1 skips only the per-config lock file). 2026.6.8 has only that
+ * lock file, which it takes over when the port in it is free: a surge works there.
+ */
+export function openclawSurgeRefusal(line: string): string | null {
+  return /another OpenClaw process owns gateway-lifecycle|waiting for gateway-lifecycle ownership|failed to acquire gateway state ownership/.test(
+    line,
+  )
+    ? 'the gateway does not run beside another on the same state dir (gateway-lifecycle ownership)'
+    : null;
+}
+
 /** Signals a process group; falls back to the process when it is not a group leader. */
 function killGroup(pid: number, sig: NodeJS.Signals): void {
   if (pid <= 0) return;
@@ -776,6 +842,12 @@ function killGroup(pid: number, sig: NodeJS.Signals): void {
       // already gone
     }
   }
+}
+
+/** Resolves once the child's stdout and stderr are closed (every line of it has been read). */
+function outputClosed(proc: ChildProcess): Promise<void> {
+  const open = [proc.stdout, proc.stderr].filter((s) => s !== null && !s.closed);
+  return Promise.all(open.map((s) => new Promise((r) => s!.once('close', r)))).then(() => undefined);
 }
 
 async function raceTimeout<T>(p: Promise<T>, ms: number): Promise<T | null> {
