@@ -13,13 +13,22 @@
 //   BENCH_OVERHEAD_N=N                         sequential request pairs per request kind (default 2000)
 //   BENCH_SUBJECTS=bare,surge                  rotation subjects (default bare,hold,surge)
 //   BENCH_NODE_FLAGS='--flag …'                try other Node flags for the controller (not the image's)
+//   BENCH_OPENCLAW_VERSION=2026.9.6            the real gateway of the rotation part (default 2026.6.8;
+//                                              installed with `npm run gateway:install -- <version>`)
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import * as z from 'zod';
 import { type FakeUpstream, startFakeUpstream, type UpstreamRequest } from '../test/support/fake-upstream.ts';
 import { chat, freePort } from '../test/support/http.ts';
 import { buildPackage, imageCommand } from '../test/support/image-command.ts';
-import { type GatewayHandle, onboard, pointAtUpstream, startGateway } from '../test/support/openclaw.ts';
+import {
+  type GatewayHandle,
+  OPENCLAW_VERSION,
+  onboard,
+  openclawEntry,
+  pointAtUpstream,
+  startGateway,
+} from '../test/support/openclaw.ts';
 import {
   killAllTracked,
   pidAlive,
@@ -57,6 +66,9 @@ const SECRETS = [TOKEN, KEY_A, KEY_B];
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const SUBJECTS = (process.env.BENCH_SUBJECTS ?? 'bare,hold,surge').split(',').map((x) => x.trim());
 const OVERHEAD_N = Number(process.env.BENCH_OVERHEAD_N ?? 2000);
+/** The real gateway's version (rotation part): its controllers get `--openclaw-bin`. */
+const OPENCLAW = process.env.BENCH_OPENCLAW_VERSION ?? OPENCLAW_VERSION;
+const OPENCLAW_BIN = OPENCLAW === OPENCLAW_VERSION ? [] : ['--openclaw-bin', openclawEntry(OPENCLAW)];
 /** What the clients of the rotation part send, back to back (test/support/traffic.ts). */
 const ROTATION_CLIENTS: HttpClientKind[] = ['chat', 'chat-stream', 'healthz'];
 /** Pause between two requests of one client, so the /healthz loop does not spin a core. */
@@ -426,6 +438,7 @@ async function controllerSubject(strategy: 'hold' | 'surge'): Promise<Subject> {
     label: strategy,
     strategy,
     args: [
+      ...OPENCLAW_BIN,
       '--provider-base-url',
       upstream.baseUrl,
       '--enable-chat-completions',
@@ -596,9 +609,16 @@ async function bareSubject(): Promise<Subject> {
   };
   const env = (key: string) => ({ OPENCLAW_GATEWAY_TOKEN: TOKEN, KILOCODE_API_KEY: key });
   try {
-    await onboard(sb, { mode: 'ref', key: KEY_A, token: TOKEN, port });
+    await onboard(sb, {
+      mode: 'ref',
+      key: KEY_A,
+      token: TOKEN,
+      port,
+      version: OPENCLAW,
+      baseUrl: upstream.baseUrl,
+    });
     pointAtUpstream(sb, upstream.baseUrl);
-    gw = await startGateway(sb, { port, env: env(KEY_A), timeoutMs: READY_TIMEOUT_MS });
+    gw = await startGateway(sb, { port, env: env(KEY_A), timeoutMs: READY_TIMEOUT_MS, version: OPENCLAW });
     record(
       'real gateway first cold start, bare (spawn → /readyz 200)',
       gw.readyMs,
@@ -629,7 +649,7 @@ async function bareSubject(): Promise<Subject> {
       tExit = Date.now();
       if (exit.code !== 0) exitNote = ` (exit ${exit.code ?? exit.signal})`;
       gw = null;
-      gw = await startGateway(sb, { port, env: env(key), timeoutMs: READY_TIMEOUT_MS });
+      gw = await startGateway(sb, { port, env: env(key), timeoutMs: READY_TIMEOUT_MS, version: OPENCLAW });
       tReady = Date.now();
       readyMs = gw.readyMs;
       readyCpu = cpuOf(gw.pid);
@@ -654,6 +674,7 @@ async function bareSubject(): Promise<Subject> {
 }
 
 async function benchRotation(): Promise<void> {
+  console.log(JSON.stringify({ rotation: 'real gateway', openclaw: OPENCLAW }));
   // The three bootstrap at once; a failed one leaves the others to be closed here.
   const make = {
     bare: bareSubject,

@@ -1,24 +1,38 @@
 // Vitest global setup for the `gateway` project: make sure every OpenClaw version the real-gateway
-// tests run is installed (each from its committed lockfile; a no-op once installed).
-import { spawnSync } from 'node:child_process';
+// tests run is installed (each from its committed lockfile; a no-op once installed). Vitest runs
+// every project's global setup before any test, so this time is on the whole run's wall: the
+// versions install side by side (the install script locks per version).
+import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { OPENCLAW_VERSION, OPENCLAW_VERSIONS_TESTED } from './openclaw.ts';
+import { OPENCLAW_VERSIONS_TESTED } from './openclaw.ts';
 
-export default function setup(): void {
+const INSTALL_TIMEOUT_MS = 10 * 60_000;
+
+function install(script: string, version: string): Promise<void> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [script, version], { stdio: 'inherit' });
+    const timer = setTimeout(() => child.kill('SIGKILL'), INSTALL_TIMEOUT_MS);
+    child.once('error', reject);
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      if (code !== 0) {
+        reject(
+          new Error(
+            `npm run gateway:install -- ${version} failed (exit ${code ?? signal}); the real-gateway tests cannot run`,
+          ),
+        );
+        return;
+      }
+      process.stderr.write(`gateway global setup: OpenClaw ${version} ready in ${Date.now() - started} ms\n`);
+      resolve();
+    });
+  });
+}
+
+export default async function setup(): Promise<void> {
   const script = fileURLToPath(new URL('../../scripts/gateway-install.mjs', import.meta.url));
   // Versions are passed explicitly: the tests run `openclawEntry(version)`, whatever
   // KEYROLL_OPENCLAW_VERSION says.
-  for (const version of [
-    OPENCLAW_VERSION,
-    ...OPENCLAW_VERSIONS_TESTED.filter((v) => v !== OPENCLAW_VERSION),
-  ]) {
-    const started = Date.now();
-    const r = spawnSync(process.execPath, [script, version], { stdio: 'inherit', timeout: 10 * 60_000 });
-    if (r.status !== 0) {
-      throw new Error(
-        `npm run gateway:install -- ${version} failed (exit ${r.status ?? r.signal}); the real-gateway tests cannot run`,
-      );
-    }
-    process.stderr.write(`gateway global setup: OpenClaw ${version} ready in ${Date.now() - started} ms\n`);
-  }
+  await Promise.all(OPENCLAW_VERSIONS_TESTED.map((v) => install(script, v)));
 }

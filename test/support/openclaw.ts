@@ -4,7 +4,11 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import * as z from 'zod';
-import { onboardArgs } from '../../src/controller/openclaw-cli.ts';
+import {
+  customOnboardArgs,
+  onboardArgs,
+  providerPluginInstalled,
+} from '../../src/controller/openclaw-cli.ts';
 import { chat, freePort } from './http.ts';
 import { type ExitInfo, spawnTracked, type Tracked } from './processes.ts';
 import { node24, REPO_ROOT, type Sandbox } from './sandbox.ts';
@@ -13,13 +17,16 @@ import { waitForReady } from './stand-in-gateway.ts';
 export { chat, freePort };
 
 export const OPENCLAW_VERSION = '2026.6.8';
-/** KEYROLL_TEST_OPENCLAW_9X=1: the gateway project also runs test/gateway/front-door-e2e-9x.test.ts. */
-export const OPENCLAW_9X_TESTS = process.env.KEYROLL_TEST_OPENCLAW_9X === '1';
+/**
+ * The gateway project also runs test/gateway/front-door-e2e-9x.test.ts (2026.9.6), unless
+ * KEYROLL_TEST_OPENCLAW_9X=0 opts out (the file then says SKIPPED loudly).
+ */
+export const OPENCLAW_9X_TESTS = process.env.KEYROLL_TEST_OPENCLAW_9X !== '0';
 
 /**
  * Every OpenClaw version the gateway project runs against (the global setup installs each):
- * 2026.6.8, the last with the Kilo Gateway provider bundled, and with KEYROLL_TEST_OPENCLAW_9X=1
- * 2026.9.6 (custom provider).
+ * 2026.6.8, the last with the Kilo Gateway provider bundled, and 2026.9.6 (custom provider)
+ * unless KEYROLL_TEST_OPENCLAW_9X=0.
  */
 export const OPENCLAW_VERSIONS_TESTED: readonly string[] = OPENCLAW_9X_TESTS
   ? ['2026.6.8', '2026.9.6']
@@ -68,10 +75,10 @@ export interface RunResult {
 export async function runOpenclaw(
   sb: Sandbox,
   args: string[],
-  opts: { env?: Record<string, string | undefined>; timeoutMs?: number } = {},
+  opts: { env?: Record<string, string | undefined>; timeoutMs?: number; version?: string } = {},
 ): Promise<RunResult> {
   const started = Date.now();
-  const proc = spawnTracked(node24(), [openclawEntry(), ...args], {
+  const proc = spawnTracked(node24(), [openclawEntry(opts.version), ...args], {
     name: `openclaw ${args[0] ?? ''}`,
     cwd: sb.dir,
     env: sb.env({ NODE_COMPILE_CACHE: undefined, ...opts.env }),
@@ -100,6 +107,13 @@ export interface OnboardOptions {
   key: string;
   token: string;
   port: number;
+  /** The OpenClaw version to onboard with (default OPENCLAW_VERSION). */
+  version?: string;
+  /**
+   * Where kilocode points, for a version without the provider's plugin (2026.9.x): onboarded as a
+   * custom provider, as the controller does (ref mode only).
+   */
+  baseUrl?: string;
 }
 
 /**
@@ -119,6 +133,10 @@ export function withKeyArgs(args: string[], keyArgs: string[]): string[] {
  * token is an env ref to OPENCLAW_GATEWAY_TOKEN, so only the provider key differs.
  */
 export async function onboard(sb: Sandbox, opts: OnboardOptions): Promise<RunResult> {
+  const entry = openclawEntry(opts.version);
+  if (!providerPluginInstalled({ command: node24(), prefix: [entry] }, 'kilocode')) {
+    return onboardCustom(sb, opts);
+  }
   const args = onboardArgs(opts.port);
   if (opts.mode === 'plaintext') withKeyArgs(args, ['--kilocode-api-key', opts.key]);
   // Ref mode needs the key in the onboarding env; plaintext mode must not see one there, or
@@ -127,12 +145,40 @@ export async function onboard(sb: Sandbox, opts: OnboardOptions): Promise<RunRes
     OPENCLAW_GATEWAY_TOKEN: opts.token,
     KILOCODE_API_KEY: opts.mode === 'ref' ? opts.key : undefined,
   };
-  const r = await runOpenclaw(sb, args, { env, timeoutMs: 240_000 });
+  const r = await runOpenclaw(sb, args, { env, timeoutMs: 240_000, version: opts.version });
   if (r.code !== 0) {
     throw new Error(
       `openclaw onboard (${opts.mode}) exited ${r.code}:\n${scrub(`${r.stdout}\n${r.stderr}`, [opts.key, opts.token]).slice(-3000)}`,
     );
   }
+  return r;
+}
+
+/**
+ * 2026.9.x offline (reference/openclaw.md §9): kilocode as a custom OpenAI-compatible provider,
+ * its key ref re-pointed at KILOCODE_API_KEY (onboarding writes CUSTOM_API_KEY), and the plugin
+ * entry disabled so the start does not retry installing it (docs/testing.md).
+ */
+async function onboardCustom(sb: Sandbox, opts: OnboardOptions): Promise<RunResult> {
+  if (opts.mode !== 'ref' || !opts.baseUrl) {
+    throw new Error(`OpenClaw ${opts.version}: only a ref-mode onboarding with a baseUrl (custom provider)`);
+  }
+  const env = { OPENCLAW_GATEWAY_TOKEN: opts.token, CUSTOM_API_KEY: opts.key };
+  const args = customOnboardArgs(opts.port, 'kilocode', opts.baseUrl);
+  const r = await runOpenclaw(sb, args, { env, timeoutMs: 600_000, version: opts.version });
+  if (r.code !== 0) {
+    throw new Error(
+      `openclaw onboard (custom provider) exited ${r.code}:\n${scrub(`${r.stdout}\n${r.stderr}`, [opts.key, opts.token]).slice(-3000)}`,
+    );
+  }
+  editConfig(sb, (config) => {
+    objectAt(config, ['models', 'providers', 'kilocode']).apiKey = {
+      source: 'env',
+      provider: 'default',
+      id: 'KILOCODE_API_KEY',
+    };
+    objectAt(config, ['plugins', 'entries', 'kilocode']).enabled = false;
+  });
   return r;
 }
 
@@ -197,12 +243,12 @@ export interface GatewayHandle {
  */
 export async function startGateway(
   sb: Sandbox,
-  opts: { port: number; env: Record<string, string | undefined>; timeoutMs?: number },
+  opts: { port: number; env: Record<string, string | undefined>; timeoutMs?: number; version?: string },
 ): Promise<GatewayHandle> {
   const started = Date.now();
   const proc = spawnTracked(
     node24(),
-    [openclawEntry(), 'gateway', 'run', '--port', String(opts.port), '--bind', 'loopback'],
+    [openclawEntry(opts.version), 'gateway', 'run', '--port', String(opts.port), '--bind', 'loopback'],
     { name: 'openclaw-gateway', cwd: sb.dir, env: sb.env({ NODE_COMPILE_CACHE: undefined, ...opts.env }) },
   );
   try {
