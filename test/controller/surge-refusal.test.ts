@@ -2,16 +2,10 @@
 // says it waits for the serving one, the controller stops it and holds, and every later restart
 // holds without trying; /_kilo/state says which strategy is in use and why. The fixture child
 // plays 2026.9.x (FIX_STATE_LOCK); the real one is test/gateway/front-door-e2e-9x.test.ts.
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { parseControllerConfig } from '../../src/controller/config.ts';
-import { startController } from '../../src/controller/controller.ts';
-import { EnvStore } from '../../src/controller/env-store.ts';
-import { noopProfilePort } from '../../src/controller/profile-port.ts';
 import { openclawSurgeRefusal } from '../../src/controller/supervisor.ts';
-import { freePort } from '../support/http.ts';
-import { captureLogger, FIXTURE, pidAlive, readStarts, TOKEN, tempDir, waitFor } from './helpers.ts';
+import { pidAlive, readStarts, startTestController, TOKEN, tempDir, waitFor } from './helpers.ts';
 
 // biome-ignore lint/suspicious/noExplicitAny: /_kilo/state is read field by field.
 type Json = Record<string, any>;
@@ -24,45 +18,29 @@ afterEach(async () => {
 });
 
 async function setup(fixEnv: Record<string, string>) {
-  const { dir, cleanup } = tempDir('keyroll-refuse-');
-  const stateDir = join(dir, 'state');
-  mkdirSync(stateDir, { recursive: true });
-  const starts = join(dir, 'starts.jsonl');
-  const env = {
-    PATH: process.env.PATH ?? '',
-    HOME: dir,
-    TMPDIR: dir,
-    OPENCLAW_GATEWAY_TOKEN: TOKEN,
-    KILOCODE_API_KEY: KEYS[0]!,
-    OPENCLAW_STATE_DIR: stateDir,
-    FIX_LOG: starts,
-    ...fixEnv,
-  };
-  const config = parseControllerConfig(
-    [
-      ...['--port', '0', '--bind', '127.0.0.1', '--restart-strategy', 'surge'],
-      ...['--gateway-port', String(await freePort()), '--surge-port', String(await freePort())],
-      ...['--gateway-cmd', `'${process.execPath}' '${FIXTURE}'`, '--stop-timeout', '3000ms'],
-    ],
-    env,
-  );
-  const { log, lines, secrets } = captureLogger();
-  const ctl = await startController({
-    config,
-    env: new EnvStore(env),
-    log,
-    secrets,
-    profiles: noopProfilePort(),
-    supervisor: { probeIntervalMs: 25 },
+  const logDir = tempDir('keyroll-refuse-starts-');
+  const starts = join(logDir.dir, 'starts.jsonl');
+  const t = await startTestController({
+    prefix: 'keyroll-refuse-',
+    gateway: 'fixture',
+    surge: true,
+    env: {
+      OPENCLAW_GATEWAY_TOKEN: TOKEN,
+      KILOCODE_API_KEY: KEYS[0]!,
+      FIX_LOG: starts,
+      ...fixEnv,
+    },
+    flags: ['--restart-strategy', 'surge'],
   });
   cleanups.push(async () => {
-    await ctl.shutdown();
+    await t.stop();
     for (const s of readStarts(starts)) expect(pidAlive(s.pid)).toBe(false);
-    expect(lines.join('\n')).not.toMatch(/test-key-/);
-    cleanup();
+    expect(t.lines.join('\n')).not.toMatch(/test-key-/);
+    logDir.cleanup();
   });
+  const adm = `http://127.0.0.1:${t.ctl.adminPort}`;
   const call = async (method: string, path: string, body?: unknown) => {
-    const res = await fetch(`http://127.0.0.1:${ctl.adminPort}${path}`, {
+    const res = await fetch(`${adm}${path}`, {
       method,
       headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
@@ -79,15 +57,9 @@ async function setup(fixEnv: Record<string, string>) {
       20_000,
       'gateway serving through the proxy',
     );
-  const logged = (msg: string) => lines.map((l) => JSON.parse(l) as Json).filter((l) => l.msg === msg);
-  await ctl.bootstrapped;
-  return {
-    call,
-    serving,
-    logged,
-    starts: () => readStarts(starts),
-    adm: `http://127.0.0.1:${ctl.adminPort}`,
-  };
+  const logged = (msg: string) => t.lines.map((l) => JSON.parse(l) as Json).filter((l) => l.msg === msg);
+  await t.ctl.bootstrapped;
+  return { call, serving, logged, starts: () => readStarts(starts), adm };
 }
 
 describe('surge on a gateway that runs one instance per state dir', () => {
