@@ -277,13 +277,9 @@ class Call {
     const conn = fresh ? this.client.connect() : this.client.take();
     this.conn = conn;
     conn.call = this;
+    // One write (one segment on the wire): the head alone, or head and body in one buffer.
     if (this.body === undefined) conn.socket.write(this.head, 'latin1');
-    else {
-      conn.socket.cork();
-      conn.socket.write(this.head, 'latin1');
-      conn.socket.write(this.body, 'utf8');
-      conn.socket.uncork();
-    }
+    else conn.socket.write(Buffer.concat([Buffer.from(this.head, 'latin1'), Buffer.from(this.body, 'utf8')]));
   }
 
   data(chunk: Buffer): void {
