@@ -29,6 +29,19 @@ async function eachLimit(urls: string[], limit: number, fn: (url: string) => Pro
   await Promise.all(Array.from({ length: limit }, worker));
 }
 
+/** `eachLimit` over callback-style exchanges: `fn` gets the parsed URL and settles its target. */
+function eachExchange(
+  urls: string[],
+  limit: number,
+  fn: (u: URL, resolve: () => void, reject: (e: unknown) => void) => void,
+) {
+  return eachLimit(
+    urls,
+    limit,
+    (url) => new Promise<void>((resolve, reject) => fn(new URL(url), resolve, reject)),
+  );
+}
+
 function check(status: number, text: string): void {
   if (status !== 200 || !text.startsWith('{"controller"'))
     throw new Error(`bad answer ${status}: ${text.slice(0, 80)}`);
@@ -48,27 +61,21 @@ const transports: Record<string, () => Promise<Run>> = {
   async http() {
     const http: typeof Http = process.getBuiltinModule('node:http');
     return (urls, c) =>
-      eachLimit(
-        urls,
-        c,
-        (url) =>
-          new Promise<void>((resolve, reject) => {
-            const u = new URL(url);
-            const req = http.request(
-              { hostname: u.hostname, port: u.port, path: '/_kilo/state', headers: HEADERS, agent: false },
-              (res) => {
-                const chunks: Buffer[] = [];
-                res.on('data', (b: Buffer) => chunks.push(b));
-                res.on('end', () => {
-                  check(res.statusCode ?? 0, Buffer.concat(chunks).toString('utf8'));
-                  resolve();
-                });
-              },
-            );
-            req.on('error', reject);
-            req.end();
-          }),
-      );
+      eachExchange(urls, c, (u, resolve, reject) => {
+        const req = http.request(
+          { hostname: u.hostname, port: u.port, path: '/_kilo/state', headers: HEADERS, agent: false },
+          (res) => {
+            const chunks: Buffer[] = [];
+            res.on('data', (b: Buffer) => chunks.push(b));
+            res.on('end', () => {
+              check(res.statusCode ?? 0, Buffer.concat(chunks).toString('utf8'));
+              resolve();
+            });
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
   },
   async 'undici-request'() {
     const { Client } = await import('undici');
@@ -143,33 +150,27 @@ const transports: Record<string, () => Promise<Run>> = {
   async net() {
     const net: typeof Net = process.getBuiltinModule('node:net');
     return (urls, c) =>
-      eachLimit(
-        urls,
-        c,
-        (url) =>
-          new Promise<void>((resolve, reject) => {
-            const u = new URL(url);
-            const socket = net.connect({ host: u.hostname, port: Number(u.port), noDelay: true });
-            let buf = '';
-            socket.setEncoding('latin1');
-            socket.on('connect', () =>
-              socket.write(
-                `GET /_kilo/state HTTP/1.1\r\nhost: ${u.host}\r\nauthorization: ${HEADERS.authorization}\r\naccept: application/json\r\n\r\n`,
-              ),
-            );
-            socket.on('data', (s: string) => {
-              buf += s;
-              const end = buf.indexOf('\r\n\r\n');
-              if (end < 0) return;
-              const m = /content-length: (\d+)/i.exec(buf.slice(0, end));
-              if (!m || buf.length < end + 4 + Number(m[1])) return;
-              check(Number(buf.slice(9, 12)), Buffer.from(buf.slice(end + 4), 'latin1').toString('utf8'));
-              socket.destroy();
-              resolve();
-            });
-            socket.on('error', reject);
-          }),
-      );
+      eachExchange(urls, c, (u, resolve, reject) => {
+        const socket = net.connect({ host: u.hostname, port: Number(u.port), noDelay: true });
+        let buf = '';
+        socket.setEncoding('latin1');
+        socket.on('connect', () =>
+          socket.write(
+            `GET /_kilo/state HTTP/1.1\r\nhost: ${u.host}\r\nauthorization: ${HEADERS.authorization}\r\naccept: application/json\r\n\r\n`,
+          ),
+        );
+        socket.on('data', (s: string) => {
+          buf += s;
+          const end = buf.indexOf('\r\n\r\n');
+          if (end < 0) return;
+          const m = /content-length: (\d+)/i.exec(buf.slice(0, end));
+          if (!m || buf.length < end + 4 + Number(m[1])) return;
+          check(Number(buf.slice(9, 12)), Buffer.from(buf.slice(end + 4), 'latin1').toString('utf8'));
+          socket.destroy();
+          resolve();
+        });
+        socket.on('error', reject);
+      });
   },
 };
 const never = new AbortController().signal;
