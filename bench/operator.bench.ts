@@ -212,6 +212,9 @@ async function rss(SECRETS: number, KEYS: number): Promise<void> {
       30_000,
       200,
     );
+    // What the reconciles wrote: one status write per GatewayKey is the floor, Events none here.
+    const writes = await metric('keyroll_status_writes_total{result="written"}');
+    const events = server.hooks.objects('events', NS).length;
     await new Promise((r) => setTimeout(r, 1_000));
     record(
       `operator.rss_${SECRETS}_secrets_${KEYS}_gatewaykeys_mb`,
@@ -232,6 +235,7 @@ async function rss(SECRETS: number, KEYS: number): Promise<void> {
       's',
       KEYS > 0 ? 'operator CPU (user + system), start → all reconciled' : 'operator CPU, start → leading',
     );
+    if (KEYS > 0) record('operator.full_reconcile_status_writes', writes, 'writes', `and ${events} Events`);
     await p.stop('SIGTERM', 15_000);
   } finally {
     await killAllTracked();
