@@ -1,5 +1,5 @@
 // Owns time for the whole program: one injectable clock (now, sleep, setTimeout) and a manual one for tests.
-import { setTimeout as delay } from 'node:timers/promises';
+import { abortReason, onAbort } from './abort.ts';
 
 export interface Clock {
   now(): number;
@@ -11,9 +11,22 @@ export interface Clock {
 
 export const systemClock: Clock = {
   now: () => Date.now(),
-  sleep: async (ms, signal) => {
-    await delay(ms, undefined, signal ? { signal } : undefined);
-  },
+  // One abort listener per signal (onAbort), not one per sleep: a fleet pass has a sleep in
+  // flight per verifying target, all on the pass's signal.
+  sleep: (ms, signal) =>
+    new Promise<void>((resolve, reject) => {
+      if (signal?.aborted) return reject(abortReason(signal));
+      const stop = signal
+        ? onAbort(signal, (reason) => {
+            clearTimeout(timer);
+            reject(reason);
+          })
+        : undefined;
+      const timer = setTimeout(() => {
+        stop?.();
+        resolve();
+      }, ms);
+    }),
   setTimeout(fn, ms) {
     const t = setTimeout(fn, ms);
     t.unref?.();
