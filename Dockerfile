@@ -51,7 +51,7 @@ USER 10001:10001
 # --optimize-for-size makes V8 grow the heap in smaller steps and hold less code and caches. With
 # 10,000 Secrets and 1,000 GatewayKeys (BENCHMARKS.md, Operator): ≈185 MB before the bundled,
 # tree-shaken Kubernetes client and this flag, under 150 MB after. The reconcile CronJob runs this
-# image too.
+# image with flags of its own (its `command:`, manifests/components/reconcile-cronjob/cronjob.yaml).
 ENTRYPOINT ["node", "--max-semi-space-size=4", "--max-old-space-size=320", "--optimize-for-size", "/app/dist/keyroll.js"]
 CMD ["--help"]
 

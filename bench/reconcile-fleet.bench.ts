@@ -2,12 +2,12 @@
 // one simulator process; per concurrency level one rotation pass (every target gets a new key, is
 // restarted and verified) and then a converged pass (one GET /_kilo/state per target, nothing to
 // do). Each pass runs in a fresh keyroll process (bench/support/fleet-pass.ts) started with the
-// operator image's Node flags, as the reconcile CronJob runs one pass per Job, so keyroll's
+// reconcile CronJob's Node flags, as the CronJob runs one pass per Job, so keyroll's
 // time, CPU and peak RSS are its own: the simulator's are measured apart and printed beside them.
 //   BENCH_TARGETS=10000 npm run bench -- reconcile-fleet
 //   BENCH_LEVELS=250,1000             concurrency levels (= maxUnavailable); default 10,50,100,250,
 //                                     or 250,1000 above 1,000 targets
-//   BENCH_KEYROLL_NODE_FLAGS="…"      Node flags instead of the image's (experiments)
+//   BENCH_KEYROLL_NODE_FLAGS="…"      Node flags instead of the CronJob's (experiments)
 //   BENCH_KEEP_RESULTS=1              keep every target's result (reconcile --targets); default: streamed,
 //                                     none kept, as the GatewayKey engine runs the CronJob's pass
 //   BENCH_CPU_PROF=dir                write each pass's --cpu-prof profile to dir (bundle not minified)
@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { build } from 'esbuild';
-import { imageCommand } from '../test/support/image-command.ts';
+import { containerCommand } from '../test/support/image-command.ts';
 
 const TARGETS = Number(process.env.BENCH_TARGETS ?? 500);
 const RESTART_MS = 200;
@@ -31,7 +31,8 @@ const TOKEN = 'bench-token-fleet-0123456789abcdef';
 const CPU_PROF = process.env.BENCH_CPU_PROF ? resolve(process.env.BENCH_CPU_PROF) : null;
 const NODE_FLAGS = [
   ...(process.env.BENCH_KEYROLL_NODE_FLAGS?.split(' ').filter(Boolean) ??
-    imageCommand('operator', '/app').nodeFlags),
+    containerCommand('operator', 'components/reconcile-cronjob/cronjob.yaml', 'CronJob', 'reconcile', '/app')
+      .nodeFlags),
   ...(CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`] : []),
 ];
 

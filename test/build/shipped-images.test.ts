@@ -11,6 +11,7 @@ import { chat, freePort } from '../support/http.ts';
 import {
   type BuiltPackage,
   buildPackage,
+  containerCommand,
   imageCommand,
   manifestArgs,
   replaceFlags,
@@ -43,17 +44,18 @@ describe('the shipped build (dist/keyroll.js)', () => {
     }
   });
 
-  it('the operator image entrypoint (its Node flags) with the Deployment and CronJob args parses and starts', async () => {
-    const image = imageCommand('operator', pkg.root);
+  it('the operator image (its Node flags) as the Deployment and the CronJob run it parses and starts', async () => {
+    const entrypoint = imageCommand('operator', pkg.root);
     for (const [file, kind, container] of [
       ['base/operator.yaml', 'Deployment', 'operator'],
       ['components/reconcile-cronjob/cronjob.yaml', 'CronJob', 'reconcile'],
     ] as const) {
+      // The container's own command (the CronJob sets its Node flags) or the ENTRYPOINT, then its args.
+      const c = containerCommand('operator', file, kind, container, pkg.root);
+      expect(c.script, `${file} runs the image's script`).toBe(entrypoint.script);
       const args = manifestArgs(file, kind, container);
       // `--help` after the manifest's args: the command and every flag it gives must parse.
-      const help = await run(node24(), [...image.nodeFlags, image.script, ...image.args, ...args, '--help'], {
-        timeout: 30_000,
-      });
+      const help = await run(node24(), [...c.nodeFlags, c.script, ...c.args, '--help'], { timeout: 30_000 });
       expect(help.stdout, `${file}`).toContain(`keyroll ${args[0]}`);
     }
   });

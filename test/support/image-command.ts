@@ -40,18 +40,22 @@ export function dockerEntrypoint(stage: string, dockerfile = join(REPO_ROOT, 'Do
  * (test/controller/zombies.test.ts runs the controller under it).
  */
 export function imageCommand(stage: 'gateway' | 'operator', appRoot: string): ImageCommand {
-  const entrypoint = dockerEntrypoint(stage);
-  const nodeAt = entrypoint.indexOf('node');
-  const init = nodeAt > 0 ? entrypoint.slice(0, nodeAt) : [];
+  return splitCommand(dockerEntrypoint(stage), `${stage} ENTRYPOINT`, appRoot);
+}
+
+/** A node command line (`[tini --] node flags… /app/script args…`) split as `imageCommand` says. */
+function splitCommand(command: readonly string[], what: string, appRoot: string): ImageCommand {
+  const nodeAt = command.indexOf('node');
+  const init = nodeAt > 0 ? command.slice(0, nodeAt) : [];
   if (init.length > 0 && (init[0] !== 'tini' || init.at(-1) !== '--')) {
-    throw new Error(`${stage} ENTRYPOINT starts with '${init.join(' ')}', expected node or tini -- node`);
+    throw new Error(`${what} starts with '${init.join(' ')}', expected node or tini -- node`);
   }
-  const [program, ...rest] = entrypoint.slice(init.length);
-  if (program !== 'node') throw new Error(`${stage} ENTRYPOINT runs '${program}', expected node`);
+  const [program, ...rest] = command.slice(init.length);
+  if (program !== 'node') throw new Error(`${what} runs '${program}', expected node`);
   const at = rest.findIndex((a) => !a.startsWith('-'));
-  if (at < 0) throw new Error(`${stage} ENTRYPOINT names no script`);
+  if (at < 0) throw new Error(`${what} names no script`);
   const script = rest[at]!;
-  if (!script.startsWith('/app/')) throw new Error(`${stage} ENTRYPOINT script ${script} is not under /app`);
+  if (!script.startsWith('/app/')) throw new Error(`${what} script ${script} is not under /app`);
   return {
     init,
     nodeFlags: rest.slice(0, at),
@@ -60,8 +64,37 @@ export function imageCommand(stage: 'gateway' | 'operator', appRoot: string): Im
   };
 }
 
+/**
+ * What a manifest's container runs: its own `command` when it sets one (the reconcile CronJob
+ * sets its Node flags), else the image stage's ENTRYPOINT; either way followed by its `args`.
+ */
+export function containerCommand(
+  stage: 'gateway' | 'operator',
+  file: string,
+  kind: string,
+  container: string,
+  appRoot: string,
+): ImageCommand {
+  const c = manifestContainer(file, kind, container);
+  const base = c.command
+    ? splitCommand(c.command, `${file} ${kind} container '${container}' command`, appRoot)
+    : imageCommand(stage, appRoot);
+  return { ...base, args: [...base.args, ...(c.args ?? [])] };
+}
+
 /** The args of container `container` of the first `kind` object in a manifest under manifests/. */
 export function manifestArgs(file: string, kind: string, container: string): string[] {
+  return manifestContainer(file, kind, container).args ?? [];
+}
+
+interface ContainerSpec {
+  name: string;
+  command?: string[];
+  args?: string[];
+}
+
+/** Container `container` of the first `kind` object in a manifest under manifests/. */
+function manifestContainer(file: string, kind: string, container: string): ContainerSpec {
   const path = join(REPO_ROOT, 'manifests', file);
   for (const doc of parseAllDocuments(readFileSync(path, 'utf8'))) {
     const o = doc.toJS() as {
@@ -74,13 +107,13 @@ export function manifestArgs(file: string, kind: string, container: string): str
     if (o?.kind !== kind) continue;
     const pod = o.spec?.template ?? o.spec?.jobTemplate?.spec?.template;
     const c = pod?.spec?.containers?.find((x) => x.name === container);
-    if (c) return c.args ?? [];
+    if (c) return c;
   }
   throw new Error(`${path} has no ${kind} with a '${container}' container`);
 }
 
 interface PodTemplate {
-  spec?: { containers?: { name: string; args?: string[] }[] };
+  spec?: { containers?: ContainerSpec[] };
 }
 
 /** The args of the `gateway` container of the example gateway (a kustomize Component). */
