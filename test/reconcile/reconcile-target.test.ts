@@ -228,8 +228,11 @@ describe('a provider that rejects the key (traffic evidence)', () => {
 });
 
 describe('the first verifying observation, paced by the pass (RestartPace)', () => {
-  /** A controller whose gateway restarts for `restartMs` of the clock's time after each patch. */
-  function restarting(clock: Clock, restartMs: number) {
+  /**
+   * A controller whose gateway restarts for `restartMs` of the clock's time after each patch
+   * arrives; its answer to the patch reaches the caller `answerMs` later (a busy event loop).
+   */
+  function restarting(clock: Clock, restartMs: number, answerMs = 0) {
     let patchedAt: number | null = null;
     const calls: string[] = [];
     const c: ControllerClient = {
@@ -243,6 +246,7 @@ describe('the first verifying observation, paced by the pass (RestartPace)', () 
       patchEnv: async () => {
         calls.push('POST');
         patchedAt = clock.now();
+        await clock.sleep(answerMs);
         return { ok: true, signaled: true, migratedProfiles: 0 };
       },
     };
@@ -278,6 +282,31 @@ describe('the first verifying observation, paced by the pass (RestartPace)', () 
     // First look at +1 s, then +2, +3 (restarting), +4 s (proven); the pace keeps its shortest.
     expect(slow.calls).toEqual(['GET', 'POST', 'GET', 'GET', 'GET', 'GET']);
     expect(pace.firstPollMs).toBe(1_000);
+  });
+
+  it('counts from the patch sent, not its answer: a late answer neither shortens nor lengthens the pace', async () => {
+    const clock = fakeClock();
+    const pace = new RestartPace();
+    // The first target's answer took 1 s (its loop was busy): looks at +1, +2 (restarting), +3 s
+    // after the send (proven; the restart took 2.5 s).
+    const first = restarting(clock, 2_500, 1_000);
+    await reconcileTarget(target(first.c), { ...ctx(clock), pace });
+    expect(first.calls).toEqual(['GET', 'POST', 'GET', 'GET', 'GET']);
+    expect(pace.firstPollMs).toBe(3_000);
+    // The next one is answered at once: it looks first 3 s after its send and is proven then
+    // (counted from the answer, the pace would have been 2 s: a look too early, and a second one).
+    const second = restarting(clock, 2_500);
+    const slept = clock.slept;
+    const r = await reconcileTarget(target(second.c), { ...ctx(clock), pace });
+    expect(r.outcome).toBe('converged');
+    expect(second.calls).toEqual(['GET', 'POST', 'GET']);
+    expect(clock.slept - slept).toBe(3_000);
+    // A third answered 2 s late waits only the rest: 1 s.
+    const third = restarting(clock, 2_500, 2_000);
+    const before = clock.slept;
+    await reconcileTarget(target(third.c), { ...ctx(clock), pace });
+    expect(third.calls).toEqual(['GET', 'POST', 'GET']);
+    expect(clock.slept - before).toBe(3_000);
   });
 
   it('a pace longer than the deadline waits no longer than the deadline', async () => {
