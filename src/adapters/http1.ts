@@ -9,15 +9,33 @@
 // gets: status line, `content-length` or `transfer-encoding: chunked` or close-delimited bodies,
 // `connection: close`, `keep-alive: timeout=N`; anything else it cannot frame is refused as
 // malformed. Modules come from `process.getBuiltinModule`, as in loopback-http.ts.
+//
+// What node:http's agents did besides, it does too: TLS sessions are kept per origin and offered
+// again on the next connection (an abbreviated handshake; certificate verification stays on), and
+// under Node's NODE_USE_ENV_PROXY=1 / --use-env-proxy it goes through HTTP_PROXY / HTTPS_PROXY
+// unless NO_PROXY names the origin (src/adapters/proxy-env.ts): an http origin by absolute-form
+// requests to the proxy, an https origin by `CONNECT host:port` and TLS to the origin over it.
 import type * as Net from 'node:net';
 import type * as Tls from 'node:tls';
+import {
+  envProxySwitch,
+  type HttpProxy,
+  type ProxyEnv,
+  type ProxySettings,
+  proxyFor,
+  proxySettings,
+} from './proxy-env.ts';
 
 const net: typeof Net = process.getBuiltinModule('node:net');
 const tls: typeof Tls = process.getBuiltinModule('node:tls');
 
-export type Http1ErrorKind = 'network' | 'timeout' | 'too-large' | 'malformed' | 'lost';
+/** `proxy`: the proxy refused (CONNECT not answered 200, a 407), or its variable is unusable. */
+export type Http1ErrorKind = 'network' | 'timeout' | 'too-large' | 'malformed' | 'lost' | 'proxy';
 
-/** A failed exchange. `code` is the system error code of a network error (ECONNREFUSED…). */
+/**
+ * A failed exchange. `code` is the system or TLS error code of a network error (ECONNREFUSED,
+ * UNABLE_TO_VERIFY_LEAF_SIGNATURE…). Messages name a proxy by host and port only.
+ */
 export class Http1Error extends Error {
   override name = 'Http1Error';
   readonly kind: Http1ErrorKind;
@@ -152,6 +170,90 @@ function sweep(): void {
   }
 }
 
+// ---- TLS sessions ------------------------------------------------------------------------------
+
+/** At most this many origins' TLS sessions are kept (a few KB each); past it the least recently used goes. */
+export const MAX_TLS_SESSIONS = 1024;
+
+/** The last TLS session of each origin (`host:port`), least recently used first. */
+export class TlsSessions {
+  readonly max: number;
+  readonly #byOrigin = new Map<string, Buffer>();
+  constructor(max: number) {
+    this.max = max;
+  }
+  get size(): number {
+    return this.#byOrigin.size;
+  }
+  has(key: string): boolean {
+    return this.#byOrigin.has(key);
+  }
+  /** The origin's session, now the most recently used. */
+  get(key: string): Buffer | undefined {
+    const session = this.#byOrigin.get(key);
+    if (session !== undefined) {
+      this.#byOrigin.delete(key);
+      this.#byOrigin.set(key, session);
+    }
+    return session;
+  }
+  set(key: string, session: Buffer): void {
+    this.#byOrigin.delete(key);
+    this.#byOrigin.set(key, session);
+    if (this.#byOrigin.size > this.max) this.#byOrigin.delete(this.#byOrigin.keys().next().value!);
+  }
+  delete(key: string): void {
+    this.#byOrigin.delete(key);
+  }
+}
+
+/**
+ * Shared by every client: the controller client makes a client per target and pass, and the
+ * next pass's connection to a target should still resume the last one's session.
+ */
+export const tlsSessions = new TlsSessions(MAX_TLS_SESSIONS);
+
+const kSession = Symbol('http1.session');
+type SessionSocket = Tls.TLSSocket & { [kSession]: string };
+
+function onSession(this: SessionSocket, session: Buffer): void {
+  tlsSessions.set(this[kSession], session);
+}
+
+/**
+ * TLS to host:port (over `socket` when tunnelled), certificate and name verified against the
+ * default CAs (never turned off), offering the origin's last session.
+ */
+function secure(host: string, port: number, socket?: Net.Socket): Tls.TLSSocket {
+  const key = `${host}:${port}`;
+  const session = tlsSessions.get(key);
+  const s = tls.connect({
+    host,
+    port,
+    ...(socket ? { socket } : {}),
+    ...(net.isIP(host) ? {} : { servername: host }),
+    ALPNProtocols: ['http/1.1'],
+    ...(session ? { session } : {}),
+  }) as SessionSocket;
+  s[kSession] = key;
+  s.on('session', onSession);
+  return s;
+}
+
+/**
+ * A connection failed: its TLS session, if any, is not offered again (as node:https evicts it).
+ * A session only outlives a handshake whose certificate verified: a failed check is an error.
+ */
+function evict(socket: Net.Socket): void {
+  const key = (socket as Partial<SessionSocket>)[kSession];
+  if (key !== undefined) tlsSessions.delete(key);
+}
+
+/** A TLS failure's own words beside its code (`certificate has expired`); errno codes speak alone. */
+function reasonOf(err: NodeJS.ErrnoException): string | undefined {
+  return err.code && !/^E[A-Z]+$/.test(err.code) ? err.message : undefined;
+}
+
 // ---- a connection and a call -------------------------------------------------------------------
 
 const kConn = Symbol('http1.conn');
@@ -165,28 +267,92 @@ function onEnd(this: ConnSocket): void {
   this[kConn].end();
 }
 function onError(this: ConnSocket, err: NodeJS.ErrnoException): void {
-  this[kConn].gone(err.code ?? err.message);
+  evict(this);
+  this[kConn].gone(err.code ?? err.message, reasonOf(err));
 }
 function onClose(this: ConnSocket): void {
   this[kConn].gone('ECONNRESET');
 }
 
+const PROXY_AUTH = ': proxy authentication required (credentials missing from the proxy URL, or refused)';
+
 class Conn {
   readonly client: Http1Client;
-  readonly socket: ConnSocket;
+  /** Where requests go; null while a CONNECT tunnel is being set up. */
+  socket: ConnSocket | null = null;
+  /** The connection to the proxy under a CONNECT tunnel. */
+  tunnelSocket: Net.Socket | null = null;
+  /** The request written before the tunnel was up. */
+  queued: string | Buffer | null = null;
   call: Call | null = null;
   /** Whether a request was already answered on it (a reused connection may be stale). */
   reused = false;
   dead = false;
   closeAt = 0;
-  constructor(client: Http1Client, socket: Net.Socket) {
+  constructor(client: Http1Client, socket: Net.Socket | null) {
     this.client = client;
+    if (socket) this.attach(socket);
+  }
+  attach(socket: Net.Socket): void {
     this.socket = socket as ConnSocket;
     this.socket[kConn] = this;
     socket.on('data', onData);
     socket.on('end', onEnd);
     socket.on('error', onError);
     socket.on('close', onClose);
+  }
+  write(data: string | Buffer): void {
+    if (this.socket === null) this.queued = data;
+    else this.socket.write(data, 'latin1');
+  }
+  /**
+   * `CONNECT` through the proxy on `proxied`; on its 200 the origin's TLS starts over it and the
+   * queued request goes out. Any other answer fails the call naming the proxy by host and port.
+   */
+  tunnel(proxied: Net.Socket): void {
+    this.tunnelSocket = proxied;
+    const client = this.client;
+    const proxy = client.proxy!;
+    let buf: Buffer | null = null;
+    const refused = (what: string) => {
+      const call = this.call;
+      this.destroy();
+      call?.fail(new Http1Error('proxy', `proxy ${proxy.name} ${what}`, 'ERR_PROXY_TUNNEL'));
+    };
+    const onEnded = () => refused('closed the connection before answering CONNECT');
+    const onAnswer = (chunk: Buffer) => {
+      buf = buf === null ? chunk : Buffer.concat([buf, chunk]);
+      const end = buf.indexOf(CRLF2);
+      if (end < 0) {
+        if (buf.length > MAX_HEAD_BYTES) refused('sent a malformed answer to CONNECT');
+        return;
+      }
+      proxied.off('data', onAnswer).off('end', onEnded).off('close', onEnded);
+      const status = /^HTTP\/1\.[01] (\d{3})(?: |$)/.exec(buf.toString('latin1', 0, end))?.[1];
+      if (status === undefined) return refused('sent a malformed answer to CONNECT');
+      // Only a 200 opens the tunnel, as in node:https; a 407 is the proxy asking who we are.
+      if (status !== '200') {
+        return refused(
+          `answered CONNECT ${client.authority} with HTTP ${status}${status === '407' ? PROXY_AUTH : ''}`,
+        );
+      }
+      if (buf.length > end + 4) return refused('sent bytes after its answer to CONNECT');
+      const socket = secure(client.origin.hostname, client.origin.port, proxied);
+      this.attach(socket);
+      if (this.queued !== null) socket.write(this.queued, 'latin1');
+      this.queued = null;
+    };
+    proxied.on('data', onAnswer);
+    proxied.on('end', onEnded);
+    proxied.on('close', onEnded);
+    proxied.on('error', (err: NodeJS.ErrnoException) => {
+      evict(proxied);
+      this.gone(err.code ?? err.message, reasonOf(err));
+    });
+    proxied.write(
+      `CONNECT ${client.authority} HTTP/1.1\r\nhost: ${client.authority}\r\n${proxy.authLine}\r\n`,
+      'latin1',
+    );
   }
   data(chunk: Buffer): void {
     if (this.call) this.call.data(chunk);
@@ -198,10 +364,10 @@ class Conn {
     this.destroy();
     call?.end();
   }
-  gone(code: string): void {
+  gone(code: string, reason?: string): void {
     const call = this.call;
     this.destroy();
-    call?.gone(code);
+    call?.gone(code, reason);
   }
   /** Back to the idle set after a complete exchange, for `ms` at most. */
   release(ms: number): void {
@@ -221,7 +387,8 @@ class Conn {
     const list = this.client.idle;
     const at = list.indexOf(this);
     if (at >= 0) list.splice(at, 1);
-    this.socket.destroy();
+    this.socket?.destroy();
+    this.tunnelSocket?.destroy();
   }
 }
 
@@ -278,8 +445,8 @@ class Call {
     this.conn = conn;
     conn.call = this;
     // One write (one segment on the wire): the head alone, or head and body in one buffer.
-    if (this.body === undefined) conn.socket.write(this.head, 'latin1');
-    else conn.socket.write(Buffer.concat([Buffer.from(this.head, 'latin1'), Buffer.from(this.body, 'utf8')]));
+    if (this.body === undefined) conn.write(this.head);
+    else conn.write(Buffer.concat([Buffer.from(this.head, 'latin1'), Buffer.from(this.body, 'utf8')]));
   }
 
   data(chunk: Buffer): void {
@@ -405,8 +572,8 @@ class Call {
     } else this.gone('ECONNRESET');
   }
 
-  /** The connection is gone (closed, reset, or an error with this code). */
-  gone(code: string): void {
+  /** The connection is gone (closed, reset, or an error with this code and the TLS reason). */
+  gone(code: string, reason?: string): void {
     if (this.settled) return;
     if (this.state === HEAD && this.buf === null) {
       if (this.conn?.reused && this.method === 'GET' && !this.retried) {
@@ -416,12 +583,19 @@ class Call {
         this.start(true);
         return;
       }
-      this.fail(new Http1Error('network', `failed: ${code}`, code));
+      const why = reason === undefined ? '' : ` (${reason})`;
+      this.fail(new Http1Error('network', `failed: ${code}${why}${this.client.via}`, code));
     } else this.fail(new Http1Error('lost', `response body lost (${code})`, code));
   }
 
   done(body: Buffer): void {
     if (this.settled) return;
+    if (this.status === 407 && this.client.forward) {
+      // The proxy's answer, not the origin's: said as such.
+      const proxy = this.client.proxy!;
+      this.fail(new Http1Error('proxy', `proxy ${proxy.name} answered HTTP 407${PROXY_AUTH}`));
+      return;
+    }
     this.settled = true;
     untrack(this);
     aborts.get(this.signal)?.delete(this);
@@ -486,18 +660,66 @@ export interface Http1CallOptions {
   maxBytes: number;
 }
 
+export interface Http1ClientOptions {
+  /**
+   * Where HTTP_PROXY, HTTPS_PROXY and NO_PROXY are read from, as node:http's Agent takes
+   * `proxyEnv`: given, they are used whatever Node's switch says; absent, the process's own
+   * environment when the switch is on (NODE_USE_ENV_PROXY=1 or --use-env-proxy), else no proxy.
+   */
+  proxyEnv?: ProxyEnv;
+}
+
+/** The process's proxies, read once (Node reads them once at startup too), or null for none. */
+let processProxies: ProxySettings | null | undefined;
+function processProxySettings(): ProxySettings | null {
+  if (processProxies === undefined) {
+    processProxies = envProxySwitch(process.env, process.execArgv) ? proxySettings(process.env) : null;
+  }
+  return processProxies;
+}
+
 /** HTTP/1.1 to one origin, its keep-alive connections reused (one request per connection at a time). */
 export class Http1Client {
   readonly origin: Http1Origin;
   /** `host` header value. */
   readonly host: string;
+  /** `host:port`, the target of a CONNECT. */
+  readonly authority: string;
   /** This origin's idle connections, most recently used last. */
   readonly idle: Conn[] = [];
-  constructor(origin: Http1Origin) {
+  /** The proxy connections go through, or null for a direct connection. */
+  readonly proxy: HttpProxy | null = null;
+  /** Requests go to the proxy in absolute form (an http origin through a proxy). */
+  readonly forward: boolean = false;
+  /** ` via proxy host:port` for error messages, or ''. */
+  readonly via: string = '';
+  /** Why the proxy variable cannot be used: every request fails with it. */
+  readonly invalidProxy: string | null = null;
+  /** The request target's prefix (`http://host` through a forward proxy) and the lines after it. */
+  readonly #target: string = '';
+  readonly #hostLines: string;
+  constructor(origin: Http1Origin, opts?: Http1ClientOptions) {
     this.origin = origin;
     const h = origin.hostname.includes(':') ? `[${origin.hostname}]` : origin.hostname;
     const dflt = origin.protocol === 'https:' ? 443 : 80;
     this.host = origin.port === dflt ? h : `${h}:${origin.port}`;
+    this.authority = `${h}:${origin.port}`;
+    this.#hostLines = `host: ${this.host}\r\n`;
+    const proxies = opts?.proxyEnv ? proxySettings(opts.proxyEnv) : processProxySettings();
+    if (proxies === null) return;
+    const proxy = proxyFor(proxies, origin.protocol, origin.hostname, origin.port);
+    if (proxy === null) return;
+    if ('invalid' in proxy) {
+      this.invalidProxy = proxy.invalid;
+      return;
+    }
+    this.proxy = proxy;
+    this.via = ` via proxy ${proxy.name}`;
+    if (origin.protocol === 'http:') {
+      this.forward = true;
+      this.#target = `http://${this.host}`;
+      this.#hostLines += proxy.authLine;
+    }
   }
 
   /** Closes this origin's idle connections (calls in flight keep theirs). */
@@ -515,20 +737,19 @@ export class Http1Client {
     return this.connect();
   }
 
-  /** A new connection. */
+  /** A new connection: to the origin, to the proxy (forward), or through it (a CONNECT tunnel). */
   connect(): Conn {
-    const { hostname: host, port } = this.origin;
-    const socket =
-      this.origin.protocol === 'https:'
-        ? tls.connect({
-            host,
-            port,
-            ...(net.isIP(host) ? {} : { servername: host }),
-            ALPNProtocols: ['http/1.1'],
-          })
-        : net.connect({ host, port, noDelay: true });
-    if (this.origin.protocol === 'https:') socket.setNoDelay(true);
-    return new Conn(this, socket);
+    const proxy = this.proxy;
+    const { hostname: host, port } = proxy ?? this.origin;
+    let socket: Net.Socket;
+    if ((proxy ?? this.origin).protocol === 'https:') {
+      socket = secure(host, port);
+      socket.setNoDelay(true);
+    } else socket = net.connect({ host, port, noDelay: true });
+    if (proxy === null || this.forward) return new Conn(this, socket);
+    const conn = new Conn(this, null);
+    conn.tunnel(socket);
+    return conn;
   }
 
   /**
@@ -544,8 +765,11 @@ export class Http1Client {
     opts: Http1CallOptions,
   ): Promise<Http1Response> {
     if (opts.signal.aborted) return Promise.reject(abortReason(opts.signal));
+    if (this.invalidProxy !== null) {
+      return Promise.reject(new Http1Error('proxy', this.invalidProxy, 'ERR_PROXY_INVALID_CONFIG'));
+    }
     const length = body === undefined ? '' : `content-length: ${Buffer.byteLength(body)}\r\n`;
-    const head = `${method} ${path} HTTP/1.1\r\nhost: ${this.host}\r\n${headers}${length}\r\n`;
+    const head = `${method} ${this.#target}${path} HTTP/1.1\r\n${this.#hostLines}${headers}${length}\r\n`;
     const call = new Call(this, method, head, body, opts.signal, opts.timeoutMs, opts.maxBytes);
     return new Promise<Http1Response>((resolve, reject) => {
       call.resolve = resolve;

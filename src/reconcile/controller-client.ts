@@ -7,6 +7,7 @@
 // streams) cost most of keyroll's CPU per target and much of its garbage (BENCHMARKS.md,
 // reconcile fleet).
 import { assertHeaderValue, Http1Client, Http1Error, IDLE_MS } from '../adapters/http1.ts';
+import type { ProxyEnv } from '../adapters/proxy-env.ts';
 import { type ObservedState, parseObservedState } from '../kilo-state.ts';
 
 export type ControllerErrorKind = 'network' | 'timeout' | 'http' | 'invalid-response';
@@ -73,6 +74,8 @@ export interface HttpControllerOptions {
   url: string;
   token: string;
   timeoutMs: number;
+  /** The proxy variables to use instead of the process's (src/adapters/http1.ts, `proxyEnv`). */
+  proxyEnv?: ProxyEnv;
 }
 
 /** A controller answer is a few hundred bytes; anything past this is not one. */
@@ -91,7 +94,10 @@ function controllerError(name: string, err: Http1Error, timeoutMs: number): Cont
     case 'timeout':
       return new ControllerError('timeout', `${name} timed out after ${timeoutMs} ms`);
     case 'network':
-      return new ControllerError('network', `${name} failed: ${err.code}`);
+      // `failed: CODE`, a TLS failure's reason, the proxy by host and port.
+      return new ControllerError('network', `${name} ${err.message}`);
+    case 'proxy':
+      return new ControllerError('network', `${name} failed: ${err.message}`);
     case 'lost':
       return new ControllerError('network', `${name}: response body lost (${err.code})`);
     case 'too-large':
@@ -125,12 +131,15 @@ export function httpControllerClient(opts: HttpControllerOptions): ControllerCli
   } catch (err) {
     refused = err as TypeError;
   }
-  const client = new Http1Client({
-    protocol: u.protocol === 'https:' ? 'https:' : 'http:',
-    // An IPv6 literal comes back bracketed from URL.
-    hostname: u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname,
-    port: u.port ? Number(u.port) : u.protocol === 'https:' ? 443 : 80,
-  });
+  const client = new Http1Client(
+    {
+      protocol: u.protocol === 'https:' ? 'https:' : 'http:',
+      // An IPv6 literal comes back bracketed from URL.
+      hostname: u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname,
+      port: u.port ? Number(u.port) : u.protocol === 'https:' ? 443 : 80,
+    },
+    opts.proxyEnv ? { proxyEnv: opts.proxyEnv } : undefined,
+  );
   // The base's query, if any, is dropped as new URL(path, base) drops it.
   const statePath = `${u.pathname}_kilo/state`;
   const patchPath = `${u.pathname}_kilo/env/patch`;

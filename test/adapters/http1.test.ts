@@ -1,16 +1,19 @@
 // The small HTTP/1.1 client (src/adapters/http1.ts) against servers that write their answers byte
 // by byte: framing (content-length, chunked, close-delimited), interim answers, keep-alive reuse
-// and its limits, a stale reused connection, malformed and oversized answers, timeouts, aborts.
+// and its limits, a stale reused connection, malformed and oversized answers, timeouts, aborts;
+// TLS: verification, session reuse and its bounded cache. Proxies: test/adapters/http1-proxy.test.ts.
 // The controller client's behaviour over it (against node:http) is test/reconcile/controller-client.test.ts.
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { createServer, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import * as tls from 'node:tls';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { assertHeaderValue, Http1Client, Http1Error } from '../../src/adapters/http1.ts';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  assertHeaderValue,
+  Http1Client,
+  Http1Error,
+  MAX_TLS_SESSIONS,
+  TlsSessions,
+  tlsSessions,
+} from '../../src/adapters/http1.ts';
+import { selfSignedCert, type TestCert, type TlsServer, tlsServer, withTrusted } from './support/tls.ts';
 
 interface Request {
   head: string;
@@ -268,81 +271,90 @@ describe('assertHeaderValue', () => {
 });
 
 describe('Http1Client over TLS', () => {
-  let dir: string;
-  let cert: string;
-  let key: string;
+  let cert: TestCert;
+  let other: TestCert;
   beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), 'keyroll-http1-tls-'));
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-keyout',
-        join(dir, 'key.pem'),
-        '-out',
-        join(dir, 'cert.pem'),
-        '-days',
-        '1',
-        '-nodes',
-        '-subj',
-        '/CN=localhost',
-        '-addext',
-        'subjectAltName=DNS:localhost',
-      ],
-      { stdio: 'ignore' },
-    );
-    cert = readFileSync(join(dir, 'cert.pem'), 'utf8');
-    key = readFileSync(join(dir, 'key.pem'), 'utf8');
+    cert = selfSignedCert();
+    other = selfSignedCert();
   });
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-  async function tlsServer(): Promise<{ port: number; connections: number; hosts: string[] }> {
-    const s = { port: 0, connections: 0, hosts: [] as string[] };
-    const server = createHttpsServer({ cert, key }, (req, res) => {
-      s.hosts.push(req.headers.host ?? '');
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end('{"tls":true}');
-    });
-    server.on('secureConnection', () => s.connections++);
-    httpsServers.push(server);
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    s.port = (server.address() as { port: number }).port;
+  const started: TlsServer[] = [];
+  afterEach(async () => {
+    for (const s of started.splice(0)) await s.close();
+  });
+  async function server(): Promise<TlsServer> {
+    const s = await tlsServer(cert);
+    started.push(s);
     return s;
   }
-  const httpsServers: HttpsServer[] = [];
-  afterEach(async () => {
-    for (const s of httpsServers.splice(0)) {
-      s.closeAllConnections();
-      await new Promise<void>((r) => s.close(() => r()));
-    }
-  });
+  const https = (port: number, hostname = 'localhost') =>
+    new Http1Client({ protocol: 'https:', hostname, port });
 
   it('verifies the server: a certificate nobody trusts is a network error naming why', async () => {
-    const s = await tlsServer();
-    const err = (await new Http1Client({ protocol: 'https:', hostname: 'localhost', port: s.port })
+    const s = await server();
+    const err = (await https(s.port)
       .request('GET', '/s', '', undefined, opts)
       .catch((e: unknown) => e)) as Http1Error;
     expect(err.kind).toBe('network');
     expect(err.code).toMatch(/SELF_SIGNED/);
+    expect(err.message).toMatch(/^failed: \S*SELF_SIGNED\S* \(self[- ]signed certificate/);
+  });
+
+  it('a certificate from another CA than the trusted one fails the same way, and leaves no session', async () => {
+    const s = await server();
+    const err = (await withTrusted([other.cert], () =>
+      https(s.port).request('GET', '/s', '', undefined, opts),
+    ).catch((e: unknown) => e)) as Http1Error;
+    expect([err.kind, err.code]).toEqual(['network', 'DEPTH_ZERO_SELF_SIGNED_CERT']);
+    expect(s.hosts).toEqual([]);
+    expect(tlsSessions.has(`localhost:${s.port}`)).toBe(false);
   });
 
   it('talks HTTPS to a trusted server by name, keeping the connection', async () => {
-    const s = await tlsServer();
-    const before = tls.getCACertificates('default');
-    tls.setDefaultCACertificates([...before, cert]);
-    try {
-      const c = new Http1Client({ protocol: 'https:', hostname: 'localhost', port: s.port });
+    const s = await server();
+    await withTrusted([cert.cert], async () => {
+      const c = https(s.port);
       for (let i = 0; i < 2; i++)
         expect(text(await c.request('GET', '/s', '', undefined, opts))).toBe('{"tls":true}');
-      expect(s.connections).toBe(1);
-      expect(s.hosts).toEqual([`localhost:${s.port}`, `localhost:${s.port}`]);
-    } finally {
-      tls.setDefaultCACertificates(before);
-    }
+    });
+    expect(s.resumed).toEqual([false]);
+    expect(s.hosts).toEqual([`localhost:${s.port}`, `localhost:${s.port}`]);
+  });
+
+  it('offers the last TLS session of an origin on its next connection, by name and by address', async () => {
+    const s = await server();
+    await withTrusted([cert.cert], async () => {
+      for (const host of ['localhost', '127.0.0.1']) {
+        // A new client per call and its connection closed, as a pass does per target.
+        for (let i = 0; i < 2; i++) {
+          const c = https(s.port, host);
+          expect(text(await c.request('GET', '/s', '', undefined, opts))).toBe('{"tls":true}');
+          c.closeIdle();
+        }
+        expect(tlsSessions.has(`${host}:${s.port}`)).toBe(true);
+      }
+    });
+    // Each origin resumes its own session: 127.0.0.1 is not given localhost's.
+    expect(s.resumed).toEqual([false, true, false, true]);
+  });
+});
+
+describe('TlsSessions', () => {
+  it('keeps the last session per origin, evicting the least recently used past its cap', () => {
+    const cache = new TlsSessions(2);
+    const session = (n: number) => Buffer.from([n]);
+    cache.set('a:443', session(1));
+    cache.set('b:443', session(2));
+    cache.set('a:443', session(3)); // replaced, not added
+    expect(cache.size).toBe(2);
+    expect(cache.get('b:443')).toEqual(session(2)); // b is now the most recently used
+    cache.set('c:443', session(4));
+    expect([cache.has('a:443'), cache.has('b:443'), cache.has('c:443')]).toEqual([false, true, true]);
+    cache.delete('b:443');
+    expect(cache.get('b:443')).toBeUndefined();
+    expect(cache.size).toBe(1);
+  });
+
+  it('the shared cache is bounded by MAX_TLS_SESSIONS', () => {
+    expect(tlsSessions.max).toBe(MAX_TLS_SESSIONS);
   });
 });
