@@ -222,7 +222,8 @@ function onSession(this: SessionSocket, session: Buffer): void {
 
 /**
  * TLS to host:port (over `socket` when tunnelled), certificate and name verified against the
- * default CAs (never turned off), offering the origin's last session.
+ * default CAs (never turned off), offering the origin's last session. A resumed session is not
+ * verified again (it was when it was made), as node:https resumes it.
  */
 function secure(host: string, port: number, socket?: Net.Socket): Tls.TLSSocket {
   const key = `${host}:${port}`;

@@ -4,7 +4,8 @@
 // relays: absolute-form requests for http origins, CONNECT and end-to-end TLS for https ones, the
 // NO_PROXY bypass, a 407, an unreachable proxy; credentials never in an error; the process switch.
 import { once } from 'node:events';
-import { createServer, request, type Server } from 'node:http';
+import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -143,12 +144,12 @@ async function listen(server: Server): Promise<number> {
 }
 
 /**
- * A forward and CONNECT proxy, a few lines of node:http. With `auth`, requests and CONNECTs
- * without that proxy-authorization get a 407.
+ * A forward and CONNECT proxy, a few lines of node:http (node:https with `cert`). With `auth`,
+ * requests and CONNECTs without that proxy-authorization get a 407.
  */
-async function startProxy(auth?: string): Promise<{ port: number; log: ProxyLog }> {
+async function startProxy(auth?: string, cert?: TestCert): Promise<{ port: number; log: ProxyLog }> {
   const log: ProxyLog = { connections: 0, forwarded: [], tunnels: [] };
-  const server = createServer((req, res) => {
+  const forward = (req: IncomingMessage, res: ServerResponse) => {
     const pa = req.headers['proxy-authorization'];
     log.forwarded.push({ method: req.method!, url: req.url!, host: req.headers.host!, auth: pa });
     if (auth && pa !== auth) {
@@ -175,8 +176,9 @@ async function startProxy(auth?: string): Promise<{ port: number; log: ProxyLog 
     );
     up.on('error', () => res.destroy());
     req.pipe(up);
-  });
-  server.on('connection', () => log.connections++);
+  };
+  const server: Server = cert ? createHttpsServer(cert, forward) : createServer(forward);
+  server.on(cert ? 'secureConnection' : 'connection', () => log.connections++);
   server.on('connect', (req, client: Socket, head: Buffer) => {
     sockets.push(client);
     const pa = req.headers['proxy-authorization'];
@@ -303,6 +305,33 @@ describe('Http1Client through a proxy', () => {
     expect(origin.hosts).toEqual([]);
     expect(tlsSessions.has(`localhost:${origin.port}`)).toBe(false);
     for (const s of credentialForms(USER, SECRET)) expect(err.message).not.toContain(s);
+  });
+
+  it('an https:// proxy: TLS to the proxy, verified, for forwarded requests and under tunnels (TLS in TLS)', async () => {
+    const proxy = await startProxy(undefined, cert);
+    const plain = await startOrigin();
+    const secure = await httpsOrigin();
+    const proxyUrl = `https://127.0.0.1:${proxy.port}`;
+    const proxyEnv = { HTTP_PROXY: proxyUrl, HTTPS_PROXY: proxyUrl };
+    const viaHttp = () => new Http1Client(httpOrigin(plain.port), { proxyEnv });
+    // The proxy's own certificate is checked (before it is trusted: a session made once it is
+    // trusted would be resumed without a new check, as node:https resumes it).
+    const err = await fail(viaHttp().request('GET', '/f', '', undefined, opts));
+    expect([err.kind, err.code]).toEqual(['network', 'DEPTH_ZERO_SELF_SIGNED_CERT']);
+    expect(err.message).toMatch(new RegExp(`via proxy 127\\.0\\.0\\.1:${proxy.port}$`));
+    expect(proxy.log.forwarded).toEqual([]);
+    await withTrusted([cert.cert], async () => {
+      const tunnelled = new Http1Client(
+        { protocol: 'https:', hostname: 'localhost', port: secure.port },
+        { proxyEnv },
+      );
+      expect(text(await viaHttp().request('GET', '/f', '', undefined, opts))).toBe('{"origin":true}');
+      for (let i = 0; i < 2; i++)
+        expect(text(await tunnelled.request('GET', '/t', '', undefined, opts))).toBe('{"tls":true}');
+    });
+    expect(proxy.log.forwarded.map((f) => f.url)).toEqual([`http://127.0.0.1:${plain.port}/f`]);
+    expect(proxy.log.tunnels.map((t) => t.target)).toEqual([`localhost:${secure.port}`]);
+    expect(secure.hosts).toEqual(Array(2).fill(`localhost:${secure.port}`));
   });
 
   it('NO_PROXY naming the origin (host, or host:port) connects directly; another port still goes through', async () => {
