@@ -684,8 +684,8 @@ export class Http1Client {
   readonly origin: Http1Origin;
   /** `host` header value. */
   readonly host: string;
-  /** `host:port`, the target of a CONNECT. */
-  readonly authority: string;
+  /** `host:port`, the target of a CONNECT (set only when there is a proxy). */
+  readonly authority: string = '';
   /** This origin's idle connections, most recently used last. */
   readonly idle: Conn[] = [];
   /** The proxy connections go through, or null for a direct connection. */
@@ -704,7 +704,6 @@ export class Http1Client {
     const h = origin.hostname.includes(':') ? `[${origin.hostname}]` : origin.hostname;
     const dflt = origin.protocol === 'https:' ? 443 : 80;
     this.host = origin.port === dflt ? h : `${h}:${origin.port}`;
-    this.authority = `${h}:${origin.port}`;
     this.#hostLines = `host: ${this.host}\r\n`;
     const proxies = opts?.proxyEnv ? proxySettings(opts.proxyEnv) : processProxySettings();
     if (proxies === null) return;
@@ -715,6 +714,7 @@ export class Http1Client {
       return;
     }
     this.proxy = proxy;
+    this.authority = `${h}:${origin.port}`;
     this.via = ` via proxy ${proxy.name}`;
     if (origin.protocol === 'http:') {
       this.forward = true;
