@@ -534,8 +534,11 @@ export class KubeApi {
     m.resourceVersion = om.resourceVersion!;
     const warnings: string[] = [];
     this.admit(t, next, old, warnings);
+    // A /status write never moves the generation (the status strategy keeps the old object but
+    // its status), even when admission just defaulted a spec stored without its defaults.
     if (
       t.def.tracksGeneration &&
+      t.subresource !== 'status' &&
       canonical(withoutMetaAndStatus(next)) !== canonical(withoutMetaAndStatus(old))
     ) {
       m.generation = (typeof om.generation === 'number' ? om.generation : 0) + 1;
