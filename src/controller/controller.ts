@@ -85,7 +85,7 @@ export interface ControllerDeps {
   profiles: ProfilePort;
   /** Override the OpenClaw binary resolution (tests). */
   openclaw?: OpenclawCommand | null;
-  /** Supervisor knobs for tests (timers, backoff constants, probe interval). */
+  /** Supervisor knobs for tests (clock, backoff constants, probe interval). */
   supervisor?: Partial<Omit<SupervisorOptions, 'command' | 'args' | 'env' | 'log'>>;
   onboardTimeoutMs?: number;
   doctorTimeoutMs?: number;

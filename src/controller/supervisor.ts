@@ -4,6 +4,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { readyzOk } from '../adapters/loopback-http.ts';
+import { type Clock, systemClock } from '../clock.ts';
 import { CUT_MARK, type Logger } from '../log.ts';
 import type { RouteTarget } from './front-door.ts';
 import { onLines } from './lines.ts';
@@ -72,11 +73,6 @@ export interface RestartCounts {
   crashes: number;
 }
 
-export interface Timers {
-  setTimeout: (fn: () => void, ms: number) => unknown;
-  clearTimeout: (handle: unknown) => void;
-}
-
 export type ChildEnv = Record<string, string>;
 
 export interface SupervisorOptions {
@@ -114,9 +110,13 @@ export interface SupervisorOptions {
   backoffInitialMs?: number;
   backoffMaxMs?: number;
   healthyThresholdMs?: number;
-  now?: () => number;
-  /** Timers for the crash backoff only, so tests can record and fast-forward the delays. */
-  timers?: Timers;
+  /**
+   * The supervisor's own time (default systemClock): the crash backoff's wait, the healthy
+   * threshold, and the timestamps it reports; a test passes a ManualClock and advances it. Waits
+   * that bound what a real child does (become ready, exit after a signal, close its output) stay
+   * on real time: see `#watchReadiness` and `raceTimeout`.
+   */
+  clock?: Clock;
   spawnImpl?: typeof spawn;
   /**
    * Run every child as this user and group (`--gateway-uid/--gateway-gid`), so that code in the
@@ -193,18 +193,10 @@ const DEFAULTS = {
   surgeAutogroup: false,
 };
 
-const realTimers: Timers = {
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
-};
-
-const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
-
 /** Supervisor of one child process; every lifecycle operation runs through one queue. */
 export class Supervisor extends EventEmitter {
   readonly #o: SupervisorOptions & typeof DEFAULTS;
-  readonly #now: () => number;
-  readonly #timers: Timers;
+  readonly #clock: Clock;
   readonly #spawn: typeof spawn;
   readonly #probe: (signal: AbortSignal, port: number) => Promise<boolean>;
   readonly #port: number;
@@ -215,7 +207,8 @@ export class Supervisor extends EventEmitter {
   #lastRestart: RestartRecord | null = null;
   #queue: Promise<unknown> = Promise.resolve();
   #backoffMs: number;
-  #respawnTimer: unknown = null;
+  /** Cancels the pending crash respawn (null: none pending). */
+  #cancelRespawn: (() => void) | null = null;
   #manualStop = false;
   #shuttingDown = false;
   #pendingRestart: Promise<void> | null = null;
@@ -232,8 +225,7 @@ export class Supervisor extends EventEmitter {
     super();
     const defined = Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined));
     this.#o = { ...DEFAULTS, ...defined } as SupervisorOptions & typeof DEFAULTS;
-    this.#now = opts.now ?? Date.now;
-    this.#timers = opts.timers ?? realTimers;
+    this.#clock = opts.clock ?? systemClock;
     this.#spawn = opts.spawnImpl ?? spawn;
     this.#backoffMs = this.#o.backoffInitialMs;
     this.#port = opts.gatewayPort ?? 0;
@@ -252,7 +244,7 @@ export class Supervisor extends EventEmitter {
       state: this.#state,
       pid: c?.pid ?? null,
       startedAt: c?.startedAtIso ?? null,
-      uptime: c ? Math.max(0, Math.floor((this.#now() - c.startedAtMs) / 1000)) : 0,
+      uptime: c ? Math.max(0, Math.floor((this.#clock.now() - c.startedAtMs) / 1000)) : 0,
       restarts: this.#restarts,
       requestedRestarts: this.#requestedRestarts,
       spawns: this.#spawns,
@@ -362,17 +354,20 @@ export class Supervisor extends EventEmitter {
     for (const c of [this.#child, this.#next]) if (c && !c.hasExited) killGroup(c.pid, 'SIGKILL');
   }
 
-  /** Resolves true once the state is `wanted`, false after `timeoutMs`. */
+  /**
+   * Resolves true once the state is `wanted`, false after `timeoutMs` of real time: its callers
+   * wait for a real child, which a manual clock would not time out.
+   */
   waitForState(wanted: SupervisorState, timeoutMs: number): Promise<boolean> {
     if (this.#state === wanted) return Promise.resolve(true);
     return new Promise((resolve) => {
       const onState = (s: SupervisorState) => {
         if (s !== wanted) return;
-        clearTimeout(t);
+        cancel();
         this.off('state', onState);
         resolve(true);
       };
-      const t = setTimeout(() => {
+      const cancel = systemClock.setTimeout(() => {
         this.off('state', onState);
         resolve(false);
       }, timeoutMs);
@@ -391,6 +386,7 @@ export class Supervisor extends EventEmitter {
     this.#manualStop = false;
     this.#backoffMs = this.#o.backoffInitialMs;
     this.#requestedRestarts++;
+    // Restart durations are real elapsed time, monotonic: how long the gateways took.
     const began = performance.now();
     let fallback: string | null = null;
     if (this.#o.strategy === 'surge') {
@@ -533,7 +529,12 @@ export class Supervisor extends EventEmitter {
 
   /** Starts the record `lastRestart` reports; its duration is filled in once the switch happens. */
   #recordRestart(strategy: RestartStrategy, fallback: string | null): RestartRecord {
-    this.#lastRestart = { strategy, fallback, at: new Date(this.#now()).toISOString(), durationMs: null };
+    this.#lastRestart = {
+      strategy,
+      fallback,
+      at: new Date(this.#clock.now()).toISOString(),
+      durationMs: null,
+    };
     return this.#lastRestart;
   }
 
@@ -581,7 +582,7 @@ export class Supervisor extends EventEmitter {
     if (proc.pid === undefined) {
       proc.on('error', () => {});
       if (!asNext) {
-        this.#lastExit = { code: null, signal: null, at: new Date(this.#now()).toISOString() };
+        this.#lastExit = { code: null, signal: null, at: new Date(this.#clock.now()).toISOString() };
         this.#setState('stopped');
       }
       throw new GatewaySpawnError('Failed to spawn gateway');
@@ -590,7 +591,7 @@ export class Supervisor extends EventEmitter {
     const exited = new Promise<ExitInfo>((r) => {
       resolveExit = r;
     });
-    const startedAtMs = this.#now();
+    const startedAtMs = this.#clock.now();
     let settle!: () => void;
     const settled = new Promise<void>((r) => {
       settle = r;
@@ -617,7 +618,7 @@ export class Supervisor extends EventEmitter {
       this.#o.log.warn({ pid: child.pid, err: errInfo(err) }, 'Gateway process error'),
     );
     proc.on('exit', (code, signal) => {
-      const info: ExitInfo = { code, signal, at: new Date(this.#now()).toISOString() };
+      const info: ExitInfo = { code, signal, at: new Date(this.#clock.now()).toISOString() };
       child.hasExited = true;
       killGroup(child.pid, 'SIGKILL'); // leftovers of the group must not outlive their leader
       resolveExit(info);
@@ -647,6 +648,11 @@ export class Supervisor extends EventEmitter {
     });
   }
 
+  /**
+   * Polls the child until it is ready, exits, or overstays readyTimeoutMs. On real time (monotonic
+   * `performance.now`, `systemClock`), not the injected clock: the wait is for a real process to
+   * start, which a test's manual clock does not follow.
+   */
   async #watchReadiness(child: Child): Promise<void> {
     const started = performance.now();
     const watched = () => (this.#child === child || this.#next === child) && !child.hasExited;
@@ -679,7 +685,7 @@ export class Supervisor extends EventEmitter {
         );
         return;
       }
-      await delay(this.#o.probeIntervalMs);
+      await systemClock.sleep(this.#o.probeIntervalMs);
     }
   }
 
@@ -695,7 +701,7 @@ export class Supervisor extends EventEmitter {
     }
     if (this.#shuttingDown) return;
     this.#restarts++;
-    const ranMs = this.#now() - child.startedAtMs;
+    const ranMs = this.#clock.now() - child.startedAtMs;
     if (ranMs >= this.#o.healthyThresholdMs) this.#backoffMs = this.#o.backoffInitialMs;
     // Every unexpected exit backs off, clean or not: with OPENCLAW_NO_RESPAWN=1 the gateway has
     // no reason to exit 0 by itself, and an immediate respawn of an exit-0 loop would spin.
@@ -711,8 +717,8 @@ export class Supervisor extends EventEmitter {
     const delayMs = this.#backoffMs;
     this.#backoffMs = Math.min(this.#o.backoffMaxMs, Math.floor(this.#backoffMs * 2));
     this.emit('backoff', delayMs);
-    this.#respawnTimer = this.#timers.setTimeout(() => {
-      this.#respawnTimer = null;
+    this.#cancelRespawn = this.#clock.setTimeout(() => {
+      this.#cancelRespawn = null;
       void this.#exclusive(async () => {
         if (this.#shuttingDown || this.#manualStop || this.#child || this.#state !== 'crashed') return;
         await this.#runBeforeSpawn('crash');
@@ -750,10 +756,8 @@ export class Supervisor extends EventEmitter {
   }
 
   #clearRespawn(): void {
-    if (this.#respawnTimer !== null) {
-      this.#timers.clearTimeout(this.#respawnTimer);
-      this.#respawnTimer = null;
-    }
+    this.#cancelRespawn?.();
+    this.#cancelRespawn = null;
   }
 }
 
@@ -797,14 +801,15 @@ export async function setGroupNice(
   const group = (async () => {
     if (!autogroup) return false;
     const { writeFile } = process.getBuiltinModule('node:fs/promises');
-    // The kernel takes one autogroup change per 100 ms from the whole host (EAGAIN): one retry.
+    // The kernel takes one autogroup change per 100 ms from the whole host (EAGAIN): one retry,
+    // after a real-time wait (the kernel's limit, not the supervisor's).
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
         await writeFile(`/proc/${pgid}/autogroup`, String(nice));
         return true;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') return false;
-        await delay(120);
+        await systemClock.sleep(120);
       }
     }
     return false;
@@ -850,15 +855,20 @@ function outputClosed(proc: ChildProcess): Promise<void> {
   return Promise.all(open.map((s) => new Promise((r) => s!.once('close', r)))).then(() => undefined);
 }
 
+/**
+ * `p`, or null after `ms` of real time. Every use bounds what a real child does (exit after a
+ * signal, become ready, close its output), so it is not on the injected clock: a manual clock
+ * moves only when a test says so, never in step with the child.
+ */
 async function raceTimeout<T>(p: Promise<T>, ms: number): Promise<T | null> {
-  let t: NodeJS.Timeout | undefined;
+  let cancel = () => {};
   const timeout = new Promise<null>((r) => {
-    t = setTimeout(() => r(null), ms);
+    cancel = systemClock.setTimeout(() => r(null), ms);
   });
   try {
     return await Promise.race([p, timeout]);
   } finally {
-    clearTimeout(t);
+    cancel();
   }
 }
 

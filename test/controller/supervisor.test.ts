@@ -1,8 +1,10 @@
 // Supervisor faults with real processes: SIGKILL escalation, backoff, coalescing, env per spawn.
+import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Supervisor, type SupervisorOptions, type Timers } from '../../src/controller/supervisor.ts';
+import { ManualClock } from '../../src/clock.ts';
+import { Supervisor, type SupervisorOptions } from '../../src/controller/supervisor.ts';
 import { freePort } from '../support/http.ts';
 import { captureLogger, FIXTURE, pidAlive, readStarts, tempDir, waitFor } from './helpers.ts';
 
@@ -43,6 +45,35 @@ async function make(fixEnv: Record<string, string>, extra: Partial<SupervisorOpt
     cleanup();
   });
   return { sup, vars, starts: () => readStarts(logFile), lines, port, secrets };
+}
+
+/** A manual clock that records every wait asked of it. */
+class RecordingClock extends ManualClock {
+  readonly asked: number[] = [];
+  override setTimeout(fn: () => void, ms: number): () => void {
+    this.asked.push(ms);
+    return super.setTimeout(fn, ms);
+  }
+}
+
+/** Resolves once the child has crashed and its respawn waits on `clock`. */
+async function crashed(sup: Supervisor, clock: ManualClock): Promise<void> {
+  // The backoff event comes right before the wait is asked of the clock, in the same turn.
+  if (sup.getState() !== 'crashed' || clock.pending !== 1) await once(sup, 'backoff');
+}
+
+/**
+ * Once the child has crashed: the respawn was asked to wait `ms`; 1 ms short of it nothing
+ * happens, at `ms` the next child is spawned.
+ */
+async function respawnsAfter(sup: Supervisor, clock: RecordingClock, ms: number): Promise<void> {
+  const spawns = sup.getStats().spawns;
+  await crashed(sup, clock);
+  expect(clock.asked.at(-1)).toBe(ms);
+  await clock.advance(ms - 1);
+  expect(sup.getStats().spawns).toBe(spawns);
+  await clock.advance(1);
+  expect(sup.getStats()).toMatchObject({ spawns: spawns + 1, state: 'starting' });
 }
 
 describe('supervisor', () => {
@@ -102,44 +133,29 @@ describe('supervisor', () => {
   });
 
   it('backs off a crash loop 1 s, 2 s, 4 s … capped, and a requested restart is not a crash', async () => {
-    const delays: number[] = [];
-    // Fast-forward: record the backoff the supervisor asked for, fire almost at once.
-    const timers: Timers = {
-      setTimeout: (fn, ms) => {
-        delays.push(ms);
-        return setTimeout(fn, 5);
-      },
-      clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
-    };
-    const { sup, starts } = await make({ FIX_EXIT_AFTER_MS: '0' }, { timers, backoffMaxMs: 8_000 });
+    const clock = new RecordingClock(1_000_000);
+    const { sup, starts } = await make({ FIX_EXIT_AFTER_MS: '0' }, { clock, backoffMaxMs: 8_000 });
     await sup.start();
-    await waitFor(() => delays.length >= 6, 20_000, 'six backoffs');
+    for (const ms of [1_000, 2_000, 4_000, 8_000, 8_000]) await respawnsAfter(sup, clock, ms);
+    await crashed(sup, clock);
     await sup.stop();
-    expect(delays.slice(0, 6)).toEqual([1_000, 2_000, 4_000, 8_000, 8_000, 8_000]);
-    expect(sup.getStats().restarts).toBeGreaterThanOrEqual(6);
-    expect(sup.getStats().requestedRestarts).toBe(0);
-    expect(starts().length).toBeGreaterThanOrEqual(6);
+    expect(clock.pending).toBe(0); // the stop cancelled the waiting respawn
+    expect(clock.asked).toEqual([1_000, 2_000, 4_000, 8_000, 8_000, 8_000]);
+    expect(sup.getStats()).toMatchObject({ state: 'stopped', restarts: 6, requestedRestarts: 0, spawns: 6 });
+    expect(starts()).toHaveLength(6);
   });
 
   it('resets the backoff after a run of healthyThresholdMs', async () => {
-    const delays: number[] = [];
-    let clock = 1_000_000;
-    const timers: Timers = {
-      setTimeout: (fn, ms) => {
-        delays.push(ms);
-        return setTimeout(fn, 5);
-      },
-      clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
-    };
-    const { sup } = await make({ FIX_EXIT_AFTER_MS: '50' }, { timers, now: () => clock });
-    sup.on('state', (s) => {
-      // The fourth child "runs" 31 s on the injected clock before it crashes.
-      if (s === 'starting' && delays.length === 3) clock += 31_000;
-    });
+    const clock = new RecordingClock(1_000_000);
+    const { sup } = await make({ FIX_EXIT_AFTER_MS: '50' }, { clock });
     await sup.start();
-    await waitFor(() => delays.length >= 5, 20_000, 'five backoffs');
+    for (const ms of [1_000, 2_000, 4_000]) await respawnsAfter(sup, clock, ms);
+    // The fourth child "runs" 31 s on the manual clock before it crashes (its exit is 50 ms of
+    // real time away): the backoff starts over.
+    await clock.advance(31_000);
+    for (const ms of [1_000, 2_000]) await respawnsAfter(sup, clock, ms);
     await sup.stop();
-    expect(delays.slice(0, 5)).toEqual([1_000, 2_000, 4_000, 1_000, 2_000]);
+    expect(clock.asked).toEqual([1_000, 2_000, 4_000, 1_000, 2_000]);
   });
 
   it('coalesces a burst of rotation restarts into at most two; the last child has the last key', async () => {
@@ -189,12 +205,14 @@ describe('supervisor', () => {
 
   it('treats a child that never becomes ready as crashed and respawns it with backoff', async () => {
     const backoffs: number[] = [];
-    const { sup } = await make({ FIX_NO_LISTEN: '1' }, { readyTimeoutMs: 300, backoffInitialMs: 50 });
+    const clock = new RecordingClock();
+    // The ready timeout is real time (a real child is starting); the backoff is on the clock.
+    const { sup } = await make({ FIX_NO_LISTEN: '1' }, { readyTimeoutMs: 300, backoffInitialMs: 50, clock });
     sup.on('backoff', (ms: number) => backoffs.push(ms));
     await sup.start();
-    await waitFor(() => sup.getStats().spawns >= 2, 10_000, 'a respawn');
-    expect(backoffs[0]).toBe(50);
-    expect(sup.getStats().restarts).toBeGreaterThanOrEqual(1);
+    await respawnsAfter(sup, clock, 50);
+    expect(backoffs).toEqual([50]);
+    expect(sup.getStats()).toMatchObject({ restarts: 1, spawns: 2 });
   });
 
   it('scrubs registered secrets from forwarded child output', async () => {
