@@ -9,6 +9,7 @@
 // "converged" while users get 401s.
 import type * as Http from 'node:http';
 import type { Duplex } from 'node:stream';
+import { type Clock, systemClock } from '../clock.ts';
 import type { KiloProxyFlow, KiloTraffic } from '../kilo-state.ts';
 import type { Logger } from '../log.ts';
 import { RequestCounter } from './metrics.ts';
@@ -65,7 +66,8 @@ export interface FrontDoorOptions {
   proxyToken: string | null;
   /** Constant-time comparison (the controller's). */
   tokenEquals: (a: string, b: string) => boolean;
-  now?: () => number;
+  /** The hold's time: its age, each held request's timeout (default systemClock). */
+  clock?: Clock;
 }
 
 interface Upstream {
@@ -79,12 +81,13 @@ interface Held {
   arrivedAt: number;
   start: (target: RouteTarget) => void;
   refuse: () => void;
-  timer: NodeJS.Timeout;
+  cancelTimeout: () => void;
   gone: boolean;
 }
 
 export class FrontDoor {
   readonly #o: FrontDoorOptions;
+  readonly #clock: Clock;
   readonly #now: () => number;
   readonly #agent = new http.Agent({ keepAlive: true, maxFreeSockets: 64, timeout: 4_000 });
   readonly #upstreams = new Map<number, Upstream>();
@@ -101,7 +104,8 @@ export class FrontDoor {
 
   constructor(opts: FrontDoorOptions) {
     this.#o = opts;
-    this.#now = opts.now ?? Date.now;
+    this.#clock = opts.clock ?? systemClock;
+    this.#now = () => this.#clock.now();
   }
 
   /** Sends new requests (and every held one) to `target`; null refuses them with 503. */
@@ -114,7 +118,7 @@ export class FrontDoor {
     }
     const held = this.#held.splice(0);
     for (const h of held) {
-      clearTimeout(h.timer);
+      h.cancelTimeout();
       if (h.gone) continue;
       const waited = this.#now() - h.arrivedAt;
       if (this.#lastHold) this.#lastHold.longestWaitMs = Math.max(this.#lastHold.longestWaitMs, waited);
@@ -283,7 +287,7 @@ export class FrontDoor {
       start,
       refuse,
       gone: false,
-      timer: setTimeout(() => {
+      cancelTimeout: this.#clock.setTimeout(() => {
         const i = this.#held.indexOf(entry);
         if (i >= 0) this.#held.splice(i, 1);
         this.#hold.refused++;
@@ -292,7 +296,6 @@ export class FrontDoor {
         if (!entry.gone) refuse();
       }, this.#o.holdTimeoutMs),
     };
-    entry.timer.unref();
     whenGone(() => {
       entry.gone = true;
     });
