@@ -19,6 +19,8 @@ export default defineConfig({
           name: 'unit',
           include: ['test/**/*.test.ts'],
           exclude: ['test/gateway/**', '**/node_modules/**'],
+          // A directory for the one bundle the tests that start `keyroll operator` share.
+          globalSetup: ['test/support/bundle-global-setup.ts'],
           testTimeout: 30_000,
           hookTimeout: 30_000,
           env: { NODE_COMPILE_CACHE: compileCache },

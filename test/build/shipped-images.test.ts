@@ -3,14 +3,12 @@
 // a rotation end to end with the stand-in gateway and a fake upstream.
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
 import { readState, startStandInMember, stopMember, waitGatewayReady } from '../reconcile/support/fleet.ts';
 import { startFakeUpstream } from '../support/fake-upstream.ts';
 import { chat, freePort } from '../support/http.ts';
 import {
-  type BuiltPackage,
-  buildPackage,
   containerCommand,
   imageCommand,
   manifestArgs,
@@ -19,19 +17,19 @@ import {
 } from '../support/image-command.ts';
 import { pidAlive } from '../support/processes.ts';
 import { node24 } from '../support/sandbox.ts';
+import { sharedBundleRoot } from '../support/shared-bundle.ts';
 
 const run = promisify(execFile);
 const TOKEN = 'test-token-shipped-0123456789abcdef';
 const KEY_A = 'test-key-A-shipped-00000000000000';
 const KEY_B = 'test-key-B-shipped-11111111111111';
 
-let pkg: BuiltPackage;
+let pkg: { root: string };
 
-beforeAll(() => {
-  pkg = buildPackage();
+beforeAll(async () => {
+  // The run's one build, shared with the tests that start the operator (removed at the run's end).
+  pkg = { root: await sharedBundleRoot() };
 }, 120_000);
-
-afterAll(() => pkg?.cleanup());
 
 describe('the shipped build (dist/keyroll.js)', () => {
   it('answers --version and every command --help, loading each command from its own chunk', async () => {

@@ -5,8 +5,9 @@
 // exactly once, never before every target proved B; a rotation to C during the retirement of A
 // retires A and then B, in order. No key or token in any output, status or Event.
 // The killed operator runs as the operator image runs it (the bundle of `npm run build`, the
-// Dockerfile's ENTRYPOINT flags): built once here, each of the ten starts then takes ≈0.7 s of
-// CPU instead of ≈2 s from the sources (868 client-node modules), most of this file's CPU.
+// Dockerfile's ENTRYPOINT flags; the run's shared bundle, test/support/shared-bundle.ts): each of
+// the ten starts takes ≈0.7 s of CPU instead of ≈2 s from the sources (868 client-node modules),
+// most of this file's CPU.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,10 +15,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
 import { type FakeController, startFakeController } from '../reconcile/support/fake-controller.ts';
 import { type KillPoint, killAt, startFakeKeyApi } from '../support/fake-key-api.ts';
-import { type BuiltPackage, buildPackage, imageCommand } from '../support/image-command.ts';
 import { type KubeApiServer, startKubeApiServer } from '../support/kube/index.ts';
 import { killAllTracked, spawnTracked } from '../support/processes.ts';
 import { node24 } from '../support/sandbox.ts';
+import { bundledKeyroll } from '../support/shared-bundle.ts';
 import { b64, kubeRequest, processOperatorFlags, startTestOperator, TOKEN, waitFor } from './support.ts';
 
 const SOURCE_TOKEN = 'test-token-source-opcrash-000000000';
@@ -27,14 +28,11 @@ const compileCache = mkdtempSync(join(tmpdir(), 'keyroll-opcrash-cache-'));
 const captured: string[] = [];
 const secrets = new Set<string>([SOURCE_TOKEN, TOKEN]);
 let server: KubeApiServer;
-let pkg: BuiltPackage | undefined;
 /** Node argv up to the operator's flags: the image's entrypoint on the bundle. */
 let launch: string[] = [];
 
 beforeAll(async () => {
-  pkg = buildPackage('keyroll-opcrash-');
-  const image = imageCommand('operator', pkg.root);
-  launch = [...image.nodeFlags, image.script, ...image.args, 'operator'];
+  launch = [...(await bundledKeyroll()), 'operator'];
   server = await startKubeApiServer({
     crdPaths: ['manifests/crd/gatewaykey.yaml'],
     bookmarkIntervalMs: 1_000,
@@ -51,7 +49,6 @@ afterAll(async () => {
   captured.push(JSON.stringify(server.hooks.dump()));
   await server?.close();
   rmSync(compileCache, { recursive: true, force: true });
-  pkg?.cleanup();
   const all = captured.join('\n');
   for (const s of secrets)
     expect(all.includes(s), 'a key or token in an output, status or Event').toBe(false);

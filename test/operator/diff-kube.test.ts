@@ -7,6 +7,7 @@ import { fingerprintEnv } from '../../src/fingerprint.ts';
 import { type FleetMember, readState } from '../reconcile/support/fleet.ts';
 import type { RecordingProxy } from '../reconcile/support/recording-proxy.ts';
 import { type KubeApiServer, startKubeApiServer } from '../support/kube/index.ts';
+import { sharedBundleRoot } from '../support/shared-bundle.ts';
 import {
   type CliRun,
   createGatewayKey,
@@ -41,6 +42,7 @@ async function diffOnce(extra: string[] = []): Promise<CliRun> {
 }
 
 beforeAll(async () => {
+  await sharedBundleRoot(); // the CLI runs from the run's shared bundle: built (once) before any test's clock
   server = await startKubeApiServer({ crdPaths: ['manifests/crd/gatewaykey.yaml'] });
   fleet = await startProxiedFleet(server, { prefix: 'dk', app: APP, key: KEY_A, version: 'v1' });
   ({ members, proxies } = fleet);

@@ -1,11 +1,11 @@
 // The operator under faults, against the Kubernetes API test server and one real controller:
 // 409 on status, 429/503 from the API, missing Secret or key, invalid specs, two replicas, RBAC.
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getText } from '../support/http.ts';
 import { type KubeApiServer, startKubeApiServer } from '../support/kube/index.ts';
 import { killAllTracked, spawnTracked, type Tracked } from '../support/processes.ts';
-import { node24, REPO_ROOT } from '../support/sandbox.ts';
+import { node24 } from '../support/sandbox.ts';
+import { bundledKeyroll, sharedBundleRoot } from '../support/shared-bundle.ts';
 import {
   condition,
   createGatewayKey,
@@ -37,6 +37,9 @@ const logLines: string[] = [];
 const processLines: string[][] = [];
 
 beforeAll(async () => {
+  // The two replicas run as the operator image runs them, on the run's shared bundle (a third of
+  // the CPU per start of the sources: test/support/shared-bundle.ts).
+  await sharedBundleRoot();
   server = await startKubeApiServer({
     crdPaths: ['manifests/crd/gatewaykey.yaml'],
     bookmarkIntervalMs: 1_000,
@@ -49,7 +52,7 @@ beforeAll(async () => {
     upstreamKeys: [KEY_A],
   });
   putKeySecrets(server, KEY_A, 'v1');
-}, 60_000);
+}, 90_000);
 
 afterAll(async () => {
   for (const o of operators) await o.stop().catch(() => {});
@@ -192,7 +195,8 @@ describe('operator faults', () => {
       const p = spawnTracked(
         node24(),
         [
-          join(REPO_ROOT, 'test/operator/fixtures/run-operator.ts'),
+          ...(await bundledKeyroll()),
+          'operator',
           ...processOperatorFlags(server.kubeconfigPath, NS, identity),
         ],
         { name: identity, env: { ...process.env, KEYROLL_LOG_LEVEL: 'info' } },

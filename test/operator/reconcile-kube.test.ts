@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
 import { type FleetMember, readState } from '../reconcile/support/fleet.ts';
 import { type KubeApiServer, startKubeApiServer } from '../support/kube/index.ts';
+import { sharedBundleRoot } from '../support/shared-bundle.ts';
 import {
   type CliRun,
   condition,
@@ -58,6 +59,7 @@ function posts(): number {
 }
 
 beforeAll(async () => {
+  await sharedBundleRoot(); // the CLI runs from the run's shared bundle: built (once) before any test's clock
   server = await startKubeApiServer({ crdPaths: ['manifests/crd/gatewaykey.yaml'] });
   fleet = await startProxiedFleet(server, { prefix: 'rk', app: APP, key: KEY_B, version: 'v2' });
   ({ members } = fleet);

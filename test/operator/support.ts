@@ -12,7 +12,6 @@ import { kubeAdapter, loadKubeConfig } from '../../src/operator/kube.ts';
 import { type RunningOperator, startOperator } from '../../src/operator/operator.ts';
 import {
   type FleetMember,
-  KEYROLL_BIN,
   readState,
   startReadyMember,
   startStandInMember,
@@ -24,6 +23,7 @@ import { type FakeUpstream, startFakeUpstream } from '../support/fake-upstream.t
 import type { KubeApiServer } from '../support/kube/index.ts';
 import { killAllTracked, spawnTracked } from '../support/processes.ts';
 import { node24, REPO_ROOT } from '../support/sandbox.ts';
+import { bundledKeyroll } from '../support/shared-bundle.ts';
 
 export const NS = 'default';
 export const TOKEN = 'test-token-operator-0123456789abcdef';
@@ -456,9 +456,12 @@ export interface CliRun {
   stderr: string;
 }
 
-/** Runs the real `keyroll` CLI once, bounded; `KUBECONFIG` is cleared so only explicit flags count. */
+/**
+ * Runs the real `keyroll` CLI once, bounded, as the operator image runs it (the run's shared
+ * bundle); `KUBECONFIG` is cleared so only explicit flags count.
+ */
 export async function runKeyroll(args: string[], name: string, timeoutMs: number): Promise<CliRun> {
-  const p = spawnTracked(node24(), [KEYROLL_BIN, ...args], {
+  const p = spawnTracked(node24(), [...(await bundledKeyroll()), ...args], {
     name,
     env: { ...process.env, KEYROLL_LOG_LEVEL: 'debug', KUBECONFIG: '' },
   });
