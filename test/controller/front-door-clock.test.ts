@@ -37,15 +37,20 @@ async function setup() {
       retryAfter: r.headers.get('retry-after'),
       text: await r.text(),
     }));
-  return { clock, door, gatewayPort, get };
+  /** Holds, and sends one request that the hold keeps waiting. */
+  const holdOne = async () => {
+    door.hold();
+    const held = get();
+    await waitFor(() => door.stats().held === 1, 5_000, 'the request held');
+    return { held }; // wrapped: an async function would wait for the answer itself
+  };
+  return { clock, door, gatewayPort, get, holdOne };
 }
 
 describe('front door hold on the injected clock', () => {
   it('a held request is refused with 503 exactly when the hold timeout has passed on the clock', async () => {
-    const { clock, door, gatewayPort, get } = await setup();
-    door.hold();
-    const held = get();
-    await waitFor(() => door.stats().held === 1, 5_000, 'the request held');
+    const { clock, door, gatewayPort, get, holdOne } = await setup();
+    const { held } = await holdOne();
     await clock.advance(59_999);
     expect(door.stats()).toMatchObject({ state: 'holding', held: 1 });
     expect(door.canServe()).toBe(true);
@@ -65,10 +70,8 @@ describe('front door hold on the injected clock', () => {
   });
 
   it('a request released by route() waited what the clock says', async () => {
-    const { clock, door, gatewayPort, get } = await setup();
-    door.hold();
-    const held = get();
-    await waitFor(() => door.stats().held === 1, 5_000, 'the request held');
+    const { clock, door, gatewayPort, holdOne } = await setup();
+    const { held } = await holdOne();
     await clock.advance(2_500);
     door.route({ port: gatewayPort, pid: 1 });
     expect(await held).toMatchObject({ status: 200, text: 'ok' });
