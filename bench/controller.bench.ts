@@ -8,14 +8,42 @@
 //   BENCH_SKIP_REAL=1                         stand-in parts only
 //   BENCH_ONLY=rss,file-stand-in,restart-real,file-real   just these parts
 //   BENCH_RUNS=N                              restart-mode rotations with the real gateway (default 3)
+//   BENCH_ONLY=breakdown                      where the controller's memory goes, idle, under proxy
+//                                             load and across a long hold (not in the default run):
+//     BENCH_HOLD_MS=N    the stand-in's start-up time, so the hold's length (default 20000)
+//     BENCH_SNAPSHOT=1   heap snapshots at idle and in the hold, compared by constructor (they
+//                        inflate the RSS after them: take the RSS figures from a run without)
+//     BENCH_STATE_POLL_MS=N   GET /_kilo/state this often under load (default 100, as the
+//                        front-door benchmark waits for a rotation; 0: never)
+//     BENCH_SAMPLING=1   sample the allocations a minor GC promoted (live or collected by a major
+//                        GC since), from the steady phase to after the rotation, by call site
+//     BENCH_IDLE_ONLY=1  the idle figures only (no load)
+//     BENCH_LOAD=0       no client traffic (state reads, /metrics scrapes and the rotation only)
+//     BENCH_STATE_FIXTURE=DIR   a state dir to start from (e.g. one OpenClaw 2026.9.6 wrote, under
+//                        test/fixtures/profiles/openclaw-2026.9.6/), so the state reads scan its stores
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startFakeUpstream } from '../test/support/fake-upstream.ts';
 import { buildPackage, imageCommand } from '../test/support/image-command.ts';
+import { failures, startTraffic } from '../test/support/traffic.ts';
+import { MEMORY_SERIES, sampleControllerMetrics } from './support/controller-metrics.ts';
+import { compare, summarize, totalBytes } from './support/heap-snapshot.ts';
+import { startStreamClients } from './support/http-load.ts';
+import { sampleMemory } from './support/proc-stats.ts';
+import { startWsLoad } from './support/ws-load.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const NODE = process.execPath;
@@ -91,13 +119,22 @@ async function startCtl(opts: {
   env: Record<string, string>;
   dir: string;
   launch?: keyof typeof LAUNCH;
+  /** Node flags after the launch's own (the breakdown's diagnostic preload). */
+  nodeFlags?: string[];
+  /** `/_kilo/*` on a port of its own (`--admin-port`), as the StatefulSet runs it. */
+  adminPort?: number;
 }): Promise<Ctl> {
   const port = await freePort();
   const gatewayPort = await freePort();
+  const launch = LAUNCH[opts.launch ?? 'image'];
+  const scriptAt = Math.max(0, launch.indexOf(image.script));
   const proc = spawn(
     NODE,
     [
-      ...LAUNCH[opts.launch ?? 'image'],
+      ...launch.slice(0, scriptAt),
+      ...(opts.nodeFlags ?? []),
+      ...launch.slice(scriptAt),
+      ...(opts.adminPort ? ['--admin-port', String(opts.adminPort)] : []),
       '--port',
       String(port),
       '--bind',
@@ -119,7 +156,7 @@ async function startCtl(opts: {
     });
   }
   const call = async (method: string, path: string, body?: unknown) => {
-    const res = await fetch(`http://127.0.0.1:${port}${path}`, {
+    const res = await fetch(`http://127.0.0.1:${opts.adminPort ?? port}${path}`, {
       method,
       headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
@@ -433,6 +470,266 @@ async function benchFileReal(): Promise<void> {
   }
 }
 
+/** Private and resident kB of `pid` by mapping (`/proc/PID/smaps`): the binary, `[heap]`, anonymous… */
+function smapsByMapping(pid: number): Map<string, { rss: number; priv: number }> {
+  const out = new Map<string, { rss: number; priv: number }>();
+  let cur = { rss: 0, priv: 0 };
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (head) {
+      const name = head[1]?.trim() || '[anon]';
+      cur = out.get(name) ?? { rss: 0, priv: 0 };
+      out.set(name, cur);
+      continue;
+    }
+    const f = /^(Rss|Private_Clean|Private_Dirty):\s+(\d+) kB/.exec(line);
+    if (!f) continue;
+    if (f[1] === 'Rss') cur.rss += Number(f[2]);
+    else cur.priv += Number(f[2]);
+  }
+  return out;
+}
+
+interface SamplingNode {
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  selfSize: number;
+  children: SamplingNode[];
+}
+
+/** The top sites of a sampled heap profile by bytes (function, file:line, and its two callers). */
+function promotedBySite(file: string, top = 25): string[] {
+  const root = JSON.parse(readFileSync(file, 'utf8')).head as SamplingNode;
+  const sites = new Map<string, number>();
+  const walk = (n: SamplingNode, path: string[]) => {
+    const f = n.callFrame;
+    const here = `${f.functionName || '(anonymous)'} ${f.url.split('/').slice(-1)[0]}:${f.lineNumber + 1}`;
+    const p = [...path, here];
+    if (n.selfSize > 0) {
+      const key = p.slice(-3).reverse().join(' ← ');
+      sites.set(key, (sites.get(key) ?? 0) + n.selfSize);
+    }
+    for (const c of n.children) walk(c, p);
+  };
+  walk(root, []);
+  const total = [...sites.values()].reduce((a, b) => a + b, 0);
+  return [
+    `total ${(total / 1024).toFixed(0)} KB`,
+    ...[...sites]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, top)
+      .map(([k, v]) => `${(v / 1024).toFixed(0).padStart(6)} KB  ${k}`),
+  ];
+}
+
+interface Diag {
+  memoryUsage: NodeJS.MemoryUsage;
+  heap: { total_heap_size: number; used_heap_size: number; malloced_memory: number; external_memory: number };
+  spaces: { space_name: string; space_size: number; space_used_size: number }[];
+  code: { code_and_metadata_size: number; bytecode_and_metadata_size: number };
+  activeResources: Record<string, number>;
+  modulesAtPreload: string[];
+  modulesSincePreload: string[];
+}
+
+/**
+ * Where the controller's memory goes (issue 14): the image's command with a diagnostic preload
+ * (bench/support/controller-diag.cjs), a stand-in gateway whose start takes BENCH_HOLD_MS, and
+ * the front-door memory benchmark's load (HTTP, SSE, WebSockets, /metrics every 0.5 s). At idle,
+ * after 10 s of load, late in a hold rotation under that load, and after it: RSS and private
+ * memory, the process's own memoryUsage() and V8 heap spaces, the mappings that hold the private
+ * memory, and (BENCH_SNAPSHOT=1) heap snapshots compared by constructor.
+ */
+async function benchBreakdown(): Promise<void> {
+  const holdMs = Number(process.env.BENCH_HOLD_MS ?? 20_000);
+  const snapshots = process.env.BENCH_SNAPSHOT === '1';
+  const sampling = process.env.BENCH_SAMPLING === '1';
+  const dir = mkdtempSync(join(tmpdir(), 'keyroll-bench-breakdown-'));
+  const diagDir = join(dir, 'diag');
+  mkdirSync(diagDir);
+  const fixture = process.env.BENCH_STATE_FIXTURE;
+  if (fixture) cpSync(fixture, join(dir, '.openclaw'), { recursive: true });
+  const upstream = await startFakeUpstream({ keys: [] });
+  const adminPort = await freePort();
+  const ctl = await startCtl({
+    dir,
+    nodeFlags: [
+      '--require',
+      join(ROOT, 'bench', 'support', 'controller-diag.cjs'),
+      // Experiments only (printed with every figure): other V8 flags beside the image's.
+      ...(process.env.BENCH_EXTRA_NODE_FLAGS?.split(/\s+/).filter(Boolean) ?? []),
+    ],
+    adminPort,
+    env: sandboxEnv(dir, {
+      KILOCODE_API_KEY: 'bench-key-0000000',
+      KEYROLL_DIAG_DIR: diagDir,
+      STANDIN_READY_DELAY_MS: String(holdMs),
+    }),
+    args: [
+      '--state-dir',
+      join(dir, '.openclaw'),
+      '--gateway-cmd',
+      `'${NODE}' '${STAND_IN}'`,
+      '--provider-base-url',
+      upstream.baseUrl,
+      '--hold-timeout',
+      `${holdMs + 30_000}ms`,
+      '--surge-port',
+      String(await freePort()),
+    ],
+  });
+  const pid = ctl.proc.pid!;
+  const diags: Record<string, Diag> = {};
+  const take = async (label: string, snapshot: boolean, sampling?: 'start' | 'stop') => {
+    writeFileSync(join(diagDir, 'request.json'), JSON.stringify({ label, snapshot, sampling }));
+    const rss = rssMb(pid);
+    const priv = privateMb(pid);
+    const maps = smapsByMapping(pid);
+    if (process.env.BENCH_KEEP_DIAG === '1')
+      writeFileSync(join(diagDir, `${label}.smaps`), readFileSync(`/proc/${pid}/smaps`));
+    process.kill(pid, 'SIGUSR2');
+    const deadline = Date.now() + 120_000;
+    while (!existsSync(join(diagDir, `${label}.done`))) {
+      if (Date.now() > deadline) throw new Error(`breakdown: no diagnostics for ${label}`);
+      await sleep(50);
+    }
+    const d = JSON.parse(readFileSync(join(diagDir, `${label}.json`), 'utf8')) as Diag;
+    diags[label] = d;
+    const mb = (b: number) => (b / 1024 / 1024).toFixed(2);
+    const m = d.memoryUsage;
+    record(
+      `breakdown ${label}: RSS`,
+      rss,
+      'MB',
+      `private ${priv.toFixed(1)} MB; memoryUsage: rss ${mb(m.rss)}, heapTotal ${mb(m.heapTotal)}, heapUsed ${mb(m.heapUsed)}, ` +
+        `external ${mb(m.external)}, arrayBuffers ${mb(m.arrayBuffers)}; V8 malloced ${mb(d.heap.malloced_memory)}; ` +
+        `code+metadata ${mb(d.code.code_and_metadata_size)}, bytecode ${mb(d.code.bytecode_and_metadata_size)}`,
+    );
+    console.log(
+      JSON.stringify({
+        breakdown: label,
+        spacesMB: Object.fromEntries(
+          d.spaces.map((s) => [s.space_name, `${mb(s.space_used_size)} / ${mb(s.space_size)}`]),
+        ),
+        activeResources: d.activeResources,
+        threads: readdirSync(`/proc/${pid}/task`).length,
+        privateKBByMapping: Object.fromEntries(
+          [...maps]
+            .filter(([, v]) => v.priv >= 64)
+            .sort((a, b) => b[1].priv - a[1].priv)
+            .map(([k, v]) => [k, v.priv]),
+        ),
+      }),
+    );
+  };
+  try {
+    await waitState(ctl, () => true, holdMs + 60_000);
+    await sleep(3_000);
+    await take('idle', snapshots);
+    const d0 = diags.idle!;
+    console.log(
+      JSON.stringify({
+        modulesAtPreload: d0.modulesAtPreload.filter((x) => x.startsWith('NativeModule ')).length,
+        modulesSincePreload: d0.modulesSincePreload,
+      }),
+    );
+    if (process.env.BENCH_IDLE_ONLY === '1') return;
+    const before = await ctl.call('GET', '/_kilo/state');
+    const pollMs = Number(process.env.BENCH_STATE_POLL_MS ?? 100);
+    const load = process.env.BENCH_LOAD !== '0';
+    let polling = pollMs > 0;
+    let polls = 0;
+    const poller = (async () => {
+      while (polling) {
+        await ctl.call('GET', '/_kilo/state').catch(() => null);
+        polls++;
+        await sleep(pollMs);
+      }
+    })();
+    const traffic = startTraffic({
+      port: ctl.port,
+      token: TOKEN,
+      clients: load ? ['chat', 'chat', 'chat', 'healthz', 'healthz'] : [],
+    });
+    const sockets = startWsLoad(
+      ctl.port,
+      '/',
+      load ? 10 : 0,
+      JSON.stringify({ type: 'bench', data: 'x'.repeat(512) }),
+      20,
+    );
+    const streams = startStreamClients(ctl.port, '/__standin/stream?n=40&ms=10', load ? 5 : 0);
+    const scraper = sampleControllerMetrics(adminPort, TOKEN, 500);
+    let mem = sampleMemory(pid, 50);
+    await sleep(10_000);
+    const steady = mem.stop();
+    record(
+      'breakdown steady 10 s: RSS peak',
+      steady.peakRss,
+      'MB',
+      `private ${steady.peakPrivate.toFixed(1)} MB`,
+    );
+    await take('steady', false, sampling ? 'start' : undefined);
+    mem = sampleMemory(pid, 50);
+    const t0 = Date.now();
+    const patch = await ctl.call('POST', '/_kilo/env/patch', { KILOCODE_API_KEY: 'bench-key-1111111' });
+    if (patch.status !== 200) throw new Error(`breakdown: patch answered ${patch.status}`);
+    await sleep(Math.max(0, holdMs * 0.8));
+    await take('hold', snapshots);
+    await waitState(ctl, (s) => s.gateway.pid !== before.body.gateway.pid, holdMs + 60_000);
+    const rotationMs = Date.now() - t0;
+    await sleep(2_000);
+    const rotating = mem.stop();
+    record(
+      'breakdown across the hold rotation: RSS peak',
+      rotating.peakRss,
+      'MB',
+      `private ${rotating.peakPrivate.toFixed(1)} MB; patch → serving ${rotationMs} ms`,
+    );
+    await take('after-rotation', false, sampling ? 'stop' : undefined);
+    if (sampling) {
+      console.log(
+        '\nallocations promoted out of the young generation, steady → after the rotation (sampled):',
+      );
+      for (const row of promotedBySite(join(diagDir, 'after-rotation.heapprofile'))) console.log(row);
+    }
+    const sse = await streams.stop();
+    const ws = await sockets.stop();
+    await traffic.stop();
+    const scraped = await scraper.stop();
+    polling = false;
+    await poller;
+    record(
+      'breakdown load',
+      traffic.outcomes.length,
+      'requests',
+      `failed ${failures(traffic.outcomes).length}; ${sse.streams} SSE streams (failed ${sse.failed}); WebSocket messages ${ws.sent} sent, ${ws.received} received; ` +
+        `${polls} state reads; ${scraped.scrapes} scrapes, peaks ${MEMORY_SERIES.map((n) => `${n} ${scraped.peaksMb[n].toFixed(2)}`).join(', ')} MB`,
+    );
+    await sleep(3_000);
+    await take('after-load', false);
+    if (snapshots) {
+      const a = summarize(join(diagDir, 'idle.heapsnapshot'));
+      const b = summarize(join(diagDir, 'hold.heapsnapshot'));
+      console.log(
+        `\nheap snapshot, live objects: idle ${(totalBytes(a) / 1048576).toFixed(2)} MB, hold ${(totalBytes(b) / 1048576).toFixed(2)} MB`,
+      );
+      console.log('| constructor | idle count / size | hold count / size | hold − idle |\n|---|---|---|---|');
+      for (const row of compare(a, b)) console.log(row);
+      console.log('\n| constructor (idle) | count | size |\n|---|---|---|');
+      for (const row of compare(null, a)) console.log(row);
+    }
+  } finally {
+    await ctl.stop();
+    await upstream.close();
+    if (process.env.BENCH_EXTRA_NODE_FLAGS) {
+      console.log(`extra Node flags (NOT the image's): ${process.env.BENCH_EXTRA_NODE_FLAGS}`);
+      for (const line of ctl.log) if (/^\[\d+:0x[0-9a-f]+\]/.test(line)) console.log(line);
+    }
+    if (process.env.BENCH_KEEP_DIAG === '1') console.log(`diagnostics kept in ${diagDir}`);
+    else rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 const parts: Record<string, () => Promise<void>> = {
   rss: async () => {
     for (const launch of ['image', 'bundle', 'sources'] as const) await benchRss(launch);
@@ -440,10 +737,14 @@ const parts: Record<string, () => Promise<void>> = {
   'file-stand-in': benchFileModeStandIn,
   'restart-real': benchRestartReal,
   'file-real': benchFileReal,
+  breakdown: benchBreakdown,
 };
 const only = process.env.BENCH_ONLY?.split(',');
 for (const [name, run] of Object.entries(parts)) {
-  if (only ? !only.includes(name) : process.env.BENCH_SKIP_REAL === '1' && name.endsWith('-real')) continue;
+  const skip = only
+    ? !only.includes(name)
+    : name === 'breakdown' || (process.env.BENCH_SKIP_REAL === '1' && name.endsWith('-real'));
+  if (skip) continue;
   await run();
 }
 console.log('\n| figure | value |\n|---|---|');
