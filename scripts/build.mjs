@@ -29,7 +29,11 @@ const outdir = values.outdir ?? join(root, 'dist');
  * Node's builtins as CommonJS modules. An ESM import of a builtin builds a namespace from every
  * export, which runs lazy getters: `node:http` loads undici for `WebSocket`, `node:crypto` loads
  * WebCrypto, `node:readline` its promise API. `process.getBuiltinModule` returns the module as
- * is, and esbuild reads named imports off it where they are used.
+ * is, and esbuild reads named imports off it where they are used. esbuild's CommonJS interop
+ * (`__toESM`) still asks for every export's property descriptor, which materialises Node's lazy
+ * exports too (`node:util`'s `parseArgs`, `diff`, `setTraceSigInt` load worker_threads and
+ * more: ≈0.6 MB of the controller's RSS, BENCHMARKS.md), so an object module is handed over as a
+ * view of getters built from its export names alone; a function module (`node:events`) as is.
  */
 const builtinsAsCommonJs = {
   name: 'builtins-as-commonjs',
@@ -41,7 +45,11 @@ const builtinsAsCommonJs = {
         : undefined,
     );
     b.onLoad({ filter: /.*/, namespace: 'node-builtin' }, (args) => ({
-      contents: `module.exports = process.getBuiltinModule(${JSON.stringify(`node:${args.path}`)});`,
+      contents:
+        `const m = process.getBuiltinModule(${JSON.stringify(`node:${args.path}`)});\n` +
+        `const view = {};\n` +
+        `for (const name of Object.getOwnPropertyNames(m)) Object.defineProperty(view, name, { get: () => m[name], enumerable: true });\n` +
+        `module.exports = typeof m === 'function' ? m : view;`,
       loader: 'js',
     }));
   },
