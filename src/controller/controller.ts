@@ -2,7 +2,6 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
-import { readyzOk } from '../adapters/loopback-http.ts';
 import { constantTimeEqual, fingerprintEnv, fingerprintValue } from '../fingerprint.ts';
 import type { KiloState as ObservedState } from '../kilo-state.ts';
 import type { Logger, SecretRegistry } from '../log.ts';
@@ -39,6 +38,7 @@ import {
   writeConfigEdits,
 } from './openclaw-config.ts';
 import type { ProfilePort, StoreLayout } from './profile-port.ts';
+import { ReadyProbe } from './ready-probe.ts';
 import { createControllerHandler, type LifecycleState, listen, type ServerDeps } from './server.ts';
 import {
   type ChildEnv,
@@ -166,6 +166,8 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     tokenEquals: constantTimeEqual,
   });
 
+  /** The gateway's readiness, for the supervisor (every 50 ms while it starts) and /_kilo/state. */
+  const readiness = new ReadyProbe();
   let delivery: Delivery | null = null;
   const supervisor = new Supervisor({
     command: gatewayCommand?.command ?? 'openclaw',
@@ -203,6 +205,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       await handOver();
     },
     user,
+    probe: (signal, port) => readiness.ready(port, signal),
     ...deps.supervisor,
   });
   /** The current gateway's port (a surge moves it between --gateway-port and --surge-port). */
@@ -257,7 +260,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     onKeyReplaced: () => frontDoor.resetTraffic(),
   });
 
-  const probeReady = () => readyzOk(currentPort(), AbortSignal.timeout(1_000));
+  const probeReady = () => readiness.ready(currentPort(), 1_000);
 
   /** One observation shared by concurrent readers; the secrets in it never leave this module. */
   interface RawObservation {
@@ -515,6 +518,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
         await supervisor.shutdown();
       } finally {
         frontDoor.close();
+        readiness.close();
         await Promise.all([http.close(), admin?.close()]);
       }
       log.info({}, 'Controller stopped');
