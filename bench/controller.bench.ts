@@ -204,6 +204,18 @@ function sandboxEnv(dir: string, extra: Record<string, string>): Record<string, 
   };
 }
 
+/** A controller on `dir`'s state dir with the stand-in gateway, its provider at `baseUrl`. */
+function standInArgs(dir: string, baseUrl: string): string[] {
+  return [
+    '--state-dir',
+    join(dir, '.openclaw'),
+    '--gateway-cmd',
+    `'${NODE}' '${STAND_IN}'`,
+    '--provider-base-url',
+    baseUrl,
+  ];
+}
+
 async function benchRss(launch: keyof typeof LAUNCH): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'keyroll-bench-rss-'));
   const upstream = await startFakeUpstream({ keys: [] });
@@ -212,14 +224,7 @@ async function benchRss(launch: keyof typeof LAUNCH): Promise<void> {
     launch,
     dir,
     env: sandboxEnv(dir, { KILOCODE_API_KEY: 'bench-key-0000000' }),
-    args: [
-      '--state-dir',
-      join(dir, '.openclaw'),
-      '--gateway-cmd',
-      `'${NODE}' '${STAND_IN}'`,
-      '--provider-base-url',
-      upstream.baseUrl,
-    ],
+    args: [...standInArgs(dir, upstream.baseUrl)],
   });
   try {
     await waitState(ctl, () => true, 30_000);
@@ -284,12 +289,7 @@ async function benchFileModeStandIn(): Promise<void> {
     dir,
     env: sandboxEnv(dir, { KILOCODE_API_KEY: keyA }),
     args: [
-      '--state-dir',
-      join(dir, '.openclaw'),
-      '--gateway-cmd',
-      `'${NODE}' '${STAND_IN}'`,
-      '--provider-base-url',
-      upstream.baseUrl,
+      ...standInArgs(dir, upstream.baseUrl),
       '--delivery',
       'file',
       '--key-file',
@@ -548,7 +548,7 @@ async function benchBreakdown(): Promise<void> {
   mkdirSync(diagDir);
   const fixture = process.env.BENCH_STATE_FIXTURE;
   if (fixture) cpSync(fixture, join(dir, '.openclaw'), { recursive: true });
-  const upstream = await startFakeUpstream({ keys: [] });
+  const upstream = await startFakeUpstream({ keys: ['bench-key-0000000', 'bench-key-1111111'] });
   const adminPort = await freePort();
   const ctl = await startCtl({
     dir,
@@ -565,12 +565,7 @@ async function benchBreakdown(): Promise<void> {
       STANDIN_READY_DELAY_MS: String(holdMs),
     }),
     args: [
-      '--state-dir',
-      join(dir, '.openclaw'),
-      '--gateway-cmd',
-      `'${NODE}' '${STAND_IN}'`,
-      '--provider-base-url',
-      upstream.baseUrl,
+      ...standInArgs(dir, upstream.baseUrl),
       '--hold-timeout',
       `${holdMs + 30_000}ms`,
       '--surge-port',
