@@ -74,6 +74,7 @@ const IO_ALLOWED: Record<string, string[]> = {
   'node:http': [
     'adapters/loopback-http.ts', // loopback client without undici (shared)
     'controller/front-door.ts', // the controller's inbound edge: the proxy
+    'controller/ready-probe.ts', // the gateway's GET /readyz on loopback, one agent for every probe
     'controller/server.ts', // the controller's inbound edge: /_kilo/*, health
     'operator/operator.ts', // the operator's health and metrics endpoint
   ],

@@ -1,6 +1,6 @@
 // Owns a small HTTP/1.1 client over node:net / node:tls for short JSON exchanges with one origin
 // (the in-pod controller's API): keep-alive connections bounded in number and idle time, one
-// timer for every call in flight, one abort listener per signal, a cap on the body kept.
+// timer for every call in flight, one abort listener per signal (src/abort.ts), a cap on the body kept.
 //
 // Why not node:http: a pass over 10,000 controllers opens a connection to each, and node:http's
 // client machinery (ClientRequest, the agent, IncomingMessage streams, a timer and listeners per
@@ -15,8 +15,10 @@
 // under Node's NODE_USE_ENV_PROXY=1 / --use-env-proxy it goes through HTTP_PROXY / HTTPS_PROXY
 // unless NO_PROXY names the origin (src/adapters/proxy-env.ts): an http origin by absolute-form
 // requests to the proxy, an https origin by `CONNECT host:port` and TLS to the origin over it.
+
 import type * as Net from 'node:net';
 import type * as Tls from 'node:tls';
+import { abortReason, onAbort } from '../abort.ts';
 import {
   envProxySwitch,
   type HttpProxy,
@@ -123,35 +125,6 @@ function expire(): void {
     if (set.size === 0) inFlight.delete(ms);
   }
   if (next !== Number.POSITIVE_INFINITY) arm(next);
-}
-
-// ---- one abort listener per signal -------------------------------------------------------------
-
-/**
- * Abort listeners by signal, one real listener per signal: a pass hands every call the same
- * long-lived signal, and an EventTarget checks each new listener against all it holds.
- */
-const aborts = new WeakMap<AbortSignal, Set<Call>>();
-function watchAbort(signal: AbortSignal, call: Call): void {
-  let set = aborts.get(signal);
-  if (!set) {
-    const calls = new Set<Call>();
-    set = calls;
-    aborts.set(signal, calls);
-    signal.addEventListener(
-      'abort',
-      () => {
-        aborts.delete(signal);
-        for (const c of calls) c.abort(signal);
-      },
-      { once: true },
-    );
-  }
-  set.add(call);
-}
-
-function abortReason(signal: AbortSignal): unknown {
-  return signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
 }
 
 // ---- idle connections --------------------------------------------------------------------------
@@ -411,6 +384,8 @@ class Call {
   /** A GET on a reused connection that the server closed before answering is sent once more. */
   retried = false;
   resolve!: (r: Http1Response) => void;
+  /** Stops listening to the call's signal (set when the call starts). */
+  stopAbort: (() => void) | null = null;
   reject!: (e: unknown) => void;
   settled = false;
   conn: Conn | null = null;
@@ -599,7 +574,7 @@ class Call {
     }
     this.settled = true;
     untrack(this);
-    aborts.get(this.signal)?.delete(this);
+    this.stopAbort?.();
     const conn = this.conn!;
     this.conn = null;
     if (this.keepAlive && this.keepAliveMs > 0) conn.release(this.keepAliveMs);
@@ -611,15 +586,11 @@ class Call {
     if (this.settled) return;
     this.settled = true;
     untrack(this);
-    aborts.get(this.signal)?.delete(this);
+    this.stopAbort?.();
     const conn = this.conn;
     this.conn = null;
     conn?.destroy();
     this.reject(err);
-  }
-
-  abort(signal: AbortSignal): void {
-    this.fail(abortReason(signal));
   }
 }
 
@@ -776,7 +747,8 @@ export class Http1Client {
       call.resolve = resolve;
       call.reject = reject;
       track(call);
-      watchAbort(opts.signal, call);
+      // One real listener per signal however many calls share it (src/abort.ts).
+      call.stopAbort = onAbort(opts.signal, (reason) => call.fail(reason));
       call.start();
     });
   }
