@@ -45,6 +45,11 @@ export interface KiloState {
     version: string;
     state: 'bootstrapping' | 'starting' | 'ready' | 'degraded';
     delivery: 'restart' | 'file';
+    /**
+     * The longest this controller holds a read that asks to wait (`WAIT_HEADER`). Always sent;
+     * absent from older controllers and KiloClaw's, which answer every read at once.
+     */
+    waitMaxMs?: number;
   };
   gateway: {
     state: string;
@@ -111,7 +116,12 @@ export interface ObservedProfile {
  * are informational (no rule reads them).
  */
 export interface ObservedState {
-  controller: { version?: Nullish<string>; state: string; delivery?: Nullish<string> };
+  controller: {
+    version?: Nullish<string>;
+    state: string;
+    delivery?: Nullish<string>;
+    waitMaxMs?: Nullish<number>;
+  };
   gateway: {
     state: string;
     pid?: Nullish<number>;
@@ -153,6 +163,7 @@ const CONTROLLER: readonly Field[] = [
   ['version', true, isString],
   ['state', false, isString],
   ['delivery', true, isString],
+  ['waitMaxMs', true, isCount],
 ];
 const GATEWAY: readonly Field[] = [
   ['state', false, isString],
@@ -250,6 +261,27 @@ export function parseObservedState(body: unknown): ObservedParse {
   evidence(body, 'proxy', PROXY, out);
   evidence(body, 'backups', BACKUPS, out);
   return { ok: true, state: out as unknown as ObservedState };
+}
+
+// ---- a read that waits -------------------------------------------------------------------------
+//
+// A keyroll controller (not KiloClaw's) can hold `GET /_kilo/state` until its gateway is ready:
+// the reconciler asks so right after a restart-mode patch instead of polling, and gets the answer
+// the moment the new gateway serves. The request names how long it may be held (WAIT_HEADER, at
+// most the `controller.waitMaxMs` the controller advertises; more is held that long) and,
+// optionally, the gateway it has already seen (WAIT_PID_HEADER: a ready gateway with that PID
+// does not end the wait). The answer is the usual state, sent when `waitOver` holds or the time
+// is up. A controller that does not know the headers answers at once, which a reader handles as
+// any early look. docs/controller.md, "A read that waits".
+
+/** Request header: hold this `GET /_kilo/state` up to this many milliseconds (a whole number). */
+export const WAIT_HEADER = 'x-keyroll-wait-ms';
+/** Request header: a ready gateway with this PID (the one seen before a restart) does not end the wait. */
+export const WAIT_PID_HEADER = 'x-keyroll-wait-pid';
+
+/** Whether a held read is answered now: the gateway is ready, and is not the one the caller had seen. */
+export function waitOver(state: Pick<ObservedState, 'gateway'>, pid: number | null): boolean {
+  return state.gateway.ready === true && (pid === null || state.gateway.pid !== pid);
 }
 
 /** The profile form each delivery mode requires. */
