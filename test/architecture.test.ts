@@ -72,9 +72,8 @@ const ENGINE_MAY_USE_FROM_OPERATOR = [
 /** Outside-facing module → the files that may use it (under src/), each an adapter or an edge. */
 const IO_ALLOWED: Record<string, string[]> = {
   'node:http': [
-    'adapters/loopback-http.ts', // loopback client without undici (shared)
+    'adapters/loopback-http.ts', // loopback client without undici, and the gateway's readiness probe (shared)
     'controller/front-door.ts', // the controller's inbound edge: the proxy
-    'controller/ready-probe.ts', // the gateway's GET /readyz on loopback, one agent for every probe
     'controller/server.ts', // the controller's inbound edge: /_kilo/*, health
     'operator/operator.ts', // the operator's health and metrics endpoint
   ],

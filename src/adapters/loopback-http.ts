@@ -50,11 +50,49 @@ export function getLoopback(
   });
 }
 
-/** Whether the gateway on `port` answers `GET /readyz` with 200 before `signal` fires. */
-export async function readyzOk(port: number, signal: AbortSignal): Promise<boolean> {
-  try {
-    return (await getLoopback(port, '/readyz', { signal })).status === 200;
-  } catch {
-    return false;
+/**
+ * The controller's readiness probe of its gateway: `GET /readyz` on the loopback port, 200 or not,
+ * within a deadline. The supervisor asks it every 50 ms while a gateway starts and every
+ * `/_kilo/state` observation asks it once, so it was the controller's most frequent allocation
+ * while a rotation is watched (BENCHMARKS.md, controller memory). Hence, unlike `getLoopback`: one
+ * agent for every probe (node:http builds a whole new Agent per request for `agent: false`), its
+ * own deadline timer (no AbortSignal, no listener), and no body kept; once the answer is in,
+ * nothing of the exchange is left to survive into V8's old space and wait for a full GC.
+ */
+export class ReadyProbe {
+  /** One connection per probe (no keep-alive: a reused socket the gateway closed would say "not ready"). */
+  readonly #agent = new http.Agent({ keepAlive: false });
+
+  /** Whether the gateway on `port` answers `GET /readyz` with 200 within `timeoutMs`. Never rejects. */
+  ready(port: number, timeoutMs: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      let req: Http.ClientRequest;
+      try {
+        req = http.get({ host: '127.0.0.1', port, path: '/readyz', agent: this.#agent });
+      } catch {
+        resolve(false); // a port node:http refuses (out of range)
+        return;
+      }
+      const settle = (ok: boolean) => {
+        clearTimeout(timer);
+        req.destroy();
+        resolve(ok);
+      };
+      const timer = setTimeout(() => settle(false), timeoutMs);
+      // Before anything can fail, so that no error of the exchange (settle's destroy() included)
+      // is ever unhandled.
+      req.on('error', () => settle(false));
+      req.on('response', (res) => {
+        const ok = res.statusCode === 200;
+        res.on('error', () => settle(false));
+        res.once('end', () => settle(ok));
+        res.resume();
+      });
+    });
+  }
+
+  /** Closes the agent's sockets (shutdown): a probe in flight answers false. */
+  close(): void {
+    this.#agent.destroy();
   }
 }

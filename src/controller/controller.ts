@@ -2,6 +2,7 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
+import { ReadyProbe } from '../adapters/loopback-http.ts';
 import { constantTimeEqual, fingerprintEnv, fingerprintValue } from '../fingerprint.ts';
 import type { KiloState as ObservedState } from '../kilo-state.ts';
 import type { Logger, SecretRegistry } from '../log.ts';
@@ -38,7 +39,6 @@ import {
   writeConfigEdits,
 } from './openclaw-config.ts';
 import type { ProfilePort, StoreLayout } from './profile-port.ts';
-import { ReadyProbe } from './ready-probe.ts';
 import { createControllerHandler, type LifecycleState, listen, type ServerDeps } from './server.ts';
 import {
   type ChildEnv,
@@ -205,7 +205,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       await handOver();
     },
     user,
-    probe: (signal, port) => readiness.ready(port, signal),
+    probe: (port, timeoutMs) => readiness.ready(port, timeoutMs),
     ...deps.supervisor,
   });
   /** The current gateway's port (a surge moves it between --gateway-port and --surge-port). */

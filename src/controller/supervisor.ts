@@ -3,7 +3,7 @@
 // second port, switch, then drain and stop the old one).
 import { type ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { readyzOk } from '../adapters/loopback-http.ts';
+import { ReadyProbe } from '../adapters/loopback-http.ts';
 import { type Clock, systemClock } from '../clock.ts';
 import { CUT_MARK, type Logger } from '../log.ts';
 import type { RouteTarget } from './front-door.ts';
@@ -82,8 +82,12 @@ export interface SupervisorOptions {
   /** Called for every spawn, so each child gets the controller's env as it is at that moment. */
   env: (port: number) => ChildEnv;
   log: Logger;
-  /** Readiness check of the child; default GET http://127.0.0.1:<port>/readyz → 200. */
-  probe?: (signal: AbortSignal, port: number) => Promise<boolean>;
+  /**
+   * Readiness check of the child within `timeoutMs` (probeTimeoutMs). Default: a ReadyProbe of
+   * its own (GET http://127.0.0.1:<port>/readyz → 200) with `gatewayPort`, ready at once without.
+   * The controller passes the ReadyProbe its `/_kilo/state` uses too.
+   */
+  probe?: (port: number, timeoutMs: number) => Promise<boolean>;
   gatewayPort?: number;
   /** Second loopback port, for the gateway a surge restart starts beside the running one. */
   surgePort?: number;
@@ -198,7 +202,9 @@ export class Supervisor extends EventEmitter {
   readonly #o: SupervisorOptions & typeof DEFAULTS;
   readonly #clock: Clock;
   readonly #spawn: typeof spawn;
-  readonly #probe: (signal: AbortSignal, port: number) => Promise<boolean>;
+  readonly #probe: (port: number, timeoutMs: number) => Promise<boolean>;
+  /** The default probe, closed at shutdown (null: a probe was given, or none is needed). */
+  readonly #ownProbe: ReadyProbe | null = null;
   readonly #port: number;
   #state: SupervisorState = 'stopped';
   #child: Child | null = null;
@@ -229,9 +235,13 @@ export class Supervisor extends EventEmitter {
     this.#spawn = opts.spawnImpl ?? spawn;
     this.#backoffMs = this.#o.backoffInitialMs;
     this.#port = opts.gatewayPort ?? 0;
-    this.#probe =
-      opts.probe ??
-      (async (signal, port) => (opts.gatewayPort === undefined ? true : readyzOk(port, signal)));
+    if (opts.probe) this.#probe = opts.probe;
+    else if (opts.gatewayPort === undefined) this.#probe = async () => true;
+    else {
+      const own = new ReadyProbe();
+      this.#ownProbe = own;
+      this.#probe = (port, timeoutMs) => own.ready(port, timeoutMs);
+    }
   }
 
   getState(): SupervisorState {
@@ -342,11 +352,13 @@ export class Supervisor extends EventEmitter {
     const c = this.#child;
     const next = this.#next;
     const direct = Promise.all([c ? this.#stopChild(c) : null, next ? this.#stopChild(next) : null]);
-    return direct.then(() =>
-      this.#exclusive(async () => {
-        if (this.#child) await this.#stopChild(this.#child);
-      }),
-    );
+    return direct
+      .then(() =>
+        this.#exclusive(async () => {
+          if (this.#child) await this.#stopChild(this.#child);
+        }),
+      )
+      .finally(() => this.#ownProbe?.close());
   }
 
   /** Synchronous SIGKILL of the child's group, for process-exit handlers; no waiting. */
@@ -657,9 +669,7 @@ export class Supervisor extends EventEmitter {
     const started = performance.now();
     const watched = () => (this.#child === child || this.#next === child) && !child.hasExited;
     while (watched()) {
-      const ok = await this.#probe(AbortSignal.timeout(this.#o.probeTimeoutMs), child.port).catch(
-        () => false,
-      );
+      const ok = await this.#probe(child.port, this.#o.probeTimeoutMs).catch(() => false);
       if (!watched()) return;
       if (ok) {
         child.ready = true;

@@ -105,6 +105,27 @@ describe('supervisor', () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(550);
   });
 
+  it('asks a given probe with the child port and probeTimeoutMs, and is running once it says so', async () => {
+    const asked: [number, number][] = [];
+    let ready = false;
+    const { sup, port } = await make(
+      { FIX_NO_LISTEN: '1' },
+      {
+        probeTimeoutMs: 300,
+        probe: async (p, timeoutMs) => {
+          asked.push([p, timeoutMs]);
+          return ready;
+        },
+      },
+    );
+    await sup.start();
+    await waitFor(() => asked.length >= 3, 5_000, 'probes');
+    expect(sup.getState()).toBe('starting');
+    ready = true;
+    expect(await sup.waitForState('running', 5_000)).toBe(true);
+    expect(new Set(asked.map(([p, t]) => `${p}/${t}`))).toEqual(new Set([`${port}/300`]));
+  });
+
   it('kills a child that ignores SIGTERM after stopTimeoutMs', async () => {
     const { sup, starts } = await make({ FIX_IGNORE_SIGTERM: '1' }, { stopTimeoutMs: 500 });
     await sup.start();
