@@ -11,6 +11,10 @@
 //   BENCH_KEEP_RESULTS=1              keep every target's result (reconcile --targets); default: streamed,
 //                                     none kept, as the GatewayKey engine runs the CronJob's pass
 //   BENCH_CPU_PROF=dir                write each pass's --cpu-prof profile to dir (bundle not minified)
+//   BENCH_ALLOC_PROF=dir              write each pass's sampling allocation profile to dir
+//   FLEET_WAIT=0                      the simulated controllers answer every state read at once (an
+//                                     older or KiloClaw controller), so the reconciler polls; default:
+//                                     they hold a read that asks to wait, as keyroll's controller does
 //   BENCH_CLIENT_MODULE=path          bundle this controller-client module instead of src's (an
 //                                     older copy, for a before/after comparison on the same tree)
 import { spawn } from 'node:child_process';

@@ -1,7 +1,7 @@
 // The `/_kilo/state` contract (src/kilo-state.ts): what a reader accepts from an answer, what it
 // keeps, and the fields it names when it refuses one.
 import { describe, expect, it } from 'vitest';
-import { describeLastExit, type KiloState, parseObservedState } from '../src/kilo-state.ts';
+import { describeLastExit, type KiloState, parseObservedState, waitOver } from '../src/kilo-state.ts';
 import { STATE_ANSWER, STATE_KEPT } from './support/observed.ts';
 
 const STATE = STATE_ANSWER;
@@ -120,6 +120,11 @@ describe('parseObservedState: refused answers name every field at fault', () => 
     ],
     ['a missing key object', { ...STATE, key: undefined }, ['key']],
     [
+      'a negative waitMaxMs',
+      { ...STATE, controller: { ...STATE.controller, waitMaxMs: -1 } },
+      ['controller.waitMaxMs'],
+    ],
+    [
       'a profile without a form',
       { ...STATE, profiles: [{ agentId: 'a', profileId: 'p' }] },
       ['profiles.0.form'],
@@ -143,6 +148,28 @@ describe('parseObservedState: refused answers name every field at fault', () => 
   ];
   it.each(refused)('%s', (_name, body, fields) => {
     expect(parseObservedState(body)).toStrictEqual({ ok: false, fields });
+  });
+});
+
+describe('a read that waits', () => {
+  it('keeps the waitMaxMs a controller advertises; its absence stays absent', () => {
+    const advertised = parseObservedState({
+      ...STATE,
+      controller: { ...STATE.controller, waitMaxMs: 20_000 },
+    });
+    expect(advertised.ok && advertised.state.controller.waitMaxMs).toBe(20_000);
+    const older = parseObservedState(STATE);
+    expect(older.ok && 'waitMaxMs' in older.state.controller).toBe(false);
+  });
+
+  it('waitOver: a ready gateway ends the wait, unless it is the one the caller had seen', () => {
+    const gw = (ready: boolean | null, pid: number | null) => ({ gateway: { state: 'running', ready, pid } });
+    expect(waitOver(gw(true, 5), null)).toBe(true);
+    expect(waitOver(gw(true, 5), 4)).toBe(true);
+    expect(waitOver(gw(true, 5), 5)).toBe(false);
+    expect(waitOver(gw(false, 6), 5)).toBe(false);
+    expect(waitOver(gw(null, 6), null)).toBe(false);
+    expect(waitOver(gw(true, null), 5)).toBe(true);
   });
 });
 

@@ -5,7 +5,8 @@
 // (warn level, secret scrub) and prints one JSON line: pass time, this process's CPU during the
 // pass, and its peak RSS over its whole life (module loading included: the CronJob pays it too).
 //   stdin: {"urls": [...], "token": "...", "key": "...", "version": "...", "concurrency": N}
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { systemClock } from '../../src/clock.ts';
 import { runPass } from '../../src/engine/pass.ts';
 import type { Target } from '../../src/engine/target.ts';
@@ -61,6 +62,18 @@ const sampler = setInterval(() => {
 // results stream to a fold and none is kept. BENCH_KEEP_RESULTS=1 keeps them, as
 // `reconcile --targets` does to print its table.
 const keepResults = process.env.BENCH_KEEP_RESULTS === '1';
+// BENCH_ALLOC_PROF=dir: a sampling profile of everything the pass allocates (collected objects
+// included), written to dir as alloc.<pid>.heapprofile (Chrome DevTools, or self size by function).
+const allocDir = process.env.BENCH_ALLOC_PROF;
+const inspector = allocDir ? new (await import('node:inspector/promises')).Session() : null;
+if (inspector) {
+  inspector.connect();
+  await inspector.post('HeapProfiler.startSampling', {
+    samplingInterval: 8192,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  });
+}
 const cpu = process.cpuUsage();
 const started = performance.now();
 const result = await runPass(targets(), {
@@ -84,6 +97,10 @@ const result = await runPass(targets(), {
   },
 });
 const ms = performance.now() - started;
+if (inspector) {
+  const { profile } = await inspector.post('HeapProfiler.stopSampling');
+  writeFileSync(join(allocDir!, `alloc.${process.pid}.heapprofile`), JSON.stringify(profile));
+}
 clearInterval(sampler);
 const used = process.cpuUsage(cpu);
 const ru = process.resourceUsage();

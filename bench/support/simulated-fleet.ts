@@ -7,19 +7,25 @@
 // minimal request reader instead of node:http, each target's `/_kilo/state` response (status line,
 // headers, body) kept as one Buffer and rebuilt only when the target changes, and one fingerprint
 // per distinct key (every target shares the token, so a key's fingerprints are the same for all).
+// A state read that asks to wait (src/kilo-state.ts) is held until the target's gateway is back,
+// as keyroll's controller holds it; FLEET_WAIT=0 makes every target answer at once instead (an
+// older or KiloClaw controller: no `controller.waitMaxMs`), so the reconciler polls.
 //
 // Prints `{"urls": [...]}` as one JSON line, then answers each `stats` line on stdin with one JSON
 // line: requests served since the previous `stats` by method, the CPU (ms) this process used since
 // then, and its RSS (MB).
-//   argv[2]: targets; env FLEET_TOKEN, FLEET_KEY (the key every gateway runs at start), RESTART_MS
+//   argv[2]: targets; env FLEET_TOKEN, FLEET_KEY (the key every gateway runs at start), RESTART_MS,
+//   FLEET_WAIT (default 1)
 import type * as Net from 'node:net';
 import { createInterface } from 'node:readline';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
+import { WAIT_HEADER, WAIT_PID_HEADER } from '../../src/kilo-state.ts';
 
 const net: typeof Net = process.getBuiltinModule('node:net');
 const count = Number(process.argv[2] ?? 500);
 const token = process.env.FLEET_TOKEN ?? '';
 const restartMs = Number(process.env.RESTART_MS ?? 200);
+const WAIT_MAX_MS = process.env.FLEET_WAIT === '0' ? 0 : 20_000;
 const ENV_VAR = 'KILOCODE_API_KEY';
 /** A request head or body past this is not one the reconciler sends; the connection is dropped. */
 const MAX_REQUEST_BYTES = 64 * 1024;
@@ -54,6 +60,19 @@ const BAD_BODY = response(400, 'Bad Request', `{"error":"Value for '${ENV_VAR}' 
 const PATCHED = response(200, 'OK', '{"ok":true,"signaled":true,"migratedProfiles":0}');
 const PATCHED_UNSIGNALED = response(200, 'OK', '{"ok":true,"signaled":false,"migratedProfiles":0}');
 
+/** A state read held until its target's gateway is back or `until` (ms since the epoch). */
+interface HeldRead {
+  socket: Net.Socket;
+  pid: number | null;
+  until: number;
+}
+const holding = new Set<SimTarget>();
+/** Answers held reads whose time is up; one sweep for all (a held read normally ends at its restart). */
+setInterval(() => {
+  const now = Date.now();
+  for (const t of holding) t.answerHeld(now);
+}, 250).unref();
+
 /** One simulated controller and its gateway. */
 class SimTarget {
   pid: number | null = nextPid++;
@@ -62,6 +81,7 @@ class SimTarget {
   envHash: string | null;
   version: string | null;
   #state: Buffer | null = null;
+  held: HeldRead[] = [];
   constructor(key: string | null) {
     this.envHash = key === null ? null : envHashOf(key);
     this.version = key === null ? null : 'v-initial';
@@ -72,7 +92,12 @@ class SimTarget {
       200,
       'OK',
       JSON.stringify({
-        controller: { version: '0.0.0-sim', state: 'ready', delivery: 'restart' },
+        controller: {
+          version: '0.0.0-sim',
+          state: 'ready',
+          delivery: 'restart',
+          ...(WAIT_MAX_MS > 0 ? { waitMaxMs: WAIT_MAX_MS } : {}),
+        },
         gateway: {
           state: this.running ? 'running' : 'restarting',
           pid: this.pid,
@@ -98,8 +123,33 @@ class SimTarget {
       this.envHash = envHashOf(key);
       this.version = version;
       this.#state = null;
+      this.answerHeld(0);
     }, restartMs);
     return signaled ? PATCHED : PATCHED_UNSIGNALED;
+  }
+  /** Whether a read that waits for a gateway other than `pid` is answered now (kilo-state's `waitOver`). */
+  waitOver(pid: number | null): boolean {
+    return this.running && (pid === null || this.pid !== pid);
+  }
+  /** Answers the held reads that are over, or whose time is up at `now`. */
+  answerHeld(now: number): void {
+    this.held = this.held.filter((h) => {
+      if (!this.waitOver(h.pid) && h.until > now) return true;
+      served.get++;
+      if (!h.socket.destroyed) h.socket.write(this.state());
+      return false;
+    });
+    if (this.held.length === 0) holding.delete(this);
+  }
+  /** Holds a read that asks to wait (headers already checked), or answers it now. */
+  read(socket: Net.Socket, ms: number, pid: number | null): void {
+    if (this.waitOver(pid) || ms <= 0) {
+      served.get++;
+      socket.write(this.state());
+      return;
+    }
+    this.held.push({ socket, pid, until: Date.now() + Math.min(ms, WAIT_MAX_MS) });
+    holding.add(this);
   }
 }
 
@@ -137,13 +187,23 @@ function serve(target: SimTarget, socket: Net.Socket): void {
       if (buf.length < end + 4 + length) return;
       const body = buf.slice(end + 4, end + 4 + length);
       buf = buf.slice(end + 4 + length);
+      if (WAIT_MAX_MS > 0 && method === 'GET' && path === '/_kilo/state' && authorized(lines)) {
+        const ms = header(lines, WAIT_HEADER);
+        if (ms !== undefined) {
+          const pid = header(lines, WAIT_PID_HEADER);
+          target.read(socket, Number(ms), pid === undefined ? null : Number(pid));
+          continue;
+        }
+      }
       socket.write(answer(target, lines, method, path, body));
     }
   });
 }
 
+const authorized = (lines: readonly string[]) => header(lines, 'authorization') === authorization;
+
 function answer(target: SimTarget, lines: string[], method = '', path = '', body = ''): Buffer {
-  if (header(lines, 'authorization') !== authorization) return UNAUTHORIZED;
+  if (!authorized(lines)) return UNAUTHORIZED;
   if (method === 'GET' && path === '/_kilo/state') {
     served.get++;
     return target.state();

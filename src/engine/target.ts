@@ -312,18 +312,28 @@ export async function deliverAndVerify(
     let last: ObservedState | null = null;
     let lastDrift: Drift[] = a.drift;
     let lastError: string | null = null;
+    // A controller that holds a state read until its gateway is ready (`controller.waitMaxMs`,
+    // src/kilo-state.ts) is asked so at once: the proof arrives when the new gateway serves, with
+    // no polling. Reads still start at most one per poll interval (a read whose wait ran out is
+    // asked again at once; one answered early but unproven waits out the interval). Any other
+    // controller is polled, its first look paced by this pass's restarts (RestartPace).
+    const waitMaxMs = before.controller.waitMaxMs ?? 0;
+    const waitPid = patching && want.delivery === 'restart' ? vctx.pidBefore : null;
     const patchedAt = env.clock.now();
     const firstPoll =
-      patching && w.pace ? Math.min(w.pace.firstPollMs - (patchedAt - sentAt), deadline - patchedAt) : 0;
+      patching && w.pace && waitMaxMs === 0
+        ? Math.min(w.pace.firstPollMs - (patchedAt - sentAt), deadline - patchedAt)
+        : 0;
     if (firstPoll > 0) await env.clock.sleep(firstPoll, env.signal);
     for (;;) {
+      const asked = env.clock.now();
+      const waitMs = Math.min(waitMaxMs, deadline - asked);
       try {
-        const asked = env.clock.now();
-        last = await t.client.getState(env.signal);
+        last = await t.client.getState(env.signal, waitMs > 0 ? { ms: waitMs, pid: waitPid } : undefined);
         lastError = null;
         const st = status(want, last, vctx);
         if (st.converged) {
-          if (patching) w.pace?.proven(asked - sentAt);
+          if (patching && waitMs <= 0) w.pace?.proven(asked - sentAt);
           log('info')?.info({ pid: last.gateway.pid ?? null, pidBefore: vctx.pidBefore }, 'Target converged');
           return done({
             outcome: 'converged',
@@ -344,7 +354,8 @@ export async function deliverAndVerify(
       }
       const left = deadline - env.clock.now();
       if (left <= 0) break;
-      await env.clock.sleep(Math.min(env.pollIntervalMs, left), env.signal);
+      const pause = waitMs > 0 ? env.pollIntervalMs - (env.clock.now() - asked) : env.pollIntervalMs;
+      if (pause > 0) await env.clock.sleep(Math.min(pause, left), env.signal);
     }
     // Only a delivery of this pass that did not verify is evidence against the rollout; a gateway
     // that was already failing before we touched it is reported, but spends no budget.

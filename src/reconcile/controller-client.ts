@@ -8,7 +8,7 @@
 // reconcile fleet).
 import { assertHeaderValue, Http1Client, Http1Error, IDLE_MS } from '../adapters/http1.ts';
 import type { ProxyEnv } from '../adapters/proxy-env.ts';
-import { type ObservedState, parseObservedState } from '../kilo-state.ts';
+import { type ObservedState, parseObservedState, WAIT_HEADER, WAIT_PID_HEADER } from '../kilo-state.ts';
 
 export type ControllerErrorKind = 'network' | 'timeout' | 'http' | 'invalid-response';
 
@@ -57,9 +57,19 @@ function errorDetail(body: unknown): string {
   return `: ${body.error.slice(0, 200)}${code}`;
 }
 
+/**
+ * A state read that may be held (src/kilo-state.ts, "a read that waits"): until the gateway is
+ * ready and, with `pid`, is not that one, or `ms` pass. Only a controller that advertises
+ * `controller.waitMaxMs` holds it; any other answers at once.
+ */
+export interface StateWait {
+  ms: number;
+  pid: number | null;
+}
+
 /** The port the pipeline talks to; tests and other drivers may provide their own. */
 export interface ControllerClient {
-  getState(signal: AbortSignal): Promise<ObservedState>;
+  getState(signal: AbortSignal, wait?: StateWait): Promise<ObservedState>;
   patchEnv(vars: Record<string, string>, version: string, signal: AbortSignal): Promise<PatchResponse>;
   /**
    * Closes the connections kept idle for this controller: the pass is done with the target. The
@@ -144,6 +154,15 @@ export function httpControllerClient(opts: HttpControllerOptions): ControllerCli
   const statePath = `${u.pathname}_kilo/state`;
   const patchPath = `${u.pathname}_kilo/env/patch`;
   const common = `authorization: Bearer ${opts.token}\r\naccept: application/json\r\n`;
+  // A held read must be answered well within the call's own timeout: the controller answers
+  // when the wait ends, then observes (a profile scan and a readiness probe) and sends.
+  const maxWaitMs = Math.floor(opts.timeoutMs * 0.75);
+  const waitHeaders = (w: StateWait | undefined) => {
+    const ms = w ? Math.min(Math.floor(w.ms), maxWaitMs) : 0;
+    if (!(ms > 0)) return common;
+    const pid = w && w.pid !== null ? `${WAIT_PID_HEADER}: ${w.pid}\r\n` : '';
+    return `${common}${WAIT_HEADER}: ${ms}\r\n${pid}`;
+  };
 
   /** One exchange; the parsed body (null when empty or not JSON), or a ControllerError. */
   async function exchange(
@@ -180,8 +199,8 @@ export function httpControllerClient(opts: HttpControllerOptions): ControllerCli
 
   return {
     closeIdle: () => client.closeIdle(),
-    async getState(signal) {
-      const body = await exchange('GET', statePath, 'GET _kilo/state', signal, common);
+    async getState(signal, wait) {
+      const body = await exchange('GET', statePath, 'GET _kilo/state', signal, waitHeaders(wait));
       const parsed = parseObservedState(body);
       if (!parsed.ok) {
         throw new ControllerError(

@@ -3,6 +3,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { WAIT_HEADER, WAIT_PID_HEADER } from '../../src/kilo-state.ts';
 import {
   ControllerError,
   httpControllerClient,
@@ -21,7 +22,13 @@ interface TestServer {
   server: Server;
   /** Every connection the server accepted, and whether it has closed. */
   connections: { socket: Socket; closed: boolean }[];
-  requests: { method: string; url: string; authorization: string | undefined; body: string }[];
+  requests: {
+    method: string;
+    url: string;
+    authorization: string | undefined;
+    body: string;
+    wait: [ms: string | undefined, pid: string | undefined];
+  }[];
 }
 
 const servers: Server[] = [];
@@ -48,6 +55,10 @@ async function serve(
       url: req.url ?? '',
       authorization: req.headers.authorization,
       body,
+      wait: [
+        req.headers[WAIT_HEADER] as string | undefined,
+        req.headers[WAIT_PID_HEADER] as string | undefined,
+      ],
     });
     handler(req, res, body);
   });
@@ -85,6 +96,21 @@ describe('httpControllerClient', () => {
       ['POST', '/_kilo/env/patch', `Bearer ${TOKEN}`],
     ]);
     expect(JSON.parse(s.requests[1]!.body)).toEqual({ KILOCODE_API_KEY: 'test-key-client-0001' });
+  });
+
+  it('asks a state read to wait only when told to, within three quarters of its own timeout', async () => {
+    const s = await serve();
+    const client = httpControllerClient({ url: s.url, token: TOKEN, timeoutMs: 4_000 });
+    await client.getState(never());
+    await client.getState(never(), { ms: 1_500.7, pid: 4242 });
+    await client.getState(never(), { ms: 20_000, pid: null });
+    await client.getState(never(), { ms: 0, pid: 4242 });
+    expect(s.requests.map((r) => r.wait)).toEqual([
+      [undefined, undefined],
+      ['1500', '4242'],
+      ['3000', undefined],
+      [undefined, undefined],
+    ]);
   });
 
   it('keeps the connection for the next call, and closes it once idle for IDLE_SOCKET_MS', async () => {

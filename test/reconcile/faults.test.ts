@@ -42,6 +42,41 @@ async function target(name: string, opts: Partial<FakeControllerOptions> = {}) {
 const FAST = ['--poll', '20ms', '--retries', '3'];
 const count = (f: FakeController, method: string) => f.requests.filter((r) => r.method === method).length;
 
+describe('a state read that waits (controller.waitMaxMs)', () => {
+  it('a keyroll controller is read once after the patch, held until its new gateway serves; an older one is polled', async () => {
+    const waits = await target('waits', { restartMs: 300, waitMaxMs: 20_000 });
+    const polled = await target('polled', { restartMs: 300 });
+    const pidBefore = waits.fake.snapshot().pid;
+    ws.write('key', KEY_B);
+    const r = await ws.run('reconcile', [
+      '--once',
+      '--targets',
+      ws.targets([waits, polled]),
+      ...FAST,
+      '--json',
+    ]);
+    expect(r.code, r.stdout).toBe(0);
+    const after = (f: FakeController) =>
+      f.requests.slice(f.requests.findIndex((q) => q.method === 'POST') + 1);
+    // One read after the patch, asking for a gateway other than the one observed, proven at once.
+    expect(after(waits.fake)).toEqual([
+      {
+        method: 'GET',
+        path: '/_kilo/state',
+        wait: { ms: expect.stringMatching(/^\d+$/), pid: String(pidBefore) },
+      },
+    ]);
+    expect(waits.fake.snapshot().pid).not.toBe(pidBefore);
+    // The controller without waitMaxMs is never asked to wait, and was polled through its restart.
+    expect(polled.fake.requests.every((q) => q.wait === undefined)).toBe(true);
+    expect(after(polled.fake).length).toBeGreaterThan(2);
+    expect(JSON.parse(r.stdout).targets.map((t: { outcome: string }) => t.outcome)).toEqual([
+      'converged',
+      'converged',
+    ]);
+  });
+});
+
 describe('faults', () => {
   it('controller unreachable: that target is reported unreachable, the others converge (exit 1)', async () => {
     const ok = await target('ok');

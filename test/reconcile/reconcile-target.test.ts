@@ -6,7 +6,7 @@ import { runPass } from '../../src/engine/pass.ts';
 import { RestartPace, reconcileTarget, type TargetWork } from '../../src/engine/target.ts';
 import type { ObservedState } from '../../src/kilo-state.ts';
 import { silentLogger } from '../../src/log.ts';
-import type { ControllerClient } from '../../src/reconcile/controller-client.ts';
+import type { ControllerClient, StateWait } from '../../src/reconcile/controller-client.ts';
 import { FailureBudget, Semaphore } from '../../src/reconcile/limits.ts';
 import { KEY_NEW, KEY_OLD, observed, TOKEN, traffic } from './support/fixtures.ts';
 
@@ -318,6 +318,105 @@ describe('the first verifying observation, paced by the pass (RestartPace)', () 
     expect(r.outcome).toBe('not-converged');
     expect(clock.slept).toBe(5_000);
     expect(never.calls).toEqual(['GET', 'POST', 'GET']);
+  });
+});
+
+describe('a controller that holds a state read until its gateway is ready (controller.waitMaxMs)', () => {
+  /**
+   * A controller advertising `waitMaxMs` whose gateway restarts for `restartMs` after a patch; a
+   * read that asks to wait is held (the clock advanced) until the new gateway is ready or the
+   * wait is up, as src/controller holds it. `honours: false` advertises waits but answers at once.
+   */
+  function holding(clock: Clock, restartMs: number, waitMaxMs: number, honours = true) {
+    let patchedAt: number | null = null;
+    const calls: string[] = [];
+    const waits: (StateWait | undefined)[] = [];
+    const ready = () => patchedAt !== null && clock.now() >= patchedAt + restartMs;
+    const now = (): ObservedState =>
+      patchedAt === null
+        ? observed({ controller: { waitMaxMs } })
+        : ready()
+          ? observed({ controller: { waitMaxMs }, gateway: { pid: 5000 } }, KEY_NEW)
+          : observed({ controller: { waitMaxMs }, gateway: { state: 'restarting', ready: false } });
+    const c: ControllerClient = {
+      getState: async (_signal, wait) => {
+        calls.push('GET');
+        waits.push(wait);
+        if (wait && honours && patchedAt !== null && !ready()) {
+          await clock.sleep(Math.min(wait.ms, waitMaxMs, patchedAt + restartMs - clock.now()));
+        }
+        return now();
+      },
+      patchEnv: async () => {
+        calls.push('POST');
+        patchedAt = clock.now();
+        return { ok: true, signaled: true, migratedProfiles: 0 };
+      },
+    };
+    return { c, calls, waits };
+  }
+
+  it('asks once, right after the patch, for the gateway other than the one it saw; proven when it serves', async () => {
+    const clock = fakeClock();
+    const pace = new RestartPace();
+    const h = holding(clock, 2_500, 20_000);
+    const r = await reconcileTarget(target(h.c), { ...ctx(clock), pace });
+    expect(r.outcome).toBe('converged');
+    expect(r.after?.gateway.pid).toBe(5000);
+    expect(h.calls).toEqual(['GET', 'POST', 'GET']);
+    // The observation asks no wait; the verifying read waits for a gateway other than pid 4242.
+    expect(h.waits).toEqual([undefined, { ms: 20_000, pid: 4242 }]);
+    // Answered the moment the restart ended: no poll interval slept, no pace learnt from it.
+    expect(clock.slept).toBe(2_500);
+    expect(pace.firstPollMs).toBe(0);
+  });
+
+  it('a read whose wait ran out is asked again at once; the wait never outlasts the deadline', async () => {
+    const clock = fakeClock();
+    const h = holding(clock, 25_000, 10_000);
+    const r = await reconcileTarget(target(h.c), ctx(clock, { deadlineMs: 28_000 }));
+    expect(r.outcome).toBe('converged');
+    expect(h.calls).toEqual(['GET', 'POST', 'GET', 'GET', 'GET']);
+    expect(h.waits.slice(1).map((w) => w?.ms)).toEqual([10_000, 10_000, 8_000]);
+    expect(clock.slept).toBe(25_000);
+  });
+
+  it('one that advertises waits but answers at once is read no more often than every poll interval', async () => {
+    const clock = fakeClock();
+    const h = holding(clock, 2_500, 20_000, false);
+    const r = await reconcileTarget(target(h.c), ctx(clock));
+    expect(r.outcome).toBe('converged');
+    // At +0, +1 s, +2 s (restarting), +3 s (proven): as a polled controller.
+    expect(h.calls).toEqual(['GET', 'POST', 'GET', 'GET', 'GET', 'GET']);
+    expect(clock.slept).toBe(3_000);
+  });
+
+  it('a gateway that never comes back: not converged at the deadline, after reads that each waited', async () => {
+    const clock = fakeClock();
+    const h = holding(clock, Number.POSITIVE_INFINITY, 4_000);
+    const r = await reconcileTarget(target(h.c), ctx(clock, { deadlineMs: 10_000 }));
+    expect(r.outcome).toBe('not-converged');
+    expect(h.waits.slice(1).map((w) => w?.ms)).toEqual([4_000, 4_000, 2_000]);
+    expect(clock.slept).toBe(10_000);
+  });
+
+  it('a controller without waitMaxMs is never asked to wait', async () => {
+    const clock = fakeClock();
+    const { c } = client(observed(), (n) =>
+      n < 2
+        ? observed({ gateway: { state: 'restarting', ready: false } })
+        : observed({ gateway: { pid: 5000 } }, KEY_NEW),
+    );
+    const waits: unknown[] = [];
+    const spy: ControllerClient = {
+      ...c,
+      getState: (signal, wait) => {
+        waits.push(wait);
+        return c.getState(signal, wait);
+      },
+    };
+    expect((await reconcileTarget(target(spy), ctx(clock))).outcome).toBe('converged');
+    expect(waits).toEqual([undefined, undefined, undefined]);
   });
 });
 

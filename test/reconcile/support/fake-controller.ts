@@ -2,6 +2,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fingerprintEnv, fingerprintValue } from '../../../src/fingerprint.ts';
+import { WAIT_HEADER, WAIT_PID_HEADER, waitOver } from '../../../src/kilo-state.ts';
 
 export interface FakeProfile {
   agentId: string;
@@ -36,11 +37,18 @@ export interface FakeControllerOptions {
   /** `traffic` (and `proxy`) objects to report in `/_kilo/state`, as a proxying controller does; absent by default. */
   traffic?: unknown;
   proxy?: unknown;
+  /**
+   * Hold a state read that asks to wait (src/kilo-state.ts) up to this long, and advertise it as
+   * keyroll's controller does; absent: every read is answered at once (an older or KiloClaw controller).
+   */
+  waitMaxMs?: number;
 }
 
 export interface RecordedRequest {
   method: string;
   path: string;
+  /** A state read's wait headers, when it sent them. */
+  wait?: { ms: string; pid: string | null };
 }
 
 let nextPid = 40_000;
@@ -69,6 +77,11 @@ export async function startFakeController(opts: FakeControllerOptions): Promise<
   const patches: string[] = [];
   const restartWindows: Array<[number, number | null]> = [];
   const timers = new Set<NodeJS.Timeout>();
+  /** Held state reads: each is answered once `over()` holds (checked on every change) or at its time. */
+  const held = new Set<{ over: () => boolean; answer: () => void }>();
+  const changed = () => {
+    for (const h of held) if (h.over()) h.answer();
+  };
   const hash = (key: string | null) => ({
     envHash: key === null ? null : fingerprintEnv(opts.token, { [envVar]: key }),
     fileHash: key === null || delivery !== 'file' ? null : fingerprintValue(opts.token, key),
@@ -113,6 +126,7 @@ export async function startFakeController(opts: FakeControllerOptions): Promise<
     gw.ready = false;
     gw.restarts++;
     gw.lastExit = { code: 1, signal: null };
+    changed();
     later(50, crash);
   };
 
@@ -124,7 +138,15 @@ export async function startFakeController(opts: FakeControllerOptions): Promise<
   async function handle(req: IncomingMessage, res: ServerResponse) {
     const method = req.method ?? 'GET';
     const path = new URL(req.url ?? '/', 'http://x').pathname;
-    requests.push({ method, path });
+    const waitMs = req.headers[WAIT_HEADER];
+    const waitPid = req.headers[WAIT_PID_HEADER];
+    requests.push({
+      method,
+      path,
+      ...(typeof waitMs === 'string'
+        ? { wait: { ms: waitMs, pid: typeof waitPid === 'string' ? waitPid : null } }
+        : {}),
+    });
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     if (faults.hang === method) return; // never answer
@@ -138,8 +160,34 @@ export async function startFakeController(opts: FakeControllerOptions): Promise<
       }
     }
     if (method === 'GET' && path === '/_kilo/state') {
+      if (opts.waitMaxMs && typeof waitMs === 'string') {
+        const pid = typeof waitPid === 'string' ? Number(waitPid) : null;
+        const over = () => waitOver({ gateway: gw }, pid);
+        if (!over()) {
+          await new Promise<void>((resolve) => {
+            const h = {
+              over,
+              answer: () => {
+                held.delete(h);
+                clearTimeout(t);
+                timers.delete(t);
+                resolve();
+              },
+            };
+            const t = setTimeout(h.answer, Math.min(Number(waitMs), opts.waitMaxMs ?? 0));
+            timers.add(t);
+            held.add(h);
+          });
+        }
+      }
       return send(res, 200, {
-        controller: { version: '0.0.0-fake', state: 'ready', delivery, extra: 'ignored' },
+        controller: {
+          version: '0.0.0-fake',
+          state: 'ready',
+          delivery,
+          extra: 'ignored',
+          ...(opts.waitMaxMs ? { waitMaxMs: opts.waitMaxMs } : {}),
+        },
         gateway: { ...gw },
         key: keyState,
         profiles,
@@ -181,6 +229,7 @@ export async function startFakeController(opts: FakeControllerOptions): Promise<
       restartWindows.push(window);
       gw.state = 'restarting';
       gw.ready = false;
+      changed();
       later(opts.restartMs ?? 100, () => {
         // Like the real supervisor, `restarts` counts crash respawns, not requested restarts.
         gw.startedAt = new Date().toISOString();
@@ -191,6 +240,7 @@ export async function startFakeController(opts: FakeControllerOptions): Promise<
         gw.pid = nextPid++;
         gw.ready = true;
         window[1] = Date.now();
+        changed();
       });
       return send(res, 200, { ok: true, signaled, migratedProfiles: migrated });
     }
@@ -223,6 +273,7 @@ export async function startFakeController(opts: FakeControllerOptions): Promise<
     close: async () => {
       for (const t of timers) clearTimeout(t);
       timers.clear();
+      for (const h of held) h.answer();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
