@@ -3,6 +3,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import { ReadyProbe } from '../adapters/loopback-http.ts';
+import type { Clock } from '../clock.ts';
 import { constantTimeEqual, fingerprintEnv, fingerprintValue } from '../fingerprint.ts';
 import type { KiloState as ObservedState } from '../kilo-state.ts';
 import type { Logger, SecretRegistry } from '../log.ts';
@@ -85,8 +86,13 @@ export interface ControllerDeps {
   profiles: ProfilePort;
   /** Override the OpenClaw binary resolution (tests). */
   openclaw?: OpenclawCommand | null;
-  /** Supervisor knobs for tests (clock, backoff constants, probe interval). */
-  supervisor?: Partial<Omit<SupervisorOptions, 'command' | 'args' | 'env' | 'log'>>;
+  /**
+   * The controller's time (default systemClock), for both the supervisor and the front door: a
+   * test can run a whole controller on a ManualClock.
+   */
+  clock?: Clock;
+  /** Supervisor knobs for tests (backoff constants, probe interval). */
+  supervisor?: Partial<Omit<SupervisorOptions, 'command' | 'args' | 'env' | 'log' | 'clock'>>;
   onboardTimeoutMs?: number;
   doctorTimeoutMs?: number;
 }
@@ -164,6 +170,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     // Clients present the gateway's token, never the controller's (config refuses the flag without it).
     proxyToken: config.requireProxyToken ? config.gatewayToken : null,
     tokenEquals: constantTimeEqual,
+    clock: deps.clock,
   });
 
   /** The gateway's readiness, for the supervisor (every 50 ms while it starts) and /_kilo/state. */
@@ -206,6 +213,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     },
     user,
     probe: (port, timeoutMs) => readiness.ready(port, timeoutMs),
+    clock: deps.clock,
     ...deps.supervisor,
   });
   /** The current gateway's port (a surge moves it between --gateway-port and --surge-port). */

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, expect } from 'vitest';
+import type { Clock } from '../../src/clock.ts';
 import { type ControllerConfig, parseControllerConfig } from '../../src/controller/config.ts';
 import { type RunningController, startController } from '../../src/controller/controller.ts';
 import { EnvStore } from '../../src/controller/env-store.ts';
@@ -115,6 +116,8 @@ export interface TestControllerOptions {
   expectGatewayGone?: boolean;
   /** Where its log lines go at `stop()` (the secret grep). */
   captured?: string[];
+  /** The controller's clock (default systemClock): its supervisor's and its front door's. */
+  clock?: Clock;
 }
 
 export interface TestController {
@@ -179,6 +182,7 @@ export async function startTestController(o: TestControllerOptions): Promise<Tes
       secrets,
       profiles: o.profiles?.({ dir, stateDir, config, log }) ?? noopProfilePort(),
       supervisor: { probeIntervalMs: 25 },
+      clock: o.clock,
     });
   } catch (err) {
     await upstream?.close();
