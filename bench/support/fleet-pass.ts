@@ -7,6 +7,7 @@
 //   stdin: {"urls": [...], "token": "...", "key": "...", "version": "...", "concurrency": N}
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { getHeapStatistics } from 'node:v8';
 import { systemClock } from '../../src/clock.ts';
 import { runPass } from '../../src/engine/pass.ts';
 import type { Target } from '../../src/engine/target.ts';
@@ -51,12 +52,14 @@ function* targets(): Generator<Target> {
 }
 
 // Where the resident memory goes: the heap's peaks, sampled (RSS comes from the kernel's maximum).
+// From V8's own counters: process.memoryUsage() also reads the RSS from /proc, and showed as
+// 1.3 % of a profiled rotation pass at 10,000 targets (self time), CPU the CronJob does not spend.
 const heap = { used: 0, total: 0, external: 0 };
 const sampler = setInterval(() => {
-  const m = process.memoryUsage();
-  heap.used = Math.max(heap.used, m.heapUsed);
-  heap.total = Math.max(heap.total, m.heapTotal);
-  heap.external = Math.max(heap.external, m.external);
+  const m = getHeapStatistics();
+  heap.used = Math.max(heap.used, m.used_heap_size);
+  heap.total = Math.max(heap.total, m.total_heap_size);
+  heap.external = Math.max(heap.external, m.external_memory);
 }, 100);
 // As the GatewayKey engine runs a pass that is not a dry run (the CronJob's `reconcile --kube`):
 // results stream to a fold and none is kept. BENCH_KEEP_RESULTS=1 keeps them, as
