@@ -36,10 +36,11 @@ import {
 import { type FakeKeyApi, startFakeKeyApi } from '../test/support/fake-key-api.ts';
 import { startFakeUpstream } from '../test/support/fake-upstream.ts';
 import { freePort, getText } from '../test/support/http.ts';
-import { buildPackage, imageCommand } from '../test/support/image-command.ts';
+import { imageCommand } from '../test/support/image-command.ts';
 import { startKubeApiServer } from '../test/support/kube/index.ts';
 import { killAllTracked, spawnTracked } from '../test/support/processes.ts';
 import { node24, REPO_ROOT } from '../test/support/sandbox.ts';
+import { sharedBundleRoot } from '../test/support/shared-bundle.ts';
 
 const TOKEN = 'bench-token-operator-0123456789';
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
@@ -177,7 +178,7 @@ async function rss(SECRETS: number, KEYS: number): Promise<void> {
     const port = await freePort();
     // The bundle is built before the clock starts: esbuild took 17-24 s at load 10 (about a second
     // on an idle host), which the figure included until 2026-12-02.
-    const launch = operatorLaunch();
+    const launch = await operatorLaunch();
     const t0 = performance.now();
     const p = spawnOperator(launch, server.kubeconfigPath, 'bench-rss', port);
     const metric = async (name: string) => {
@@ -338,7 +339,7 @@ async function retireRss(KEYS: number): Promise<void> {
           ).status?.lifecycle?.previous?.some((p) => p.version === a.version && p.state === 'Retired'),
         ).length;
     const port = await freePort();
-    const launch = operatorLaunch(); // builds the bundle: not part of the figure
+    const launch = await operatorLaunch(); // the first builds the bundle: not part of the figure
     const t0 = performance.now();
     const p = spawnOperator(launch, server.kubeconfigPath, 'bench-retire-rss', port);
     let peak = 0;
@@ -404,11 +405,12 @@ function spawnOperator(launch: string[], kubeconfig: string, identity: string, p
   );
 }
 
-/** Node argv up to the operator's flags: the operator image's entrypoint on a fresh build. */
-function operatorLaunch(): string[] {
-  const pkg = buildPackage('keyroll-bench-operator-');
-  process.on('exit', () => pkg.cleanup());
-  const image = imageCommand('operator', pkg.root);
+/**
+ * Node argv up to the operator's flags: the operator image's entrypoint on this run's bundle, built
+ * once (sharedBundleRoot: removed on exit) for every part that launches it.
+ */
+async function operatorLaunch(): Promise<string[]> {
+  const image = imageCommand('operator', await sharedBundleRoot());
   const flags = process.env.BENCH_OPERATOR_NODE_FLAGS?.split(' ').filter(Boolean) ?? image.nodeFlags;
   return [...flags, image.script, ...image.args, 'operator'];
 }

@@ -85,11 +85,21 @@ async function chat(ctl: ControllerProcess): Promise<{ status: number; text: str
   return { status: res.status, text };
 }
 
-/** `node bin/keyroll.mjs …` as its own process, bounded; its whole output goes to the transcript. */
+/**
+ * `node bin/keyroll.mjs …` as its own process, bounded; its whole output goes to the transcript.
+ * With the unit project's compile cache, as the controller it talks to (sandbox.env()).
+ */
 async function keyroll(args: string[], env: Record<string, string>) {
+  const cache = process.env.NODE_COMPILE_CACHE;
   const p = spawnTracked(node24(), [KEYROLL_BIN, ...args], {
     name: `keyroll-${args[0]}`,
-    env: { PATH: process.env.PATH ?? '', HOME: tmpdir(), KEYROLL_LOG_LEVEL: 'info', ...env },
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: tmpdir(),
+      KEYROLL_LOG_LEVEL: 'info',
+      ...(cache ? { NODE_COMPILE_CACHE: cache } : {}),
+      ...env,
+    },
   });
   let timer: NodeJS.Timeout | undefined;
   const exit = await Promise.race([
