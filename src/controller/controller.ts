@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../adapters/atomic-file.ts';
 import { ReadyProbe } from '../adapters/loopback-http.ts';
-import type { Clock } from '../clock.ts';
+import { type Clock, systemClock } from '../clock.ts';
 import { constantTimeEqual, fingerprintEnv, fingerprintValue } from '../fingerprint.ts';
 import type { KiloState as ObservedState } from '../kilo-state.ts';
 import type { Logger, SecretRegistry } from '../log.ts';
@@ -41,6 +41,7 @@ import {
 } from './openclaw-config.ts';
 import type { ProfilePort, StoreLayout } from './profile-port.ts';
 import { createControllerHandler, type LifecycleState, listen, type ServerDeps } from './server.ts';
+import { StateWaits, WAIT_MAX_MS } from './state-wait.ts';
 import {
   type ChildEnv,
   errInfo,
@@ -75,6 +76,7 @@ export const CAPABILITIES = [
   'restart-strategy:hold',
   'restart-strategy:surge',
   'state',
+  'state:wait',
   'traffic',
 ].sort();
 
@@ -108,6 +110,8 @@ export interface RunningController {
   /** Settles when bootstrap has finished (ready or degraded). */
   bootstrapped: Promise<void>;
   observe: () => Promise<ObservedState>;
+  /** The `GET /_kilo/state` reads held now (a read that waits). */
+  stateWaits: StateWaits;
   shutdown: () => Promise<void>;
 }
 
@@ -270,6 +274,17 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
 
   const probeReady = () => readiness.ready(currentPort(), 1_000);
 
+  // A held read is re-observed when the supervisor's state changes (a hold restart's gateway
+  // became ready: `running`) and when a surge gateway took over (`switched`). Without a separate
+  // admin port it shares the public port's idle timeout, which would cut a longer hold.
+  const stateWaits = new StateWaits({
+    source: supervisor,
+    events: ['state', 'switched'],
+    clock: deps.clock ?? systemClock,
+    maxMs:
+      config.adminPort === null ? Math.min(WAIT_MAX_MS, Math.floor(config.idleTimeoutMs / 2)) : WAIT_MAX_MS,
+  });
+
   /** One observation shared by concurrent readers; the secrets in it never leave this module. */
   interface RawObservation {
     state: Omit<ObservedState, 'key'> & { key: { version: string | null } };
@@ -296,7 +311,12 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     const profileRows = rows.map((r) => ({ ...r, agentId: r.agentId ?? '*' }));
     return {
       state: {
-        controller: { version: VERSION, state: lifecycle.state, delivery: config.delivery },
+        controller: {
+          version: VERSION,
+          state: lifecycle.state,
+          delivery: config.delivery,
+          waitMaxMs: stateWaits.maxMs,
+        },
         gateway: {
           state: stats.state,
           pid: stats.pid,
@@ -365,6 +385,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       keyVersion = v;
     },
     observe,
+    observeWaiting: (hmacKey, wait, gone) => stateWaits.hold(wait, () => observe(hmacKey), gone),
     version,
     frontDoor,
     secrets,
@@ -522,9 +543,12 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
   const shutdown = () => {
     shuttingDown ??= (async () => {
       log.info({}, 'Controller shutting down');
+      // Held reads are answered now (the gateway shutting down), before the ports close.
+      const released = stateWaits.close();
       try {
         await supervisor.shutdown();
       } finally {
+        await released;
         frontDoor.close();
         readiness.close();
         await Promise.all([http.close(), admin?.close()]);
@@ -543,6 +567,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     lifecycle: () => lifecycle,
     bootstrapped,
     observe,
+    stateWaits,
     shutdown,
   };
 }

@@ -10,6 +10,7 @@ import type { Logger, SecretRegistry } from '../log.ts';
 import type { DeliveryResult } from './delivery.ts';
 import { type FrontDoor, rawReply, sendJson as send } from './front-door.ts';
 import { METRICS_CONTENT_TYPE, RequestCounter, renderMetrics } from './metrics.ts';
+import { parseWait, type WaitAsk } from './state-wait.ts';
 import {
   errInfo,
   GatewayAlreadyRunningError,
@@ -59,6 +60,11 @@ export interface ServerDeps {
   setKeyVersion: (version: string | null) => void;
   /** `GET /_kilo/state`; fingerprints keyed with the token the caller authenticated with. */
   observe: (hmacKey: string) => Promise<unknown>;
+  /**
+   * `GET /_kilo/state` that asks to wait (src/controller/state-wait.ts): the state once the wait
+   * is over, or null when the caller left (`gone`). Without it every read is answered at once.
+   */
+  observeWaiting?: ((hmacKey: string, wait: WaitAsk, gone: AbortSignal) => Promise<unknown>) | null;
   /** `GET /_kilo/version`'s body. */
   version: () => unknown;
   /** The proxy; without it every path outside `/_kilo/*` is 404. */
@@ -337,7 +343,15 @@ export function createControllerHandler(deps: ServerDeps, role: PortRole = 'both
       send(res, 200, { ok: true, signaled: result.signaled, migratedProfiles: result.migratedProfiles });
     },
 
-    'GET /_kilo/state': async (_req, res, token) => send(res, 200, await deps.observe(token)),
+    'GET /_kilo/state': async (req, res, token) => {
+      const asked = parseWait(req.headers);
+      if (!asked.ok) return send(res, 400, { error: asked.error });
+      const { wait } = asked;
+      const waiting = deps.observeWaiting;
+      if (!wait || !waiting) return send(res, 200, await deps.observe(token));
+      const state = await whileConnected(res, (gone) => waiting(token, wait, gone));
+      if (state !== null) send(res, 200, state);
+    },
 
     'GET /_kilo/version': async (_req, res) => send(res, 200, deps.version()),
 
@@ -412,6 +426,19 @@ export function createControllerHandler(deps: ServerDeps, role: PortRole = 'both
   }
 
   return Object.assign(handle, { upgrade });
+}
+
+/** Runs `fn` with a signal that aborts if the client goes away before `res` is answered. */
+async function whileConnected<T>(res: ServerResponse, fn: (gone: AbortSignal) => Promise<T>): Promise<T> {
+  const gone = new AbortController();
+  const left = () => gone.abort();
+  if (res.destroyed) left();
+  else res.once('close', left);
+  try {
+    return await fn(gone.signal);
+  } finally {
+    res.off('close', left);
+  }
 }
 
 function pathOf(url: string | undefined): string {

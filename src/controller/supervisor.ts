@@ -497,6 +497,7 @@ export class Supervisor extends EventEmitter {
     this.#next = null;
     this.#child = next;
     this.#setState('running');
+    this.emit('switched', next.pid); // no state change: held state reads wait for this
     this.#o.frontDoor?.route({ port: next.port, pid: next.pid });
     record.durationMs = Math.round(performance.now() - began);
     this.#countOutcome('surge', true);

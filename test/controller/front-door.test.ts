@@ -146,7 +146,7 @@ describe('front door (stand-in gateway)', () => {
     const version = await call('GET', '/_kilo/version');
     expect(version.body).toMatchObject({ apiVersion: 'keyroll.dev/v1', openclawVersion: null });
     expect(version.body.capabilities).toEqual(
-      expect.arrayContaining(['proxy', 'restart-strategy:surge', 'state']),
+      expect.arrayContaining(['proxy', 'restart-strategy:surge', 'state', 'state:wait']),
     );
     expect([...version.body.capabilities].sort()).toEqual(version.body.capabilities);
   });

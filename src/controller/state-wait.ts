@@ -1,0 +1,174 @@
+// Owns the held `GET /_kilo/state` (a read that waits): what its headers ask, how many reads are
+// held at once, and when a held read is answered — its gateway is ready and is not the one the
+// caller saw (`waitOver`), its time is up, its caller left, or the controller shuts down. The
+// contract is src/kilo-state.ts's; docs/controller.md, "A read that waits".
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Clock } from '../clock.ts';
+import { type ObservedState, WAIT_HEADER, WAIT_PID_HEADER, waitOver } from '../kilo-state.ts';
+
+/** The longest a read is held (`controller.waitMaxMs`): under the admin port's 30 s request deadline. */
+export const WAIT_MAX_MS = 20_000;
+/** Reads held at once; one reconciler needs one. Past it a read is answered at once. */
+export const HELD_MAX = 16;
+
+/** What a read asks: hold up to `ms`; a ready gateway with PID `pid` does not end the wait. */
+export interface WaitAsk {
+  ms: number;
+  pid: number | null;
+}
+
+export type WaitParse = { ok: true; wait: WaitAsk | null } | { ok: false; error: string };
+
+const DIGITS = /^[0-9]+$/;
+
+/**
+ * The wait a request asks for (null: answer at once — no `WAIT_HEADER`, or 0), or the error that
+ * names the malformed header. Both headers are checked whenever present.
+ */
+export function parseWait(headers: IncomingHttpHeaders): WaitParse {
+  const ms = headers[WAIT_HEADER];
+  const pid = headers[WAIT_PID_HEADER];
+  // Node joins a repeated x- header with ", ", which the digits check refuses.
+  if (ms !== undefined && (typeof ms !== 'string' || !DIGITS.test(ms))) {
+    return { ok: false, error: `${WAIT_HEADER} must be a whole number of milliseconds` };
+  }
+  if (pid !== undefined && (typeof pid !== 'string' || !DIGITS.test(pid) || !validPid(Number(pid)))) {
+    return { ok: false, error: `${WAIT_PID_HEADER} must be a positive integer (a process id)` };
+  }
+  const n = ms === undefined ? 0 : Number(ms);
+  return { ok: true, wait: n > 0 ? { ms: n, pid: pid === undefined ? null : Number(pid) } : null };
+}
+
+const validPid = (n: number) => Number.isSafeInteger(n) && n > 0;
+
+/** What a held read needs of the state it observes. */
+export type GatewaySeen = Pick<ObservedState, 'gateway'>;
+
+/** Where the wake-ups come from: the Supervisor (an EventEmitter). */
+export interface WakeSource {
+  on(event: string, listener: (...args: unknown[]) => void): unknown;
+  off(event: string, listener: (...args: unknown[]) => void): unknown;
+}
+
+export interface StateWaitsOptions {
+  /** Emits `events` when the gateway may have become ready or been replaced. */
+  source: WakeSource;
+  events: readonly string[];
+  clock: Clock;
+  /** `controller.waitMaxMs`; a longer wait is held this long. */
+  maxMs?: number;
+  maxHeld?: number;
+}
+
+/** One held read: whether something happened since its last observation, and how to wake it. */
+class Hold {
+  changed = true;
+  timeUp = false;
+  #wake: (() => void) | null = null;
+
+  /** Resolves at the next `wake()` (the caller checks its flags first: nothing runs in between). */
+  next(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#wake = resolve;
+    });
+  }
+
+  wake(): void {
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
+  }
+}
+
+/**
+ * The reads held by one controller. One listener per event for them all (not one per read); each
+ * held read has its deadline timer and observes once per wake-up (the observation is coalesced
+ * among concurrent readers), so nothing polls faster than the supervisor's own probe.
+ */
+export class StateWaits {
+  readonly maxMs: number;
+  readonly maxHeld: number;
+  readonly #o: StateWaitsOptions;
+  readonly #held = new Set<Hold>();
+  #closed = false;
+  /** Resolved once no read is held (`close`). */
+  #idle: (() => void)[] = [];
+
+  constructor(o: StateWaitsOptions) {
+    this.#o = o;
+    this.maxMs = o.maxMs ?? WAIT_MAX_MS;
+    this.maxHeld = o.maxHeld ?? HELD_MAX;
+    for (const e of o.events) o.source.on(e, this.#wakeAll);
+  }
+
+  /** Reads held now. */
+  get held(): number {
+    return this.#held.size;
+  }
+
+  readonly #wakeAll = (): void => {
+    for (const h of this.#held) {
+      h.changed = true;
+      h.wake();
+    }
+  };
+
+  /**
+   * `observe()`s until `waitOver(state, ask.pid)`, then resolves that state; when the time is up
+   * (`ask.ms`, at most `maxMs`) or the controller closes, resolves the state observed then; when
+   * `gone` aborts (the caller left), resolves null at once and nothing is to be written. Past
+   * `maxHeld`, or once closed, one observation, at once.
+   */
+  async hold<S extends GatewaySeen>(
+    ask: WaitAsk,
+    observe: () => Promise<S>,
+    gone: AbortSignal,
+  ): Promise<S | null> {
+    if (this.#closed || this.#held.size >= this.maxHeld || ask.ms <= 0) return observe();
+    const h = new Hold();
+    this.#held.add(h);
+    const cancel = this.#o.clock.setTimeout(
+      () => {
+        h.timeUp = true;
+        h.wake();
+      },
+      Math.min(ask.ms, this.maxMs),
+    );
+    const left = () => h.wake();
+    gone.addEventListener('abort', left, { once: true });
+    try {
+      for (;;) {
+        if (gone.aborted) return null;
+        if (h.timeUp || this.#closed) return await observe();
+        if (!h.changed) {
+          await h.next();
+          continue;
+        }
+        h.changed = false;
+        const state = await observe();
+        if (gone.aborted) return null;
+        // Observed after the deadline passed: that is the state "at that moment".
+        if (waitOver(state, ask.pid) || h.timeUp) return state;
+      }
+    } finally {
+      cancel();
+      gone.removeEventListener('abort', left);
+      this.#held.delete(h);
+      if (this.#held.size === 0) for (const done of this.#idle.splice(0)) done();
+    }
+  }
+
+  /**
+   * Controller shutdown: every held read is answered now (with the state observed then), later
+   * ones at once; the event listeners are removed. Resolves once no read is held.
+   */
+  close(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      for (const e of this.#o.events) this.#o.source.off(e, this.#wakeAll);
+      this.#wakeAll();
+    }
+    if (this.#held.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idle.push(resolve));
+  }
+}
