@@ -172,6 +172,31 @@ export interface Inspection {
   assessment: Assessment | null;
 }
 
+/** The result of a target that could not be observed. */
+function unreachable(t: Target, want: Desired, error: string, started: number, env: PassEnv): TargetResult {
+  return resultOf(t, want, started, env, {
+    outcome: 'unreachable',
+    message: `cannot observe: ${error}`,
+    before: null,
+    after: null,
+    actions: [],
+    drift: [],
+  });
+}
+
+/** The dry-run result of an assessed target: converged when in sync, else its drift. */
+function inspected(t: Target, a: Assessment, started: number, env: PassEnv): TargetResult {
+  const inSync = a.verdict === 'in-sync';
+  return resultOf(t, a.want, started, env, {
+    outcome: inSync ? 'converged' : 'drift',
+    message: inSync ? 'in sync' : a.drift.map((d) => d.message).join('; '),
+    before: a.before,
+    after: inSync ? a.before : null,
+    actions: a.actions,
+    drift: a.drift,
+  });
+}
+
 /**
  * Steps 1 and 2 (observe, assess) as a dry-run result: converged, drift or unreachable. Sends
  * nothing but `GET /_kilo/state`; what `diff` reports and what every driver decides from.
@@ -183,40 +208,25 @@ export async function inspectTarget(
   started = env.clock.now(),
 ): Promise<Inspection> {
   const observation = await observeTarget(t, env);
-  if (!observation.ok) {
-    const result = resultOf(t, want, started, env, {
-      outcome: 'unreachable',
-      message: `cannot observe: ${observation.error}`,
-      before: null,
-      after: null,
-      actions: [],
-      drift: [],
-    });
-    return { result, assessment: null };
-  }
+  if (!observation.ok)
+    return { result: unreachable(t, want, observation.error, started, env), assessment: null };
   const a = assess(want, observation.state);
-  const inSync = a.verdict === 'in-sync';
-  const result = resultOf(t, want, started, env, {
-    outcome: inSync ? 'converged' : 'drift',
-    message: inSync ? 'in sync' : a.drift.map((d) => d.message).join('; '),
-    before: a.before,
-    after: inSync ? a.before : null,
-    actions: a.actions,
-    drift: a.drift,
-  });
-  return { result, assessment: a };
+  return { result: inspected(t, a, started, env), assessment: a };
 }
 
 /**
- * One target's pass: inspect, then (unless a dry run) act on the verdict. A converged target gets
- * nothing but `GET /_kilo/state`.
+ * One target's pass: observe and assess, then (unless a dry run) act on the verdict. A converged
+ * target gets nothing but `GET /_kilo/state`. (inspectTarget's steps, without building the
+ * dry-run result a target that is acted on would drop.)
  */
 export async function reconcileTarget(t: Target, w: TargetWork): Promise<TargetResult> {
   const started = w.env.clock.now();
   const want = w.desiredFor ? w.desiredFor(t.token) : desired(w.spec, w.key, t.token);
   w.gate.onPhase?.(t.name, 'observing');
-  const { result, assessment: a } = await inspectTarget(t, want, w.env, started);
-  if (!a || result.outcome === 'converged' || w.dryRun) return result;
+  const observation = await observeTarget(t, w.env);
+  if (!observation.ok) return unreachable(t, want, observation.error, started, w.env);
+  const a = assess(want, observation.state);
+  if (a.verdict === 'in-sync' || w.dryRun) return inspected(t, a, started, w.env);
   if (a.verdict === 'unfixable') {
     // Nothing a patch can fix (a delivery-mode mismatch, an unreadable profile, a rejected
     // desired key): report, touch nothing.
