@@ -2,7 +2,6 @@
 // held at once, and when a held read is answered — its gateway is ready and is not the one the
 // caller saw (`waitOver`), its time is up, its caller left, or the controller shuts down. The
 // contract is src/kilo-state.ts's; docs/controller.md, "A read that waits".
-import type { IncomingHttpHeaders } from 'node:http';
 import type { Clock } from '../clock.ts';
 import { type ObservedState, WAIT_HEADER, WAIT_PID_HEADER, waitOver } from '../kilo-state.ts';
 
@@ -25,7 +24,7 @@ const DIGITS = /^[0-9]+$/;
  * The wait a request asks for (null: answer at once — no `WAIT_HEADER`, or 0), or the error that
  * names the malformed header. Both headers are checked whenever present.
  */
-export function parseWait(headers: IncomingHttpHeaders): WaitParse {
+export function parseWait(headers: Readonly<Record<string, string | string[] | undefined>>): WaitParse {
   const ms = headers[WAIT_HEADER];
   const pid = headers[WAIT_PID_HEADER];
   // Node joins a repeated x- header with ", ", which the digits check refuses.

@@ -446,4 +446,9 @@ describe('a read that waits (stand-in gateway)', () => {
     expect(CAPABILITIES).toContain('state:wait');
     expect((await call('GET', '/_kilo/version')).body.capabilities).toContain('state:wait');
   });
+
+  it('without --admin-port, waitMaxMs is at most half of --idle-timeout (a held read is idle)', async () => {
+    const { serving } = await setup(['--idle-timeout', '10s']);
+    expect(serving.controller.waitMaxMs).toBe(5_000);
+  });
 });
