@@ -1,5 +1,5 @@
 // Owns retrying controller calls: capped, jittered backoff, and only for errors worth retrying.
-import pRetry from 'p-retry';
+import pRetry, { AbortError } from 'p-retry';
 import { ControllerError } from './controller-client.ts';
 
 export interface RetryPolicy {
@@ -25,7 +25,17 @@ export function withRetry<T>(
   return retrying(fn, policy, signal, isRetryable, onRetry);
 }
 
-/** Any call under `policy` (capped, jittered, doubling), retrying the errors `retryable` accepts. */
+/**
+ * Any call under `policy` (capped, jittered, doubling), retrying the errors `retryable` accepts.
+ *
+ * The first attempt runs without p-retry: nearly every call succeeds at once, and p-retry's
+ * set-up per call (options copied and checked, closures, a frozen context per failure) was
+ * ≈5 % of what a rotation pass over 10,000 targets allocates (BENCHMARKS.md, reconcile fleet).
+ * Only a failure p-retry would retry enters it, which replays that failure as its attempt 1:
+ * the same numbering, onRetry calls, backoff and signal checks as p-retry from the start, except
+ * that a signal which aborted during the first attempt rejects with its reason at once (p-retry
+ * called onRetry and waited out the first backoff before it did).
+ */
 export async function retrying<T>(
   fn: (attempt: number) => Promise<T>,
   policy: RetryPolicy,
@@ -33,7 +43,26 @@ export async function retrying<T>(
   retryable: (err: unknown) => boolean,
   onRetry?: (err: Error, attempt: number) => void,
 ): Promise<T> {
-  return pRetry(fn, {
+  signal.throwIfAborted();
+  let first: unknown;
+  try {
+    const value = await fn(1);
+    signal.throwIfAborted();
+    return value;
+  } catch (err) {
+    // A plain Error that is not retried is thrown as p-retry throws it; anything else (a retry,
+    // an abort, a TypeError or non-Error, which p-retry treats apart) goes to p-retry.
+    if (
+      (policy.retries === 0 || !retryable(err)) &&
+      err instanceof Error &&
+      !(err instanceof TypeError) &&
+      !(err instanceof AbortError)
+    ) {
+      throw err;
+    }
+    first = err;
+  }
+  return pRetry((attempt) => (attempt === 1 ? Promise.reject(first) : fn(attempt)), {
     retries: policy.retries,
     factor: 2,
     minTimeout: policy.minTimeoutMs,
