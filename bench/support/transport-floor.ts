@@ -144,7 +144,7 @@ const transports: Record<string, () => Promise<Run>> = {
           timeoutMs: 10_000,
           maxBytes: 1 << 20,
         });
-        check(res.status, res.body.toString('utf8'));
+        check(res.status, res.body);
       });
   },
   async net() {

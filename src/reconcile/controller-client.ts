@@ -120,10 +120,10 @@ function controllerError(name: string, err: Http1Error, timeoutMs: number): Cont
   }
 }
 
-function parseJson(body: Buffer): unknown {
+function parseJson(body: string): unknown {
   if (body.length === 0) return null;
   try {
-    return JSON.parse(body.toString('utf8'));
+    return JSON.parse(body);
   } catch {
     return null;
   }
@@ -174,7 +174,7 @@ export function httpControllerClient(opts: HttpControllerOptions): ControllerCli
     body?: string,
   ): Promise<unknown> {
     if (refused) throw refused;
-    let res: { status: number; body: Buffer };
+    let res: { status: number; body: string };
     try {
       res = await client.request(method, path, headers, body, {
         signal,

@@ -220,7 +220,7 @@ async function startOrigin(): Promise<{
 }
 
 const basic = (userPass: string) => `Basic ${Buffer.from(userPass).toString('base64')}`;
-const text = (r: { body: Buffer }) => r.body.toString('utf8');
+const text = (r: { body: string }) => r.body;
 const fail = (p: Promise<unknown>) =>
   p.then(
     () => {

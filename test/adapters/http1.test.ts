@@ -74,7 +74,7 @@ const opts = { signal: never, timeoutMs: 5_000, maxBytes: 1024 };
 const client = (port: number) => new Http1Client({ protocol: 'http:', hostname: '127.0.0.1', port });
 const ok = (body: string, extra = '') =>
   `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`;
-const text = (r: { body: Buffer }) => r.body.toString('utf8');
+const text = (r: { body: string }) => r.body;
 
 describe('Http1Client', () => {
   it('sends the request head and body as given, with host and content-length', async () => {
@@ -247,6 +247,98 @@ describe('Http1Client', () => {
       .request('GET', '/s', '', undefined, opts)
       .catch((e: unknown) => e)) as Http1Error;
     expect([err.kind, err.code]).toEqual(['network', 'ECONNREFUSED']);
+  });
+
+  it('reads a head that comes byte by byte, its header names and values in any case', async () => {
+    const answers = [
+      'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCONTENT-LENGTH:  7 \r\nKeep-Alive: Timeout=5\r\n\r\n{"n":1}',
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n7\r\n{"n":2}\r\n0\r\n\r\n',
+      'HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: Keep-Alive,  CLOSE \r\n\r\n{"n":3}',
+    ];
+    const s = await rawServer((socket, _r, n) => {
+      socket.setNoDelay(true);
+      const bytes = Buffer.from(answers[(n - 1) % answers.length]!, 'latin1');
+      let i = 0;
+      const next = () => {
+        if (socket.destroyed) return;
+        socket.write(bytes.subarray(i, i + 1));
+        if (++i < bytes.length) setTimeout(next, 1);
+      };
+      next();
+    });
+    const c = client(s.port);
+    expect(text(await c.request('GET', '/s', '', undefined, opts))).toBe('{"n":1}');
+    expect(text(await c.request('GET', '/s', '', undefined, opts))).toBe('{"n":2}');
+    expect(s.connections).toHaveLength(1); // both framed, kept
+    expect(text(await c.request('GET', '/s', '', undefined, opts))).toBe('{"n":3}');
+    await c.request('GET', '/s', '', undefined, opts);
+    expect(s.connections).toHaveLength(2); // `CLOSE` among the connection options: not reused
+  });
+
+  it('`Keep-Alive: TIMEOUT=1` in capitals is honoured too', async () => {
+    const s = await rawServer((socket) => socket.write(ok('{}', 'Keep-Alive: max=5, TIMEOUT=1\r\n')));
+    await client(s.port).request('GET', '/s', '', undefined, opts);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(s.connections[0]!.closed).toBe(true);
+  });
+
+  it('decodes UTF-8 split across reads, and a body many times the size of one read', async () => {
+    const big = `{"a":"${'é'.repeat(150_000)}"}`; // 300 KB: several reads
+    const s = await rawServer((socket, _r, n) => {
+      const bytes = Buffer.from(n === 1 ? ok('{"k":"é"}') : ok(big), 'utf8');
+      // The first answer cut inside the two bytes of é.
+      const cut = n === 1 ? bytes.length - 3 : 1000;
+      socket.write(bytes.subarray(0, cut));
+      setTimeout(() => socket.write(bytes.subarray(cut)), 20);
+    });
+    const c = client(s.port);
+    expect(text(await c.request('GET', '/s', '', undefined, opts))).toBe('{"k":"é"}');
+    const r = await c.request('GET', '/s', '', undefined, { ...opts, maxBytes: 1 << 20 });
+    expect(r.body === big).toBe(true);
+  });
+
+  it('answers that arrive interleaved on many connections each get their own bytes', async () => {
+    const s = await rawServer((socket, req) => {
+      const n = req.head.split(' ')[1]!.slice(1);
+      const bytes = Buffer.from(ok(`{"n":"${n.repeat(50)}"}`), 'latin1');
+      const cut = 20 + (Number(n) % 40);
+      socket.write(bytes.subarray(0, cut));
+      setTimeout(() => socket.write(bytes.subarray(cut)), 5 + (Number(n) % 7));
+    });
+    const c = client(s.port);
+    const got = await Promise.all(
+      Array.from({ length: 40 }, (_, n) => c.request('GET', `/${n}`, '', undefined, opts)),
+    );
+    expect(got.map((r) => JSON.parse(r.body).n)).toEqual(
+      Array.from({ length: 40 }, (_, n) => String(n).repeat(50)),
+    );
+  });
+
+  it('refuses more malformed heads: version, status digits, header names, content-length values', async () => {
+    const answers = [
+      'HTTP/1.2 200 OK\r\ncontent-length: 0\r\n\r\n',
+      'http/1.1 200 OK\r\ncontent-length: 0\r\n\r\n',
+      'HTTP/1.1 20x OK\r\ncontent-length: 0\r\n\r\n',
+      'HTTP/1.1 2000 OK\r\ncontent-length: 0\r\n\r\n',
+      'HTTP/1.1 200 OK\r\n: no name\r\ncontent-length: 0\r\n\r\n',
+      'HTTP/1.1 200 OK\r\ncontent-length: 1 2\r\n\r\n{}',
+      'HTTP/1.1 200 OK\r\ncontent-length: 0x2\r\n\r\n{}',
+      'HTTP/1.1 200 OK\r\ncontent-length:\r\n\r\n',
+      'HTTP/1.1 200 OK\r\ncontent-length: 1234567890123456\r\n\r\n',
+      // The same length twice is one length; the same number written otherwise is not.
+      'HTTP/1.1 200 OK\r\ncontent-length: 2\r\nContent-Length: 02\r\n\r\n{}',
+    ];
+    const s = await rawServer((socket, _r, n) => socket.write(answers[n - 1]!));
+    const c = client(s.port);
+    for (const answer of answers) {
+      const err = (await c.request('GET', '/s', '', undefined, opts).catch((e: unknown) => e)) as Http1Error;
+      expect(err, answer).toBeInstanceOf(Http1Error);
+      expect(err.kind, answer).toBe('malformed');
+    }
+    const same = await rawServer((socket) =>
+      socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\nContent-Length:\t2\r\n\r\n{}'),
+    );
+    expect(text(await client(same.port).request('GET', '/s', '', undefined, opts))).toBe('{}');
   });
 
   it('a keep-alive hint shorter than the idle limit is honoured: the connection is closed before it', async () => {

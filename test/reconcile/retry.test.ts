@@ -134,7 +134,9 @@ describe('withRetry', () => {
       return real(cb, ms);
     }) as typeof setTimeout);
     const { fn, attempts } = script([retryable(), retryable(), retryable(), retryable()]);
-    await expect(withRetry(fn, { retries: 4, minTimeoutMs: 4, maxTimeoutMs: 20 }, live())).resolves.toBe('ok');
+    await expect(withRetry(fn, { retries: 4, minTimeoutMs: 4, maxTimeoutMs: 20 }, live())).resolves.toBe(
+      'ok',
+    );
     expect(attempts).toEqual([1, 2, 3, 4, 5]);
     // round(1.5 × 4 × 2^n), capped at 20.
     expect(waits).toEqual([6, 12, 20, 20]);
