@@ -263,6 +263,9 @@ function onError(this: ConnSocket, err: NodeJS.ErrnoException): void {
 function onClose(this: ConnSocket): void {
   this[kConn].gone('ECONNRESET');
 }
+function onConnect(this: ConnSocket): void {
+  this[kConn].flush();
+}
 
 const PROXY_AUTH = ': proxy authentication required (credentials missing from the proxy URL, or refused)';
 
@@ -272,7 +275,7 @@ class Conn {
   socket: ConnSocket | null = null;
   /** The connection to the proxy under a CONNECT tunnel. */
   tunnelSocket: Net.Socket | null = null;
-  /** The request written before the tunnel was up. */
+  /** The request written before the socket connected, or before the tunnel was up. */
   queued: string | Buffer | null = null;
   call: Call | null = null;
   /** Whether a request was already answered on it (a reused connection may be stale). */
@@ -288,13 +291,23 @@ class Conn {
     this.socket = socket as ConnSocket;
     this.socket[kConn] = this;
     if (!reads) socket.on('data', onData);
+    if (socket.connecting) socket.on('connect', onConnect);
     socket.on('end', onEnd);
     socket.on('error', onError);
     socket.on('close', onClose);
   }
   write(data: string | Buffer): void {
-    if (this.socket === null) this.queued = data;
+    // Until the socket connects the request waits here, not in the socket: a net.Socket written
+    // while connecting waits with two once() listeners, closures included, per connection (≈0.6 KB
+    // of garbage per new connection; BENCHMARKS.md, reconcile fleet, S8-H2).
+    if (this.socket === null || this.socket.connecting) this.queued = data;
     else this.socket.write(data, 'latin1');
+  }
+  flush(): void {
+    const data = this.queued;
+    if (data === null || this.socket === null) return;
+    this.queued = null;
+    this.socket.write(data, 'latin1');
   }
   /**
    * `CONNECT` through the proxy on `proxied`; on its 200 the origin's TLS starts over it and the
