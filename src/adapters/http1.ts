@@ -130,15 +130,26 @@ function expire(): void {
 
 // ---- idle connections --------------------------------------------------------------------------
 
-/** Idle connections of every origin, longest idle first. */
-const idle = new Set<Conn>();
+/**
+ * Idle connections of every origin, longest idle first, linked through the connections
+ * themselves (Conn.older / Conn.newer), as each origin's are (Http1Client.lastIdle, Conn.below):
+ * the Set and the array per origin this replaced grew and shrank their tables as connections
+ * came and went (BENCHMARKS.md, reconcile fleet, S8-H2).
+ */
+let oldestIdle: Conn | null = null;
+let newestIdle: Conn | null = null;
+let idleCount = 0;
 let sweeper: NodeJS.Timeout | null = null;
 
 function sweep(): void {
   const now = Date.now();
   // Not in closeAt order (a server's keep-alive hint may shorten one): every entry is checked.
-  for (const conn of idle) if (conn.closeAt <= now) conn.destroy();
-  if (idle.size === 0 && sweeper) {
+  for (let conn = oldestIdle; conn !== null; ) {
+    const newer = conn.newer;
+    if (conn.closeAt <= now) conn.destroy();
+    conn = newer;
+  }
+  if (idleCount === 0 && sweeper) {
     clearInterval(sweeper);
     sweeper = null;
   }
@@ -282,6 +293,12 @@ class Conn {
   reused = false;
   dead = false;
   closeAt = 0;
+  /** In the idle lists: across every origin (older, newer) and its own (below, above). */
+  idle = false;
+  older: Conn | null = null;
+  newer: Conn | null = null;
+  below: Conn | null = null;
+  above: Conn | null = null;
   constructor(client: Http1Client, socket: Net.Socket | null) {
     this.client = client;
     if (socket) this.attach(socket, true);
@@ -373,24 +390,43 @@ class Conn {
     this.destroy();
     call?.gone(code, reason);
   }
-  /** Back to the idle set after a complete exchange, for `ms` at most. */
+  /** Back to the idle lists after a complete exchange, for `ms` at most. */
   release(ms: number): void {
     this.call = null;
     this.reused = true;
     this.closeAt = Date.now() + ms;
-    idle.add(this);
-    this.client.idle.push(this);
-    if (idle.size > MAX_IDLE) idle.values().next().value!.destroy();
+    this.idle = true;
+    this.older = newestIdle;
+    if (newestIdle) newestIdle.newer = this;
+    else oldestIdle = this;
+    newestIdle = this;
+    idleCount++;
+    const client = this.client;
+    this.below = client.lastIdle;
+    if (client.lastIdle) client.lastIdle.above = this;
+    client.lastIdle = this;
+    if (idleCount > MAX_IDLE) oldestIdle!.destroy();
     sweeper ??= setInterval(sweep, Math.max(50, Math.floor(IDLE_MS / 8))).unref();
+  }
+  /** Out of the idle lists (taken for a call, or closed). */
+  unlink(): void {
+    if (!this.idle) return;
+    this.idle = false;
+    if (this.older) this.older.newer = this.newer;
+    else oldestIdle = this.newer;
+    if (this.newer) this.newer.older = this.older;
+    else newestIdle = this.older;
+    idleCount--;
+    if (this.below) this.below.above = this.above;
+    if (this.above) this.above.below = this.below;
+    else this.client.lastIdle = this.below;
+    this.older = this.newer = this.below = this.above = null;
   }
   destroy(): void {
     if (this.dead) return;
     this.dead = true;
     this.call = null;
-    idle.delete(this);
-    const list = this.client.idle;
-    const at = list.indexOf(this);
-    if (at >= 0) list.splice(at, 1);
+    this.unlink();
     this.socket?.destroy();
     this.tunnelSocket?.destroy();
   }
@@ -776,8 +812,8 @@ export class Http1Client {
   readonly host: string;
   /** `host:port`, the target of a CONNECT (set only when there is a proxy). */
   readonly authority: string = '';
-  /** This origin's idle connections, most recently used last. */
-  readonly idle: Conn[] = [];
+  /** This origin's most recently released idle connection (Conn.below: the one before), or null. */
+  lastIdle: Conn | null = null;
   /** The proxy connections go through, or null for a direct connection. */
   readonly proxy: HttpProxy | null = null;
   /** Requests go to the proxy in absolute form (an http origin through a proxy). */
@@ -815,17 +851,15 @@ export class Http1Client {
 
   /** Closes this origin's idle connections (calls in flight keep theirs). */
   closeIdle(): void {
-    for (const conn of this.idle.splice(0)) conn.destroy();
+    while (this.lastIdle !== null) this.lastIdle.destroy();
   }
 
-  /** An idle connection of this origin, or a new one. */
+  /** This origin's most recently released idle connection, or a new one. */
   take(): Conn {
-    const conn = this.idle.pop();
-    if (conn) {
-      idle.delete(conn);
-      return conn;
-    }
-    return this.connect();
+    const conn = this.lastIdle;
+    if (conn === null) return this.connect();
+    conn.unlink();
+    return conn;
   }
 
   /** A new connection: to the origin, to the proxy (forward), or through it (a CONNECT tunnel). */

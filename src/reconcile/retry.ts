@@ -36,33 +36,46 @@ export function withRetry<T>(
  * that a signal which aborted during the first attempt rejects with its reason at once (p-retry
  * called onRetry and waited out the first backoff before it did).
  */
-export async function retrying<T>(
+export function retrying<T>(
   fn: (attempt: number) => Promise<T>,
   policy: RetryPolicy,
   signal: AbortSignal,
   retryable: (err: unknown) => boolean,
   onRetry?: (err: Error, attempt: number) => void,
 ): Promise<T> {
-  signal.throwIfAborted();
-  let first: unknown;
+  // Not an async function: its frame and await cost ≈0.2 KB more per call than these two closures.
+  if (signal.aborted) return Promise.reject(signal.reason);
+  let first: Promise<T>;
   try {
-    const value = await fn(1);
-    signal.throwIfAborted();
-    return value;
+    first = Promise.resolve(fn(1));
   } catch (err) {
-    // A plain Error that is not retried is thrown as p-retry throws it; anything else (a retry,
-    // an abort, a TypeError or non-Error, which p-retry treats apart) goes to p-retry.
-    if (
-      (policy.retries === 0 || !retryable(err)) &&
-      err instanceof Error &&
-      !(err instanceof TypeError) &&
-      !(err instanceof AbortError)
-    ) {
-      throw err;
-    }
-    first = err;
+    first = Promise.reject(err);
   }
-  return pRetry((attempt) => (attempt === 1 ? Promise.reject(first) : fn(attempt)), {
+  const after = (err: unknown) => retryAfter(err, fn, policy, signal, retryable, onRetry);
+  // An answer that came after the signal aborted counts as a failure, as in p-retry.
+  return first.then((value) => (signal.aborted ? after(signal.reason) : value), after);
+}
+
+/** After a failed first attempt: thrown as p-retry throws it, or retried under p-retry. */
+function retryAfter<T>(
+  err: unknown,
+  fn: (attempt: number) => Promise<T>,
+  policy: RetryPolicy,
+  signal: AbortSignal,
+  retryable: (err: unknown) => boolean,
+  onRetry?: (err: Error, attempt: number) => void,
+): Promise<T> {
+  // A plain Error that is not retried is thrown as p-retry throws it; anything else (a retry,
+  // an abort, a TypeError or non-Error, which p-retry treats apart) goes to p-retry.
+  if (
+    (policy.retries === 0 || !retryable(err)) &&
+    err instanceof Error &&
+    !(err instanceof TypeError) &&
+    !(err instanceof AbortError)
+  ) {
+    return Promise.reject(err);
+  }
+  return pRetry((attempt) => (attempt === 1 ? Promise.reject(err) : fn(attempt)), {
     retries: policy.retries,
     factor: 2,
     minTimeout: policy.minTimeoutMs,

@@ -9,6 +9,7 @@ import {
   assertHeaderValue,
   Http1Client,
   Http1Error,
+  MAX_IDLE,
   MAX_TLS_SESSIONS,
   TlsSessions,
   tlsSessions,
@@ -273,6 +274,28 @@ describe('Http1Client', () => {
     expect(text(await c.request('GET', '/s', '', undefined, opts))).toBe('{"n":3}');
     await c.request('GET', '/s', '', undefined, opts);
     expect(s.connections).toHaveLength(2); // `CLOSE` among the connection options: not reused
+  });
+
+  it('past MAX_IDLE idle connections across origins the longest idle is closed; each origin reuses its newest', async () => {
+    const s = await rawServer((socket) => socket.write(ok('{}')));
+    const a = client(s.port);
+    const b = client(s.port);
+    await a.request('GET', '/s', '', undefined, opts); // connection 0: the longest idle
+    const parallel = () =>
+      Promise.all(Array.from({ length: MAX_IDLE }, () => b.request('GET', '/s', '', undefined, opts)));
+    await parallel(); // MAX_IDLE more: one too many
+    await new Promise((r) => setTimeout(r, 30));
+    expect(s.connections).toHaveLength(MAX_IDLE + 1);
+    expect(s.connections.map((c) => c.closed).filter(Boolean)).toHaveLength(1);
+    expect(s.connections[0]!.closed).toBe(true);
+    // b's connections are all idle and reused; a needs a new one.
+    await parallel();
+    await a.request('GET', '/s', '', undefined, opts);
+    expect(s.connections).toHaveLength(MAX_IDLE + 2);
+    a.closeIdle();
+    b.closeIdle();
+    await new Promise((r) => setTimeout(r, 30));
+    expect(s.connections.every((c) => c.closed)).toBe(true);
   });
 
   it('`Keep-Alive: TIMEOUT=1` in capitals is honoured too', async () => {
