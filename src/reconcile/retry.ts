@@ -51,40 +51,31 @@ export function retrying<T>(
   } catch (err) {
     first = Promise.reject(err);
   }
-  const after = (err: unknown) => retryAfter(err, fn, policy, signal, retryable, onRetry);
+  // After a failed first attempt, a plain Error that is not retried is thrown as p-retry throws
+  // it; anything else (a retry, an abort, a TypeError or non-Error, which p-retry treats apart)
+  // goes to p-retry.
+  const after = (err: unknown): Promise<T> => {
+    if (
+      (policy.retries === 0 || !retryable(err)) &&
+      err instanceof Error &&
+      !(err instanceof TypeError) &&
+      !(err instanceof AbortError)
+    ) {
+      return Promise.reject(err);
+    }
+    return pRetry((attempt) => (attempt === 1 ? Promise.reject(err) : fn(attempt)), {
+      retries: policy.retries,
+      factor: 2,
+      minTimeout: policy.minTimeoutMs,
+      maxTimeout: policy.maxTimeoutMs,
+      randomize: true,
+      signal,
+      shouldRetry: ({ error }) => retryable(error),
+      onFailedAttempt: ({ error, attemptNumber, retriesLeft }) => {
+        if (retriesLeft > 0 && retryable(error)) onRetry?.(error, attemptNumber);
+      },
+    });
+  };
   // An answer that came after the signal aborted counts as a failure, as in p-retry.
   return first.then((value) => (signal.aborted ? after(signal.reason) : value), after);
-}
-
-/** After a failed first attempt: thrown as p-retry throws it, or retried under p-retry. */
-function retryAfter<T>(
-  err: unknown,
-  fn: (attempt: number) => Promise<T>,
-  policy: RetryPolicy,
-  signal: AbortSignal,
-  retryable: (err: unknown) => boolean,
-  onRetry?: (err: Error, attempt: number) => void,
-): Promise<T> {
-  // A plain Error that is not retried is thrown as p-retry throws it; anything else (a retry,
-  // an abort, a TypeError or non-Error, which p-retry treats apart) goes to p-retry.
-  if (
-    (policy.retries === 0 || !retryable(err)) &&
-    err instanceof Error &&
-    !(err instanceof TypeError) &&
-    !(err instanceof AbortError)
-  ) {
-    return Promise.reject(err);
-  }
-  return pRetry((attempt) => (attempt === 1 ? Promise.reject(err) : fn(attempt)), {
-    retries: policy.retries,
-    factor: 2,
-    minTimeout: policy.minTimeoutMs,
-    maxTimeout: policy.maxTimeoutMs,
-    randomize: true,
-    signal,
-    shouldRetry: ({ error }) => retryable(error),
-    onFailedAttempt: ({ error, attemptNumber, retriesLeft }) => {
-      if (retriesLeft > 0 && retryable(error)) onRetry?.(error, attemptNumber);
-    },
-  });
 }

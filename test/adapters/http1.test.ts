@@ -170,7 +170,7 @@ describe('Http1Client', () => {
     expect(s.requests.map((r) => r.head.split(' ')[0])).toEqual(['GET', 'POST']);
   });
 
-  it('refuses malformed answers: status line, content-length, transfer-encoding, chunk framing', async () => {
+  it('refuses malformed answers: status line, header lines, content-length, transfer-encoding, chunk framing', async () => {
     const answers = [
       'HTTP/2 200 OK\r\n\r\n',
       'HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}',
@@ -179,15 +179,30 @@ describe('Http1Client', () => {
       'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n',
       'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n',
       'HTTP/1.1 200 OK\r\nno colon here\r\n\r\n',
+      'HTTP/1.2 200 OK\r\ncontent-length: 0\r\n\r\n',
+      'http/1.1 200 OK\r\ncontent-length: 0\r\n\r\n',
+      'HTTP/1.1 20x OK\r\ncontent-length: 0\r\n\r\n',
+      'HTTP/1.1 2000 OK\r\ncontent-length: 0\r\n\r\n',
+      'HTTP/1.1 200 OK\r\n: no name\r\ncontent-length: 0\r\n\r\n',
+      'HTTP/1.1 200 OK\r\ncontent-length: 1 2\r\n\r\n{}',
+      'HTTP/1.1 200 OK\r\ncontent-length: 0x2\r\n\r\n{}',
+      'HTTP/1.1 200 OK\r\ncontent-length:\r\n\r\n',
+      'HTTP/1.1 200 OK\r\ncontent-length: 1234567890123456\r\n\r\n',
+      // The same length twice is one length (below); the same number written otherwise is not.
+      'HTTP/1.1 200 OK\r\ncontent-length: 2\r\nContent-Length: 02\r\n\r\n{}',
     ];
     const s = await rawServer((socket, _r, n) => socket.write(answers[n - 1]!));
     const c = client(s.port);
-    for (const _ of answers) {
+    for (const answer of answers) {
       const err = (await c.request('GET', '/s', '', undefined, opts).catch((e: unknown) => e)) as Http1Error;
-      expect(err).toBeInstanceOf(Http1Error);
-      expect(err.kind).toBe('malformed');
+      expect(err, answer).toBeInstanceOf(Http1Error);
+      expect(err.kind, answer).toBe('malformed');
     }
     expect(s.connections).toHaveLength(answers.length);
+    const same = await rawServer((socket) =>
+      socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\nContent-Length:\t2\r\n\r\n{}'),
+    );
+    expect(text(await client(same.port).request('GET', '/s', '', undefined, opts))).toBe('{}');
   });
 
   it('refuses a body over maxBytes without keeping it: by content-length, chunked, or until close', async () => {
@@ -335,33 +350,6 @@ describe('Http1Client', () => {
     expect(got.map((r) => JSON.parse(r.body).n)).toEqual(
       Array.from({ length: 40 }, (_, n) => String(n).repeat(50)),
     );
-  });
-
-  it('refuses more malformed heads: version, status digits, header names, content-length values', async () => {
-    const answers = [
-      'HTTP/1.2 200 OK\r\ncontent-length: 0\r\n\r\n',
-      'http/1.1 200 OK\r\ncontent-length: 0\r\n\r\n',
-      'HTTP/1.1 20x OK\r\ncontent-length: 0\r\n\r\n',
-      'HTTP/1.1 2000 OK\r\ncontent-length: 0\r\n\r\n',
-      'HTTP/1.1 200 OK\r\n: no name\r\ncontent-length: 0\r\n\r\n',
-      'HTTP/1.1 200 OK\r\ncontent-length: 1 2\r\n\r\n{}',
-      'HTTP/1.1 200 OK\r\ncontent-length: 0x2\r\n\r\n{}',
-      'HTTP/1.1 200 OK\r\ncontent-length:\r\n\r\n',
-      'HTTP/1.1 200 OK\r\ncontent-length: 1234567890123456\r\n\r\n',
-      // The same length twice is one length; the same number written otherwise is not.
-      'HTTP/1.1 200 OK\r\ncontent-length: 2\r\nContent-Length: 02\r\n\r\n{}',
-    ];
-    const s = await rawServer((socket, _r, n) => socket.write(answers[n - 1]!));
-    const c = client(s.port);
-    for (const answer of answers) {
-      const err = (await c.request('GET', '/s', '', undefined, opts).catch((e: unknown) => e)) as Http1Error;
-      expect(err, answer).toBeInstanceOf(Http1Error);
-      expect(err.kind, answer).toBe('malformed');
-    }
-    const same = await rawServer((socket) =>
-      socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\nContent-Length:\t2\r\n\r\n{}'),
-    );
-    expect(text(await client(same.port).request('GET', '/s', '', undefined, opts))).toBe('{}');
   });
 
   it('a keep-alive hint shorter than the idle limit is honoured: the connection is closed before it', async () => {
