@@ -258,11 +258,13 @@ function onRead(this: ConnSocket, n: number): boolean {
 /**
  * Every connection reads into this one buffer (`onread`), not into a new Buffer per read pushed
  * through the socket's Readable stream ('data' events, nextTick): ≈0.7 KB less garbage per
- * request (BENCHMARKS.md, reconcile fleet, S8-H2). A read is handled before the next one lands in the buffer (libuv reads into
- * it and calls back at once, on this one thread), so a call keeps a copy of whatever it has not
- * finished with (Call.data) and decodes the body before it answers (Call.done).
+ * request (BENCHMARKS.md, reconcile fleet, S8-H2). A read is handled before the next one lands in
+ * the buffer (libuv reads into it and calls back at once, on this one thread), so a call keeps a
+ * copy of whatever it has not finished with (Call.data) and decodes the body before it answers
+ * (Call.done). A connection under a CONNECT tunnel reads by 'data' events (Node ignores `onread`
+ * for a TLS socket over another socket).
  */
-const readBuffer = Buffer.allocUnsafe(64 * 1024);
+const readBuffer = Buffer.allocUnsafeSlow(64 * 1024); // its own memory, never the pool's
 const READ: Net.OnReadOpts = { buffer: readBuffer, callback: onRead as Net.OnReadOpts['callback'] };
 function onEnd(this: ConnSocket): void {
   this[kConn].end();
