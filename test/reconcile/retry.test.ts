@@ -108,6 +108,29 @@ describe('withRetry', () => {
     ).rejects.toBe(reason);
   });
 
+  it('a signal that aborts during a failed first attempt rejects with its reason at once, without a backoff', async () => {
+    const ac = new AbortController();
+    const reason = new Error('pass aborted');
+    const onRetry = vi.fn();
+    const attempts: number[] = [];
+    const t0 = Date.now();
+    await expect(
+      withRetry(
+        async (attempt) => {
+          attempts.push(attempt);
+          ac.abort(reason);
+          throw retryable();
+        },
+        { retries: 4, minTimeoutMs: 5_000, maxTimeoutMs: 5_000 },
+        ac.signal,
+        onRetry,
+      ),
+    ).rejects.toBe(reason);
+    expect(Date.now() - t0).toBeLessThan(1_000);
+    expect(attempts).toEqual([1]);
+    expect(onRetry).not.toHaveBeenCalled();
+  });
+
   it('a signal that aborts while waiting to retry rejects with its reason; no further attempt', async () => {
     const ac = new AbortController();
     const reason = new Error('pass aborted');
