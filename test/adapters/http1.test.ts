@@ -93,6 +93,27 @@ describe('Http1Client', () => {
     expect(Buffer.from(s.requests[0]!.body, 'latin1').toString('utf8')).toBe('{"K":"é"}');
   });
 
+  it('a GET sent again, with another path or other header lines, carries its own head each time', async () => {
+    const s = await rawServer((socket) => socket.write(ok('{}')));
+    const c = client(s.port);
+    const calls: [string, string][] = [
+      ['/a', 'x-one: 1\r\n'],
+      ['/a', 'x-one: 1\r\n'],
+      ['/b', 'x-one: 1\r\n'],
+      ['/b', 'x-one: 2\r\n'],
+      ['/b', ''],
+      ['/a', 'x-one: 1\r\n'],
+    ];
+    for (const [path, lines] of calls) await c.request('GET', path, lines, undefined, opts);
+    await c.request('POST', '/a', 'x-one: 1\r\n', undefined, opts);
+    expect(s.requests.map((r) => r.head)).toEqual([
+      ...calls.map(([path, lines]) =>
+        `GET ${path} HTTP/1.1\r\nhost: 127.0.0.1:${s.port}\r\n${lines}`.replace(/\r\n$/, ''),
+      ),
+      `POST /a HTTP/1.1\r\nhost: 127.0.0.1:${s.port}\r\nx-one: 1`,
+    ]);
+  });
+
   it('reuses one connection for calls in sequence, and opens another for a call in parallel', async () => {
     const s = await rawServer((socket, _r, n) => socket.write(ok(`{"n":${n}}`)));
     const c = client(s.port);
