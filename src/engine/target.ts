@@ -254,142 +254,187 @@ export async function deliverAndVerify(
   started = w.env.clock.now(),
 ): Promise<TargetResult> {
   const { env, gate } = w;
-  const { want, before, actions } = a;
-  const log = targetLog(env, t);
   const patching = a.verdict === 'deliverable';
-  const done = (r: Fields) => resultOf(t, want, started, env, r);
-  const spent = () =>
-    done({
-      outcome: 'skipped',
-      message: `failure budget spent (${gate.budget.failures}/${gate.budget.limit}); not delivered`,
-      before,
-      after: before,
-      actions,
-      drift: a.drift,
-    });
-  if (patching && gate.budget.exhausted) return spent();
-
+  if (patching && gate.budget.exhausted) return budgetSpent(t, a, started, w);
   const release =
-    patching && want.delivery === 'restart' ? await gate.unavailable.acquire(env.signal) : () => undefined;
+    patching && a.want.delivery === 'restart' ? await gate.unavailable.acquire(env.signal) : null;
   try {
     // Re-check after the wait for a restart slot: other targets may have spent the budget meanwhile.
-    if (patching && gate.budget.exhausted) return spent();
+    if (patching && gate.budget.exhausted) return budgetSpent(t, a, started, w);
     const deadline = env.clock.now() + env.deadlineMs;
-    let patch: PatchResponse | null = null;
-    let attempts = 0;
-    let sentAt = env.clock.now();
+    const log = targetLog(env, t);
+    let sent: Delivery | null = null;
     if (patching) {
-      gate.onPhase?.(t.name, 'delivering');
-      try {
-        patch = await withRetry(
-          (attempt) => {
-            attempts = attempt;
-            sentAt = env.clock.now();
-            return t.client.patchEnv({ [want.envVar]: w.key.key }, want.version, env.signal);
-          },
-          env.retry,
-          env.signal,
-          (err, attempt) => log('warn')?.warn({ attempt, error: err.message }, 'Patch failed; retrying'),
-        );
-      } catch (err) {
-        env.signal.throwIfAborted();
-        gate.budget.record();
-        log('warn')?.warn({ attempts, error: (err as Error).message }, 'Key delivery failed');
-        return done({
-          outcome: 'not-converged',
-          message: `delivery failed after ${attempts} attempt(s): ${(err as Error).message}`,
-          before,
-          after: null,
-          actions,
-          drift: a.drift,
-          attempts,
+      const d = await deliver(t, a, w, log);
+      if ('failed' in d) return resultOf(t, a.want, started, env, d.failed);
+      sent = d;
+    }
+    return await verify(t, a, w, log, sent, deadline, started);
+  } finally {
+    release?.();
+  }
+}
+
+function budgetSpent(
+  t: Target,
+  a: Assessment,
+  started: number,
+  w: Pick<TargetWork, 'env' | 'gate'>,
+): TargetResult {
+  const { budget } = w.gate;
+  return resultOf(t, a.want, started, w.env, {
+    outcome: 'skipped',
+    message: `failure budget spent (${budget.failures}/${budget.limit}); not delivered`,
+    before: a.before,
+    after: a.before,
+    actions: a.actions,
+    drift: a.drift,
+  });
+}
+
+/** A patch the controller accepted: its answer, the attempts it took, when the last one was sent. */
+interface Delivery {
+  patch: PatchResponse;
+  attempts: number;
+  sentAt: number;
+}
+
+/** The patch under the retry policy; a failure spends budget and is the target's result. */
+async function deliver(
+  t: Target,
+  a: Assessment,
+  w: Pick<TargetWork, 'key' | 'env' | 'gate'>,
+  log: TargetLog,
+): Promise<Delivery | { failed: Fields }> {
+  const { env, gate } = w;
+  const { want, before } = a;
+  gate.onPhase?.(t.name, 'delivering');
+  let attempts = 0;
+  let sentAt = env.clock.now();
+  let patch: PatchResponse;
+  try {
+    patch = await withRetry(
+      (attempt) => {
+        attempts = attempt;
+        sentAt = env.clock.now();
+        return t.client.patchEnv({ [want.envVar]: w.key.key }, want.version, env.signal);
+      },
+      env.retry,
+      env.signal,
+      (err, attempt) => log('warn')?.warn({ attempt, error: err.message }, 'Patch failed; retrying'),
+    );
+  } catch (err) {
+    env.signal.throwIfAborted();
+    gate.budget.record();
+    log('warn')?.warn({ attempts, error: (err as Error).message }, 'Key delivery failed');
+    return {
+      failed: {
+        outcome: 'not-converged',
+        message: `delivery failed after ${attempts} attempt(s): ${(err as Error).message}`,
+        before,
+        after: null,
+        actions: a.actions,
+        drift: a.drift,
+        attempts,
+      },
+    };
+  }
+  log('info')?.info(
+    {
+      keyHash: shortHash(want.delivery === 'file' ? want.fileHash : want.envHash),
+      version: want.version,
+      signaled: patch.signaled,
+      migratedProfiles: patch.migratedProfiles,
+      pidBefore: before.gateway.pid ?? null,
+    },
+    'Delivered key; verifying',
+  );
+  return { patch, attempts, sentAt };
+}
+
+/**
+ * Re-observes until the running gateway proves the desired state or `deadline` passes. `sent`:
+ * this pass's accepted patch, or null when the target only waits (for its gateway to be ready).
+ */
+async function verify(
+  t: Target,
+  a: Assessment,
+  w: Pick<TargetWork, 'env' | 'gate' | 'pace'>,
+  log: TargetLog,
+  sent: Delivery | null,
+  deadline: number,
+  started: number,
+): Promise<TargetResult> {
+  const { env, gate } = w;
+  const { want, before } = a;
+  const patching = sent !== null;
+  gate.onPhase?.(t.name, patching ? 'verifying' : 'waiting');
+  const vctx = { patched: patching, pidBefore: before.gateway.pid ?? null };
+  const result = (r: Pick<Fields, 'outcome' | 'message' | 'after' | 'drift'>) =>
+    resultOf(t, want, started, env, {
+      ...r,
+      before,
+      actions: a.actions,
+      patched: patching,
+      patch: sent?.patch ?? null,
+      attempts: sent?.attempts ?? 0,
+    });
+  let last: ObservedState | null = null;
+  let lastDrift: Drift[] = a.drift;
+  let lastError: string | null = null;
+  // A controller that holds a state read until its gateway is ready (`controller.waitMaxMs`,
+  // src/kilo-state.ts) is asked so at once: the proof arrives when the new gateway serves, with
+  // no polling. Reads still start at most one per poll interval (a read whose wait ran out is
+  // asked again at once; one answered early but unproven waits out the interval). Any other
+  // controller is polled, its first look paced by this pass's restarts (RestartPace).
+  const waitMaxMs = before.controller.waitMaxMs ?? 0;
+  const waitPid = patching && want.delivery === 'restart' ? vctx.pidBefore : null;
+  const patchedAt = env.clock.now();
+  const firstPoll =
+    sent && w.pace && waitMaxMs === 0
+      ? Math.min(w.pace.firstPollMs - (patchedAt - sent.sentAt), deadline - patchedAt)
+      : 0;
+  if (firstPoll > 0) await env.clock.sleep(firstPoll, env.signal);
+  for (;;) {
+    const asked = env.clock.now();
+    const waitMs = Math.min(waitMaxMs, deadline - asked);
+    try {
+      last = await t.client.getState(env.signal, waitMs > 0 ? { ms: waitMs, pid: waitPid } : undefined);
+      lastError = null;
+      const st = status(want, last, vctx);
+      if (st.converged) {
+        if (sent && waitMs <= 0) w.pace?.proven(asked - sent.sentAt);
+        log('info')?.info({ pid: last.gateway.pid ?? null, pidBefore: vctx.pidBefore }, 'Target converged');
+        return result({
+          outcome: 'converged',
+          message: patching ? 'delivered and verified' : 'gateway became ready',
+          after: last,
+          drift: [],
         });
       }
-      log('info')?.info(
-        {
-          keyHash: shortHash(want.delivery === 'file' ? want.fileHash : want.envHash),
-          version: want.version,
-          signaled: patch.signaled,
-          migratedProfiles: patch.migratedProfiles,
-          pidBefore: before.gateway.pid ?? null,
-        },
-        'Delivered key; verifying',
-      );
+      lastDrift = st.drift;
+    } catch (err) {
+      env.signal.throwIfAborted();
+      lastError = (err as Error).message;
     }
-
-    gate.onPhase?.(t.name, patching ? 'verifying' : 'waiting');
-    const vctx = { patched: patching, pidBefore: before.gateway.pid ?? null };
-    let last: ObservedState | null = null;
-    let lastDrift: Drift[] = a.drift;
-    let lastError: string | null = null;
-    // A controller that holds a state read until its gateway is ready (`controller.waitMaxMs`,
-    // src/kilo-state.ts) is asked so at once: the proof arrives when the new gateway serves, with
-    // no polling. Reads still start at most one per poll interval (a read whose wait ran out is
-    // asked again at once; one answered early but unproven waits out the interval). Any other
-    // controller is polled, its first look paced by this pass's restarts (RestartPace).
-    const waitMaxMs = before.controller.waitMaxMs ?? 0;
-    const waitPid = patching && want.delivery === 'restart' ? vctx.pidBefore : null;
-    const patchedAt = env.clock.now();
-    const firstPoll =
-      patching && w.pace && waitMaxMs === 0
-        ? Math.min(w.pace.firstPollMs - (patchedAt - sentAt), deadline - patchedAt)
-        : 0;
-    if (firstPoll > 0) await env.clock.sleep(firstPoll, env.signal);
-    for (;;) {
-      const asked = env.clock.now();
-      const waitMs = Math.min(waitMaxMs, deadline - asked);
-      try {
-        last = await t.client.getState(env.signal, waitMs > 0 ? { ms: waitMs, pid: waitPid } : undefined);
-        lastError = null;
-        const st = status(want, last, vctx);
-        if (st.converged) {
-          if (patching && waitMs <= 0) w.pace?.proven(asked - sentAt);
-          log('info')?.info({ pid: last.gateway.pid ?? null, pidBefore: vctx.pidBefore }, 'Target converged');
-          return done({
-            outcome: 'converged',
-            message: patching ? 'delivered and verified' : 'gateway became ready',
-            before,
-            after: last,
-            actions,
-            drift: [],
-            patched: patching,
-            patch,
-            attempts,
-          });
-        }
-        lastDrift = st.drift;
-      } catch (err) {
-        env.signal.throwIfAborted();
-        lastError = (err as Error).message;
-      }
-      const left = deadline - env.clock.now();
-      if (left <= 0) break;
-      const pause = waitMs > 0 ? env.pollIntervalMs - (env.clock.now() - asked) : env.pollIntervalMs;
-      if (pause > 0) await env.clock.sleep(Math.min(pause, left), env.signal);
-    }
-    // Only a delivery of this pass that did not verify is evidence against the rollout; a gateway
-    // that was already failing before we touched it is reported, but spends no budget.
-    if (patching) gate.budget.record();
-    const why = [
-      ...lastDrift.map((d) => d.message),
-      ...(lastError ? [`last observation failed: ${lastError}`] : []),
-    ].join('; ');
-    const afterPatch = patching
-      ? ` after the patch (controller answered signaled:${patch?.signaled ?? false})`
-      : '';
-    log('warn')?.warn({ drift: lastDrift.map((d) => d.code) }, 'Target did not converge before the deadline');
-    return done({
-      outcome: 'not-converged',
-      message: `not converged within ${Math.round(env.deadlineMs / 1000)} s${afterPatch}: ${why}`,
-      before,
-      after: last,
-      actions,
-      drift: lastDrift,
-      patched: patching,
-      patch,
-      attempts,
-    });
-  } finally {
-    release();
+    const left = deadline - env.clock.now();
+    if (left <= 0) break;
+    const pause = waitMs > 0 ? env.pollIntervalMs - (env.clock.now() - asked) : env.pollIntervalMs;
+    if (pause > 0) await env.clock.sleep(Math.min(pause, left), env.signal);
   }
+  // Only a delivery of this pass that did not verify is evidence against the rollout; a gateway
+  // that was already failing before we touched it is reported, but spends no budget.
+  if (patching) gate.budget.record();
+  const why = [
+    ...lastDrift.map((d) => d.message),
+    ...(lastError ? [`last observation failed: ${lastError}`] : []),
+  ].join('; ');
+  const afterPatch = sent ? ` after the patch (controller answered signaled:${sent.patch.signaled})` : '';
+  log('warn')?.warn({ drift: lastDrift.map((d) => d.code) }, 'Target did not converge before the deadline');
+  return result({
+    outcome: 'not-converged',
+    message: `not converged within ${Math.round(env.deadlineMs / 1000)} s${afterPatch}: ${why}`,
+    after: last,
+    drift: lastDrift,
+  });
 }
