@@ -12,6 +12,7 @@
 //                                     none kept, as the GatewayKey engine runs the CronJob's pass
 //   BENCH_CPU_PROF=dir                write each pass's --cpu-prof profile to dir (bundle not minified)
 //   BENCH_ALLOC_PROF=dir              write each pass's sampling allocation profile to dir
+//                                     (summed by bench/support/alloc-summary.ts)
 //   FLEET_WAIT=0                      the simulated controllers answer every state read at once (an
 //                                     older or KiloClaw controller), so the reconciler polls; default:
 //                                     they hold a read that asks to wait, as keyroll's controller does
