@@ -56,10 +56,10 @@ describe('a state read that waits (controller.waitMaxMs)', () => {
       '--json',
     ]);
     expect(r.code, r.stdout).toBe(0);
-    const after = (f: FakeController) =>
+    const afterPatch = (f: FakeController) =>
       f.requests.slice(f.requests.findIndex((q) => q.method === 'POST') + 1);
     // One read after the patch, asking for a gateway other than the one observed, proven at once.
-    expect(after(waits.fake)).toEqual([
+    expect(afterPatch(waits.fake)).toEqual([
       {
         method: 'GET',
         path: '/_kilo/state',
@@ -69,7 +69,7 @@ describe('a state read that waits (controller.waitMaxMs)', () => {
     expect(waits.fake.snapshot().pid).not.toBe(pidBefore);
     // The controller without waitMaxMs is never asked to wait, and was polled through its restart.
     expect(polled.fake.requests.every((q) => q.wait === undefined)).toBe(true);
-    expect(after(polled.fake).length).toBeGreaterThan(2);
+    expect(afterPatch(polled.fake).length).toBeGreaterThan(2);
     expect(JSON.parse(r.stdout).targets.map((t: { outcome: string }) => t.outcome)).toEqual([
       'converged',
       'converged',
