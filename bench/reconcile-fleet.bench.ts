@@ -14,7 +14,7 @@
 //   BENCH_ALLOC_PROF=dir              write each pass's sampling allocation profile to dir
 //                                     (summed by bench/support/alloc-summary.ts)
 //   FLEET_WAIT=0                      the simulated controllers answer every state read at once (an
-//                                     older or KiloClaw controller), so the reconciler polls; default:
+//                                     older keyroll controller), so the reconciler polls; default:
 //                                     they hold a read that asks to wait, as keyroll's controller does
 //   BENCH_CLIENT_MODULE=path          bundle this controller-client module instead of src's (an
 //                                     older copy, for a before/after comparison on the same tree)

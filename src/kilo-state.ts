@@ -47,7 +47,7 @@ export interface KiloState {
     delivery: 'restart' | 'file';
     /**
      * The longest this controller holds a read that asks to wait (`WAIT_HEADER`). Always sent;
-     * absent from older controllers and KiloClaw's, which answer every read at once.
+     * absent from older keyroll controllers, which answer every read at once.
      */
     waitMaxMs?: number;
   };
@@ -265,7 +265,7 @@ export function parseObservedState(body: unknown): ObservedParse {
 
 // ---- a read that waits -------------------------------------------------------------------------
 //
-// A keyroll controller (not KiloClaw's) can hold `GET /_kilo/state` until its gateway is ready:
+// A keyroll controller can hold `GET /_kilo/state` until its gateway is ready:
 // the reconciler asks so right after a restart-mode patch instead of polling, and gets the answer
 // the moment the new gateway serves. The request names how long it may be held (WAIT_HEADER, at
 // most the `controller.waitMaxMs` the controller advertises; more is held that long) and,

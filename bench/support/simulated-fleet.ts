@@ -9,7 +9,7 @@
 // per distinct key (every target shares the token, so a key's fingerprints are the same for all).
 // A state read that asks to wait (src/kilo-state.ts) is held until the target's gateway is back,
 // as keyroll's controller holds it; FLEET_WAIT=0 makes every target answer at once instead (an
-// older or KiloClaw controller: no `controller.waitMaxMs`), so the reconciler polls.
+// older keyroll controller: no `controller.waitMaxMs`), so the reconciler polls.
 //
 // Prints `{"urls": [...]}` as one JSON line, then answers each `stats` line on stdin with one JSON
 // line: requests served since the previous `stats` by method, the CPU (ms) this process used since

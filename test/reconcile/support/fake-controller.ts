@@ -39,7 +39,7 @@ export interface FakeControllerOptions {
   proxy?: unknown;
   /**
    * Hold a state read that asks to wait (src/kilo-state.ts) up to this long, and advertise it as
-   * keyroll's controller does; absent: every read is answered at once (an older or KiloClaw controller).
+   * keyroll's controller does; absent: every read is answered at once (an older keyroll controller).
    */
   waitMaxMs?: number;
 }
