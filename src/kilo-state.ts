@@ -279,6 +279,15 @@ export const WAIT_HEADER = 'x-keyroll-wait-ms';
 /** Request header: a ready gateway with this PID (the one seen before a restart) does not end the wait. */
 export const WAIT_PID_HEADER = 'x-keyroll-wait-pid';
 
+/**
+ * What a read that waits asks: hold it up to `ms`; a ready gateway with PID `pid` (the one the
+ * caller saw before a restart) does not end the wait. The reconciler sends it, the controller holds it.
+ */
+export interface StateWait {
+  ms: number;
+  pid: number | null;
+}
+
 /** Whether a held read is answered now: the gateway is ready, and is not the one the caller had seen. */
 export function waitOver(state: Pick<ObservedState, 'gateway'>, pid: number | null): boolean {
   return state.gateway.ready === true && (pid === null || state.gateway.pid !== pid);

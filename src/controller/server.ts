@@ -6,11 +6,12 @@ import type { Duplex } from 'node:stream';
 import { createServer, getLoopback, type LoopbackResponse } from '../adapters/loopback-http.ts';
 import { constantTimeEqual, matchToken } from '../fingerprint.ts';
 import { checkKeyValue, checkVersionLabel } from '../keys.ts';
+import type { StateWait } from '../kilo-state.ts';
 import type { Logger, SecretRegistry } from '../log.ts';
 import type { DeliveryResult } from './delivery.ts';
 import { type FrontDoor, rawReply, sendJson as send } from './front-door.ts';
 import { METRICS_CONTENT_TYPE, RequestCounter, renderMetrics } from './metrics.ts';
-import { parseWait, type WaitAsk } from './state-wait.ts';
+import { parseWait } from './state-wait.ts';
 import {
   errInfo,
   GatewayAlreadyRunningError,
@@ -64,7 +65,7 @@ export interface ServerDeps {
    * `GET /_kilo/state` that asks to wait (src/controller/state-wait.ts): the state once the wait
    * is over, or null when the caller left (`gone`). Without it every read is answered at once.
    */
-  observeWaiting?: ((hmacKey: string, wait: WaitAsk, gone: AbortSignal) => Promise<unknown>) | null;
+  observeWaiting?: ((hmacKey: string, wait: StateWait, gone: AbortSignal) => Promise<unknown>) | null;
   /** `GET /_kilo/version`'s body. */
   version: () => unknown;
   /** The proxy; without it every path outside `/_kilo/*` is 404. */

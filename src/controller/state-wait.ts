@@ -3,20 +3,14 @@
 // caller saw (`waitOver`), its time is up, its caller left, or the controller shuts down. The
 // contract is src/kilo-state.ts's; docs/controller.md, "A read that waits".
 import type { Clock } from '../clock.ts';
-import { type ObservedState, WAIT_HEADER, WAIT_PID_HEADER, waitOver } from '../kilo-state.ts';
+import { type ObservedState, type StateWait, WAIT_HEADER, WAIT_PID_HEADER, waitOver } from '../kilo-state.ts';
 
 /** The longest a read is held (`controller.waitMaxMs`): under the admin port's 30 s request deadline. */
 export const WAIT_MAX_MS = 20_000;
 /** Reads held at once; one reconciler needs one. Past it a read is answered at once. */
 export const HELD_MAX = 16;
 
-/** What a read asks: hold up to `ms`; a ready gateway with PID `pid` does not end the wait. */
-export interface WaitAsk {
-  ms: number;
-  pid: number | null;
-}
-
-export type WaitParse = { ok: true; wait: WaitAsk | null } | { ok: false; error: string };
+export type WaitParse = { ok: true; wait: StateWait | null } | { ok: false; error: string };
 
 const DIGITS = /^[0-9]+$/;
 
@@ -119,7 +113,7 @@ export class StateWaits {
    * `maxHeld`, or once closed, one observation, at once.
    */
   async hold<S extends GatewaySeen>(
-    ask: WaitAsk,
+    ask: StateWait,
     observe: () => Promise<S>,
     gone: AbortSignal,
   ): Promise<S | null> {

@@ -8,7 +8,13 @@
 // reconcile fleet).
 import { assertHeaderValue, Http1Client, Http1Error, IDLE_MS } from '../adapters/http1.ts';
 import type { ProxyEnv } from '../adapters/proxy-env.ts';
-import { type ObservedState, parseObservedState, WAIT_HEADER, WAIT_PID_HEADER } from '../kilo-state.ts';
+import {
+  type ObservedState,
+  parseObservedState,
+  type StateWait,
+  WAIT_HEADER,
+  WAIT_PID_HEADER,
+} from '../kilo-state.ts';
 
 export type ControllerErrorKind = 'network' | 'timeout' | 'http' | 'invalid-response';
 
@@ -57,18 +63,12 @@ function errorDetail(body: unknown): string {
   return `: ${body.error.slice(0, 200)}${code}`;
 }
 
-/**
- * A state read that may be held (src/kilo-state.ts, "a read that waits"): until the gateway is
- * ready and, with `pid`, is not that one, or `ms` pass. Only a controller that advertises
- * `controller.waitMaxMs` holds it; any other answers at once.
- */
-export interface StateWait {
-  ms: number;
-  pid: number | null;
-}
-
 /** The port the pipeline talks to; tests and other drivers may provide their own. */
 export interface ControllerClient {
+  /**
+   * `wait`: a read that may be held (src/kilo-state.ts, "a read that waits"); only a controller
+   * that advertises `controller.waitMaxMs` holds it, any other answers at once.
+   */
   getState(signal: AbortSignal, wait?: StateWait): Promise<ObservedState>;
   patchEnv(vars: Record<string, string>, version: string, signal: AbortSignal): Promise<PatchResponse>;
   /**

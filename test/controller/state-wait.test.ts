@@ -8,10 +8,16 @@ import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.ts';
 import { CAPABILITIES } from '../../src/controller/controller.ts';
 import { createControllerHandler, type GatewayControl, listen } from '../../src/controller/server.ts';
-import { parseWait, StateWaits, WAIT_MAX_MS, type WaitAsk } from '../../src/controller/state-wait.ts';
+import { parseWait, StateWaits, WAIT_MAX_MS } from '../../src/controller/state-wait.ts';
 import type { SupervisorState } from '../../src/controller/supervisor.ts';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
-import { type KiloState, parseObservedState, WAIT_HEADER, WAIT_PID_HEADER } from '../../src/kilo-state.ts';
+import {
+  type KiloState,
+  parseObservedState,
+  type StateWait,
+  WAIT_HEADER,
+  WAIT_PID_HEADER,
+} from '../../src/kilo-state.ts';
 import { SecretRegistry, silentLogger } from '../../src/log.ts';
 import { startTestController, suiteCapture, TOKEN, waitFor } from './helpers.ts';
 
@@ -79,7 +85,7 @@ function holdRig(maxHeld?: number) {
     return { gateway: { ...gateway } };
   };
   const answers: (Json | null)[] = [];
-  const hold = (ask: WaitAsk, gone = new AbortController().signal) => {
+  const hold = (ask: StateWait, gone = new AbortController().signal) => {
     const p = waits.hold(ask, observe, gone);
     void p.then((s) => answers.push(s));
     return p;
@@ -188,7 +194,7 @@ describe('StateWaits (manual clock)', () => {
 describe('GET /_kilo/state route with a wait (fakes)', () => {
   it('auth first and 503 before bootstrap ends: never held; malformed headers: 400, nothing held', async () => {
     let lifecycle: 'bootstrapping' | 'ready' = 'bootstrapping';
-    const asked: WaitAsk[] = [];
+    const asked: StateWait[] = [];
     const gateway: GatewayControl = {
       getStats: () => {
         throw new Error('not used');
@@ -380,7 +386,7 @@ describe('a read that waits (stand-in gateway)', () => {
   it('no wait, a wait of 0, or a wait without a pid on a ready gateway: answered at once; malformed: 400', async () => {
     const { ctl, serving, read } = await setup();
     // Which reads reach the holding at all.
-    const asked: WaitAsk[] = [];
+    const asked: StateWait[] = [];
     const hold = ctl.stateWaits.hold.bind(ctl.stateWaits);
     ctl.stateWaits.hold = (ask, ...rest) => {
       asked.push(ask);

@@ -4,9 +4,9 @@ import { describe, expect, it } from 'vitest';
 import type { Clock } from '../../src/clock.ts';
 import { runPass } from '../../src/engine/pass.ts';
 import { RestartPace, reconcileTarget, type TargetWork } from '../../src/engine/target.ts';
-import type { ObservedState } from '../../src/kilo-state.ts';
+import type { ObservedState, StateWait } from '../../src/kilo-state.ts';
 import { silentLogger } from '../../src/log.ts';
-import type { ControllerClient, StateWait } from '../../src/reconcile/controller-client.ts';
+import type { ControllerClient } from '../../src/reconcile/controller-client.ts';
 import { FailureBudget, Semaphore } from '../../src/reconcile/limits.ts';
 import { KEY_NEW, KEY_OLD, observed, TOKEN, traffic } from './support/fixtures.ts';
 
