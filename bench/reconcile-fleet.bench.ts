@@ -10,7 +10,9 @@
 //   BENCH_KEYROLL_NODE_FLAGS="…"      Node flags instead of the CronJob's (experiments)
 //   BENCH_KEEP_RESULTS=1              keep every target's result (reconcile --targets); default: streamed,
 //                                     none kept, as the GatewayKey engine runs the CronJob's pass
-//   BENCH_CPU_PROF=dir                write each pass's --cpu-prof profile to dir (bundle not minified)
+//   BENCH_CPU_PROF=dir                write each pass's --cpu-prof profile to dir (bundle not minified),
+//                                     and the simulator's whole life as simulator.cpuprofile,
+//                                     and the simulator's whole life as simulator.cpuprofile
 //   BENCH_ALLOC_PROF=dir              write each pass's sampling allocation profile to dir
 //                                     (summed by bench/support/alloc-summary.ts)
 //   FLEET_WAIT=0                      the simulated controllers answer every state read at once (an
@@ -86,7 +88,11 @@ await build({
 
 const sim = spawn(
   process.execPath,
-  [new URL('./support/simulated-fleet.ts', import.meta.url).pathname, String(TARGETS)],
+  [
+    ...(CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`, '--cpu-prof-name=simulator.cpuprofile'] : []),
+    new URL('./support/simulated-fleet.ts', import.meta.url).pathname,
+    String(TARGETS),
+  ],
   {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, FLEET_TOKEN: TOKEN, FLEET_KEY: 'bench-key-0', RESTART_MS: String(RESTART_MS) },

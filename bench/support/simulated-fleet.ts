@@ -153,71 +153,98 @@ class SimTarget {
   }
 }
 
-/** Header value by lower-case name from a request head (`\r\n`-separated lines after the request line). */
-function header(lines: readonly string[], name: string): string | undefined {
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!;
-    const colon = line.indexOf(':');
-    if (colon === name.length && line.slice(0, colon).toLowerCase() === name)
-      return line.slice(colon + 1).trim();
-  }
-  return undefined;
+/**
+ * A header's value from a request head: `lower` is the head in lower case (same offsets), so a
+ * name is found with one indexOf and no string per line; the value is cut from `head` itself.
+ * `needle`: `\r\n` + the lower-case name + `:`.
+ */
+function header(head: string, lower: string, needle: string): string | undefined {
+  const at = lower.indexOf(needle);
+  if (at < 0) return undefined;
+  const eol = head.indexOf('\r\n', at + needle.length);
+  return head.slice(at + needle.length, eol < 0 ? head.length : eol).trim();
 }
-
+const AUTHORIZATION = '\r\nauthorization:';
+const CONTENT_LENGTH = '\r\ncontent-length:';
+const WAIT_MS = `\r\n${WAIT_HEADER}:`;
+const WAIT_PID = `\r\n${WAIT_PID_HEADER}:`;
+const KEY_VERSION = '\r\nx-keyroll-key-version:';
 const authorization = `Bearer ${token}`;
+const CRLF2 = Buffer.from('\r\n\r\n', 'latin1');
 
-/** Reads requests off one connection (in order, one at a time, as the agent sends them) and answers each. */
+/**
+ * Reads requests off one connection (in order, one at a time, as the agent sends them) and answers
+ * each. Bytes, not a decoded stream: the head is read as one latin1 string once it is complete.
+ * The server is half-open, so a client's FIN closes the socket at once (one close, no shutdown).
+ */
 function serve(target: SimTarget, socket: Net.Socket): void {
-  let buf = '';
-  socket.setNoDelay(true);
-  socket.setEncoding('latin1');
-  socket.on('error', () => socket.destroy());
-  socket.on('data', (chunk: string) => {
-    buf += chunk;
+  let buf: Buffer | null = null;
+  socket.on('error', destroySocket);
+  socket.on('end', destroySocket);
+  socket.on('data', (chunk: Buffer) => {
+    buf = buf === null ? chunk : Buffer.concat([buf, chunk]);
     for (;;) {
-      const end = buf.indexOf('\r\n\r\n');
+      const end = buf.indexOf(CRLF2);
       if (end < 0) {
         if (buf.length > MAX_REQUEST_BYTES) socket.destroy();
         return;
       }
-      const lines = buf.slice(0, end).split('\r\n');
-      const [method, path] = lines[0]!.split(' ', 2);
-      const length = Number(header(lines, 'content-length') ?? 0);
+      const head = buf.toString('latin1', 0, end);
+      const lower = head.toLowerCase();
+      const length = Number(header(head, lower, CONTENT_LENGTH) ?? 0);
       if (!(length >= 0 && length <= MAX_REQUEST_BYTES)) return void socket.destroy();
-      if (buf.length < end + 4 + length) return;
-      const body = buf.slice(end + 4, end + 4 + length);
-      buf = buf.slice(end + 4 + length);
-      if (WAIT_MAX_MS > 0 && method === 'GET' && path === '/_kilo/state' && authorized(lines)) {
-        const ms = header(lines, WAIT_HEADER);
+      const next = end + 4 + length;
+      if (buf.length < next) return;
+      const body = length === 0 ? '' : buf.toString('utf8', end + 4, next);
+      const get = head.startsWith('GET /_kilo/state ');
+      const authorized = header(head, lower, AUTHORIZATION) === authorization;
+      if (WAIT_MAX_MS > 0 && get && authorized) {
+        const ms = header(head, lower, WAIT_MS);
         if (ms !== undefined) {
-          const pid = header(lines, WAIT_PID_HEADER);
+          const pid = header(head, lower, WAIT_PID);
           target.read(socket, Number(ms), pid === undefined ? null : Number(pid));
+          buf = consumed(buf, next);
+          if (buf === null) return;
           continue;
         }
       }
-      socket.write(answer(target, lines, method, path, body));
+      socket.write(answer(target, head, lower, authorized, get, body));
+      buf = consumed(buf, next);
+      if (buf === null) return;
     }
   });
 }
 
-const authorized = (lines: readonly string[]) => header(lines, 'authorization') === authorization;
+function destroySocket(this: Net.Socket): void {
+  this.destroy();
+}
 
-function answer(target: SimTarget, lines: string[], method = '', path = '', body = ''): Buffer {
-  if (!authorized(lines)) return UNAUTHORIZED;
-  if (method === 'GET' && path === '/_kilo/state') {
+/** What is left of `buf` after its first `n` bytes, or null. */
+const consumed = (buf: Buffer, n: number): Buffer | null => (n >= buf.length ? null : buf.subarray(n));
+
+function answer(
+  target: SimTarget,
+  head: string,
+  lower: string,
+  authorized: boolean,
+  get: boolean,
+  body: string,
+): Buffer {
+  if (!authorized) return UNAUTHORIZED;
+  if (get) {
     served.get++;
     return target.state();
   }
-  if (method === 'POST' && path === '/_kilo/env/patch') {
+  if (head.startsWith('POST /_kilo/env/patch ')) {
     served.post++;
     let value: unknown;
     try {
-      value = (JSON.parse(Buffer.from(body, 'latin1').toString('utf8')) as Record<string, unknown>)[ENV_VAR];
+      value = (JSON.parse(body) as Record<string, unknown>)[ENV_VAR];
     } catch {
       value = undefined;
     }
     if (typeof value !== 'string') return BAD_BODY;
-    return target.patch(value, header(lines, 'x-keyroll-key-version') ?? '');
+    return target.patch(value, header(head, lower, KEY_VERSION) ?? '');
   }
   return NO_ROUTE;
 }
@@ -227,7 +254,7 @@ const urls: string[] = [];
 const initialKey = process.env.FLEET_KEY ?? null;
 for (let i = 0; i < count; i++) {
   const target = new SimTarget(initialKey);
-  const server = net.createServer({ noDelay: true }, (socket) => serve(target, socket));
+  const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => serve(target, socket));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', resolve);
