@@ -404,7 +404,7 @@ export class Supervisor extends EventEmitter {
     if (this.#o.strategy === 'surge') {
       if (this.#surgeRefused !== null) {
         fallback = this.#surgeRefused;
-      } else if (!c || !c.ready || c.hasExited || this.#o.surgePort === undefined) {
+      } else if (!c?.ready || c.hasExited || this.#o.surgePort === undefined) {
         fallback = 'no ready gateway to keep serving';
       } else {
         fallback =
