@@ -9,6 +9,11 @@ import { type ObservedState, type StateWait, WAIT_HEADER, WAIT_PID_HEADER, waitO
 export const WAIT_MAX_MS = 20_000;
 /** Reads held at once; one reconciler needs one. Past it a read is answered at once. */
 export const HELD_MAX = 16;
+/**
+ * How soon a held read looks again when the supervisor calls the gateway running but the read's
+ * own readiness look did not see it ready (`relookDue`): no further supervisor event may come.
+ */
+export const RELOOK_MS = 200;
 
 export type WaitParse = { ok: true; wait: StateWait | null } | { ok: false; error: string };
 
@@ -36,6 +41,17 @@ const validPid = (n: number) => Number.isSafeInteger(n) && n > 0;
 
 /** What a held read needs of the state it observes. */
 export type GatewaySeen = Pick<ObservedState, 'gateway'>;
+
+/**
+ * Whether a held read that observed `state` (not `waitOver`) looks again soon: the supervisor
+ * calls the gateway running (its probe said ready, or a surge gateway took over) and it is not
+ * the one the caller saw, but this observation's own readiness look said not ready. Otherwise the
+ * next supervisor event is what can end the wait.
+ */
+export function relookDue(state: GatewaySeen, pid: number | null): boolean {
+  const g = state.gateway;
+  return g.state === 'running' && !g.ready && (pid === null || g.pid !== pid);
+}
 
 /** Where the wake-ups come from: the Supervisor (an EventEmitter). */
 export interface WakeSource {
@@ -76,13 +92,17 @@ class Hold {
 /**
  * The reads held by one controller. One listener per event for them all (not one per read); each
  * held read has its deadline timer and observes once per wake-up (the observation is coalesced
- * among concurrent readers), so nothing polls faster than the supervisor's own probe.
+ * among concurrent readers). The only other wake-up is the re-look (`relookDue`): one timer for
+ * all the reads that want one, armed only while some do.
  */
 export class StateWaits {
   readonly maxMs: number;
   readonly maxHeld: number;
   readonly #o: StateWaitsOptions;
   readonly #held = new Set<Hold>();
+  /** Held reads waiting for the re-look timer, and its cancel (null: not armed). */
+  readonly #relook = new Set<Hold>();
+  #relookCancel: (() => void) | null = null;
   #closed = false;
   /** Resolved once no read is held (`close`). */
   #idle: (() => void)[] = [];
@@ -100,11 +120,33 @@ export class StateWaits {
   }
 
   readonly #wakeAll = (): void => {
+    // Every held read observes now; those that still want a re-look ask again.
+    this.#stopRelook();
     for (const h of this.#held) {
       h.changed = true;
       h.wake();
     }
   };
+
+  readonly #relookNow = (): void => {
+    this.#relookCancel = null;
+    for (const h of this.#relook) {
+      h.changed = true;
+      h.wake();
+    }
+    this.#relook.clear();
+  };
+
+  #wantRelook(h: Hold): void {
+    this.#relook.add(h);
+    this.#relookCancel ??= this.#o.clock.setTimeout(this.#relookNow, RELOOK_MS);
+  }
+
+  #stopRelook(): void {
+    this.#relook.clear();
+    this.#relookCancel?.();
+    this.#relookCancel = null;
+  }
 
   /**
    * `observe()`s until `waitOver(state, ask.pid)`, then resolves that state; when the time is up
@@ -142,11 +184,14 @@ export class StateWaits {
         if (gone.aborted) return null;
         // Observed after the deadline passed: that is the state "at that moment".
         if (waitOver(state, ask.pid) || h.timeUp) return state;
+        if (relookDue(state, ask.pid)) this.#wantRelook(h);
       }
     } finally {
       cancel();
       gone.removeEventListener('abort', left);
       this.#held.delete(h);
+      this.#relook.delete(h);
+      if (this.#relook.size === 0) this.#stopRelook();
       if (this.#held.size === 0) for (const done of this.#idle.splice(0)) done();
     }
   }

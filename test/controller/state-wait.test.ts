@@ -2,13 +2,15 @@
 // until the gateway is ready — the header parsing and the holding (StateWaits on a manual clock),
 // the route's auth and start-up answers (the handler with fakes), and a whole controller in front
 // of the stand-in gateway restarting for a patch (hold and surge).
+import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { type IncomingMessage, request } from 'node:http';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.ts';
 import { CAPABILITIES } from '../../src/controller/controller.ts';
 import { createControllerHandler, type GatewayControl, listen } from '../../src/controller/server.ts';
-import { parseWait, StateWaits, WAIT_MAX_MS } from '../../src/controller/state-wait.ts';
+import { parseWait, RELOOK_MS, relookDue, StateWaits, WAIT_MAX_MS } from '../../src/controller/state-wait.ts';
 import type { SupervisorState } from '../../src/controller/supervisor.ts';
 import { fingerprintEnv } from '../../src/fingerprint.ts';
 import {
@@ -188,6 +190,123 @@ describe('StateWaits (manual clock)', () => {
     expect(r.clock.pending).toBe(0);
     // Once closed, nothing is held.
     expect((await r.hold({ ms: 10_000, pid: 100 }))?.gateway.state).toBe('shutting_down');
+  });
+});
+
+describe('the re-look: the supervisor calls the gateway running, the read did not see it ready', () => {
+  const g = (state: string, ready: boolean, pid: number | null) => ({ gateway: { state, ready, pid } });
+  it.each([
+    [g('running', false, 101), 100, true],
+    [g('running', false, 101), null, true],
+    [g('running', false, 100), 100, false], // the gateway the caller saw: only a restart ends it
+    [g('starting', false, 101), 100, false], // its probe has not said ready: the 'state' event will come
+    [g('stopping', false, 100), 100, false],
+    [g('crashed', false, null), null, false],
+  ] as const)('%j, pid %s → %s', (state, pid, want) => {
+    expect(relookDue(state, pid)).toBe(want);
+  });
+
+  it('a wake-up that sees "not yet" is answered by the re-look, without a further supervisor event', async () => {
+    const r = holdRig();
+    r.set({ state: 'stopping', ready: false });
+    const held = r.hold({ ms: 10_000, pid: 100 });
+    await r.clock.advance(0);
+    expect(r.clock.pending).toBe(1); // its deadline only: no re-look while stopping
+    // The supervisor's probe said ready; this read's own look (a moment later) did not.
+    r.set({ state: 'running', ready: false, pid: 101 });
+    r.source.emit('state', 'running');
+    await r.clock.advance(0);
+    expect(r.observations()).toBe(2);
+    expect(r.answers).toEqual([]);
+    expect(r.clock.pending).toBe(2); // the deadline and the re-look
+    r.set({ ready: true });
+    await r.clock.advance(RELOOK_MS - 1);
+    expect(r.observations()).toBe(2);
+    await r.clock.advance(1);
+    expect(await held).toEqual({ gateway: { state: 'running', ready: true, pid: 101 } });
+    expect(r.observations()).toBe(3);
+    expect(r.clock.now()).toBe(1_000 + RELOOK_MS); // well before its 10 s
+    expect(r.clock.pending).toBe(0);
+  });
+
+  it('looks again every RELOOK_MS while it is due, one timer for all held reads, bounded by each read', async () => {
+    const r = holdRig();
+    r.set({ state: 'running', ready: false, pid: 101 });
+    const a = r.hold({ ms: 1_000, pid: 100 });
+    const b = r.hold({ ms: 10_000, pid: null });
+    await r.clock.advance(0);
+    expect(r.clock.pending).toBe(3); // two deadlines, one re-look
+    await r.clock.advance(RELOOK_MS * 3);
+    expect(r.observations()).toBe(2 * 4); // each: the first look and three re-looks
+    expect(r.answers).toEqual([]);
+    await r.clock.advance(1_000 - RELOOK_MS * 3);
+    expect((await a)?.gateway).toMatchObject({ ready: false, pid: 101 }); // its time: the state then
+    expect(r.clock.pending).toBe(2); // b's deadline and the re-look
+    const gone = r.answers.length;
+    r.set({ ready: true });
+    await r.clock.advance(RELOOK_MS);
+    expect(r.answers).toHaveLength(gone + 1);
+    expect((await b)?.gateway.ready).toBe(true);
+    expect(r.waits.held).toBe(0);
+    expect(r.clock.pending).toBe(0);
+  });
+
+  it('the re-look timer is cleared when no read is held (the caller left, or close())', async () => {
+    const r = holdRig();
+    r.set({ state: 'running', ready: false, pid: 101 });
+    const gone = new AbortController();
+    const left = r.hold({ ms: 10_000, pid: 100 }, gone.signal);
+    await r.clock.advance(0);
+    expect(r.clock.pending).toBe(2);
+    gone.abort();
+    expect(await left).toBeNull();
+    expect(r.clock.pending).toBe(0);
+    const n = r.observations();
+    await r.clock.advance(RELOOK_MS * 5);
+    expect(r.observations()).toBe(n);
+    const closed = r.hold({ ms: 10_000, pid: 100 });
+    await r.clock.advance(0);
+    expect(r.clock.pending).toBe(2);
+    await r.waits.close();
+    expect((await closed)?.gateway.pid).toBe(101);
+    expect(r.clock.pending).toBe(0);
+  });
+
+  it('on the system clock the re-look does not keep the process alive', async () => {
+    // A process whose only work is a read held for 60 s with a re-look due on every look: it
+    // ends as soon as its own code is done (the timers are unref'd), having looked once.
+    const stateWait = fileURLToPath(new URL('../../src/controller/state-wait.ts', import.meta.url));
+    const clock = fileURLToPath(new URL('../../src/clock.ts', import.meta.url));
+    const script = `
+      import { EventEmitter } from 'node:events';
+      import { systemClock } from ${JSON.stringify(clock)};
+      import { StateWaits } from ${JSON.stringify(stateWait)};
+      const waits = new StateWaits({ source: new EventEmitter(), events: ['state'], clock: systemClock });
+      let looks = 0;
+      const observe = async () => { looks++; return { gateway: { state: 'running', ready: false, pid: 2 } }; };
+      void waits.hold({ ms: 60000, pid: 1 }, observe, new AbortController().signal);
+      process.on('exit', () => console.log(JSON.stringify({ looks, held: waits.held })));
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    cleanups.push(() => {
+      if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, 'SIGKILL');
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (c: Buffer) => {
+      out += c;
+    });
+    child.stderr.on('data', (c: Buffer) => {
+      err += c;
+    });
+    const t0 = performance.now();
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    expect(err).toBe('');
+    expect(code).toBe(0);
+    expect(JSON.parse(out)).toEqual({ looks: 1, held: 1 });
+    expect(performance.now() - t0).toBeLessThan(10_000); // not the 60 s hold
   });
 });
 
