@@ -7,14 +7,18 @@
 //   BENCH_TARGETS=10000 npm run bench -- reconcile-fleet
 //   BENCH_LEVELS=250,1000             concurrency levels (= maxUnavailable); default 10,50,100,250,
 //                                     or 250,1000 above 1,000 targets
-//   BENCH_KEYROLL_NODE_FLAGS="…"      Node flags instead of the CronJob's (experiments)
+//   BENCH_KEYROLL_NODE_FLAGS="…"      Node flags instead of the CronJob's (experiments); what a
+//                                     pass prints besides its JSON (--trace-gc) goes to stderr,
+//                                     summed per pass by bench/support/gc-summary.ts
 //   BENCH_KEEP_RESULTS=1              keep every target's result (reconcile --targets); default: streamed,
 //                                     none kept, as the GatewayKey engine runs the CronJob's pass
 //   BENCH_CPU_PROF=dir                write each pass's --cpu-prof profile to dir (bundle not minified),
-//                                     and the simulator's whole life as simulator.cpuprofile,
 //                                     and the simulator's whole life as simulator.cpuprofile
 //   BENCH_ALLOC_PROF=dir              write each pass's sampling allocation profile to dir
 //                                     (summed by bench/support/alloc-summary.ts)
+//   BENCH_HEAP_SNAPSHOT=dir           write a heap snapshot of each pass to dir, 1.5 s into it
+//                                     (BENCH_HEAP_SNAPSHOT_MS) or at its end if sooner (summed, and
+//                                     retained per target in flight, by bench/support/heap-summary.ts)
 //   FLEET_WAIT=0                      the simulated controllers answer every state read at once (an
 //                                     older keyroll controller), so the reconciler polls; default:
 //                                     they hold a read that asks to wait, as keyroll's controller does
@@ -140,7 +144,10 @@ async function pass(version: number, concurrency: number): Promise<PassOut & { s
   );
   const code = await exited;
   if (code !== 0) throw new Error(`keyroll pass exited ${code}: ${out.slice(0, 2000)}`);
-  const r = JSON.parse(out) as PassOut;
+  // The pass's JSON is its last line: --trace-gc and the like write there too, and go to stderr.
+  const lines = out.trimEnd().split('\n');
+  const r = JSON.parse(lines.pop()!) as PassOut;
+  if (lines.length > 0) process.stderr.write(`${lines.join('\n')}\n`);
   return { ...r, sim: await simStats() };
 }
 

@@ -5,9 +5,9 @@
 // (warn level, secret scrub) and prints one JSON line: pass time, this process's CPU during the
 // pass, and its peak RSS over its whole life (module loading included: the CronJob pays it too).
 //   stdin: {"urls": [...], "token": "...", "key": "...", "version": "...", "concurrency": N}
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { getHeapStatistics } from 'node:v8';
+import { getHeapStatistics, writeHeapSnapshot } from 'node:v8';
 import { systemClock } from '../../src/clock.ts';
 import { runPass } from '../../src/engine/pass.ts';
 import type { Target } from '../../src/engine/target.ts';
@@ -38,9 +38,13 @@ const log = createLogger({
   },
 });
 
-// Clients are made as the pass reaches each target, as the GatewayKey engine makes them.
+// Clients are made as the pass reaches each target, as the GatewayKey engine makes them. The pass
+// pulls a target when it has room for one, so targets in flight = pulled − finished.
+let pulled = 0;
+let finished = 0;
 function* targets(): Generator<Target> {
   for (const [i, url] of input.urls.entries()) {
+    pulled++;
     yield {
       name: `sim-${i}`,
       url,
@@ -77,8 +81,25 @@ if (inspector) {
     includeObjectsCollectedByMinorGC: true,
   });
 }
+// BENCH_HEAP_SNAPSHOT=dir: what the pass keeps alive mid-way, BENCH_HEAP_SNAPSHOT_MS (default
+// 1,500) into it (a rotation pass at 10,000 targets and concurrency 1,000 then has ≈1,000 targets
+// in flight), or at its end if it ends sooner, and one at its end; written to dir as
+// <rotation|converged>-c<N>[-end].<pid>.heapsnapshot (summed by bench/support/heap-summary.ts).
+// The pass stands still while V8 writes one.
+const snapDir = process.env.BENCH_HEAP_SNAPSHOT;
+let snapshot: { file: string; atMs: number; inFlight: number } | null = null;
+const takeSnapshot = (dir: string) => {
+  if (snapshot) return snapshot;
+  const atMs = performance.now() - started;
+  const inFlight = pulled - finished;
+  snapshot = { file: writeHeapSnapshot(join(dir, `pass.${process.pid}.heapsnapshot`)), atMs, inFlight };
+  return snapshot;
+};
 const cpu = process.cpuUsage();
 const started = performance.now();
+const snapTimer = snapDir
+  ? setTimeout(() => takeSnapshot(snapDir), Number(process.env.BENCH_HEAP_SNAPSHOT_MS ?? 1500))
+  : null;
 const result = await runPass(targets(), {
   key: { key: input.key, version: input.version },
   spec: { envVar: 'KILOCODE_API_KEY', delivery: 'restart' },
@@ -90,6 +111,9 @@ const result = await runPass(targets(), {
   },
   dryRun: false,
   keepResults,
+  onResult: () => {
+    finished++;
+  },
   env: {
     clock: systemClock,
     log,
@@ -100,6 +124,21 @@ const result = await runPass(targets(), {
   },
 });
 const ms = performance.now() - started;
+if (snapDir) {
+  clearTimeout(snapTimer!);
+  const snap = takeSnapshot(snapDir);
+  const kind = result.summary.patched > 0 ? 'rotation' : 'converged';
+  const file = join(snapDir, `${kind}-c${input.concurrency}.${process.pid}.heapsnapshot`);
+  renameSync(snap.file, file);
+  snap.file = file;
+  // And what stays once no target is in flight (the pass's own baseline).
+  const end = writeHeapSnapshot(
+    join(snapDir, `${kind}-c${input.concurrency}-end.${process.pid}.heapsnapshot`),
+  );
+  process.stderr.write(
+    `heap snapshots: ${file} (${snap.inFlight} targets in flight, ${snap.atMs.toFixed(0)} ms into the pass), ${end}\n`,
+  );
+}
 if (inspector) {
   const { profile } = await inspector.post('HeapProfiler.stopSampling');
   writeFileSync(join(allocDir!, `alloc.${process.pid}.heapprofile`), JSON.stringify(profile));
@@ -118,6 +157,7 @@ process.stdout.write(
     peakExternalMb: heap.external / 1e6,
     summary: result.summary,
     logBytes,
+    ...(snapshot ? { snapshot } : {}),
   })}\n`,
 );
 process.exit(0);
