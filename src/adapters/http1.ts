@@ -10,6 +10,11 @@
 // `connection: close`, `keep-alive: timeout=N`; anything else it cannot frame is refused as
 // malformed. Modules come from `process.getBuiltinModule`, as in loopback-http.ts.
 //
+// Two exchanges can share one write (`requestPair`, HTTP/1.1 pipelining, RFC 9112 §9.3.2): the
+// second request is written right behind the first and answered after it. It is for a GET that
+// only makes sense once the first succeeded: if the first fails, or is answered with anything but
+// a 2xx, the connection is closed and the second is dropped unanswered (`cancelled`).
+//
 // What node:http's agents did besides, it does too: TLS sessions are kept per origin and offered
 // again on the next connection (an abbreviated handshake; certificate verification stays on), and
 // under Node's NODE_USE_ENV_PROXY=1 / --use-env-proxy it goes through HTTP_PROXY / HTTPS_PROXY
@@ -31,8 +36,18 @@ import {
 const net: typeof Net = process.getBuiltinModule('node:net');
 const tls: typeof Tls = process.getBuiltinModule('node:tls');
 
-/** `proxy`: the proxy refused (CONNECT not answered 200, a 407), or its variable is unusable. */
-export type Http1ErrorKind = 'network' | 'timeout' | 'too-large' | 'malformed' | 'lost' | 'proxy';
+/**
+ * `proxy`: the proxy refused (CONNECT not answered 200, a 407), or its variable is unusable.
+ * `cancelled`: the second of a pair, dropped because the first was not answered with a 2xx.
+ */
+export type Http1ErrorKind =
+  | 'network'
+  | 'timeout'
+  | 'too-large'
+  | 'malformed'
+  | 'lost'
+  | 'proxy'
+  | 'cancelled';
 
 /**
  * A failed exchange. `code` is the system or TLS error code of a network error (ECONNREFUSED,
@@ -450,6 +465,8 @@ class Call {
   readonly deadline: number;
   /** A GET on a reused connection that the server closed before answering is sent once more. */
   retried = false;
+  /** The second of a pair (`requestPair`): written with this call, answered after it. */
+  next: Call | null = null;
   resolve!: (r: Http1Response) => void;
   /** Stops listening to the call's signal (set when the call starts). */
   stopAbort: (() => void) | null = null;
@@ -519,9 +536,14 @@ class Call {
     const got = buf.length - this.bodyAt;
     if (this.state === LENGTH) {
       if (got < this.length) return;
-      // Bytes past the body: the server is out of step; do not reuse the connection.
-      if (got > this.length) this.keepAlive = false;
-      this.done(buf, this.bodyAt, this.bodyAt + this.length);
+      // Bytes past the body: the server is out of step (or, in a pair, the second's answer).
+      if (got > this.length && this.next === null) this.keepAlive = false;
+      this.done(
+        buf,
+        this.bodyAt,
+        this.bodyAt + this.length,
+        this.next === null ? undefined : buf.subarray(this.bodyAt + this.length),
+      );
     } else if (this.state === CHUNKED) {
       if (got > this.maxBytes * 2 + 64 * 1024) {
         this.tooLarge();
@@ -534,8 +556,8 @@ class Call {
           this.tooLarge();
           return;
         }
-        if (body.end < buf.length) this.keepAlive = false;
-        this.done(body.body, 0, body.body.length);
+        if (body.end < buf.length && this.next === null) this.keepAlive = false;
+        this.done(body.body, 0, body.body.length, this.next === null ? undefined : buf.subarray(body.end));
       }
     } else if (got > this.maxBytes) this.tooLarge();
   }
@@ -661,8 +683,11 @@ class Call {
     } else this.fail(new Http1Error('lost', `response body lost (${code})`, code));
   }
 
-  /** Answers with the body `buf[from, to)`, decoded now: `buf` may be the shared read buffer. */
-  done(buf: Buffer, from: number, to: number): void {
+  /**
+   * Answers with the body `buf[from, to)`, decoded now: `buf` may be the shared read buffer.
+   * `rest`: bytes read past this answer (in a pair, the start of the second's).
+   */
+  done(buf: Buffer, from: number, to: number, rest?: Buffer): void {
     if (this.settled) return;
     if (this.status === 407 && this.client.forward) {
       // The proxy's answer, not the origin's: said as such.
@@ -675,9 +700,43 @@ class Call {
     this.stopAbort?.();
     const conn = this.conn!;
     this.conn = null;
+    const next = this.next;
+    const answer = { status: this.status, body: buf.toString('utf8', from, to) };
+    if (next !== null) {
+      this.next = null;
+      this.resolve(answer);
+      this.handOver(conn, next, rest);
+      return;
+    }
     if (this.keepAlive && this.keepAliveMs > 0) conn.release(this.keepAliveMs);
     else conn.destroy();
-    this.resolve({ status: this.status, body: buf.toString('utf8', from, to) });
+    this.resolve(answer);
+  }
+
+  /**
+   * The first of a pair is answered: the second, already written, reads its answer on the same
+   * connection. After anything but a 2xx it is dropped and the connection closed (the server
+   * may be holding it). If the server closes the connection after the first, the second (a GET)
+   * goes again on a new one, as a reused connection's GET does (Call.gone).
+   */
+  handOver(conn: Conn, next: Call, rest: Buffer | undefined): void {
+    if (next.settled) return void conn.destroy();
+    if (this.status < 200 || this.status > 299) {
+      conn.destroy();
+      next.fail(
+        new Http1Error('cancelled', `not sent: the request before it was answered HTTP ${this.status}`),
+      );
+      return;
+    }
+    if (!this.keepAlive) {
+      conn.destroy();
+      next.start(true);
+      return;
+    }
+    conn.reused = true;
+    conn.call = next;
+    next.conn = conn;
+    if (rest !== undefined && rest.length > 0) next.data(rest);
   }
 
   fail(err: unknown): void {
@@ -688,6 +747,9 @@ class Call {
     const conn = this.conn;
     this.conn = null;
     conn?.destroy();
+    const next = this.next;
+    this.next = null;
+    next?.fail(err);
     this.reject(err);
   }
 }
@@ -896,6 +958,39 @@ export class Http1Client {
     return head;
   }
 
+  /** What a request writes: its head, or head and body in one buffer (one segment on the wire). */
+  #bytes(method: 'GET' | 'POST', path: string, headers: string, body: string | undefined): string | Buffer {
+    if (method === 'GET' && body === undefined) return this.#getHead(path, headers);
+    const head = `${method} ${this.#target}${path} HTTP/1.1\r\n${this.#hostLines}${headers}`;
+    if (body === undefined) return `${head}\r\n`;
+    const size = Buffer.byteLength(body);
+    const full = `${head}content-length: ${size}\r\n\r\n`;
+    const out = Buffer.allocUnsafe(full.length + size);
+    out.write(full, 0, 'latin1');
+    out.write(body, full.length, 'utf8');
+    return out;
+  }
+
+  /** Why no request can start now (aborted, an unusable proxy variable), or null. */
+  #refusal(signal: AbortSignal): unknown {
+    if (signal.aborted) return abortReason(signal);
+    if (this.invalidProxy !== null)
+      return new Http1Error('proxy', this.invalidProxy, 'ERR_PROXY_INVALID_CONFIG');
+    return null;
+  }
+
+  /** A call's promise, its timer and abort listener set; `start` runs once they are. */
+  #settle(call: Call, signal: AbortSignal, start: boolean): Promise<Http1Response> {
+    return new Promise<Http1Response>((resolve, reject) => {
+      call.resolve = resolve;
+      call.reject = reject;
+      track(call);
+      // One real listener per signal however many calls share it (src/abort.ts).
+      call.stopAbort = onAbort(signal, (reason) => call.fail(reason));
+      if (start) call.start();
+    });
+  }
+
   /**
    * One exchange. `headers` are the request's header lines after `host`, each ending in CRLF
    * (values already checked with assertHeaderValue). Rejects with an Http1Error, or the
@@ -908,31 +1003,55 @@ export class Http1Client {
     body: string | undefined,
     opts: Http1CallOptions,
   ): Promise<Http1Response> {
-    if (opts.signal.aborted) return Promise.reject(abortReason(opts.signal));
-    if (this.invalidProxy !== null) {
-      return Promise.reject(new Http1Error('proxy', this.invalidProxy, 'ERR_PROXY_INVALID_CONFIG'));
+    const refused = this.#refusal(opts.signal);
+    if (refused !== null) return Promise.reject(refused);
+    const call = new Call(
+      this,
+      method,
+      this.#bytes(method, path, headers, body),
+      opts.timeoutMs,
+      opts.maxBytes,
+    );
+    return this.#settle(call, opts.signal, true);
+  }
+
+  /**
+   * Two exchanges, `second` (a GET) written in the same write as `first`, on one connection:
+   * one write and one turn fewer than two requests, and the second is at the server as soon as
+   * the first is. The second is answered after the first, and only when the first is answered
+   * with a 2xx; otherwise it rejects `cancelled` and the connection is closed. A failure of the
+   * first (network, timeout, abort) is the second's too. Through a proxy (which may not pass
+   * pipelined requests on) the second is sent after the first's 2xx, on the same terms.
+   */
+  requestPair(
+    first: { method: 'GET' | 'POST'; path: string; headers: string; body?: string },
+    second: { path: string; headers: string },
+    opts: Http1CallOptions,
+  ): [Promise<Http1Response>, Promise<Http1Response>] {
+    const refused = this.#refusal(opts.signal);
+    if (refused !== null) return [Promise.reject(refused), Promise.reject(refused)];
+    if (this.proxy !== null) {
+      const one = this.request(first.method, first.path, first.headers, first.body, opts);
+      const two = one.then((res) =>
+        res.status >= 200 && res.status <= 299
+          ? this.request('GET', second.path, second.headers, undefined, opts)
+          : Promise.reject(
+              new Http1Error('cancelled', `not sent: the request before it was answered HTTP ${res.status}`),
+            ),
+      );
+      return [one, two];
     }
-    let out: string | Buffer;
-    if (method === 'GET' && body === undefined) out = this.#getHead(path, headers);
-    else if (body === undefined)
-      out = `${method} ${this.#target}${path} HTTP/1.1\r\n${this.#hostLines}${headers}\r\n`;
-    else {
-      out = `${method} ${this.#target}${path} HTTP/1.1\r\n${this.#hostLines}${headers}`;
-      // Head and body in one buffer: one write, one segment on the wire.
-      const size = Buffer.byteLength(body);
-      const head = `${out}content-length: ${size}\r\n\r\n`;
-      out = Buffer.allocUnsafe(head.length + size);
-      out.write(head, 0, 'latin1');
-      out.write(body, head.length, 'utf8');
-    }
-    const call = new Call(this, method, out, opts.timeoutMs, opts.maxBytes);
-    return new Promise<Http1Response>((resolve, reject) => {
-      call.resolve = resolve;
-      call.reject = reject;
-      track(call);
-      // One real listener per signal however many calls share it (src/abort.ts).
-      call.stopAbort = onAbort(opts.signal, (reason) => call.fail(reason));
-      call.start();
-    });
+    const a = this.#bytes(first.method, first.path, first.headers, first.body);
+    const b = this.#bytes('GET', second.path, second.headers, undefined) as string;
+    // One buffer for both: one write, one segment on the wire.
+    const out = Buffer.allocUnsafe(Buffer.byteLength(a, 'latin1') + b.length);
+    const at = typeof a === 'string' ? out.write(a, 0, 'latin1') : a.copy(out, 0);
+    out.write(b, at, 'latin1');
+    const one = new Call(this, first.method, out, opts.timeoutMs, opts.maxBytes);
+    // Its own bytes, for the case where it must go again on a new connection (Call.handOver).
+    const two = new Call(this, 'GET', b, opts.timeoutMs, opts.maxBytes);
+    one.next = two;
+    const answered = this.#settle(two, opts.signal, false);
+    return [this.#settle(one, opts.signal, true), answered];
   }
 }

@@ -265,7 +265,7 @@ export async function deliverAndVerify(
     const log = targetLog(env, t);
     let sent: Delivery | null = null;
     if (patching) {
-      const d = await deliver(t, a, w, log);
+      const d = await deliver(t, a, w, log, deadline);
       if ('failed' in d) return resultOf(t, a.want, started, env, d.failed);
       sent = d;
     }
@@ -292,32 +292,54 @@ function budgetSpent(
   });
 }
 
-/** A patch the controller accepted: its answer, the attempts it took, when the last one was sent. */
+/**
+ * A patch the controller accepted: its answer, the attempts it took, when the last one was sent,
+ * and the state read sent with it (`patchEnvThenState`), or null.
+ */
 interface Delivery {
   patch: PatchResponse;
   attempts: number;
   sentAt: number;
+  read: Promise<ObservedState> | null;
 }
 
-/** The patch under the retry policy; a failure spends budget and is the target's result. */
+/**
+ * The patch under the retry policy; a failure spends budget and is the target's result. To a
+ * controller that holds a state read (`controller.waitMaxMs`) a restart's first attempt goes with
+ * that read written behind it (ControllerClient.patchEnvThenState): one write and one turn fewer
+ * per target, and the read waits at the controller from the start of the restart. A retry sends
+ * the patch alone.
+ */
 async function deliver(
   t: Target,
   a: Assessment,
   w: Pick<TargetWork, 'key' | 'env' | 'gate'>,
   log: TargetLog,
+  deadline: number,
 ): Promise<Delivery | { failed: Fields }> {
   const { env, gate } = w;
   const { want, before } = a;
   gate.onPhase?.(t.name, 'delivering');
+  const waitMaxMs = before.controller.waitMaxMs ?? 0;
+  const paired = want.delivery === 'restart' && waitMaxMs > 0 ? t.client.patchEnvThenState : undefined;
   let attempts = 0;
   let sentAt = env.clock.now();
+  let read: Promise<ObservedState> | null = null;
   let patch: PatchResponse;
   try {
     patch = await withRetry(
       (attempt) => {
         attempts = attempt;
         sentAt = env.clock.now();
-        return t.client.patchEnv({ [want.envVar]: w.key.key }, want.version, env.signal);
+        const vars = { [want.envVar]: w.key.key };
+        if (paired === undefined || attempt > 1) {
+          read = null;
+          return t.client.patchEnv(vars, want.version, env.signal);
+        }
+        const wait = { ms: Math.min(waitMaxMs, deadline - sentAt), pid: before.gateway.pid ?? null };
+        const sent = paired.call(t.client, vars, want.version, wait, env.signal);
+        read = sent.state;
+        return sent.patch;
       },
       env.retry,
       env.signal,
@@ -349,7 +371,7 @@ async function deliver(
     },
     'Delivered key; verifying',
   );
-  return { patch, attempts, sentAt };
+  return { patch, attempts, sentAt, read };
 }
 
 /**
@@ -395,11 +417,16 @@ async function verify(
       ? Math.min(w.pace.firstPollMs - (patchedAt - sent.sentAt), deadline - patchedAt)
       : 0;
   if (firstPoll > 0) await env.clock.sleep(firstPoll, env.signal);
+  // The first read may be on its way already, written behind the patch (Delivery.read).
+  let early = sent?.read ?? null;
   for (;;) {
-    const asked = env.clock.now();
+    const asked = early && sent ? sent.sentAt : env.clock.now();
     const waitMs = Math.min(waitMaxMs, deadline - asked);
     try {
-      last = await t.client.getState(env.signal, waitMs > 0 ? { ms: waitMs, pid: waitPid } : undefined);
+      const read =
+        early ?? t.client.getState(env.signal, waitMs > 0 ? { ms: waitMs, pid: waitPid } : undefined);
+      early = null;
+      last = await read;
       lastError = null;
       const st = status(want, last, vctx);
       if (st.converged) {

@@ -1,7 +1,8 @@
 // The small HTTP/1.1 client (src/adapters/http1.ts) against servers that write their answers byte
 // by byte: framing (content-length, chunked, close-delimited), interim answers, keep-alive reuse
 // and its limits, a stale reused connection, malformed and oversized answers, timeouts, aborts;
-// TLS: verification, session reuse and its bounded cache. Proxies: test/adapters/http1-proxy.test.ts.
+// TLS: verification, session reuse and its bounded cache; a pair of requests in one write
+// (requestPair, pipelined). Proxies: test/adapters/http1-proxy.test.ts.
 // The controller client's behaviour over it (against node:http) is test/reconcile/controller-client.test.ts.
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -380,6 +381,116 @@ describe('Http1Client', () => {
     // timeout=1 leaves no time to keep it (a second is kept in hand): closed at once.
     await new Promise((r) => setTimeout(r, 30));
     expect(s.connections[0]!.closed).toBe(true);
+  });
+});
+
+describe('Http1Client.requestPair (the second request pipelined behind the first)', () => {
+  const POST = { method: 'POST' as const, path: '/p', headers: 'x-a: 1\r\n', body: '{"K":"v"}' };
+  const GET = { path: '/s', headers: 'x-wait: 1\r\n' };
+
+  it('writes both at once on one connection: the server has the second before it answers the first', async () => {
+    // Answers only once both requests are in, both answers in one write: a client that waited
+    // for the first answer before sending the second would time out here.
+    const s = await rawServer((socket, _r, n) => {
+      if (n === 2) socket.write(ok('{"p":1}') + ok('{"s":2}'));
+      if (n > 2) socket.write(ok('{}'));
+    });
+    const c = client(s.port);
+    const [one, two] = c.requestPair(POST, GET, opts);
+    expect(text(await one)).toBe('{"p":1}');
+    expect(text(await two)).toBe('{"s":2}');
+    expect(s.requests.map((r) => r.head.split('\r\n')[0])).toEqual(['POST /p HTTP/1.1', 'GET /s HTTP/1.1']);
+    expect(s.requests[0]!.head).toContain('x-a: 1');
+    expect(s.requests[0]!.body).toBe('{"K":"v"}');
+    expect(s.requests[1]!.head).toContain('x-wait: 1');
+    // The connection is kept after the pair and reused by the next call.
+    await c.request('GET', '/s', '', undefined, opts);
+    expect(s.connections).toHaveLength(1);
+  });
+
+  it('the second answer split across reads, the first of its bytes with the first answer', async () => {
+    const second = ok('{"s":"later"}');
+    const s = await rawServer((socket, _r, n) => {
+      if (n === 1) socket.write(ok('{"p":1}') + second.slice(0, 9));
+      else setTimeout(() => socket.write(second.slice(9)), 50);
+    });
+    const [one, two] = client(s.port).requestPair(POST, GET, opts);
+    expect(text(await one)).toBe('{"p":1}');
+    expect(text(await two)).toBe('{"s":"later"}');
+    expect(s.connections).toHaveLength(1);
+  });
+
+  it('the first answered with anything but a 2xx: the second is dropped unanswered and the connection closed', async () => {
+    const s = await rawServer((socket, _r, n) => {
+      if (n === 1) socket.write('HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\n\r\n{}');
+    });
+    const [one, two] = client(s.port).requestPair(POST, GET, opts);
+    expect((await one).status).toBe(400);
+    const err = await two.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(Http1Error);
+    expect(err).toMatchObject({
+      kind: 'cancelled',
+      message: 'not sent: the request before it was answered HTTP 400',
+    });
+    await expect.poll(() => s.connections[0]!.closed).toBe(true);
+    expect(s.connections).toHaveLength(1);
+  });
+
+  it('the server closes after the first answer: the second (a GET) goes again on a new connection', async () => {
+    let first: Socket | null = null;
+    const s = await rawServer((socket, r) => {
+      first ??= socket;
+      if (socket === first) {
+        if (r.head.startsWith('POST')) socket.end(ok('{"p":1}', 'connection: close\r\n'));
+        return;
+      }
+      socket.write(ok('{"s":"again"}'));
+    });
+    const [one, two] = client(s.port).requestPair(POST, GET, opts);
+    expect(text(await one)).toBe('{"p":1}');
+    expect(text(await two)).toBe('{"s":"again"}');
+    expect(s.connections).toHaveLength(2);
+    expect(s.requests.filter((r) => r.head.startsWith('POST'))).toHaveLength(1);
+  });
+
+  it('a failure of the first is the second’s too: a timeout, an abort', async () => {
+    const s = await rawServer(() => undefined);
+    const [one, two] = client(s.port).requestPair(POST, GET, { ...opts, timeoutMs: 200 });
+    await expect(one).rejects.toMatchObject({ kind: 'timeout' });
+    await expect(two).rejects.toMatchObject({ kind: 'timeout' });
+    const ac = new AbortController();
+    const [three, four] = client(s.port).requestPair(POST, GET, { ...opts, signal: ac.signal });
+    const reason = new Error('stop');
+    setTimeout(() => ac.abort(reason), 50);
+    await expect(three).rejects.toBe(reason);
+    await expect(four).rejects.toBe(reason);
+    await expect.poll(() => s.connections.every((c) => c.closed)).toBe(true);
+  });
+
+  it('through a forward proxy the second is sent only after the first is answered (no pipelining)', async () => {
+    let answeredFirstAt = 0;
+    const seen: { line: string; at: number }[] = [];
+    const s = await rawServer((socket, r) => {
+      seen.push({ line: r.head.split('\r\n')[0]!, at: performance.now() });
+      if (r.head.startsWith('POST')) {
+        setTimeout(() => {
+          answeredFirstAt = performance.now();
+          socket.write(ok('{"p":1}'));
+        }, 100);
+      } else socket.write(ok('{"s":2}'));
+    });
+    const c = new Http1Client(
+      { protocol: 'http:', hostname: 'origin.test', port: 8080 },
+      { proxyEnv: { HTTP_PROXY: `http://127.0.0.1:${s.port}` } },
+    );
+    const [one, two] = c.requestPair(POST, GET, opts);
+    expect(text(await one)).toBe('{"p":1}');
+    expect(text(await two)).toBe('{"s":2}');
+    expect(seen.map((x) => x.line)).toEqual([
+      'POST http://origin.test:8080/p HTTP/1.1',
+      'GET http://origin.test:8080/s HTTP/1.1',
+    ]);
+    expect(seen[1]!.at).toBeGreaterThanOrEqual(answeredFirstAt);
   });
 });
 

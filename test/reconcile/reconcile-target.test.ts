@@ -6,7 +6,7 @@ import { runPass } from '../../src/engine/pass.ts';
 import { RestartPace, reconcileTarget, type TargetWork } from '../../src/engine/target.ts';
 import type { ObservedState, StateWait } from '../../src/kilo-state.ts';
 import { silentLogger } from '../../src/log.ts';
-import type { ControllerClient } from '../../src/reconcile/controller-client.ts';
+import { type ControllerClient, ControllerError } from '../../src/reconcile/controller-client.ts';
 import { FailureBudget, Semaphore } from '../../src/reconcile/limits.ts';
 import { KEY_NEW, KEY_OLD, observed, TOKEN, traffic } from './support/fixtures.ts';
 
@@ -398,6 +398,88 @@ describe('a controller that holds a state read until its gateway is ready (contr
     expect(r.outcome).toBe('not-converged');
     expect(h.waits.slice(1).map((w) => w?.ms)).toEqual([4_000, 4_000, 2_000]);
     expect(clock.slept).toBe(10_000);
+  });
+
+  /**
+   * `holding`'s controller behind a client with the pair (the patch, then, if it succeeded, the
+   * read): `sent` is what the engine asked of the client, one entry per call.
+   */
+  function paired(h: ReturnType<typeof holding>, failFirstPatch = false) {
+    const sent: string[] = [];
+    const c: ControllerClient = {
+      getState: (signal, wait) => {
+        sent.push('GET');
+        return h.c.getState(signal, wait);
+      },
+      patchEnv: (vars, version, signal) => {
+        sent.push('POST');
+        return h.c.patchEnv(vars, version, signal);
+      },
+      patchEnvThenState(vars, version, wait, signal) {
+        sent.push('POST+GET');
+        const patch =
+          failFirstPatch && sent.filter((x) => x === 'POST+GET').length === 1
+            ? Promise.reject(new ControllerError('network', 'POST _kilo/env/patch failed: ECONNRESET'))
+            : h.c.patchEnv(vars, version, signal);
+        const state = patch.then(() => h.c.getState(signal, wait));
+        state.catch(() => {});
+        return { patch, state };
+      },
+    };
+    return { c, sent };
+  }
+
+  it('the restart’s patch goes with the waiting read (patchEnvThenState): no read of its own after it', async () => {
+    const clock = fakeClock();
+    const h = holding(clock, 2_500, 20_000);
+    const p = paired(h);
+    const r = await reconcileTarget(target(p.c), ctx(clock));
+    expect(r.outcome).toBe('converged');
+    expect(r.after?.gateway.pid).toBe(5000);
+    expect(p.sent).toEqual(['GET', 'POST+GET']);
+    expect(h.waits).toEqual([undefined, { ms: 20_000, pid: 4242 }]);
+    expect(clock.slept).toBe(2_500);
+  });
+
+  it('a pair whose patch failed: the retry sends the patch alone, and the read goes on its own', async () => {
+    const clock = fakeClock();
+    const h = holding(clock, 2_500, 20_000);
+    const w = ctx(clock);
+    const p = paired(h, true);
+    const r = await reconcileTarget(target(p.c), {
+      ...w,
+      env: { ...w.env, retry: { retries: 1, minTimeoutMs: 1, maxTimeoutMs: 1 } },
+    });
+    expect(r.outcome).toBe('converged');
+    expect(r.attempts).toBe(2);
+    expect(p.sent).toEqual(['GET', 'POST+GET', 'POST', 'GET']);
+    expect(h.waits).toEqual([undefined, { ms: 20_000, pid: 4242 }]);
+  });
+
+  it('a file delivery is never paired (no restart to wait for)', async () => {
+    const clock = fakeClock();
+    const h = holding(clock, 0, 20_000);
+    let pairs = 0;
+    const c: ControllerClient = {
+      ...paired(h).c,
+      getState: async (signal, wait) => {
+        const s = await h.c.getState(signal, wait);
+        return observed(
+          { controller: { waitMaxMs: 20_000 }, gateway: s.gateway },
+          s.key.version === 'v2' ? KEY_NEW : KEY_OLD,
+          'file',
+        );
+      },
+    };
+    const pairing = c.patchEnvThenState!;
+    c.patchEnvThenState = (...args) => {
+      pairs++;
+      return pairing(...args);
+    };
+    const w = ctx(clock);
+    await reconcileTarget(target(c), { ...w, spec: { ...w.spec, delivery: 'file' } });
+    expect(pairs).toBe(0);
+    expect(h.calls).toContain('POST');
   });
 
   it('a controller without waitMaxMs is never asked to wait', async () => {
