@@ -275,7 +275,9 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
   const probeReady = () => readiness.ready(currentPort(), 1_000);
 
   // A held read is re-observed when the supervisor's state changes (a hold restart's gateway
-  // became ready: `running`) and when a surge gateway took over (`switched`). Without a separate
+  // became ready: `running`) and when a surge gateway took over (`switched`), and every 200 ms
+  // while the supervisor calls a new gateway running that the read's own look did not find ready
+  // (`relookDue`, state-wait.ts). Without a separate
   // admin port it shares the public port's idle timeout, which would cut a longer hold.
   const stateWaits = new StateWaits({
     source: supervisor,
