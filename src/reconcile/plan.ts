@@ -2,7 +2,13 @@
 
 import { type ObservedState, requiredForm } from '../kilo-state.ts';
 import { type Desired, desiredFingerprint, fingerprintLabel, shortHash } from './desired.ts';
-import { describeKeyRejection, keyRejection, observedFingerprint, type TargetReason } from './status.ts';
+import {
+  describeKeyRejection,
+  flat,
+  keyRejection,
+  observedFingerprint,
+  type TargetReason,
+} from './status.ts';
 
 export type ActionType = 'migrate-profiles' | 'deliver-key' | 'wait-for-ready' | 'none';
 
@@ -42,7 +48,7 @@ export function plan(d: Desired, o: ObservedState): Action[] {
     return [
       {
         type: 'none',
-        reason: `controller delivers by '${o.controller.delivery}', targets want '${d.delivery}': fix the controller's --delivery flag`,
+        reason: flat`controller delivers by '${o.controller.delivery}', targets want '${d.delivery}': fix the controller's --delivery flag`,
       },
     ];
   }
@@ -54,7 +60,7 @@ export function plan(d: Desired, o: ObservedState): Action[] {
   if (fixable.length > 0) {
     actions.push({
       type: 'migrate-profiles',
-      reason: `${fixable.map((p) => `${p.agentId}/${p.profileId} is ${p.form}`).join(', ')}; want ${form}`,
+      reason: flat`${fixable.map((p) => `${p.agentId}/${p.profileId} is ${p.form}`).join(', ')}; want ${form}`,
     });
   }
   const want = desiredFingerprint(d);
@@ -62,7 +68,7 @@ export function plan(d: Desired, o: ObservedState): Action[] {
   if (have !== want) {
     actions.push({
       type: 'deliver-key',
-      reason: `${fingerprintLabel(d.delivery)} ${shortHash(have)} differs from desired ${shortHash(want)} (version ${o.key.version ?? '-'} → ${d.version})`,
+      reason: flat`${fingerprintLabel(d.delivery)} ${shortHash(have)} differs from desired ${shortHash(want)} (version ${o.key.version ?? '-'} → ${d.version})`,
     });
   }
   const running = o.gateway.state === 'running';
@@ -72,19 +78,19 @@ export function plan(d: Desired, o: ObservedState): Action[] {
       type: 'wait-for-ready',
       reason:
         o.gateway.pid != null && running
-          ? `the patch restarts the gateway; done when a new pid (not ${o.gateway.pid}) is ready`
+          ? flat`the patch restarts the gateway; done when a new pid (not ${o.gateway.pid}) is ready`
           : `the patch reaches the gateway at its next start; done when it is ready`,
     });
   } else if (!ready) {
     actions.push({
       type: 'wait-for-ready',
-      reason: running ? 'gateway is running but not ready' : `gateway is ${o.gateway.state}`,
+      reason: running ? 'gateway is running but not ready' : flat`gateway is ${o.gateway.state}`,
     });
   }
   if (stuck.length > 0) {
     actions.push({
       type: 'none',
-      reason: `${stuck.map((p) => `${p.agentId}/${p.profileId} is ${p.form}`).join(', ')}: keyroll does not rewrite what it cannot parse; fix by hand`,
+      reason: flat`${stuck.map((p) => `${p.agentId}/${p.profileId} is ${p.form}`).join(', ')}: keyroll does not rewrite what it cannot parse; fix by hand`,
     });
   }
   const rejection = keyRejection(o);
@@ -94,7 +100,7 @@ export function plan(d: Desired, o: ObservedState): Action[] {
     actions.push({
       type: 'none',
       code: 'KeyRejected',
-      reason: `the provider rejected the desired key on ${describeKeyRejection(rejection)}; delivering the same key again cannot fix that: put a key the provider accepts in the key source`,
+      reason: flat`the provider rejected the desired key on ${describeKeyRejection(rejection)}; delivering the same key again cannot fix that: put a key the provider accepts in the key source`,
     });
   }
   if (actions.length === 0) actions.push({ type: 'none', reason: IN_SYNC });

@@ -17,6 +17,23 @@ export interface Drift {
   message: string;
 }
 
+/**
+ * A template literal's text as one flat string. `${a} ${b}…` makes a rope, a node per piece, and
+ * keeps every piece as long as the text lives: a target's plan and drift live as long as the
+ * target is in flight (a rotation pass holds ≈1,000 of them for the ≈300 ms of a restart, long
+ * enough to be copied into the old generation), and their messages as ropes were ≈0.9 KB of it;
+ * `join` copies the pieces into one string (BENCHMARKS.md, reconcile fleet, Session 9).
+ */
+export function flat(parts: TemplateStringsArray, ...values: unknown[]): string {
+  const all = new Array<string>(parts.length + values.length);
+  all[0] = parts[0]!;
+  for (let i = 0; i < values.length; i++) {
+    all[2 * i + 1] = String(values[i]); // as a template literal, not as join, renders null
+    all[2 * i + 2] = parts[i + 1]!;
+  }
+  return all.join('');
+}
+
 /** What the verifier knows beyond the observation: whether this pass patched, and the PID before. */
 export interface VerifyContext {
   patched: boolean;
@@ -96,17 +113,14 @@ export function status(d: Desired, o: ObservedState, ctx: VerifyContext = { patc
   if (o.controller.delivery && o.controller.delivery !== d.delivery) {
     drift.push({
       code: 'delivery-mismatch',
-      message: `controller delivers by '${o.controller.delivery}' but the targets want '${d.delivery}'`,
+      message: flat`controller delivers by '${o.controller.delivery}' but the targets want '${d.delivery}'`,
     });
   }
   if (o.gateway.state !== 'running') {
     const exit = describeLastExit(o.gateway.lastExit);
     drift.push({
       code: 'gateway-not-running',
-      message:
-        `gateway is ${o.gateway.state}` +
-        (o.gateway.restarts ? ` after ${o.gateway.restarts} restarts` : '') +
-        (exit ? ` (last ${exit})` : ''),
+      message: flat`gateway is ${o.gateway.state}${o.gateway.restarts ? ` after ${o.gateway.restarts} restarts` : ''}${exit ? ` (last ${exit})` : ''}`,
     });
   } else if (o.gateway.ready !== true) {
     drift.push({ code: 'gateway-not-ready', message: 'gateway is running but not ready' });
@@ -118,8 +132,8 @@ export function status(d: Desired, o: ObservedState, ctx: VerifyContext = { patc
     drift.push({
       code: 'fingerprint-differs',
       message: ctx.patched
-        ? `state still shows ${label} ${shortHash(have)} after the patch, desired ${shortHash(want)}`
-        : `${label} ${shortHash(have)} differs from desired ${shortHash(want)}`,
+        ? flat`state still shows ${label} ${shortHash(have)} after the patch, desired ${shortHash(want)}`
+        : flat`${label} ${shortHash(have)} differs from desired ${shortHash(want)}`,
     });
   }
   const form = requiredForm(d.delivery);
@@ -127,20 +141,20 @@ export function status(d: Desired, o: ObservedState, ctx: VerifyContext = { patc
   if (wrong.length > 0) {
     drift.push({
       code: 'profile-form',
-      message: `${wrong.length} profile(s) not ${form}: ${wrong.map((p) => `${p.agentId}/${p.profileId} ${p.form}`).join(', ')}`,
+      message: flat`${wrong.length} profile(s) not ${form}: ${wrong.map((p) => `${p.agentId}/${p.profileId} ${p.form}`).join(', ')}`,
     });
   }
   if (d.delivery === 'restart' && ctx.patched && ctx.pidBefore != null && o.gateway.pid === ctx.pidBefore) {
     drift.push({
       code: 'pid-unchanged',
-      message: `gateway still runs as pid ${ctx.pidBefore}, spawned before the patch`,
+      message: flat`gateway still runs as pid ${ctx.pidBefore}, spawned before the patch`,
     });
   }
   const rejection = keyRejection(o);
   if (rejection) {
     drift.push({
       code: 'key-rejected',
-      message: `the provider rejected the ${have === want ? '' : 'old '}key on ${describeKeyRejection(rejection)}`,
+      message: flat`the provider rejected the ${have === want ? '' : 'old '}key on ${describeKeyRejection(rejection)}`,
     });
   }
   return { converged: drift.length === 0, drift };

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseObservedState } from '../../src/kilo-state.ts';
 import { classify, plan } from '../../src/reconcile/plan.ts';
-import { keyRejection, reasonOf, status } from '../../src/reconcile/status.ts';
+import { flat, keyRejection, reasonOf, status } from '../../src/reconcile/status.ts';
 import { observedOrThrow } from '../support/observed.ts';
 import { KEY_NEW, KEY_OLD, observed, TOKEN, traffic, want } from './support/fixtures.ts';
 
@@ -165,6 +165,16 @@ describe('plan()', () => {
   it('a rejected old key gets a deliver-key and no KeyRejected code', () => {
     const actions = plan(want(), observed({ traffic: traffic({ rejected: 3 }) }));
     expect(actions.some((a) => a.code)).toBe(false);
+  });
+});
+
+describe('flat', () => {
+  it('renders as the template literal does (null, undefined, numbers, no value, empty pieces)', () => {
+    const v = { n: null, u: undefined, pid: 4242, s: 'v1 → v2' };
+    expect(flat`a ${v.n} b ${v.u} c ${v.pid}${v.s}`).toBe(`a ${v.n} b ${v.u} c ${v.pid}${v.s}`);
+    expect(flat`${v.s}`).toBe(v.s);
+    expect(flat`no value`).toBe('no value');
+    expect(flat``).toBe('');
   });
 });
 
