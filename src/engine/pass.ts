@@ -98,12 +98,23 @@ export async function runPass(targets: Iterable<Target>, opts: PassOptions): Pro
   const keep = opts.keepResults ?? true;
   const kept: TargetResult[] = [];
   const summary = emptySummary();
-  await forEachLimit(targets, opts.rollout.concurrency, async (t, i) => {
-    const r = await reconcileTarget(t, work).finally(() => t.client.closeIdle?.());
-    tally(summary, r);
-    if (keep) kept[i] = r;
-    opts.onResult?.(r);
-  });
+  // A promise chain, not an async callback awaiting `.finally`: a target in flight keeps its
+  // callback alive as long as it is in flight, and an async frame plus finally's promise and
+  // closures cost ≈0.3 KB more of it (BENCHMARKS.md, reconcile fleet, Session 9).
+  await forEachLimit(targets, opts.rollout.concurrency, (t, i) =>
+    reconcileTarget(t, work).then(
+      (r) => {
+        t.client.closeIdle?.();
+        tally(summary, r);
+        if (keep) kept[i] = r;
+        opts.onResult?.(r);
+      },
+      (err: unknown) => {
+        t.client.closeIdle?.();
+        throw err;
+      },
+    ),
+  );
   return {
     keyVersion: opts.key.version,
     delivery: opts.spec.delivery,
