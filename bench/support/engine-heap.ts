@@ -59,7 +59,8 @@ class Holds {
   }
   hold(answer: () => void): void {
     this.#held.push(answer);
-    if (this.#held.length === N) this.#onFull();
+    // Once every target that holds a read has also run what follows its call (microtasks).
+    if (this.#held.length === N) setImmediate(this.#onFull);
   }
   release(): void {
     for (const answer of this.#held.splice(0)) answer();
@@ -85,6 +86,11 @@ async function measure(phase: 'observe' | 'verify', warmUp: boolean): Promise<vo
         pid = nextPid++;
         state = body(pid, true, 'bench-key-1', 'v1');
         return Promise.resolve({ ok: true, signaled: true, migratedProfiles: 0 });
+      },
+      // As the HTTP client does to a controller that holds reads: the read written behind the patch.
+      patchEnvThenState(vars, version, wait, signal) {
+        const patch = this.patchEnv(vars, version, signal);
+        return { patch, state: this.getState(signal, wait) };
       },
     };
   };
