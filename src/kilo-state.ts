@@ -247,13 +247,12 @@ export function parseObservedState(body: unknown): ObservedParse {
   const controller = object(body.controller, CONTROLLER, 'controller', bad);
   const gateway = object(body.gateway, GATEWAY, 'gateway', bad);
   const key = object(body.key, KEY, 'key', bad);
-  const profiles: Obj[] = [];
   const ps = body.profiles;
+  // Made at its length, not grown by push (which leaves room for 17): a target's observed state
+  // lives as long as the target is in flight. A profile at fault fails the whole answer.
+  const profiles = new Array<Obj | undefined>(Array.isArray(ps) ? ps.length : 0);
   if (Array.isArray(ps)) {
-    for (let i = 0; i < ps.length; i++) {
-      const p = object(ps[i], PROFILE, `profiles.${i}`, bad);
-      if (p) profiles.push(p);
-    }
+    for (let i = 0; i < ps.length; i++) profiles[i] = object(ps[i], PROFILE, `profiles.${i}`, bad);
   } else if (ps !== undefined) bad.push('profiles');
   if (bad.length > 0 || !controller || !gateway || !key) return { ok: false, fields: bad };
   const out: Obj = { controller, gateway, key, profiles };

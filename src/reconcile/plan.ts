@@ -103,8 +103,10 @@ export function plan(d: Desired, o: ObservedState): Action[] {
       reason: flat`the provider rejected the desired key on ${describeKeyRejection(rejection)}; delivering the same key again cannot fix that: put a key the provider accepts in the key source`,
     });
   }
-  if (actions.length === 0) actions.push({ type: 'none', reason: IN_SYNC });
-  return actions;
+  if (actions.length === 0) return [{ type: 'none', reason: IN_SYNC }];
+  // A copy at its length: an array grown by push keeps room for 17, and a target's plan lives as
+  // long as the target is in flight.
+  return actions.slice();
 }
 
 /**

@@ -157,5 +157,6 @@ export function status(d: Desired, o: ObservedState, ctx: VerifyContext = { patc
       message: flat`the provider rejected the ${have === want ? '' : 'old '}key on ${describeKeyRejection(rejection)}`,
     });
   }
-  return { converged: drift.length === 0, drift };
+  // A copy at its length, as plan()'s actions: an array grown by push keeps room for 17.
+  return { converged: drift.length === 0, drift: drift.length === 0 ? drift : drift.slice() };
 }
