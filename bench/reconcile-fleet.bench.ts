@@ -22,10 +22,12 @@
 //   FLEET_WAIT=0                      the simulated controllers answer every state read at once (an
 //                                     older keyroll controller), so the reconciler polls; default:
 //                                     they hold a read that asks to wait, as keyroll's controller does
+//   BENCH_TW_WAIT=0                   do not wait for the host's TCP connections in TIME_WAIT to expire
+//                                     before the simulator starts and before each pass (see quietTimeWait)
 //   BENCH_CLIENT_MODULE=path          bundle this controller-client module instead of src's (an
 //                                     older copy, for a before/after comparison on the same tree)
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -90,6 +92,41 @@ await build({
   ],
 });
 
+/**
+ * TCP connections in TIME_WAIT on this host (Linux: /proc/net/sockstat), or null. Whichever side
+ * closes a connection first keeps it so for a minute, holding its local port. A pass leaves up to
+ * one per target; the next pass's connects then search longer for a free port (keyroll's CPU per
+ * target +40 % measured with 20,000 left by the run before, BENCHMARKS.md, session 9), and the
+ * simulator may find no port to listen on.
+ */
+function timeWait(): number | null {
+  try {
+    const m = /\btw (\d+)/.exec(readFileSync('/proc/net/sockstat', 'latin1'));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Waits (at most 75 s: TIME_WAIT lasts 60 s on Linux) until at most TW_QUIET connections are in
+ * TIME_WAIT: a CronJob pass starts in a fresh pod, with a network namespace of its own and none.
+ * BENCH_TW_WAIT=0 skips it (and the figures then carry the runs before).
+ */
+const TW_QUIET = 1_000;
+async function quietTimeWait(): Promise<void> {
+  if (process.env.BENCH_TW_WAIT === '0') return;
+  let tw = timeWait();
+  if (tw === null || tw <= TW_QUIET) return;
+  console.log(`waiting for ${tw} TCP connections in TIME_WAIT to expire (a CronJob pass starts with none)`);
+  const until = Date.now() + 75_000;
+  while (tw !== null && tw > TW_QUIET && Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 1_000));
+    tw = timeWait();
+  }
+}
+
+await quietTimeWait();
 const sim = spawn(
   process.execPath,
   [
@@ -131,8 +168,13 @@ interface PassOut {
   summary: { total: number; converged: number; patched: number };
 }
 
-async function pass(version: number, concurrency: number): Promise<PassOut & { sim: SimStats }> {
+async function pass(
+  version: number,
+  concurrency: number,
+): Promise<PassOut & { sim: SimStats; timeWait: number | null }> {
+  await quietTimeWait();
   await simStats(); // resets the request counts
+  const tw = timeWait();
   const child = spawn(process.execPath, [...NODE_FLAGS, passScript], { stdio: ['pipe', 'pipe', 'inherit'] });
   let out = '';
   child.stdout!.on('data', (c: Buffer) => {
@@ -148,7 +190,7 @@ async function pass(version: number, concurrency: number): Promise<PassOut & { s
   const lines = out.trimEnd().split('\n');
   const r = JSON.parse(lines.pop()!) as PassOut;
   if (lines.length > 0) process.stderr.write(`${lines.join('\n')}\n`);
-  return { ...r, sim: await simStats() };
+  return { ...r, sim: await simStats(), timeWait: tw };
 }
 
 const simBefore = await simStats();
@@ -172,6 +214,9 @@ for (const c of LEVELS) {
     `| ${(again.ms / 1000).toFixed(2)} s, ${again.summary.patched} patched, ${again.sim.get} GETs ` +
     `| ${perTarget(again.cpuMs)} | ${again.peakRssMb.toFixed(1)} MB | ${perTarget(again.sim.cpuMs)} |`;
   console.log(line);
+  console.log(
+    `  (TCP connections in TIME_WAIT on the host before the passes: ${rotate.timeWait} and ${again.timeWait})`,
+  );
   rows.push(line);
   if (
     rotate.summary.converged !== TARGETS ||
