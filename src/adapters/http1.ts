@@ -723,9 +723,7 @@ class Call {
     if (next.settled) return void conn.destroy();
     if (this.status < 200 || this.status > 299) {
       conn.destroy();
-      next.fail(
-        new Http1Error('cancelled', `not sent: the request before it was answered HTTP ${this.status}`),
-      );
+      next.fail(cancelled(this.status));
       return;
     }
     if (!this.keepAlive) {
@@ -753,6 +751,10 @@ class Call {
     this.reject(err);
   }
 }
+
+/** The second of a pair, dropped because the first was answered `status` (not a 2xx). */
+const cancelled = (status: number): Http1Error =>
+  new Http1Error('cancelled', `not sent: the request before it was answered HTTP ${status}`);
 
 // ---- reading a head's bytes --------------------------------------------------------------------
 
@@ -1035,9 +1037,7 @@ export class Http1Client {
       const two = one.then((res) =>
         res.status >= 200 && res.status <= 299
           ? this.request('GET', second.path, second.headers, undefined, opts)
-          : Promise.reject(
-              new Http1Error('cancelled', `not sent: the request before it was answered HTTP ${res.status}`),
-            ),
+          : Promise.reject(cancelled(res.status)),
       );
       return [one, two];
     }

@@ -321,7 +321,7 @@ async function deliver(
   const { want, before } = a;
   gate.onPhase?.(t.name, 'delivering');
   const waitMaxMs = before.controller.waitMaxMs ?? 0;
-  const paired = want.delivery === 'restart' && waitMaxMs > 0 ? t.client.patchEnvThenState : undefined;
+  const paired = want.delivery === 'restart' && waitMaxMs > 0 && t.client.patchEnvThenState !== undefined;
   let attempts = 0;
   let sentAt = env.clock.now();
   let read: Promise<ObservedState> | null = null;
@@ -332,12 +332,12 @@ async function deliver(
         attempts = attempt;
         sentAt = env.clock.now();
         const vars = { [want.envVar]: w.key.key };
-        if (paired === undefined || attempt > 1) {
+        if (!paired || attempt > 1) {
           read = null;
           return t.client.patchEnv(vars, want.version, env.signal);
         }
         const wait = { ms: Math.min(waitMaxMs, deadline - sentAt), pid: before.gateway.pid ?? null };
-        const sent = paired.call(t.client, vars, want.version, wait, env.signal);
+        const sent = t.client.patchEnvThenState!(vars, want.version, wait, env.signal);
         read = sent.state;
         return sent.patch;
       },
